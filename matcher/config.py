@@ -1,0 +1,297 @@
+"""The model config: one typed dataclass with the field names of the design contract, the same names
+in YAML. Importing this module does not import torch.
+
+`la`, `dr` and `dr_da` are values of `variant`; everything else is shared, so the three variants are
+configurations of the same code (models/) and the same cost formulas (matcher/costs.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matcher.errors import ConfigError
+
+VARIANTS = ("la", "dr", "dr_da")
+MLP_ACTS = ("swiglu", "gelu")
+MIXTURES = ("sequential", "parallel")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    variant: str = "la"  # la: `depth` distinct layers; dr: one shared layer applied `depth` times; dr_da: dr + DA
+    vocab_size: int  # tokens in the vocabulary (embedding rows; LM-head columns)
+    d_model: int  # width of the residual stream
+    depth: int  # number of layer applications (= distinct layers for `la`)
+    n_heads: int  # sequence-attention query heads
+    n_kv_heads: int | None = None  # sequence-attention key/value heads (GQA); None: = n_heads
+    head_dim: int | None = None  # per-head width; None: d_model // n_heads
+    seq_len: int  # training context length (tokens)
+    d_ff: int  # hidden width of ONE expert (or of the dense MLP when n_experts == 0)
+    n_experts: int = 0  # routed experts per MoE layer; 0: a dense MLP of width d_ff, no router
+    top_k: int = 0  # experts selected per token (0 for a dense MLP)
+    n_shared_experts: int = 0  # always-active experts of width d_ff beside the routed ones
+    mlp_act: str = "swiglu"  # swiglu (3 matrices per expert) or gelu (2 matrices)
+    tie_embeddings: bool = False  # LM head shares the token-embedding matrix
+    da_heads: int = 1  # depth-attention heads (used by dr_da only)
+    da_head_dim: int | None = None  # depth-attention head width; None: = head_dim
+    router_rank: int = 0  # 0: router query is the normalised state; r > 0: a rank-r projection first
+    mixture: str = "sequential"  # sequential: SA, DA, EA each pre-norm residual; parallel: all read one norm
+    rope_theta: float = 10000.0  # RoPE base over token positions
+    da_rope: bool = True  # rotary encoding of the depth index in depth attention
+    router_depth_rope: bool = True  # router query rotated by the depth index (no parameters)
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.head_dim is None and _is_int(self.d_model) and _is_int(self.n_heads) and self.n_heads > 0:
+            self.head_dim = self.d_model // self.n_heads
+        if self.da_head_dim is None:
+            self.da_head_dim = self.head_dim
+        self.validate()
+
+    # Derived quantities used by the models and the cost formulas alike.
+    @property
+    def has_depth_attention(self) -> bool:
+        return self.variant == "dr_da"
+
+    @property
+    def n_unique_layers(self) -> int:
+        return self.depth if self.variant == "la" else 1
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field and what to do about it."""
+        _check_types(self)
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if self.mlp_act not in MLP_ACTS:
+            raise ConfigError(f"mlp_act must be one of {', '.join(MLP_ACTS)}, got {self.mlp_act!r}")
+        if self.mixture not in MIXTURES:
+            raise ConfigError(f"mixture must be one of {', '.join(MIXTURES)}, got {self.mixture!r}")
+        for name in ("vocab_size", "d_model", "depth", "n_heads", "n_kv_heads", "head_dim", "seq_len",
+                     "d_ff", "da_heads", "da_head_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("n_experts", "top_k", "n_shared_experts", "router_rank"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads}) for GQA"
+            )
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim must be even for rotary position encoding, got {self.head_dim}")
+        if self.has_depth_attention and self.da_rope and self.da_head_dim % 2:
+            raise ConfigError(f"da_head_dim must be even when da_rope is on, got {self.da_head_dim}")
+        if self.n_experts == 0:
+            if self.top_k:
+                raise ConfigError(f"top_k is {self.top_k} but n_experts is 0 (a dense MLP): set top_k: 0")
+            if self.n_shared_experts:
+                raise ConfigError("n_shared_experts needs routed experts: set n_experts > 0 or n_shared_experts: 0")
+            if self.router_rank:
+                raise ConfigError("router_rank needs routed experts: set n_experts > 0 or router_rank: 0")
+        else:
+            if not 1 <= self.top_k <= self.n_experts:
+                raise ConfigError(
+                    f"top_k must be between 1 and n_experts ({self.n_experts}), got {self.top_k}"
+                )
+            if self.router_depth_rope and (self.router_rank or self.d_model) % 2:
+                raise ConfigError("the router query width must be even for router_depth_rope: "
+                                  "use an even router_rank/d_model or router_depth_rope: false")
+        if not (self.rope_theta > 0 and math.isfinite(self.rope_theta)):
+            raise ConfigError(f"rope_theta must be a positive number, got {self.rope_theta}")
+        if not 0 < self.norm_eps < 1:
+            raise ConfigError(f"norm_eps must be in (0, 1), got {self.norm_eps}")
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with `changes` applied and validated. Derived defaults (head_dim, n_kv_heads,
+        da_head_dim) are kept as they were unless changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "model config") -> ModelConfig:
+        return from_mapping(cls, data, where)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is int:
+        return _is_int(value)
+    if annotation is float:
+        return (_is_int(value) or isinstance(value, float))
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(
+            _type_ok(v, typing.get_args(annotation)[0]) for v in value
+        )
+    if origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _check_types(obj: Any) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if not _type_ok(value, hints[f.name]):
+            raise ConfigError(
+                f"{f.name} must be {_type_name(hints[f.name])}, got {value!r} ({type(value).__name__})"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
+
+
+def from_mapping(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys (with the closest field name),
+    missing required keys and wrong types; every message starts with `where`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of field: value, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown field {key!r}{hint}. Valid fields: {', '.join(names)}")
+    missing = [
+        f.name for f in dataclasses.fields(cls)
+        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required field(s) {', '.join(missing)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(
+                f"{where}: {key} must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
+            )
+    try:
+        return cls(**data)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file or a syntax error is one ConfigError with the line."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file. Give a preset name (`matcher presets` lists them) or a YAML path")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}:{at}: not valid YAML ({problem}); fix the syntax there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; give a YAML config file") from None
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """A model config file: the fields at top level, or under a `model:` key."""
+    data = read_yaml(path)
+    if isinstance(data, dict) and set(data) == {"model"}:
+        data = data["model"]
+    return ModelConfig.from_dict(data, where=str(path))
+
+
+def dump_yaml(data: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """How one run trains. Runs of one sweep share `tokens_per_step` so their curves are comparable."""
+
+    total_tokens: int  # training budget in tokens
+    batch_size: int  # sequences per optimizer step (over all devices)
+    seq_len: int  # tokens per training sequence
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # final LR as a fraction of the peak (end of the decay phase)
+    warmup_fraction: float = 0.05  # share of steps in linear warmup
+    decay_fraction: float = 0.2  # share of steps in the final (linear) decay of warmup-stable-decay
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    balance_rate: float = 1e-3  # step of the auxiliary-loss-free expert-bias update
+    seed: int = 0
+    data: str = "math"  # "math" (embedded generator) or a path to a .bin token shard
+    data_steps: int = 3  # reasoning steps in generated math problems
+    eval_data: str = "math"  # "math" (held-out generated problems) or a GSM8K-style JSONL path
+    eval_examples: int = 64  # problems scored at each checkpoint
+    eval_tokens: list[int] = field(default_factory=list)  # token checkpoints; empty: log-spaced
+    n_evals: int = 8  # number of log-spaced checkpoints when eval_tokens is empty
+    dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
+    compile: bool = False  # torch.compile the model
+    recompute: str = "none"  # activation recomputation: none | full
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        for name in ("total_tokens", "batch_size", "seq_len", "eval_examples", "n_evals", "data_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        for name in ("min_lr_ratio", "warmup_fraction", "decay_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.warmup_fraction + self.decay_fraction > 1:
+            raise ConfigError("warmup_fraction + decay_fraction must be at most 1")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")
+        if self.recompute not in ("none", "full"):
+            raise ConfigError(f"recompute must be none or full, got {self.recompute!r}")
+        if any(t <= 0 for t in self.eval_tokens) or list(self.eval_tokens) != sorted(set(self.eval_tokens)):
+            raise ConfigError("eval_tokens must be positive and strictly increasing")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @property
+    def total_steps(self) -> int:
+        return max(1, self.total_tokens // self.tokens_per_step)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "train config") -> TrainConfig:
+        return from_mapping(cls, data, where)
