@@ -81,8 +81,8 @@ def test_loss_is_cross_entropy_and_ignores_masked_targets():
     torch.testing.assert_close(loss, expected)
 
 
-@pytest.mark.parametrize("variant", ["la", "dr_da"])
-def test_recompute_gives_the_same_loss_and_gradients(variant):
+@pytest.mark.parametrize("variant, bf16", [("la", False), ("dr_da", False), ("dr", True)])
+def test_recompute_gives_the_same_loss_and_gradients(variant, bf16):
     torch.manual_seed(3)
     model = Model(tiny(variant=variant))
     idx = torch.randint(0, 128, (2, 10))
@@ -90,11 +90,30 @@ def test_recompute_gives_the_same_loss_and_gradients(variant):
     for recompute in (False, True):
         model.zero_grad()
         model.recompute = recompute
-        _, loss = model(idx, idx)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, loss = model(idx, idx)
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+
+
+def test_shared_experts_are_cast_once_per_forward_under_autocast():
+    """Backward keeps one bf16 copy of the shared layer's expert weights, not one per application."""
+    cfg = tiny(variant="dr", depth=4)
+    model = Model(cfg)
+    expert_bytes = cfg.n_experts * cfg.d_model * cfg.d_ff * 2  # one bf16 matrix stack
+    storages = set()
+
+    def pack(t):
+        if t.dtype == torch.bfloat16 and t.untyped_storage().nbytes() == expert_bytes:
+            storages.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randint(0, 128, (2, 16)))
+    assert len(storages) == 3  # w1, w3, w2
+    assert all(experts.cast_cache is None for experts in model._experts)
 
 
 @pytest.mark.parametrize("name", ["la-2b", "dr_da-2b"])
