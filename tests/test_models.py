@@ -13,6 +13,15 @@ from models import Model
 from models.expert_attention import ExpertAttention
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls gain nothing from threads, and on a busy machine waiting for them costs seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(**changes) -> ModelConfig:
     """la-tiny made smaller and untied unless asked, so each test builds in milliseconds."""
     return get_preset("la-tiny").replace(**{"d_model": 32, "depth": 3, "tie_embeddings": False, **changes})
@@ -110,7 +119,8 @@ def test_shared_experts_are_cast_once_per_forward_under_autocast():
             storages.add(t.untyped_storage().data_ptr())
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), bf16:
         model(torch.randint(0, 128, (2, 16)))
     assert len(storages) == 3  # w1, w3, w2
     assert all(experts.cast_cache is None for experts in model._experts)
