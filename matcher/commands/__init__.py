@@ -1,0 +1,1 @@
+"""One module per CLI subcommand: plain functions that matcher/cli.py calls."""
