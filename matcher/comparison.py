@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from matcher.efficiency import default_targets, efficiency_ratio, spread, tokens_to_reach
+from matcher.efficiency import Spread, default_targets, efficiency_ratio, spread, tokens_to_reach
 from matcher.results import Results
 
 
@@ -25,8 +25,9 @@ from matcher.results import Results
 class Column:
     key: str  # row key and CSV header
     header: str  # terminal and Markdown header
-    kind: str  # how a value is written: one of matcher.render.KINDS
-    missing: str = "—"  # shown where the value is None
+    kind: str  # how matcher/render.py writes it: text, int, target, tokens, flops, count, bytes, ratio,
+    # accuracy or loss
+    missing: str = "-"  # shown where the value is None
 
 
 @dataclass
@@ -46,7 +47,8 @@ class Report:
 
 def baseline_targets(results: Results) -> list[float]:
     """Default targets from the baseline group's seed-mean accuracy curve (see matcher/efficiency.py)."""
-    curve = [row["eval_accuracy_mean"] for row in checkpoint_rows(results) if row["group"] == results.baseline]
+    baseline = results.baseline
+    curve = [row["eval_accuracy_mean"] for row in checkpoint_rows(results) if row["group"] == baseline]
     return default_targets(curve)
 
 
@@ -59,7 +61,8 @@ def build_report(results: Results, targets: list[float], targets_given: bool) ->
         + (" (given)." if targets_given else
            " (25%, 50% and 75% of the baseline's best mean accuracy, rounded to 2 decimals)."),
     ]
-    tables = [runs_table(results), reach_table(results, targets), checkpoint_table(results), costs_table(results)]
+    tables = [runs_table(results), reach_table(results, targets), checkpoint_table(results),
+              costs_table(results)]
     return Report(f"matcher compare: {sweep}", summary, tables)
 
 
@@ -74,9 +77,9 @@ def runs_table(results: Results) -> Table:
         })
     columns = [
         Column("run", "run", "text"), Column("group", "group", "text"), Column("seed", "seed", "int"),
-        Column("variant", "variant", "text"), Column("role", "role", "text"), Column("state", "state", "text"),
-        Column("tokens", "tokens", "tokens"), Column("evals", "evals", "int"),
-        Column("last_eval_accuracy", "last accuracy", "accuracy"),
+        Column("variant", "variant", "text"), Column("role", "role", "text"),
+        Column("state", "state", "text"), Column("tokens", "tokens", "tokens"),
+        Column("evals", "evals", "int"), Column("last_eval_accuracy", "last accuracy", "accuracy"),
     ]
     notes = ["state from status.json (unknown: none written yet); tokens trained so far. "
              "Runs that failed or still run are compared on the checkpoints they have."]
@@ -86,40 +89,40 @@ def runs_table(results: Results) -> Table:
 
 
 def reach_table(results: Results, targets: list[float]) -> Table:
-    reach = {
-        run: [tokens_to_reach(list(curve["tokens"]), list(curve["eval_accuracy"]), t) for t in targets]
-        for run, curve in results.evals.groupby("run", sort=False)
-    }
-    by_group = {
-        group: [[reach.get(run, [None] * len(targets))[i] for run in _runs_of(results, group)]
-                for i in range(len(targets))]
-        for group in results.groups
-    }
-    variants = group_variants(results)
-    states = group_states(results)
+    curves = {run: (list(curve["tokens"]), list(curve["eval_accuracy"]))
+              for run, curve in results.evals.groupby("run", sort=False)}
+
+    def reach(group: str, target: float) -> Spread:
+        no_evals = ([], [])
+        runs = _runs_of(results, group)
+        return spread([tokens_to_reach(*curves.get(run, no_evals), target) for run in runs])
+
+    variants, states = group_variants(results), group_states(results)
     rows = []
-    for i, target in enumerate(targets):
-        baseline = spread(by_group[results.baseline][i])
+    for target in targets:
+        baseline = reach(results.baseline, target)
         for group in results.groups:
-            stats = spread(by_group[group][i])
+            stats = reach(group, target)
             rows.append({
                 "target": target, "group": group, "variant": variants[group], "state": states[group],
-                "seeds": stats.seeds, "reached": stats.n, "tokens_mean": stats.mean, "tokens_std": stats.std,
-                "vs_baseline": efficiency_ratio(baseline.mean, stats.mean),
+                "seeds": stats.seeds, "reached": stats.n, "tokens_mean": stats.mean,
+                "tokens_std": stats.std, "vs_baseline": efficiency_ratio(baseline.mean, stats.mean),
             })
     columns = [
         Column("target", "target", "target"), Column("group", "group", "text"),
-        Column("variant", "variant", "text"), Column("state", "state", "text"), Column("seeds", "seeds", "int"),
-        Column("reached", "reached", "int"), Column("tokens_mean", "tokens", "tokens", missing="not reached"),
-        Column("tokens_std", "±", "tokens"), Column("vs_baseline", "vs baseline", "ratio"),
+        Column("variant", "variant", "text"), Column("state", "state", "text"),
+        Column("seeds", "seeds", "int"), Column("reached", "reached", "int"),
+        Column("tokens_mean", "tokens", "tokens", missing="not reached"), Column("tokens_std", "±", "tokens"),
+        Column("vs_baseline", "vs baseline", "ratio"),
     ]
     notes = [
         "tokens: where accuracy first reaches the target, interpolated linearly in log(tokens) between the "
         "two checkpoints around it; mean over the seeds that reached it, ± sample std.",
-        "vs baseline = baseline tokens / group tokens: above 1x the group needs fewer tokens than the baseline.",
+        "vs baseline = baseline tokens / group tokens: above 1x the group needs fewer tokens than the "
+        "baseline.",
     ]
     if not targets:
-        notes.append("No targets: the baseline has no eval with accuracy above 0 yet; give --targets.")
+        notes.append("No targets: the baseline has no eval with accuracy 0.01 or more yet; give --targets.")
     return Table("Tokens to reach target accuracy", columns, rows, notes)
 
 
@@ -140,7 +143,8 @@ def checkpoint_rows(results: Results) -> list[dict[str, Any]]:
 
 def checkpoint_table(results: Results) -> Table:
     columns = [
-        Column("group", "group", "text"), Column("tokens", "tokens", "tokens"), Column("seeds", "seeds", "int"),
+        Column("group", "group", "text"), Column("tokens", "tokens", "tokens"),
+        Column("seeds", "seeds", "int"),
         Column("eval_accuracy_mean", "accuracy", "accuracy"), Column("eval_accuracy_std", "±", "accuracy"),
         Column("eval_loss_mean", "eval loss", "loss"), Column("train_loss_mean", "train loss", "loss"),
     ]
@@ -152,6 +156,7 @@ COSTS = (
     ("train_flops_per_token", "FLOP/token", "flops"),
     ("total_params", "params", "count"),
     ("active_params", "active", "count"),
+    ("applied_params", "applied", "count"),
     ("training_memory_bytes", "train mem", "bytes"),
     ("inference_cache_bytes", "cache", "bytes"),
 )
@@ -173,7 +178,8 @@ def costs_table(results: Results) -> Table:
         columns += [Column(key, header, kind), Column(f"{key}_vs_baseline", "×", "ratio")]
     notes = [
         "Predicted when the sweep was planned (run.yaml `predicted`). FLOP/token: training, forward + "
-        "backward = 3x forward, 1 FLOP = one add or one multiply. params: total; active: per token; "
+        "backward = 3x forward, 1 FLOP = one add or one multiply. params: total (unique); active: the "
+        "unique parameters one token uses; applied: what its forward pass applies over all depths; "
         "train mem: weights, gradients, optimizer state and activations; cache: inference cache per "
         "sequence. × = group / baseline.",
     ]
@@ -193,7 +199,8 @@ def group_states(results: Results) -> dict[str, str]:
     states = {}
     for group in results.groups:
         counts = Counter(results.runs.loc[results.runs["group"] == group, "state"])
-        states[group] = next(iter(counts)) if len(counts) == 1 else ", ".join(f"{n} {s}" for s, n in counts.items())
+        mixed = ", ".join(f"{n} {state}" for state, n in counts.items())
+        states[group] = next(iter(counts)) if len(counts) == 1 else mixed
     return states
 
 
@@ -202,7 +209,8 @@ def _mean(values) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def _value(value: Any) -> float | None:
+def _value(value: Any) -> Any:
+    """None for a missing value, which pandas holds as NaN."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 

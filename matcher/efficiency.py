@@ -16,8 +16,9 @@ Rules
 - Seeds: mean and sample standard deviation (n - 1) over the seeds that have a value (reached the
   target, or have that checkpoint); the std is None for fewer than two values.
 - Default targets: 25%, 50% and 75% of the baseline's best accuracy (the maximum of its seed-mean
-  curve), rounded to 2 decimals, zeros and repeats dropped. The baseline reaches every one of them;
-  100% is left out because it is met only at the baseline's single best checkpoint, where noise decides.
+  curve), rounded to 2 decimals; zeros, repeats and any that rounding lifted above the best are
+  dropped, so the baseline reaches every one, and there are none before it scores 0.01. 100% is left
+  out: it is met only at the baseline's single best checkpoint, where noise decides.
 """
 
 from __future__ import annotations
@@ -77,12 +78,12 @@ def spread(values: Sequence[float | None]) -> Spread:
 
 
 def default_targets(baseline_accuracy: Sequence[float]) -> list[float]:
-    """Targets from the baseline's (seed-mean) accuracy curve; [] if it never rises above 0."""
+    """Targets from the baseline's (seed-mean) accuracy curve; [] while its best is below 0.01."""
     if not baseline_accuracy:
         return []
     best = max(baseline_accuracy)
     targets = {round(fraction * best, 2) for fraction in DEFAULT_TARGET_FRACTIONS}
-    return sorted(t for t in targets if t > 0)
+    return sorted(t for t in targets if 0 < t <= best)
 
 
 def parse_targets(text: str) -> list[float]:
@@ -100,10 +101,10 @@ def parse_targets(text: str) -> list[float]:
         if percent:
             value /= 100
         if not 0 < value <= 1:
-            raise ResultsError(
-                f"target {item!r} is not an accuracy between 0 and 1: give e.g. --targets 0.3,0.5 (or 30%,50%)"
-            )
+            raise ResultsError(f"target {item!r} is not an accuracy between 0 and 1: "
+                               "give e.g. --targets 0.3,0.5 (or 30%,50%)")
         targets.add(value)
     if not targets:
-        raise ResultsError("--targets is empty: give accuracies like --targets 0.3,0.5, or leave it out for defaults")
+        raise ResultsError("--targets is empty: give accuracies like --targets 0.3,0.5, "
+                           "or leave it out for the defaults")
     return sorted(targets)

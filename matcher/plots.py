@@ -1,11 +1,13 @@
-"""`matcher compare --plot FILE`: one figure, in the format of FILE's suffix (.png, .pdf, .svg).
+"""`matcher compare --plot FILE`: one figure, in the format of FILE's suffix (.png, .pdf, .svg; .png
+when it has none).
 
 - Top left: eval accuracy against training tokens (log axis), one line per group: the seed mean,
   with a band of ± one sample std where two or more seeds have the checkpoint; targets dashed.
 - Top right: loss against training tokens: train loss (thin) and eval loss (markers), seed means.
 - Below, for each run that logged expert load: a heat map of its last eval's load, applied depth by
-  expert, as a multiple of the balanced share (1 = every expert gets 1/n_experts of the tokens), on
-  one colour scale for all runs so that runs with different expert counts compare.
+  expert, as a multiple of the balanced share (1 = every expert gets 1/n_experts of the tokens):
+  white is balanced, red an overloaded expert, blue an idle one, on one colour scale for all runs so
+  that runs with different expert counts compare.
 
 Groups whose runs did not all finish carry their state in the legend. matplotlib is optional
 (`pip install 'matcher[plot]'`); it is drawn without pyplot, so no display is needed.
@@ -23,7 +25,8 @@ from matcher.results import Results
 HEAT_MAPS_PER_ROW = 4
 
 
-def plot_comparison(results: Results, targets: list[float], path: str | Path) -> None:
+def plot_comparison(results: Results, targets: list[float], path: str | Path) -> Path:
+    """Draw the figure into `path` (.png added when it has no suffix); returns the file written."""
     try:
         from matplotlib import colormaps
         from matplotlib.figure import Figure
@@ -42,12 +45,15 @@ def plot_comparison(results: Results, targets: list[float], path: str | Path) ->
     _plot_curves(results, targets, colors, accuracy_axes, loss_axes)
     if loads:
         _plot_loads(loads, bottom, heat_rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path) if Path(path).suffix else Path(path).with_suffix(".png")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=120)
     except ValueError as err:
         raise ResultsError(f"cannot write plot {path}: {err}; use a .png, .pdf or .svg file name") from None
+    except OSError as err:
+        raise ResultsError(f"cannot write plot {path}: {err.strerror}; choose another --plot file") from None
+    return path
 
 
 def _plot_curves(results: Results, targets: list[float], colors, accuracy_axes, loss_axes) -> None:
@@ -67,8 +73,9 @@ def _plot_curves(results: Results, targets: list[float], colors, accuracy_axes, 
         accuracy_axes.plot(tokens, mean, marker="o", color=colors[group], label=label,
                            linewidth=2.5 if group == results.baseline else 1.5)
         if any(std):
-            accuracy_axes.fill_between(tokens, [max(m - s, 0.0) for m, s in zip(mean, std)],
-                                       [min(m + s, 1.0) for m, s in zip(mean, std)], color=colors[group], alpha=0.2)
+            low = [max(m - s, 0.0) for m, s in zip(mean, std)]
+            high = [min(m + s, 1.0) for m, s in zip(mean, std)]
+            accuracy_axes.fill_between(tokens, low, high, color=colors[group], alpha=0.2)
         train = results.train[(results.train["group"] == group) & (results.train["tokens"] > 0)]
         train = train.groupby("tokens")["train_loss"].mean()
         loss_axes.plot(train.index, train.values, color=colors[group], linewidth=0.8, alpha=0.6)
@@ -91,7 +98,6 @@ def _plot_loads(loads: list[tuple[str, list[list[float]]]], figure, heat_rows: i
 
     relative = [[[share * len(depth) for share in depth] for depth in load] for _, load in loads]
     highest = max(max(max(depth) for depth in load) for load in relative)
-    # White is balanced, red an overloaded expert, blue an idle one.
     norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=max(highest, 2.0))
     columns = min(len(loads), HEAT_MAPS_PER_ROW)
     axes = figure.subplots(heat_rows, columns, squeeze=False).ravel()

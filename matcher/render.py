@@ -1,8 +1,9 @@
 """Write a comparison Report (matcher/comparison.py) as rich tables, Markdown or CSV.
 
-Terminal and Markdown show numbers readably (tokens 41.3K, ratios 1.35x, bytes 4.5 MiB, three
-significant digits); CSV keeps them as numbers (counts as integers, fractions to 4 decimals) and
-holds one block per table: a `# title` line, the header and the rows, then a blank line.
+Terminal and Markdown show numbers readably with matcher/fmt.py, like every matcher table (tokens
+41.3k, parameters 255.6K, ratios 1.35x, bytes 4.5 MiB); CSV keeps them as numbers (counts as
+integers, fractions to 4 decimals) and holds one block per table: a `# title` line, the header and
+the rows, then a blank line.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import io
 import math
 from typing import Any
 
+from matcher import fmt
 from matcher.comparison import Column, Report, Table
 
-COUNT_SUFFIXES = ("", "K", "M", "B", "T")  # tokens, parameters
-SI_SUFFIXES = ("", "K", "M", "G", "T", "P")  # FLOPs
-BYTE_SUFFIXES = (" B", " KiB", " MiB", " GiB", " TiB")
 TEXT_KINDS = ("text",)
 
 
@@ -30,14 +29,14 @@ def readable(value: Any, kind: str) -> str:
         return str(int(value))
     if kind == "target":
         return f"{value:g}"
-    if kind in ("tokens", "count"):
-        return _scaled(value, 1000, COUNT_SUFFIXES)
-    if kind == "flops":
-        return _scaled(value, 1000, SI_SUFFIXES)
+    if kind in ("tokens", "flops"):
+        return fmt.si(value)
+    if kind == "count":
+        return fmt.params(value)
     if kind == "bytes":
-        return _scaled(value, 1024, BYTE_SUFFIXES)
+        return fmt.bytes_(value)
     if kind == "ratio":
-        return f"{value:.2f}x"
+        return fmt.ratio(value, digits=2)
     if kind in ("accuracy", "loss"):
         return f"{value:.3f}"
     raise ValueError(f"unknown column kind {kind!r}")
@@ -58,14 +57,6 @@ def plain(value: Any, kind: str) -> str:
     return f"{value:.4f}"
 
 
-def _scaled(value: float, base: int, suffixes: tuple[str, ...]) -> str:
-    """Three significant digits and a suffix, moving up a suffix once the digits would reach 1000."""
-    step = 0
-    while step + 1 < len(suffixes) and abs(float(f"{value / base**step:.3g}")) >= 1000:
-        step += 1
-    return f"{value / base**step:.3g}{suffixes[step]}"
-
-
 def _cells(table: Table) -> list[list[str]]:
     return [[column.missing if row.get(column.key) is None else readable(row[column.key], column.kind)
              for column in table.columns] for row in table.rows]
@@ -83,14 +74,16 @@ def to_markdown(report: Report) -> str:
 
 def _markdown_table(columns: list[Column], cells: list[list[str]]) -> str:
     headers = [column.header for column in columns]
-    widths = [max(len(text) for text in [header] + [row[i] for row in cells]) for i, header in enumerate(headers)]
-    right = [column.kind not in TEXT_KINDS for column in columns]
+    widths = [max(len(text) for text in [header, *(row[i] for row in cells)])
+              for i, header in enumerate(headers)]
+    right = [column.kind not in TEXT_KINDS for column in columns]  # numbers line up on their last digit
 
     def line(texts: list[str]) -> str:
-        return "| " + " | ".join(t.rjust(w) if r else t.ljust(w) for t, w, r in zip(texts, widths, right)) + " |"
+        padded = (t.rjust(w) if r else t.ljust(w) for t, w, r in zip(texts, widths, right))
+        return "| " + " | ".join(padded) + " |"
 
-    rule = "|" + "|".join("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1) for w, r in zip(widths, right)) + "|"
-    return "\n".join([line(headers), rule] + [line(row) for row in cells])
+    rule = "|" + "|".join("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1) for w, r in zip(widths, right))
+    return "\n".join([line(headers), rule + "|"] + [line(row) for row in cells])
 
 
 def to_csv(report: Report) -> str:
@@ -114,11 +107,11 @@ def print_rich(report: Report, console) -> None:
     for line in report.summary:
         console.print(Text(line))
     for table in report.tables:
-        shown = RichTable(title=Text(table.title), caption=Text(" ".join(table.notes)), caption_justify="left",
-                          title_justify="left", title_style="bold")
+        shown = RichTable(title=Text(table.title), caption=Text(" ".join(table.notes)),
+                          caption_justify="left", title_justify="left", title_style="bold")
         for column in table.columns:
             shown.add_column(column.header, justify="left" if column.kind in TEXT_KINDS else "right")
         for cells in _cells(table):
-            shown.add_row(*(Text(cell) for cell in cells))  # Text: a "[" in a reason is not markup
+            shown.add_row(*(Text(cell) for cell in cells))  # Text: a "[" in a run name is not markup
         console.print()
         console.print(shown)

@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from matcher.config import VARIANTS, read_yaml
 from matcher.errors import ConfigError, ResultsError
+from matcher.sweep import PREDICTED_KEYS as PREDICTED
+from matcher.sweep import ROLES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-ROLES = ("target", "variant")
 STATES = ("running", "finished", "failed", "interrupted")
-PREDICTED = ("train_flops_per_token", "total_params", "active_params", "training_memory_bytes",
-             "inference_cache_bytes")
 EVAL_REQUIRED = ("step", "tokens", "eval_accuracy")
 EVAL_OPTIONAL = ("train_loss", "eval_loss", "tokens_per_s", "mfu", "peak_memory_bytes", "elapsed_s")
 TRAIN_REQUIRED = ("step", "tokens", "train_loss")
@@ -41,9 +40,10 @@ RUN_COLUMNS = ("run", "group", "seed", "role", "variant", "sweep", "state", "rea
 class Results:
     path: Path  # the sweep's results folder
     runs: pd.DataFrame  # one row per run: RUN_COLUMNS, in report order (baseline group first)
-    evals: pd.DataFrame  # one row per run and eval checkpoint, by tokens: run, group, seed, step, tokens, ...
-    train: pd.DataFrame  # one row per "train" line, by tokens: run, group, seed, step, tokens, train_loss, ...
-    expert_load: dict[str, list[list[float]]]  # run -> [applied depth][expert] load share, last eval with one
+    evals: pd.DataFrame  # one row per run and eval checkpoint, by tokens: run, group, seed, EVAL_* fields
+    train: pd.DataFrame  # one row per run and "train" line, by tokens: run, group, seed, TRAIN_* fields
+    expert_load: dict[str, list[list[float]]]  # run -> [applied depth][expert] load share at its last
+    # eval that logged one
     warnings: list[str]
 
     @property
@@ -73,7 +73,8 @@ def load_results(path: str | Path) -> Results:
     import pandas as pd
 
     path, run_dirs = _find_run_dirs(Path(path))
-    warnings: list[str] = []
+    warnings = [f"{d}: metrics but no run.yaml; run skipped" for d in sorted(path.iterdir())
+                if (d / "metrics.jsonl").is_file() and not (d / "run.yaml").is_file()]
     runs, evals, train, expert_load = [], [], [], {}
     for run_dir in run_dirs:
         meta = _read_run_yaml(run_dir / "run.yaml", warnings)
@@ -101,8 +102,9 @@ def load_results(path: str | Path) -> Results:
             warnings.append(f"{path}: the runs of group {group} have different predicted costs; "
                             f"reports show those of {seeds['run'].iloc[0]}")
     order = {name: i for i, name in enumerate(runs["run"])}
-    evals = _sorted(pd.DataFrame(evals, columns=["run", "group", "seed", *EVAL_REQUIRED, *EVAL_OPTIONAL]), order)
-    train = _sorted(pd.DataFrame(train, columns=["run", "group", "seed", *TRAIN_REQUIRED, *TRAIN_OPTIONAL]), order)
+    keys = ["run", "group", "seed"]
+    evals = _in_run_order(pd.DataFrame(evals, columns=[*keys, *EVAL_REQUIRED, *EVAL_OPTIONAL]), order)
+    train = _in_run_order(pd.DataFrame(train, columns=[*keys, *TRAIN_REQUIRED, *TRAIN_OPTIONAL]), order)
     return Results(path, runs, evals, train, expert_load, warnings)
 
 
@@ -110,7 +112,7 @@ def _find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
     if not path.is_dir():
         raise ResultsError(f"{path}: no such folder; give a sweep's results folder, e.g. results/<sweep>")
     if (path / "run.yaml").is_file():
-        raise ResultsError(f"{path} is one run's folder; give the sweep's folder that holds it: {path.parent}")
+        raise ResultsError(f"{path} is one run's folder; give the sweep folder that holds it: {path.parent}")
     run_dirs = sorted(d for d in path.iterdir() if (d / "run.yaml").is_file())
     if run_dirs:
         return path, run_dirs
@@ -120,7 +122,7 @@ def _find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
     if sweeps:
         names = ", ".join(str(s) for s in sweeps)
         raise ResultsError(f"{path} holds several sweeps ({names}); give one of them")
-    raise ResultsError(f"{path}: no runs in it (no <run>/run.yaml); give the results folder of a trained sweep")
+    raise ResultsError(f"{path}: no runs in it (no <run>/run.yaml); give a trained sweep's results folder")
 
 
 def _read_run_yaml(path: Path, warnings: list[str]) -> dict[str, Any] | None:
@@ -228,17 +230,18 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dic
 
 
 def _fields(line: dict, required: tuple[str, ...], optional: tuple[str, ...]) -> tuple[dict, str | None]:
+    """The row of a metrics line (a missing or null optional field is NaN), or what is wrong with it."""
     row = {}
     for key in required:
         if not _is_number(line.get(key)):
-            return row, f"has no number {key} (got {line.get(key)!r})"
+            return {}, f"has no number {key} (got {line.get(key)!r})"
         row[key] = line[key]
     if not math.isfinite(row["tokens"]) or row["tokens"] < 0:
-        return row, f"tokens must be a count >= 0, got {row['tokens']!r}"
+        return {}, f"tokens must be a count >= 0, got {row['tokens']!r}"
     for key in optional:
         value = line.get(key)
         if value is not None and not _is_number(value):
-            return row, f"{key} must be a number or null, got {value!r}"
+            return {}, f"{key} must be a number or null, got {value!r}"
         row[key] = math.nan if value is None else value
     return row, None
 
@@ -270,6 +273,7 @@ def _report_order(runs: pd.DataFrame) -> pd.DataFrame:
     return rank.drop(columns=["_target", "_variant"]).reset_index(drop=True)
 
 
-def _sorted(frame: pd.DataFrame, run_order: dict[str, int]) -> pd.DataFrame:
-    return frame.sort_values(["run", "tokens"], key=lambda col: col.map(run_order) if col.name == "run" else col,
-                             kind="stable").reset_index(drop=True)
+def _in_run_order(frame: pd.DataFrame, run_order: dict[str, int]) -> pd.DataFrame:
+    """Rows of each run stay in token order (as read); runs in report order."""
+    ordered = frame.sort_values("run", key=lambda runs: runs.map(run_order), kind="stable")
+    return ordered.reset_index(drop=True)

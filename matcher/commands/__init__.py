@@ -1,1 +1,0 @@
-"""One module per CLI subcommand: plain functions that matcher/cli.py calls."""

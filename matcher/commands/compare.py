@@ -32,17 +32,19 @@ def compare_command(
     """`targets`: accuracies as text ("0.3,0.5" or "30%,50%") or a list; None: from the baseline's curve.
     `fmt`: table (rich, the default on a terminal), markdown or csv; None with `out`: from its suffix
     (.csv: csv, anything else: markdown). `out`: a file instead of stdout. `plot`: a figure file.
-    `console` / `err_console`: rich Consoles for the report and the warnings (stdout / stderr)."""
+    `console` / `err_console`: rich Consoles for the report and the warnings (default: matcher.console's
+    stdout and stderr)."""
     from rich.console import Console
     from rich.text import Text
 
+    from matcher import console as consoles
     from matcher.comparison import baseline_targets, build_report
     from matcher.efficiency import parse_targets
     from matcher.render import print_rich, to_csv, to_markdown
     from matcher.results import load_results
 
-    console = console or Console()
-    err_console = err_console or Console(stderr=True)
+    console = console or consoles.out()
+    err_console = err_console or consoles.err()
     fmt = _format(fmt, out)
     results = load_results(results_dir)
     for warning in results.warnings:
@@ -53,7 +55,7 @@ def compare_command(
         chosen = baseline_targets(results)
         if not chosen:
             err_console.print(Text(f"warning: the baseline ({results.baseline}) has no eval with accuracy "
-                                   "above 0 yet, so there are no default targets; give --targets",
+                                   "0.01 or more yet, so there are no default targets; give --targets",
                                    style="yellow"), soft_wrap=True)
     else:
         chosen = parse_targets(targets if isinstance(targets, str) else " ".join(str(t) for t in targets))
@@ -76,8 +78,8 @@ def compare_command(
     if plot is not None:
         from matcher.plots import plot_comparison
 
-        plot_comparison(results, chosen, plot)
-        console.print(Text(f"wrote {plot}"))
+        written = plot_comparison(results, chosen, plot)
+        console.print(Text(f"wrote {written}"))
 
 
 def _format(fmt: str | None, out: str | Path | None) -> str:
