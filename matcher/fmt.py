@@ -41,7 +41,7 @@ def bytes_(value: float | None) -> str:
     if value is None:
         return "-"
     for scale, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(value) >= scale * _rounds_up_from(3) * 1000 / 1024:
+        if abs(value) >= scale / 1024 * 999.5:  # 999.5 of the unit below would print as "1e+03"
             return f"{value / scale:.3g} {unit}"
     return f"{value:.0f} B"
 
