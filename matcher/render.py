@@ -66,8 +66,7 @@ def to_markdown(report: Report) -> str:
     parts = [f"# {report.title}", "\n".join(report.summary)]
     for table in report.tables:
         parts.append(f"## {table.title}")
-        if table.rows:
-            parts.append(_markdown_table(table.columns, _cells(table)))
+        parts.append(_markdown_table(table.columns, _cells(table)) if table.rows else "(none yet)")
         parts += table.notes
     return "\n\n".join(parts) + "\n"
 
