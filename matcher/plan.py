@@ -73,10 +73,21 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"--set {key}: unknown field{hint}. Valid fields: {', '.join(names)}")
         try:
-            parsed[key] = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"--set {item}: the value is not a YAML scalar") from None
+        parsed[key] = _yaml_1_2_float(value)
     return parsed
+
+
+def _yaml_1_2_float(value: Any) -> Any:
+    """PyYAML follows YAML 1.1, which reads 5e5 (no dot) as a string; YAML 1.2 and users read a number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def parse_variants(text: str) -> tuple[list[str], list[str]]:
@@ -118,7 +129,7 @@ def variant_config(target: ModelConfig, variant: str, overrides: Overrides) -> t
     changes = overrides.changes()
     if "d_model" in changes and not {"n_heads", "head_dim"} & set(overrides.fields):
         changes.update(_heads_for(target, changes["d_model"], "n_kv_heads" in overrides.fields))
-    if "top_k" in changes and target.is_moe and "n_experts" not in changes:
+    if isinstance(changes.get("top_k"), int) and target.is_moe and "n_experts" not in changes:
         changes["n_experts"] = max(target.n_experts, changes["top_k"])
     try:
         cfg = target.replace(variant=variant, **changes)
