@@ -10,10 +10,11 @@ are matched to the budgets.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         return {}
     import yaml
 
-    names = [f.name for f in fields(ModelConfig) if f.name != "variant"]
+    names = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "variant"]
     parsed = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -146,8 +147,10 @@ def _heads_for(target: ModelConfig, d_model: int, kv_given: bool) -> dict[str, i
     n_heads = d_model // target.head_dim
     if kv_given:
         return {"n_heads": n_heads}
+    # the most KV heads that divide n_heads without more query heads per KV head than the target's
     per_kv = target.n_heads // target.n_kv_heads
-    n_kv_heads = max(d for d in range(1, n_heads + 1) if n_heads % d == 0 and d * per_kv <= max(n_heads, per_kv))
+    n_kv_heads = max(d for d in range(1, n_heads + 1)
+                     if n_heads % d == 0 and (d == 1 or d * per_kv <= n_heads))
     return {"n_heads": n_heads, "n_kv_heads": n_kv_heads}
 
 
@@ -165,7 +168,8 @@ def default_align(target: ModelConfig) -> int:
 
 
 def default_training(train_flops_per_token: float, total_params: float, seq_len: int, *,
-                     tokens: int | None = None, batch: int | None = None, recompute: str = "none") -> TrainConfig:
+                     tokens: int | None = None, batch: int | None = None,
+                     recompute: str = "none") -> TrainConfig:
     """Training settings shared by every run of a sweep (equal tokens per step, so the curves are
     comparable), scaled to the target:
     - total tokens: TOKENS_PER_PARAM x the target's total parameters, 2 significant digits;
@@ -304,27 +308,33 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
 
     if budgets:
         if "memory" in matched:
-            raise ConfigError("memory cannot be matched to budgets: give --target, or drop memory from --match")
-        label = "budget"
-        spec = _replace(spec, targets=budgets, matched=tuple(q for q in matched if q in budgets) or tuple(budgets))
+            raise ConfigError("memory cannot be matched to budgets: give --target, "
+                              "or drop memory from --match")
+        label, target_label = "budget", "la"
+        matched = tuple(q for q in matched if q in budgets) or tuple(budgets)
+        spec = dataclasses.replace(spec, targets=budgets, matched=matched)
         progress("matching the la baseline to the budgets")
-        baseline = _match_or_explain(shape, "la", request.overrides, spec, "la (baseline)")
-        target = PlannedRun("la", "target", baseline.config, baseline, {})
-        notices += [f"la (baseline): {note}" for note in baseline.notes]
-        variants = [v for v in variants if v != "la"] or variants
+        target_match = _match_or_explain(shape, "la", request.overrides, spec, "la (baseline)")
+        target_config = target_match.config
+        notices += [f"la (baseline): {note}" for note in target_match.notes]
+        variants = [v for v in variants if v != "la"]
+        if not variants:
+            raise ConfigError("with budgets, la is the baseline (the target run): "
+                              "give --variants dr and/or dr_da")
     else:
-        label = resolved.name if resolved else Path(request.target).stem
-        target = PlannedRun(label, "target", shape, None, {})
-    target_costs = costs_of(target.config, spec, ("flops", "params"))
+        label = target_label = resolved.name if resolved else Path(request.target).stem
+        target_config, target_match = shape, None
+    target_costs = costs_of(target_config, spec, ("flops", "params"))
     train = default_training(target_costs["flops"], target_costs["params"], shape.seq_len,
                              tokens=request.tokens, batch=request.batch, recompute=conv.recompute)
     # Variants are matched to the budgets where given, otherwise to the target run's costs.
-    reference = costs_of(target.config, _replace(spec, batch=train.batch_size))
-    spec = _replace(spec, batch=train.batch_size, targets={**reference, **budgets})
+    reference = costs_of(target_config, dataclasses.replace(spec, batch=train.batch_size))
+    spec = dataclasses.replace(spec, batch=train.batch_size, targets={**reference, **budgets})
     if request.max_memory_ratio is not None:
-        spec = _replace(spec, max_memory_bytes=request.max_memory_ratio * reference["memory"])
+        spec = dataclasses.replace(spec, max_memory_bytes=request.max_memory_ratio * reference["memory"])
 
-    runs = [PlannedRun(target.label, "target", target.config, target.match, predict(target.config, train, conv))]
+    target_predicted = predict(target_config, train, conv)
+    runs = [PlannedRun(target_label, "target", target_config, target_match, target_predicted)]
     for variant in variants:
         progress(f"matching {variant} to {label}")
         found = _match_or_explain(shape, variant, request.overrides, spec, variant)
@@ -334,58 +344,55 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
                 train=train, seeds=seeds, runs=runs, notices=notices)
 
 
-def _replace(spec: MatchSpec, **changes: Any) -> MatchSpec:
-    import dataclasses
-
-    return dataclasses.replace(spec, **changes)
-
-
-def _match_or_explain(shape: ModelConfig, variant: str, overrides: Overrides, spec: MatchSpec, label: str) -> Match:
+def _match_or_explain(shape: ModelConfig, variant: str, overrides: Overrides, spec: MatchSpec,
+                      label: str) -> Match:
     """Run the search; when it fails, add the single overrides that would make it succeed."""
     base, held = variant_config(shape, variant, overrides)
     try:
         return match(base, spec, held, label)
     except MatchError as err:
-        hints = _suggestions(shape, variant, overrides, spec, held, label)
-        tail = f" Possible with {' or '.join(hints)}." if hints else " No single override tried makes it possible."
-        raise MatchError(f"{err}.{tail}") from None
+        hints = _suggestions(shape, base, held, variant, overrides, spec, label)
+        tail = (f"Possible with {' or '.join(hints)}." if hints
+                else "No single override tried makes it possible.")
+        raise MatchError(f"{err}. {tail}") from None
 
 
-def _suggestions(shape: ModelConfig, variant: str, overrides: Overrides, spec: MatchSpec, held: set[str],
-                 label: str, limit: int = 3) -> list[str]:
+def _suggestions(shape: ModelConfig, base: ModelConfig, held: set[str], variant: str, overrides: Overrides,
+                 spec: MatchSpec, label: str, limit: int = 3) -> list[str]:
     """Single changes (memory limit, top_k, depth, d_model, a low-rank router, align) under which the
     match succeeds, the smallest change of each kind first."""
-    base, _ = variant_config(shape, variant, overrides)
-    candidates: list[tuple[str, Overrides | None, MatchSpec]] = []
+    candidates: list[tuple[str, Overrides, MatchSpec]] = []
+    if spec.max_memory_bytes is not None:
+        try:
+            unlimited = match(base, dataclasses.replace(spec, max_memory_bytes=None), held, label)
+            ratio = math.ceil(unlimited.costs["memory"] / spec.targets["memory"] * 1000) / 1000
+            limit_bytes = ratio * spec.targets["memory"]
+            candidates.append((f"--max-memory-ratio {ratio:.3f}", overrides,
+                               dataclasses.replace(spec, max_memory_bytes=limit_bytes)))
+        except MatchError:
+            pass
     for top_k in range(base.top_k - 1, 0, -1):
-        candidates.append((f"--top-k {top_k}", _with(overrides, top_k=top_k), spec))
+        candidates.append((f"--top-k {top_k}", dataclasses.replace(overrides, top_k=top_k), spec))
     for depth in (base.depth * 3 // 4, base.depth // 2, base.depth // 4, base.depth * 2):
         if depth >= 1 and depth != base.depth:
-            candidates.append((f"--depth {depth}", _with(overrides, depth=depth), spec))
-    step = base.head_dim * max(1, base.n_heads // base.n_kv_heads)
-    for d_model in (base.d_model - step, base.d_model * 3 // 4 // step * step, base.d_model // 2 // step * step):
+            candidates.append((f"--depth {depth}", dataclasses.replace(overrides, depth=depth), spec))
+    step = base.head_dim * max(1, base.n_heads // base.n_kv_heads)  # keeps whole KV groups
+    for d_model in (base.d_model - step, base.d_model * 3 // 4 // step * step,
+                    base.d_model // 2 // step * step):
         if d_model >= step and d_model != base.d_model:
-            candidates.append((f"--d-model {d_model}", _with(overrides, d_model=d_model), spec))
+            candidates.append((f"--d-model {d_model}", dataclasses.replace(overrides, d_model=d_model), spec))
     if base.is_moe and not base.router_rank:
         for rank in (base.d_model // 16, base.d_model // 64):
             if rank >= 2 and rank % 2 == 0:
-                fields_ = {**overrides.fields, "router_rank": rank}
-                candidates.append((f"--set router_rank={rank}", _with(overrides, fields=fields_), spec))
+                low_rank = dataclasses.replace(overrides, fields={**overrides.fields, "router_rank": rank})
+                candidates.append((f"--set router_rank={rank}", low_rank, spec))
     for align in (spec.align // 2, spec.align // 4):
         if align >= 8:
-            candidates.append((f"--align {align}", overrides, _replace(spec, align=align)))
-    if spec.max_memory_bytes is not None:
-        try:
-            free = match(base, _replace(spec, max_memory_bytes=None), held, label)
-            ratio = math.ceil(free.costs["memory"] / spec.targets["memory"] * 1000) / 1000
-            candidates.insert(0, (f"--max-memory-ratio {ratio:.3f}", overrides,
-                                  _replace(spec, max_memory_bytes=ratio * spec.targets["memory"])))
-        except MatchError:
-            pass
-    found, kinds = [], set()
+            candidates.append((f"--align {align}", overrides, dataclasses.replace(spec, align=align)))
+    found: list[str] = []
     for flag, changed, changed_spec in candidates:
         kind = flag.split()[0]
-        if kind in kinds:
+        if any(hint.split()[0] == kind for hint in found):
             continue
         try:
             candidate, candidate_held = variant_config(shape, variant, changed)
@@ -393,16 +400,9 @@ def _suggestions(shape: ModelConfig, variant: str, overrides: Overrides, spec: M
         except (MatchError, ConfigError):
             continue
         found.append(flag)
-        kinds.add(kind)
         if len(found) == limit:
             break
     return found
-
-
-def _with(overrides: Overrides, **changes: Any) -> Overrides:
-    import dataclasses
-
-    return dataclasses.replace(overrides, **changes)
 
 
 def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
@@ -413,8 +413,8 @@ def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
         for seed in plan.seeds:
             name = planned.label if len(plan.seeds) == 1 else f"{planned.label}-s{seed}"
             train = TrainConfig(**{**plan.train.to_dict(), "seed": seed})
-            runs.append(Run(name=name, group=planned.label, role=planned.role, model=planned.config, train=train,
-                            predicted=predict(planned.config, train, conv)))
+            runs.append(Run(name=name, group=planned.label, role=planned.role, model=planned.config,
+                            train=train, predicted=predict(planned.config, train, conv)))
     meta = SweepMeta(
         target=plan.target_label, variants=[r.label for r in plan.runs if r.role == "variant"],
         matched=list(plan.matched), conventions=conv.to_dict(), tool_version=__version__,
@@ -425,8 +425,11 @@ def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
 
 
 def _describe(plan: Plan) -> str:
-    lines = [f"{run.label}: d_ff {run.config.d_ff}, n_experts {run.config.n_experts}, "
-             + ", ".join(f"{q} {r:+.3%}" for q, r in run.match.residuals.items() if q in plan.matched)
-             for run in plan.runs if run.match is not None]
-    return f"variants matched to {plan.target_label} on {', '.join(plan.matched)} (d_ff multiple of " \
-           f"{plan.spec.align}); " + "; ".join(lines)
+    matched = [
+        f"{run.label}: d_ff {run.config.d_ff}, n_experts {run.config.n_experts}, "
+        + ", ".join(f"{q} {r:+.3%}" for q, r in run.match.residuals.items() if q in plan.matched)
+        for run in plan.runs if run.match is not None
+    ]
+    head = (f"matched to {plan.target_label} on {', '.join(plan.matched)} "
+            f"(d_ff a multiple of {plan.spec.align})")
+    return "; ".join([head, *matched])

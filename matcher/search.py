@@ -201,7 +201,8 @@ class _Search:
         if self.spec.max_memory_bytes is None:
             return None
         limit = self.spec.max_memory_bytes
-        return bracket_root(lambda e: self.lattice.costs(k, e)["memory"] - limit, self.min_experts, None, start)[0]
+        over = lambda e: self.lattice.costs(k, e)["memory"] - limit
+        return bracket_root(over, self.min_experts, None, start)[0]
 
     def solve(self, variable: str, k: int, experts: int, quantities: tuple[str, ...]) -> int:
         """The integer neighbour of the relaxed root that is best for `quantities`, the other variable
@@ -262,7 +263,8 @@ class _Search:
         return min(candidates)[1:]
 
 
-def _groups(base: ModelConfig, spec: MatchSpec, held: set[str]) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+def _groups(base: ModelConfig, spec: MatchSpec,
+            held: set[str]) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """Which quantities each free variable is solved for, and notes on what is not free or not solved."""
     free_k = "d_ff" not in held
     free_e = base.is_moe and "n_experts" not in held
@@ -364,8 +366,8 @@ def match(base: ModelConfig, spec: MatchSpec, held: Iterable[str] = (), label: s
                          f"{cause}: the best config (d_ff {config.d_ff}, n_experts {config.n_experts}) has "
                          f"{listing} (tolerance {spec.tolerance:.1%})")
     free = tuple(name for name, variable in (("d_ff", "k"), ("n_experts", "E")) if groups[variable])
-    return Match(config=config, costs=costs, residuals=residuals, solved=search.solved, free=free, steps=steps,
-                 evaluations=len(search.lattice.cache), converged=converged, notes=tuple(notes))
+    return Match(config=config, costs=costs, residuals=residuals, solved=search.solved, free=free,
+                 steps=steps, evaluations=len(search.lattice.cache), converged=converged, notes=tuple(notes))
 
 
 def brute_force(base: ModelConfig, spec: MatchSpec, d_ff_values: Iterable[int],

@@ -78,9 +78,12 @@ def test_never_overwrites_without_force(tmp_path, capsys):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda d: d["runs"][1]["model"].update(d_fff=64), "runs[1].model.d_fff: unknown field (did you mean 'd_ff'?)"),
-        (lambda d: d["runs"][2]["model"].update(n_experts="many"), "runs[2].model.n_experts: must be int, got 'many'"),
-        (lambda d: d["runs"][0]["train"].pop("total_tokens"), "runs[0].train.total_tokens: missing (required)"),
+        (lambda d: d["runs"][1]["model"].update(d_fff=64),
+         "runs[1].model.d_fff: unknown field (did you mean 'd_ff'?)"),
+        (lambda d: d["runs"][2]["model"].update(n_experts="many"),
+         "runs[2].model.n_experts: must be int, got 'many'"),
+        (lambda d: d["runs"][0]["train"].pop("total_tokens"),
+         "runs[0].train.total_tokens: missing (required)"),
     ],
 )
 def test_edited_sweeps_are_rejected_with_the_key_named(tmp_path, capsys, edit, message):
@@ -114,7 +117,8 @@ def test_json_reports_residuals_memory_ratios_and_work(capsys):
         assert run["evaluations"] > 0 and run["inference_cache_ratio"] >= 1.0
         assert run["model"]["d_ff"] % 64 == 0
     assert dr_da["memory_ratio"] > 1.1  # depth keys and values are kept for backward
-    assert result["train"]["total_tokens"] == round(40e9 / 2**20) * 2**20  # 20 x 2.0B, whole steps of 512 x 2048
+    # 20 tokens x 2.0B parameters, in whole steps of 512 x 2048 tokens
+    assert result["train"]["total_tokens"] == round(40e9 / 2**20) * 2**20
 
 
 def test_training_defaults_scale_with_the_target():
@@ -126,7 +130,7 @@ def test_training_defaults_scale_with_the_target():
     for train in (small_train, big_train):
         assert train.total_tokens % train.tokens_per_step == 0 and train.eval_tokens[-1] == train.total_tokens
         assert all(t % train.tokens_per_step == 0 for t in train.eval_tokens)
-        ratios = [b / a for a, b in zip(train.eval_tokens, train.eval_tokens[1:])]
+        ratios = [b / a for a, b in zip(train.eval_tokens, train.eval_tokens[1:], strict=False)]
         assert all(1.8 < r < 2.2 for r in ratios) and len(train.eval_tokens) == 8
     fixed = default_training(1e9, 1e8, 512, tokens=10**9, batch=64)
     assert (fixed.total_tokens, fixed.batch_size, fixed.seq_len) == (round(10**9 / 32768) * 32768, 64, 512)
@@ -134,11 +138,13 @@ def test_training_defaults_scale_with_the_target():
 
 def test_budgets_instead_of_a_target(tmp_path, capsys):
     path = tmp_path / "s.yaml"
-    result = plan_json(capsys, "--flops", "2.2e9", "--params", "1e9", "--variants", "la,dr", "--out", str(path))
+    result = plan_json(capsys, "--flops", "2.2e9", "--params", "1e9", "--variants", "la,dr",
+                       "--out", str(path))
     target, dr = result["runs"]
     assert (target["label"], target["role"]) == ("la", "target") and result["target"] == "budget"
     assert abs(dr["residuals"]["params"]) < 0.01 and abs(dr["costs"]["flops"] / 2.2e9 - 1) < 0.02
-    assert load_sweep(path).meta.command == "matcher plan --variants la,dr --flops 2.2e+09 --params 1e+09 --base la-1b"
+    command = "matcher plan --variants la,dr --flops 2.2e+09 --params 1e+09 --base la-1b"
+    assert load_sweep(path).meta.command == command
 
 
 def test_lookalike_names_are_read_with_a_notice(capsys):
@@ -148,17 +154,19 @@ def test_lookalike_names_are_read_with_a_notice(capsys):
     result = json.loads(captured.out)
     assert result["target"] == "la-tiny" and result["variants"] == ["dr", "dr_da"]
     err = " ".join(captured.err.split())
-    assert "read preset 'lа-tiny' as 'la-tiny' (non-ASCII 'а')" in err and "read variant 'dr-da' as 'dr_da'" in err
+    assert "read preset 'lа-tiny' as 'la-tiny' (non-ASCII 'а')" in err
+    assert "read variant 'dr-da' as 'dr_da'" in err
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--target", "la-3b"], "unknown preset 'la-3b'. closest: la-2b"),
-        (["--target", "la-1b", "--variants", "dr,rnn"], "unknown variant 'rnn'. Known variants: la, dr, dr_da."),
-        (["--target", "la-1b", "--set", "d_modle=3"], "--set d_modle: unknown field (did you mean 'd_model'?). Valid "
-                                                      "fields: vocab_size, d_model"),
-        (["--target", "la-1b", "--set", "variant=dr"], "--set variant=...: the variants come from --variants"),
+        (["--target", "la-1b", "--variants", "dr,rnn"],
+         "unknown variant 'rnn'. Known variants: la, dr, dr_da."),
+        (["--target", "la-1b", "--set", "d_modle=3"],
+         "--set d_modle: unknown field (did you mean 'd_model'?). Valid fields: vocab_size, d_model"),
+        (["--target", "la-1b", "--set", "variant=dr"], "--set variant=...: the variants come from"),
         (["--target", "la-1b", "--set", "top_k=two"], "top_k must be int, got 'two'"),
         (["--target", "la-1b", "--set", "depth"], "--set takes key=value, got 'depth'"),
         (["--target", "la-1b", "--match", "flops,speed"], "--match takes a comma-separated subset"),
@@ -167,12 +175,14 @@ def test_lookalike_names_are_read_with_a_notice(capsys):
         ([], "give --target"),
         (["--target", "la-1b", "--d-model", "1000"], "--d-model 1000 is not a multiple of the head width 64"),
         (["--target", "la-1b", "--depth", "64"],
-         "dr: training FLOPs per token cannot be matched: its smallest config (d_ff 64, n_experts 2) already has "
-         "3.08G, +38.4% over the target's 2.22G"),
+         "dr: training FLOPs per token cannot be matched: its smallest config (d_ff 64, n_experts 2) "
+         "already has 3.08G, +38.4% over the target's 2.22G"),
         (["--target", "la-1b", "--depth", "64"], "Possible with --depth 32 or --d-model 512"),
         (["--target", "la-1b", "--max-memory-ratio", "1.0", "--variants", "dr_da"],
          "dr_da: training memory cannot be kept under the limit"),
-        (["--target", "la-1b", "--max-memory-ratio", "1.0", "--variants", "dr_da"], "Possible with --max-memory-ratio 1.1"),
+        (["--target", "la-1b", "--max-memory-ratio", "1.0", "--variants", "dr_da"],
+         "Possible with --max-memory-ratio 1.1"),
+        (["--flops", "2e9", "--variants", "la"], "with budgets, la is the baseline"),
         (["--flops", "1e9", "--params", "1e7"], "la (baseline): training FLOPs per token cannot be matched"),
     ],
 )
@@ -192,7 +202,8 @@ def test_set_overrides_and_holds():
     plan = make_plan(PlanRequest(target="la-1b", variants="dr",
                                  overrides=Overrides(d_model=768, fields={"n_experts": 300})))
     dr = plan.runs[1]
-    assert (dr.config.d_model, dr.config.n_heads, dr.config.n_kv_heads, dr.config.n_experts) == (768, 12, 3, 300)
+    cfg = dr.config
+    assert (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.n_experts) == (768, 12, 3, 300)
     assert dr.match.free == ("d_ff",)
     assert any("n_experts held at 300" in note for note in plan.notices)
 

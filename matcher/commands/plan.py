@@ -57,32 +57,34 @@ def measured_check(plan: Plan) -> list[dict[str, Any]] | None:
     rows = []
     for run in plan.runs:
         cfg = run.config
-        analytic_flops = sum(forward_flops_per_token(cfg, conv, seq_len).values())
-        measured_flops = measure.measured_forward_flops(cfg, seq_len=seq_len, batch=1,
-                                                        causal_half=conv.causal_half, counter="torch")["total"]
-        analytic_params = param_counts(cfg).total
+        flops = sum(forward_flops_per_token(cfg, conv, seq_len).values())
+        measured_flops = measure.measured_forward_flops(
+            cfg, seq_len=seq_len, batch=1, causal_half=conv.causal_half, counter="torch")["total"]
+        params = param_counts(cfg).total
         measured_params = measure.measured_params(cfg)["total"]
-        rows.append({"run": run.label, "params": analytic_params, "measured_params": measured_params,
-                     "params_diff": fmt.rel_diff(measured_params, analytic_params),
-                     "forward_flops_per_token": analytic_flops, "measured_forward_flops_per_token": measured_flops,
-                     "flops_diff": fmt.rel_diff(measured_flops, analytic_flops)})
+        rows.append({"run": run.label, "params": params, "measured_params": measured_params,
+                     "params_diff": fmt.rel_diff(measured_params, params),
+                     "forward_flops_per_token": flops, "measured_forward_flops_per_token": measured_flops,
+                     "flops_diff": fmt.rel_diff(measured_flops, flops)})
     bad = [f"{r['run']} {name} {fmt.percent(r[key], 3)}" for r in rows
            for name, key in (("parameters", "params_diff"), ("forward FLOPs", "flops_diff"))
            if abs(r[key]) > MEASURE_RTOL]
     if bad:
-        raise MatcherError(f"measured check failed: {', '.join(bad)} between matcher.costs and the real modules "
-                           f"(limit {MEASURE_RTOL:.1%}); the sweep was not written. "
+        raise MatcherError(f"measured check failed: {', '.join(bad)} between matcher.costs and the real "
+                           f"modules (limit {MEASURE_RTOL:.1%}); the sweep was not written. "
                            "`matcher cost <config>` shows the components")
     return rows
 
 
 def plan_result(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, written: bool) -> dict[str, Any]:
+    reference = plan.target.predicted
     runs = []
     for run in plan.runs:
-        row = {"label": run.label, "role": run.role, "model": run.config.to_dict(), "predicted": run.predicted,
-               "memory_ratio": run.predicted["training_memory_bytes"] / plan.target.predicted["training_memory_bytes"],
-               "inference_cache_ratio": _ratio(run.predicted["inference_cache_bytes"],
-                                               plan.target.predicted["inference_cache_bytes"])}
+        p = run.predicted
+        row = {"label": run.label, "role": run.role, "model": run.config.to_dict(), "predicted": p,
+               "memory_ratio": p["training_memory_bytes"] / reference["training_memory_bytes"],
+               "inference_cache_ratio": _ratio(p["inference_cache_bytes"],
+                                               reference["inference_cache_bytes"])}
         if run.match is not None:
             m = run.match
             row.update(costs=m.costs, residuals=m.residuals, solved=list(m.solved), free=list(m.free),
@@ -90,8 +92,8 @@ def plan_result(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, wri
         runs.append(row)
     return {"target": plan.target_label, "variants": plan.variants, "matched": list(plan.matched),
             "targets": plan.spec.targets, "align": plan.spec.align, "train": plan.train.to_dict(),
-            "seeds": plan.seeds, "runs": runs, "measured": checks, "sweep": path.as_posix(), "written": written,
-            "command": plan.request.command_line()}
+            "seeds": plan.seeds, "runs": runs, "measured": checks, "sweep": path.as_posix(),
+            "written": written, "command": plan.request.command_line()}
 
 
 def _ratio(value: float, reference: float) -> float | None:
@@ -102,30 +104,31 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
     from rich.table import Table
 
     console = out()
-    target = plan.target
+    reference = plan.target.predicted
     console.print(f"[bold]plan[/]: {', '.join(plan.variants)} matched to [bold]{plan.target_label}[/] on "
                   f"{', '.join(plan.matched)} (d_ff a multiple of {plan.spec.align})")
     table = Table()
-    columns = ["run", "role", "depth", "d_ff", "experts", "params", "Δ params", "train FLOPs/token", "Δ FLOPs",
-               "train memory", "KV+DA cache", "steps", "evals"]
-    for col in columns:
+    for col in ("run", "role", "depth", "d_ff", "experts", "params", "Δ params", "train FLOPs/token",
+                "Δ FLOPs", "train memory", "KV+DA cache", "steps", "evals"):
         table.add_column(col, justify="left" if col in ("run", "role") else "right")
     for run in plan.runs:
         m, p, cfg = run.match, run.predicted, run.config
-        residual = lambda q: fmt.percent(m.residuals.get(q), 2) if m is not None else "-"
+        residuals = m.residuals if m is not None else {}
         experts = f"{cfg.n_experts} (top-{cfg.top_k})" if cfg.is_moe else "dense"
-        table.add_row(run.label, run.role, str(cfg.depth), str(cfg.d_ff), experts, fmt.params(p["total_params"]),
-                      residual("params"), fmt.si(p["train_flops_per_token"]), residual("flops"),
-                      fmt.ratio(p["training_memory_bytes"] / target.predicted["training_memory_bytes"]),
-                      fmt.ratio(_ratio(p["inference_cache_bytes"], target.predicted["inference_cache_bytes"])),
-                      str(m.steps) if m else "-", str(m.evaluations) if m else "-")
+        table.add_row(
+            run.label, run.role, str(cfg.depth), str(cfg.d_ff), experts,
+            fmt.params(p["total_params"]), fmt.percent(residuals.get("params")),
+            fmt.si(p["train_flops_per_token"]), fmt.percent(residuals.get("flops")),
+            fmt.ratio(p["training_memory_bytes"] / reference["training_memory_bytes"]),
+            fmt.ratio(_ratio(p["inference_cache_bytes"], reference["inference_cache_bytes"])),
+            str(m.steps) if m else "-", str(m.evaluations) if m else "-")
     console.print(table)
     train = plan.train
     console.print(f"Δ = cost / target - 1; memory and caches as multiples of the target's (training: batch "
                   f"{train.batch_size} x {train.seq_len} tokens; inference: one sequence of {train.seq_len})")
-    console.print(f"[dim]search: coordinate descent (d_ff on FLOPs, n_experts on params and memory), then the "
-                  f"best point within d_ff +-{NEIGHBOURHOOD_STEPS} aligned steps; score: max |Δ| over the matched "
-                  "quantities, ties by the sum of Δ²[/]")
+    console.print("[dim]search: coordinate descent (d_ff on FLOPs, n_experts on params and memory), then the "
+                  f"best point within d_ff +-{NEIGHBOURHOOD_STEPS} aligned steps; score: max |Δ| over the "
+                  "matched quantities, ties by the sum of Δ²[/]")
     console.print(f"training (every run): {fmt.si(train.total_tokens)} tokens, {train.batch_size} x "
                   f"{train.seq_len} tokens per step ({train.total_steps} steps), peak lr {train.lr:g}, "
                   f"evals at {', '.join(fmt.si(t) for t in train.eval_tokens)} tokens, data {train.data}, "
@@ -137,13 +140,15 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
         for r in checks:
             measured.add_row(r["run"], fmt.count(r["params"]), fmt.count(r["measured_params"]),
                              fmt.percent(r["params_diff"], 3), fmt.si(r["forward_flops_per_token"], digits=6),
-                             fmt.si(r["measured_forward_flops_per_token"], digits=6), fmt.percent(r["flops_diff"], 3))
+                             fmt.si(r["measured_forward_flops_per_token"], digits=6),
+                             fmt.percent(r["flops_diff"], 3))
         console.print(measured)
     console.print("[dim]conventions:[/]")
     for line in plan.spec.conventions.describe():
         console.print(f"[dim]  - {line}[/]")
+    runs = len(plan.runs) * len(plan.seeds)
     if written:
-        console.print(f"wrote [bold]{path.as_posix()}[/] ({len(plan.runs) * len(plan.seeds)} runs); "
+        console.print(f"wrote [bold]{path.as_posix()}[/] ({runs} runs); "
                       f"check it with `matcher sweep show {path.as_posix()}`")
     else:
-        console.print(f"dry run: would write {path.as_posix()} ({len(plan.runs) * len(plan.seeds)} runs)")
+        console.print(f"dry run: would write {path.as_posix()} ({runs} runs)")
