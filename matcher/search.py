@@ -4,9 +4,10 @@ Free variables: d_ff = k * align (k >= 1) and n_experts = E (E >= top_k; absent 
 Costs are computed by matcher.costs at lattice points only, so the search never re-derives a formula.
 Every cost grows monotonically in each variable, so a 1-D problem "cost(x) = target" has one root
 of its continuous relaxation (the piecewise-linear interpolation of the lattice values), bracketed by
-two neighbouring integers. We find that bracket with our own galloping bisection: scipy.optimize's
-brentq would need a continuous d_ff the config cannot hold, and importing it costs about a second
-of start-up on a small machine, twice the time budget of a whole analytic `matcher plan`.
+two neighbouring integers. We find that bracket with our own galloping bisection rather than
+scipy.optimize's brentq: brentq would need a continuous d_ff that a config cannot hold, and importing
+scipy.optimize takes 0.8-1 s on a 2-core machine (`python -X importtime`), more than the whole
+analytic `matcher plan` may take.
 
 Pairing: d_ff is the compute knob (every token runs top_k experts of width d_ff), n_experts the
 capacity knob (parameters and memory grow with it while FLOPs only grow through the router). The

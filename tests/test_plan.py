@@ -222,3 +222,31 @@ def test_analytic_plan_imports_no_heavy_library(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.stderr.strip().endswith("[]")
+
+
+def test_tokens_batch_and_seq_len_overrides(capsys):
+    result = plan_json(capsys, "--target", "la-tiny", "--tokens", "1e6", "--batch", "4", "--seq-len", "256",
+                       "--dry-run")
+    train = result["train"]
+    assert (train["total_tokens"], train["batch_size"]) == (round(1e6 / 1024) * 1024, 4)
+    assert all(run["model"]["seq_len"] == 256 for run in result["runs"])
+
+
+def test_measured_check_agrees_with_the_cost_model(capsys):
+    pytest.importorskip("matcher.measure", reason="matcher.measure comes with the models branch")
+    assert main(["plan", "--target", "la-tiny", "--dry-run", "--json"]) == 0
+    checks = json.loads(capsys.readouterr().out)["measured"]
+    assert [r["run"] for r in checks] == ["la-tiny", "dr", "dr_da"]
+    assert all(abs(r["params_diff"]) <= 1e-3 and abs(r["flops_diff"]) <= 1e-3 for r in checks)
+
+
+def test_measured_mismatch_is_an_error(capsys, monkeypatch, tmp_path):
+    measure = pytest.importorskip("matcher.measure", reason="matcher.measure comes with the models branch")
+    counted = measure.measured_params
+    off_by_a_percent = lambda cfg: {**counted(cfg), "total": round(counted(cfg)["total"] * 1.01)}
+    monkeypatch.setattr(measure, "measured_params", off_by_a_percent)
+    path = tmp_path / "s.yaml"
+    assert main(["plan", "--target", "la-tiny", "--variants", "dr", "--out", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "measured check failed: la-tiny parameters +1.000%, dr parameters +1.000%" in err
+    assert not path.exists()
