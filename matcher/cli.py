@@ -150,6 +150,21 @@ def sweep_show(path: Annotated[Path, typer.Argument(help="Sweep YAML file.")]) -
 
 
 @app.command()
+def compare(
+    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> folder (or a results/ folder holding one sweep).")],
+    targets: Annotated[str | None, typer.Option(help="Target accuracies, e.g. 0.2,0.4 or 20%,40% (default: "
+                                                     "25/50/75% of the baseline's best accuracy).")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="table | markdown | csv.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the tables to this file instead of stdout.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write accuracy/loss curves and expert-load maps to this image.")] = None,
+) -> None:
+    """Compare data-efficiency curves: tokens to reach each accuracy and the ratio to the baseline."""
+    from matcher.commands.compare import compare_command
+
+    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot)
+
+
+@app.command()
 def version() -> None:
     """Print matcher's version."""
     print(f"matcher {__version__}")
