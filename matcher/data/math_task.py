@@ -67,7 +67,8 @@ def problem_rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"matcher-math:{seed}:{split}:{index}")
 
 
-def eval_problems(seed: int, n_steps: int, count: int) -> list[Problem]:
-    """The held-out problems: split `eval`, one generator per problem."""
+def eval_problems(n_steps: int, count: int) -> list[Problem]:
+    """The held-out problems: split `eval`, one generator per problem. The same for every run whatever
+    its seed, so all runs of a sweep are scored on the same problems."""
     check_steps(n_steps)
-    return [make_problem(problem_rng(seed, "eval", i), n_steps) for i in range(count)]
+    return [make_problem(problem_rng(0, "eval", i), n_steps) for i in range(count)]

@@ -12,7 +12,7 @@ import numpy as np
 
 from matcher.data import math_task, shards
 from matcher.data.problems import document_text
-from matcher.data.tokenizer import VOCAB_SIZE, encode_document
+from matcher.data.tokenizer import check_vocab, encode_document
 from matcher.errors import DataError
 
 
@@ -22,9 +22,7 @@ class MathStream:
 
     def __init__(self, *, seed: int, n_steps: int, seq_len: int, vocab_size: int):
         math_task.check_steps(n_steps)
-        if vocab_size < VOCAB_SIZE:
-            raise DataError(f"the math data uses a {VOCAB_SIZE}-token character vocabulary, but the model's "
-                            f"vocab_size is {vocab_size}; use vocab_size >= {VOCAB_SIZE}")
+        check_vocab(vocab_size)
         self.seed, self.n_steps, self.row_tokens = seed, n_steps, seq_len + 1
 
     def row(self, index: int) -> np.ndarray:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from matcher.errors import DataError
+
 VOCAB_SIZE = 128
 PAD_ID = 0
 BOS_ID = 2
@@ -22,6 +24,12 @@ EOS_ID = 3
 _CONTROLS_TO_SPACE = bytes(
     32 if (code < 32 and code not in (9, 10)) or code == 127 else code for code in range(256)
 )
+
+
+def check_vocab(vocab_size: int) -> None:
+    if vocab_size < VOCAB_SIZE:
+        raise DataError(f"the math task and JSONL eval sets use a {VOCAB_SIZE}-token character vocabulary, "
+                        f"but the model's vocab_size is {vocab_size}; use vocab_size >= {VOCAB_SIZE}")
 
 
 def encode(text: str) -> list[int]:
