@@ -84,8 +84,9 @@ class _Forwarder:
                 child.send_signal(signum)
 
 
-def _worker_command(run_dir: Path, nproc: int, fsdp: bool) -> list[str]:
-    train = ["-m", "matcher.train", str(run_dir), *(["--fsdp"] if fsdp else [])]
+def _worker_command(run_dir: Path, nproc: int, fsdp: bool, log_every_steps: int) -> list[str]:
+    train = ["-m", "matcher.train", str(run_dir), "--log-every-steps", str(log_every_steps),
+             *(["--fsdp"] if fsdp else [])]
     if nproc == 1:
         return [sys.executable, *train]
     # --standalone: a private rendezvous on a free local port, so concurrent runs do not collide.
@@ -120,7 +121,7 @@ def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
         if nproc == 1:
             return _train_here(run, on_record, log_every_steps)
         with _Forwarder() as forwarder, run.log.open("ab") as log:
-            child = subprocess.Popen(_worker_command(run.path, nproc, fsdp), stdout=log, stderr=subprocess.STDOUT,
+            child = subprocess.Popen(_worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
             forwarder.children.append(child)
             tail = MetricsTail(run.metrics)

@@ -347,8 +347,8 @@ class Trainer:
 
     def _fail_non_finite(self, loss_value: float) -> RunResult:
         self._write({"event": "nan", "step": self.step, "tokens": self.tokens, "train_loss": loss_value})
-        reason = (f"training loss became {loss_value} at step {self.step} ({self.tokens} tokens); "
-                  "lower lr, keep grad_clip on, or train in fp32 (dtype: fp32)")
+        advice = "lower lr or keep grad_clip on" + (", or train in fp32 (dtype: fp32)" if self.dtype == "bf16" else "")
+        reason = f"training loss became {loss_value} at step {self.step} ({self.tokens} tokens); {advice}"
         return self._finish("failed", reason)
 
     def _evaluate(self, tokens_per_s: float, elapsed_s: float) -> None:
