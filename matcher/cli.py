@@ -1,0 +1,188 @@
+"""The `matcher` command line. Each subcommand is a thin wrapper over a plain function in
+matcher/commands/; heavy libraries are imported only by the commands that use them."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from matcher import __version__
+
+def _user_errors(fn: Callable) -> Callable:
+    """One clear message for errors a user can cause (bad config, unknown preset...), exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from matcher.errors import MatcherError
+
+        try:
+            return fn(*args, **kwargs)
+        except MatcherError as error:
+            from matcher.console import err
+
+            err().print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+class _Typer(typer.Typer):
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+        return lambda fn: register(_user_errors(fn))
+
+
+app = _Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    help="Plan, train and compare FLOP-, parameter- and memory-matched depth-recurrent language models.",
+)
+sweep_app = _Typer(no_args_is_help=True, help="Check and show sweep files.")
+app.add_typer(sweep_app, name="sweep")
+
+
+def _conventions(causal_half: bool, recompute: str, activation_dtype: str):
+    from matcher.costs import Conventions
+
+    return Conventions(causal_half=causal_half, recompute=recompute, activation_dtype=activation_dtype)
+
+
+CausalHalf = Annotated[bool, typer.Option("--causal-half", help="Halve sequence-attention score FLOPs (causal mask).")]
+Recompute = Annotated[str, typer.Option(help="Activation recomputation in training: none | full.")]
+ActDtype = Annotated[str, typer.Option("--activation-dtype", help="Saved activations: bf16 (GPU autocast) | fp32.")]
+
+
+@app.command()
+def cost(
+    target: Annotated[str, typer.Argument(help="Preset name (see `matcher presets`) or model-config YAML.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence (default: the config's).", min=1)] = None,
+    batch: Annotated[int, typer.Option(help="Sequences per step, for memory.", min=1)] = 1,
+    measure: Annotated[bool, typer.Option(help="Also count on the real module (meta device, fake tensors).")] = True,
+    fvcore: Annotated[bool, typer.Option(help="Also count FLOPs with fvcore (real CPU tensors; small models).")] = False,
+    causal_half: CausalHalf = False,
+    recompute: Recompute = "none",
+    activation_dtype: ActDtype = "bf16",
+) -> None:
+    """Parameters, FLOPs and memory of a model: analytic vs measured, with the conventions used."""
+    from matcher.commands.cost import cost_command
+
+    counters = ["torch", "fvcore"] if fvcore else ["torch"]
+    cost_command(target, batch, seq_len, _conventions(causal_half, recompute, activation_dtype), measure,
+                 counters, as_json)
+
+
+@app.command()
+def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """List the model presets with their headline costs."""
+    from matcher.commands.cost import presets_command
+
+    presets_command(as_json)
+
+
+@app.command()
+def plan(
+    target: Annotated[str | None, typer.Option(help="Target: preset name or model-config YAML.")] = None,
+    variants: Annotated[str, typer.Option(help="Comma-separated variants to match: la, dr, dr_da.")] = "dr,dr_da",
+    depth: Annotated[int | None, typer.Option(help="Variants' depth (default: the target's).", min=1)] = None,
+    d_model: Annotated[int | None, typer.Option(help="Variants' width; keeps the head width.", min=1)] = None,
+    top_k: Annotated[int | None, typer.Option(help="Variants' experts per token.", min=1)] = None,
+    da_heads: Annotated[int | None, typer.Option(help="Depth-attention heads (dr_da).", min=1)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any model field of the variants: key=value; "
+                                                    "setting d_ff or n_experts holds it.")] = None,
+    align: Annotated[int | None, typer.Option(help="d_ff is a multiple of this (default 64; d_ff/4 for "
+                                              "targets narrower than 256).", min=1)] = None,
+    match: Annotated[str, typer.Option(help="Quantities to match: flops, params, memory.")] = "flops,params",
+    max_memory_ratio: Annotated[float | None, typer.Option(help="Hard limit: training memory at most R x the "
+                                                           "target's.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Largest residual that counts as matched.", min=0)] = 0.02,
+    flops: Annotated[float | None, typer.Option(help="Budget instead of --target: training FLOPs per token.")] = None,
+    params: Annotated[float | None, typer.Option(help="Budget instead of --target: total parameters.")] = None,
+    base: Annotated[str, typer.Option(help="Shape of the family when budgets are given.")] = "la-1b",
+    tokens: Annotated[float | None, typer.Option(help="Training tokens per run (default 20 x the target's "
+                                                 "parameters).")] = None,
+    batch: Annotated[int | None, typer.Option(help="Sequences per step (default: scaled to compute).", min=1)] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence (default: the target's).", min=1)] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; several give runs <variant>-s<seed>.")] = "0",
+    out: Annotated[Path | None, typer.Option(help="Sweep file (default sweeps/<target>-vs-<variants>.yaml).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing sweep file.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Plan and print; write nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    measure: Annotated[bool, typer.Option(help="Check the chosen configs on the real modules (meta device).")] = True,
+    causal_half: CausalHalf = False,
+    recompute: Recompute = "none",
+    activation_dtype: ActDtype = "bf16",
+) -> None:
+    """Match the variants to a target on FLOPs, parameters (and memory) and write the sweep."""
+    from matcher.commands.plan import plan_command
+    from matcher.plan import Overrides, PlanRequest, parse_set
+
+    overrides = Overrides(depth=depth, d_model=d_model, top_k=top_k, da_heads=da_heads, fields=parse_set(set_))
+    request = PlanRequest(target=target, variants=variants, base=base, flops=flops, params=params,
+                          overrides=overrides, align=align, match=match, max_memory_ratio=max_memory_ratio,
+                          tolerance=tolerance, tokens=None if tokens is None else round(tokens), batch=batch,
+                          seq_len=seq_len, seeds=seeds,
+                          conventions=_conventions(causal_half, recompute, activation_dtype))
+    plan_command(request, out, force, dry_run, as_json, measure)
+
+
+@sweep_app.command("validate")
+def sweep_validate(path: Annotated[Path, typer.Argument(help="Sweep YAML file.")]) -> None:
+    """Check a (possibly hand-edited) sweep file; report every problem with its place in the file."""
+    from matcher.commands.sweep import validate_command
+
+    validate_command(path)
+
+
+@sweep_app.command("show")
+def sweep_show(path: Annotated[Path, typer.Argument(help="Sweep YAML file.")]) -> None:
+    """Print a sweep's runs and predicted costs as a table."""
+    from matcher.commands.sweep import show_command
+
+    show_command(path)
+
+
+@app.command()
+def compare(
+    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> folder (or a results/ folder holding one sweep).")],
+    targets: Annotated[str | None, typer.Option(help="Target accuracies, e.g. 0.2,0.4 or 20%,40% (default: "
+                                                     "25/50/75% of the baseline's best accuracy).")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="table | markdown | csv.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the tables to this file instead of stdout.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write accuracy/loss curves and expert-load maps to this image.")] = None,
+) -> None:
+    """Compare data-efficiency curves: tokens to reach each accuracy and the ratio to the baseline."""
+    from matcher.commands.compare import compare_command
+
+    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot)
+
+
+@app.command()
+def version() -> None:
+    """Print matcher's version."""
+    print(f"matcher {__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (user errors: 2, with one message and no traceback)."""
+    try:
+        app(args=argv, prog_name="matcher")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,43 @@
+"""`matcher sweep validate` and `matcher sweep show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matcher import fmt
+from matcher.config import read_yaml
+from matcher.console import out
+from matcher.errors import ConfigError
+from matcher.sweep import check_sweep_data, load_sweep
+
+
+def validate_command(path: Path) -> None:
+    problems, sweep = check_sweep_data(read_yaml(path))
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} problem(s):\n{listing}")
+    out().print(f"[green]ok[/] {path}: {len(sweep.runs)} runs, target {sweep.meta.target}, "
+                f"matched on {', '.join(sweep.meta.matched)}")
+
+
+def show_command(path: Path) -> None:
+    from rich.table import Table
+
+    sweep = load_sweep(path)
+    meta = sweep.meta
+    console = out()
+    console.print(f"[bold]{sweep.name}[/]: target {meta.target}, variants {', '.join(meta.variants)}, "
+                  f"matched on {', '.join(meta.matched)}")
+    console.print(f"[dim]written {meta.created} by matcher {meta.tool_version}: {meta.command}[/]")
+    table = Table()
+    for col in ("run", "role", "variant", "depth", "d_model", "d_ff", "experts", "params", "train FLOPs/token",
+                "train memory", "tokens", "batch x seq", "seed"):
+        table.add_column(col, justify="left" if col in ("run", "role", "variant") else "right")
+    for run in sweep.runs:
+        m, t, p = run.model, run.train, run.predicted
+        experts = f"{m.n_experts} (top-{m.top_k})" if m.n_experts else "dense"
+        table.add_row(run.name, run.role, m.variant, str(m.depth), str(m.d_model), str(m.d_ff), experts,
+                      fmt.params(p.get("total_params")), fmt.si(p.get("train_flops_per_token")),
+                      fmt.bytes_(p.get("training_memory_bytes")), fmt.si(t.total_tokens),
+                      f"{t.batch_size} x {t.seq_len}", str(t.seed))
+    console.print(table)

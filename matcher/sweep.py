@@ -1,0 +1,235 @@
+"""Sweep files (`sweeps/*.yaml`): metadata plus a list of runs, each with its full model config,
+training settings and predicted costs. Loading validates every field and reports every problem with
+its path in the file (`runs[2].model.d_ff: ...`). Writing is atomic and never overwrites silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tempfile
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matcher.config import ModelConfig, TrainConfig, _type_name, _type_ok, dump_yaml, read_yaml
+from matcher.costs import Conventions, memory, param_counts, train_flops_per_token
+from matcher.errors import ConfigError, MatcherError
+
+SWEEP_FORMAT = 1
+ROLES = ("target", "variant")
+PREDICTED_KEYS = ("train_flops_per_token", "total_params", "active_params", "applied_params",
+                  "training_memory_bytes", "inference_cache_bytes")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Relative tolerance under which predicted costs in a file count as equal to the recomputed ones
+# (they are written rounded to integers).
+_STALE_RTOL = 1e-6
+
+
+@dataclass(kw_only=True)
+class SweepMeta:
+    target: str  # preset name, config path, or "budget" when --flops/--params were given
+    variants: list[str]
+    matched: list[str]  # quantities matched: flops, params, memory
+    conventions: dict[str, Any]  # matcher.costs.Conventions fields
+    tool_version: str
+    command: str  # the command line that wrote the sweep
+    created: str  # ISO 8601 time
+    description: str = ""
+
+
+@dataclass(kw_only=True)
+class Run:
+    name: str  # unique in the sweep; the results folder name
+    group: str  # runs of one group differ only in seed; `matcher compare` aggregates them
+    role: str  # target (the baseline) | variant
+    model: ModelConfig
+    train: TrainConfig
+    predicted: dict[str, float]  # PREDICTED_KEYS, under the sweep's conventions
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "group": self.group, "role": self.role, "model": self.model.to_dict(),
+                "train": self.train.to_dict(), "predicted": dict(self.predicted)}
+
+
+@dataclass
+class Sweep:
+    meta: SweepMeta
+    runs: list[Run]
+    name: str = "sweep"  # the file's stem; not stored in the file
+
+    @property
+    def conventions(self) -> Conventions:
+        return Conventions(**self.meta.conventions)
+
+    @property
+    def target(self) -> Run:
+        return next(run for run in self.runs if run.role == "target")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"matcher_sweep": SWEEP_FORMAT, "meta": dataclasses.asdict(self.meta),
+                "runs": [run.to_dict() for run in self.runs]}
+
+
+def predict(model: ModelConfig, train: TrainConfig, conv: Conventions) -> dict[str, float]:
+    """The costs a sweep records for a run (one place; the runner copies them into run.yaml)."""
+    params = param_counts(model)
+    mem = memory(model, batch=train.batch_size, seq_len=train.seq_len, conv=conv)
+    inference = memory(model, batch=1, seq_len=train.seq_len, conv=conv)
+    return {
+        "train_flops_per_token": round(train_flops_per_token(model, conv, train.seq_len)),
+        "total_params": params.total,
+        "active_params": params.active,
+        "applied_params": params.applied,
+        "training_memory_bytes": mem.training_bytes,
+        "inference_cache_bytes": inference.inference_cache_bytes,
+    }
+
+
+def _field_problems(cls: type, data: Any, where: str) -> tuple[list[str], Any]:
+    """Every unknown, missing or mistyped field of dataclass `cls`; the object when there are none
+    (or the first semantic problem its validation finds)."""
+    if not isinstance(data, dict):
+        return [f"{where}: expected a mapping, got {type(data).__name__}"], None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    problems = []
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{where}.{key}: unknown field{hint}")
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"{where}.{name}: missing (required)")
+        elif not _type_ok(data[name], hints[name]):
+            problems.append(f"{where}.{name}: must be {_type_name(hints[name])}, got {data[name]!r}")
+    if problems:
+        return problems, None
+    try:
+        return [], cls(**data)
+    except ConfigError as err:
+        return [f"{where}: {err}"], None
+
+
+def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str], Sweep | None]:
+    """All problems of a parsed sweep file, and the Sweep when there are none."""
+    if not isinstance(data, dict):
+        return [f"top level: expected a mapping with matcher_sweep, meta and runs, got {type(data).__name__}"], None
+    problems = []
+    for key in data:
+        if key not in ("matcher_sweep", "meta", "runs"):
+            problems.append(f"{key}: unknown top-level key (expected matcher_sweep, meta, runs)")
+    if data.get("matcher_sweep") != SWEEP_FORMAT:
+        problems.append(f"matcher_sweep: must be {SWEEP_FORMAT} (the sweep format version), "
+                        f"got {data.get('matcher_sweep')!r}")
+    meta_problems, meta = _field_problems(SweepMeta, data.get("meta"), "meta")
+    problems += meta_problems
+    conv = None
+    if meta is not None:
+        try:
+            conv = Conventions(**meta.conventions)
+        except (TypeError, ConfigError) as err:
+            problems.append(f"meta.conventions: {err}")
+    runs_data = data.get("runs")
+    runs: list[Run] = []
+    if not isinstance(runs_data, list) or not runs_data:
+        problems.append("runs: must be a non-empty list of runs")
+        runs_data = []
+    for i, run_data in enumerate(runs_data):
+        where = f"runs[{i}]"
+        if not isinstance(run_data, dict):
+            problems.append(f"{where}: expected a mapping, got {type(run_data).__name__}")
+            continue
+        for key in run_data:
+            if key not in ("name", "group", "role", "model", "train", "predicted"):
+                close = difflib.get_close_matches(str(key), ["name", "group", "role", "model", "train", "predicted"], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{where}.{key}: unknown field{hint}")
+        name = run_data.get("name")
+        if not isinstance(name, str) or not _RUN_NAME.match(name):
+            problems.append(f"{where}.name: must be a name of letters, digits, '.', '_' or '-', got {name!r}")
+        group = run_data.get("group", name)
+        if not isinstance(group, str):
+            problems.append(f"{where}.group: must be a string, got {group!r}")
+        role = run_data.get("role")
+        if role not in ROLES:
+            problems.append(f"{where}.role: must be one of {', '.join(ROLES)}, got {role!r}")
+        model_problems, model = _field_problems(ModelConfig, run_data.get("model"), f"{where}.model")
+        train_problems, train = _field_problems(TrainConfig, run_data.get("train"), f"{where}.train")
+        problems += model_problems + train_problems
+        predicted = run_data.get("predicted", {})
+        if not isinstance(predicted, dict):
+            problems.append(f"{where}.predicted: must be a mapping of cost: number")
+            predicted = {}
+        else:
+            for key, value in predicted.items():
+                if key not in PREDICTED_KEYS:
+                    problems.append(f"{where}.predicted.{key}: unknown cost (known: {', '.join(PREDICTED_KEYS)})")
+                elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                    problems.append(f"{where}.predicted.{key}: must be a number, got {value!r}")
+        if model is not None and train is not None and conv is not None and check_predicted and predicted:
+            fresh = predict(model, train, conv)
+            for key, value in predicted.items():
+                if key in fresh and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if abs(value - fresh[key]) > _STALE_RTOL * max(1.0, abs(fresh[key])):
+                        problems.append(f"{where}.predicted.{key}: {value:g} does not match the config "
+                                        f"({fresh[key]:g}); the model or train section was edited: "
+                                        "re-plan, or delete `predicted` to have it recomputed")
+        if model is not None and train is not None and not any(p.startswith(where) for p in problems):
+            runs.append(Run(name=name, group=group, role=role, model=model, train=train,
+                            predicted=predicted or predict(model, train, conv or Conventions())))
+    names = [r.get("name") for r in runs_data if isinstance(r, dict)]
+    for dup in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
+        problems.append(f"runs: run name {dup!r} appears more than once (names must be unique)")
+    roles = [r.get("role") for r in runs_data if isinstance(r, dict)]
+    if runs_data and "target" not in roles:
+        problems.append("runs: no run has role: target (the baseline the others are compared with)")
+    steps = {r.train.tokens_per_step for r in runs}
+    if len(steps) > 1:
+        problems.append(f"runs: tokens per step (batch_size x seq_len) differ between runs ({sorted(steps)}); "
+                        "curves are only comparable with one value")
+    if problems or meta is None:
+        return problems, None
+    return [], Sweep(meta=meta, runs=runs)
+
+
+def load_sweep(path: str | Path, check_predicted: bool = True) -> Sweep:
+    """Load and validate a sweep file; every problem is listed in one ConfigError."""
+    path = Path(path)
+    problems, sweep = check_sweep_data(read_yaml(path), check_predicted)
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{path}: {len(problems)} problem(s); fix them and run `matcher sweep validate {path}`:\n{listing}")
+    sweep.name = path.stem
+    return sweep
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file so readers see the old or the new content, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_sweep(sweep: Sweep, path: str | Path, force: bool = False) -> Path:
+    path = Path(path)
+    if path.exists() and not force:
+        raise MatcherError(f"{path} exists; pass --force to overwrite it or --out to write elsewhere")
+    header = ("# matcher sweep: matched runs with full configs and predicted costs.\n"
+              "# Check after editing: matcher sweep validate " + path.as_posix() + "\n")
+    write_text_atomic(path, header + dump_yaml(sweep.to_dict()))
+    sweep.name = path.stem
+    return path

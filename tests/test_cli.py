@@ -1,0 +1,51 @@
+"""The command line: output, JSON, errors as one message, and a fast start."""
+
+import json
+import subprocess
+import sys
+
+from matcher.cli import main
+
+
+def test_presets_lists_every_preset(capsys):
+    assert main(["presets", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} >= {"la-1b", "la-2b", "dr-1b", "dr_da-2b", "la-tiny", "dr-tiny", "dr_da-tiny"}
+    la2b = next(r for r in rows if r["name"] == "la-2b")
+    assert 1.9e9 < la2b["total_params"] < 2.1e9
+    la1b = next(r for r in rows if r["name"] == "la-1b")
+    assert 0.95e9 < la1b["total_params"] < 1.05e9
+
+
+def test_cost_json_analytic(capsys):
+    assert main(["cost", "llama2-7b", "--no-measure", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["analytic"]["params"]["total"] == 6_738_415_616
+    assert "measured" not in result
+
+
+def test_cost_table_prints_conventions(capsys):
+    assert main(["cost", "la-tiny", "--no-measure", "--causal-half"]) == 0
+    text = capsys.readouterr().out
+    assert "halved for the causal mask" in text and "Forward FLOPs per token" in text
+
+
+def test_user_errors_are_one_message(capsys, tmp_path):
+    assert main(["cost", "la-3b", "--no-measure"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'la-3b'" in err and "Traceback" not in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vocab_size: 10\n")
+    assert main(["cost", str(bad), "--no-measure"]) == 2
+    assert "missing required field(s)" in capsys.readouterr().err
+
+
+def test_lookalike_name_gives_a_notice(capsys):
+    assert main(["cost", "LA_tіny", "--no-measure", "--json"]) == 0  # Cyrillic і
+    assert "read preset 'LA_tіny' as 'la-tiny'" in capsys.readouterr().err
+
+
+def test_cli_start_does_not_import_heavy_libraries():
+    code = "import sys; from matcher.cli import app; print(sorted(m for m in ('torch','pandas','scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

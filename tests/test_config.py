@@ -1,0 +1,117 @@
+"""Config validation, YAML round trips and forgiving preset names."""
+
+import pytest
+
+from matcher.config import ModelConfig, TrainConfig, dump_yaml, load_model_config
+from matcher.errors import ConfigError
+from matcher.names import normalise
+from matcher.presets import PRESETS, get_preset, load_target, resolve_preset
+
+
+def tiny(**changes):
+    base = dict(vocab_size=128, d_model=64, depth=4, n_heads=4, seq_len=32, d_ff=64, n_experts=4, top_k=2)
+    return ModelConfig(**{**base, **changes})
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_round_trips_through_yaml(name, tmp_path):
+    cfg = get_preset(name)
+    path = tmp_path / "model.yaml"
+    path.write_text(dump_yaml(cfg.to_dict()))
+    assert load_model_config(path) == cfg
+    path.write_text(dump_yaml({"model": cfg.to_dict()}))
+    assert load_model_config(path) == cfg
+
+
+def test_derived_defaults():
+    cfg = tiny()
+    assert (cfg.n_kv_heads, cfg.head_dim, cfg.da_head_dim) == (4, 16, 16)
+    assert tiny(variant="la").n_unique_layers == 4 and tiny(variant="dr").n_unique_layers == 1
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(variant="rnn"), "variant must be one of la, dr, dr_da, got 'rnn'"),
+        (dict(d_model=0), "d_model must be a positive integer, got 0"),
+        (dict(depth=-3), "depth must be a positive integer, got -3"),
+        (dict(top_k=5), "top_k must be between 1 and n_experts (4), got 5"),
+        (dict(n_heads=6, n_kv_heads=4, head_dim=16), "n_heads (6) must be a multiple of n_kv_heads (4)"),
+        (dict(head_dim=15), "head_dim must be even for rotary"),
+        (dict(n_experts=0), "top_k is 2 but n_experts is 0 (a dense MLP): set top_k: 0"),
+        (dict(mlp_act="relu"), "mlp_act must be one of swiglu, gelu"),
+        (dict(mixture="mixed"), "mixture must be one of sequential, parallel"),
+        (dict(d_ff=64.0), "d_ff must be int, got 64.0"),
+        (dict(tie_embeddings="yes"), "tie_embeddings must be bool, got 'yes'"),
+        (dict(depth=True), "depth must be int, got True"),
+        (dict(variant="dr_da", da_head_dim=7), "da_head_dim must be even when da_rope is on"),
+    ],
+)
+def test_bad_values_are_rejected_with_a_clear_message(changes, message):
+    with pytest.raises(ConfigError) as err:
+        tiny(**changes)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("vocab_size: 128\nd_modle: 64\n", "unknown field 'd_modle' (did you mean 'd_model'?)"),
+        ("vocab_size: 128\nd_model: 64\n", "missing required field(s) depth, n_heads, seq_len, d_ff"),
+        ("- 1\n- 2\n", "expected a mapping of field: value, got list"),
+        ("vocab_size: 128\nd_model: 64: 3\n", "line 2, column"),
+        ("vocab_size: 128\nd_model: '64'\ndepth: 2\nn_heads: 4\nseq_len: 8\nd_ff: 8\n", "d_model must be int, got '64'"),
+    ],
+)
+def test_bad_config_files_give_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_model_config(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="no such file"):
+        load_target("nowhere/model.yaml")
+
+
+@pytest.mark.parametrize(
+    "typed, canonical, notice",
+    [
+        ("la-1b", "la-1b", False),
+        ("LA-1B", "la-1b", True),
+        ("la_1b", "la-1b", True),
+        ("dr-da-2b", "dr_da-2b", True),
+        ("dr_dа-2b", "dr_da-2b", True),  # Cyrillic а
+        ("lа–tiny", "la-tiny", True),  # Cyrillic а, en dash
+        ("ＬＡ-２Ｂ", "la-2b", True),  # fullwidth
+    ],
+)
+def test_preset_names_are_resolved_forgivingly(typed, canonical, notice):
+    resolved = resolve_preset(typed)
+    assert resolved.name == canonical
+    assert (resolved.notice is not None) == notice
+    if notice:
+        assert canonical in resolved.notice
+
+
+def test_unknown_preset_lists_the_closest():
+    with pytest.raises(ConfigError) as err:
+        resolve_preset("la-3b")
+    assert "closest: la-2b, la-1b" in str(err.value)
+
+
+def test_normalise_is_idempotent():
+    for name in PRESETS:
+        assert normalise(normalise(name)) == normalise(name)
+
+
+def test_train_config_validation():
+    ok = TrainConfig(total_tokens=1000, batch_size=2, seq_len=16)
+    assert ok.tokens_per_step == 32 and ok.total_steps == 31
+    with pytest.raises(ConfigError, match="warmup_fraction \\+ decay_fraction must be at most 1"):
+        TrainConfig(total_tokens=1000, batch_size=2, seq_len=16, warmup_fraction=0.6, decay_fraction=0.6)
+    with pytest.raises(ConfigError, match="eval_tokens must be positive and strictly increasing"):
+        TrainConfig(total_tokens=1000, batch_size=2, seq_len=16, eval_tokens=[10, 5])

@@ -1,0 +1,106 @@
+"""Sweep files: round trip, validation of every field with its path, atomic no-overwrite writes."""
+
+import pytest
+import yaml
+
+from matcher.cli import main
+from matcher.config import TrainConfig
+from matcher.costs import Conventions
+from matcher.errors import ConfigError, MatcherError
+from matcher.presets import get_preset
+from matcher.sweep import Run, Sweep, SweepMeta, load_sweep, predict, write_sweep
+
+
+def make_sweep() -> Sweep:
+    conv = Conventions()
+    train = TrainConfig(total_tokens=4096, batch_size=2, seq_len=32)
+    runs = []
+    for role, name in (("target", "la-tiny"), ("variant", "dr-tiny"), ("variant", "dr_da-tiny")):
+        model = get_preset(name)
+        runs.append(Run(name=model.variant, group=model.variant, role=role, model=model, train=train,
+                        predicted=predict(model, train, conv)))
+    meta = SweepMeta(target="la-tiny", variants=["dr", "dr_da"], matched=["flops", "params"],
+                     conventions=conv.to_dict(), tool_version="0.1.0", command="matcher plan --target la-tiny",
+                     created="2026-01-01T00:00:00+00:00")
+    return Sweep(meta=meta, runs=runs)
+
+
+def test_round_trip(tmp_path):
+    sweep = make_sweep()
+    path = write_sweep(sweep, tmp_path / "s.yaml")
+    loaded = load_sweep(path)
+    assert loaded.name == "s"
+    assert [r.model for r in loaded.runs] == [r.model for r in sweep.runs]
+    assert [r.predicted for r in loaded.runs] == [r.predicted for r in sweep.runs]
+    assert loaded.target.name == "la"
+
+
+def test_never_overwrites_without_force(tmp_path):
+    path = write_sweep(make_sweep(), tmp_path / "s.yaml")
+    before = path.read_text()
+    with pytest.raises(MatcherError, match="exists; pass --force"):
+        write_sweep(make_sweep(), path)
+    assert path.read_text() == before
+    write_sweep(make_sweep(), path, force=True)
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def _edited(tmp_path, edit):
+    data = make_sweep().to_dict()
+    edit(data)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["runs"][1]["model"].update(d_modle=3), "runs[1].model.d_modle: unknown field (did you mean 'd_model'?)"),
+        (lambda d: d["runs"][2]["train"].update(lr="fast"), "runs[2].train.lr: must be float, got 'fast'"),
+        (lambda d: d["runs"][0]["model"].pop("d_ff"), "runs[0].model.d_ff: missing (required)"),
+        (lambda d: d["runs"][0].update(rol="target"), "runs[0].rol: unknown field (did you mean 'role'?)"),
+        (lambda d: d["meta"].pop("target"), "meta.target: missing (required)"),
+        (lambda d: d["runs"][1]["model"].update(top_k=99), "runs[1].model: top_k must be between 1 and n_experts"),
+        (lambda d: d["runs"][1].update(name="la"), "run name 'la' appears more than once"),
+        (lambda d: d["runs"][0].update(role="variant"), "no run has role: target"),
+        (lambda d: d["runs"][1]["model"].update(d_ff=128), "runs[1].predicted.train_flops_per_token"),
+        (lambda d: (d["runs"][1]["train"].update(batch_size=4), d["runs"][1].pop("predicted")), "tokens per step (batch_size x seq_len) differ"),
+        (lambda d: d.update(matcher_sweep=7), "matcher_sweep: must be 1"),
+    ],
+)
+def test_bad_sweeps_name_the_key(tmp_path, edit, message):
+    path = _edited(tmp_path, edit)
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    assert message in str(err.value)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    def edit(d):
+        d["runs"][0]["model"]["d_modle"] = 1
+        d["runs"][2]["train"]["lr"] = "x"
+
+    with pytest.raises(ConfigError) as err:
+        load_sweep(_edited(tmp_path, edit))
+    assert "2 problem(s)" in str(err.value)
+
+
+def test_missing_predicted_is_recomputed(tmp_path):
+    path = _edited(tmp_path, lambda d: d["runs"][1].pop("predicted"))
+    sweep = load_sweep(path)
+    assert sweep.runs[1].predicted == make_sweep().runs[1].predicted
+
+
+def test_validate_and_show_commands(tmp_path, capsys):
+    path = write_sweep(make_sweep(), tmp_path / "s.yaml")
+    assert main(["sweep", "validate", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(["sweep", "show", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert "dr_da" in shown and "la-tiny" in shown
+    bad = _edited(tmp_path, lambda d: d["runs"][1]["model"].update(n_expert=3))
+    assert main(["sweep", "validate", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert "runs[1].model.n_expert: unknown field (did you mean 'n_experts'?)" in captured.err
+    assert "Traceback" not in captured.err
