@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import is_fake
 
 from matcher.config import ModelConfig
-from models.norm import apply_rotary, rotary_cos_sin
+from models.norm import apply_rotary, compute_dtype, rotary_cos_sin
 
 
 class MLP(nn.Module):
@@ -101,7 +101,7 @@ class Experts(nn.Module):
         order = expert_of.argsort(stable=True)  # assignments grouped by expert
         token_of = order // k  # (N*k,) the token of each sorted assignment
         w1, w3, w2 = self._weights(x)
-        rows = x[token_of].to(w1.dtype)  # (N*k, d), cast once rather than per expert matmul
+        rows = x[token_of]  # (N*k, d)
         if counts is None:
             # meta/fake tensors have no data to count: split the rows evenly, the first r experts taking
             # one row more, as two batched matmuls. The matmul work summed over experts is (N*k) rows times
@@ -124,9 +124,9 @@ class Experts(nn.Module):
     def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """w1, w3, w2 in the dtype the matmuls run in (autocast's, when it is on for x's device)."""
         weights = (self.w1, self.w3, self.w2)
-        if x.device.type not in ("cpu", "cuda") or not torch.is_autocast_enabled(x.device.type):
-            return weights
-        dtype = torch.get_autocast_dtype(x.device.type)
+        dtype = compute_dtype(x)
+        if dtype == self.w1.dtype or not torch.is_grad_enabled():
+            return weights  # without grad nothing is saved: autocast casts just the slices used
         if self.cast_cache is not None and dtype in self.cast_cache:
             return self.cast_cache[dtype]
         cast = tuple(w if w is None else w.to(dtype) for w in weights)

@@ -88,7 +88,8 @@ def test_forward_flops_by_hand_for_la_tiny_and_dr_da_tiny():
     flops = measured_forward_flops(cfg, seq_len=T)
     assert flops["da_proj"] == D * 4 * 2 * d * (2 * 8)
     assert flops["da_scores"] == 4 * 2 * 8 * sum(i + 1 for i in range(D))  # depth i sees i + 1 states
-    assert flops["router"] == D * 2 * d * 14  # the shared router is applied at every depth
+    assert flops["router"] == D * 2 * d * cfg.n_experts  # the shared router is applied at every depth
+    assert flops["experts"] == D * k * 3 * 2 * d * cfg.d_ff
 
 
 @pytest.mark.parametrize("case", list(COUNTER_CASES))
