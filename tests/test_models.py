@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_configs import small_configs
 
 from matcher.config import ModelConfig
 from matcher.presets import get_preset
@@ -243,25 +244,6 @@ def test_dense_models_have_no_balancing():
     model = Model(tiny(n_experts=0, top_k=0))
     model.update_router_bias(0.1)
     assert model.expert_load() is None
-
-
-@st.composite
-def small_configs(draw) -> ModelConfig:
-    n_kv = draw(st.sampled_from([1, 2]))
-    n_experts = draw(st.integers(0, 5))
-    return ModelConfig(
-        variant=draw(st.sampled_from(["la", "dr", "dr_da"])), vocab_size=draw(st.integers(5, 40)),
-        d_model=draw(st.sampled_from([8, 12, 16])), depth=draw(st.integers(1, 4)),
-        n_heads=n_kv * draw(st.integers(1, 2)),
-        n_kv_heads=n_kv, head_dim=draw(st.sampled_from([2, 4, 6])), seq_len=16, d_ff=draw(st.integers(1, 20)),
-        n_experts=n_experts, top_k=draw(st.integers(1, n_experts)) if n_experts else 0,
-        n_shared_experts=draw(st.integers(0, 2)) if n_experts else 0,
-        mlp_act=draw(st.sampled_from(["swiglu", "gelu"])), tie_embeddings=draw(st.booleans()),
-        da_heads=draw(st.integers(1, 2)), da_head_dim=draw(st.sampled_from([2, 4])),
-        router_rank=draw(st.sampled_from([0, 2, 4])) if n_experts else 0,
-        mixture=draw(st.sampled_from(["sequential", "parallel"])), da_rope=draw(st.booleans()),
-        router_depth_rope=draw(st.booleans()),
-    )
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
