@@ -60,11 +60,12 @@ class Router(nn.Module):
         # F.linear with the parameter itself, so autocast casts it once per forward, not per application
         logits = F.linear(q, self.expert_keys).float()  # (N, E)
         with torch.no_grad():
-            _, chosen = torch.topk(torch.sigmoid(logits) + self.bias[application], self.top_k, dim=-1)  # (N, k)
+            # selection by score + balancing bias; the bias never enters a gate
+            _, chosen = torch.topk(torch.sigmoid(logits) + self.bias[application], self.top_k, dim=-1)
         # only the selected scores carry gradient, so backward keeps (N, k) of them, not all (N, E): indexing
         # saves just the indices (gather would save the whole logits)
         rows = torch.arange(x.shape[0], device=x.device)[:, None]  # (N, 1)
-        gates = torch.sigmoid(logits[rows, chosen])  # (N, k)
+        gates = torch.sigmoid(logits[rows, chosen])  # (N, k), chosen (N, k)
         return chosen, gates / gates.sum(dim=-1, keepdim=True)
 
     @torch.no_grad()

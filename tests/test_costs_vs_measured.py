@@ -61,7 +61,7 @@ def test_preset_forward_flops_match_with_causal_halving(name):
     assert_flops_match(cfg, cfg.seq_len, causal_half=True)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=small_configs(), seq_len=st.integers(1, 24), causal_half=st.booleans())
 def test_random_configs_match(cfg, seq_len, causal_half):
     assert_params_match(cfg)
@@ -100,7 +100,7 @@ def flash_attention_configs(draw):
     return cfg.replace(head_dim=max(cfg.head_dim, 4), da_head_dim=max(cfg.da_head_dim, 4))
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=flash_attention_configs(), batch=st.integers(1, 3), seq_len=st.integers(2, 12),
        dtype=st.sampled_from(["fp32", "bf16"]))
 def test_random_config_activations_within_ten_percent(cfg, batch, seq_len, dtype):

@@ -246,7 +246,7 @@ def test_dense_models_have_no_balancing():
     assert model.expert_load() is None
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=small_configs(), batch=st.integers(1, 3), seq=st.integers(1, 9))
 def test_random_configs_run_forward_and_backward_on_meta_and_cpu(cfg, batch, seq):
     for device in ("meta", "cpu"):
