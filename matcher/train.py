@@ -57,14 +57,15 @@ class RunResult:
 
 
 def train_run(run_dir: str | Path, *, fsdp: bool = False, log_every_steps: int = 10,
-              on_record: OnRecord | None = None) -> RunResult:
+              on_record: OnRecord | None = None, device: str | None = None) -> RunResult:
     """Train or resume the run in `run_dir` to its token budget, a non-finite loss or a stop signal.
     Every rank of a torchrun group calls this; rank 0 writes the files and calls `on_record` with each
-    metrics line. An exception leaves state `failed` with the error as the reason, and propagates."""
+    metrics line. `device`: "cpu" or "cuda" (default: CUDA when available). An exception leaves state
+    `failed` with the error as the reason, and propagates."""
     run = RunDir(run_dir)
     trainer = None
     try:
-        trainer = Trainer(run, fsdp=fsdp, log_every_steps=log_every_steps, on_record=on_record)
+        trainer = Trainer(run, fsdp=fsdp, log_every_steps=log_every_steps, on_record=on_record, device=device)
         return trainer.run()
     except Exception as error:
         if int(os.environ.get("RANK", 0)) == 0:
@@ -115,7 +116,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Trainer:
-    def __init__(self, run: RunDir, *, fsdp: bool, log_every_steps: int, on_record: OnRecord | None):
+    def __init__(self, run: RunDir, *, fsdp: bool, log_every_steps: int, on_record: OnRecord | None,
+                 device: str | None):
         from models import Model
 
         self.rundir, self.fsdp, self.on_record = run, fsdp, on_record
@@ -125,7 +127,7 @@ class Trainer:
         self.stop_signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher-data")
-        self.world, self.device = init_world()
+        self.world, self.device = init_world(device)
         _set_deterministic(self.device)
         if self.cfg.batch_size % self.world.size:
             raise RunError(f"batch_size {self.cfg.batch_size} does not split over {self.world.size} processes; "
