@@ -20,3 +20,7 @@ class DataError(MatcherError):
 
 class RunError(MatcherError):
     """A run cannot be started or resumed."""
+
+
+class ResultsError(MatcherError):
+    """A results folder cannot be compared (no runs, no baseline, bad targets, no plotting library)."""

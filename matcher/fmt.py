@@ -10,9 +10,15 @@ def si(value: float | None, unit: str = "", digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
+        if abs(value) >= scale * _rounds_up_from(digits):
             return f"{value / scale:.{digits}g}{prefix}{unit}"
     return f"{value:.{digits}g}{unit}"
+
+
+def _rounds_up_from(digits: int) -> float:
+    """The fraction of a unit from which `digits` significant digits of the unit below read 1000 (999.6k
+    would print as "1e+03k"), so the value is shown in the larger unit instead ("1M")."""
+    return 1 - 0.5 * 10**-digits
 
 
 def count(value: int | None) -> str:
@@ -35,7 +41,7 @@ def bytes_(value: float | None) -> str:
     if value is None:
         return "-"
     for scale, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(value) >= scale:
+        if abs(value) >= scale / 1024 * 999.5:  # 999.5 of the unit below would print as "1e+03"
             return f"{value / scale:.3g} {unit}"
     return f"{value:.0f} B"
 

@@ -11,7 +11,9 @@ Sizes and why:
   totals at 0.99B and 2.02B parameters (`matcher presets` prints them).
 - `dr-*`, `dr_da-*`: one shared layer applied `depth` times, with the target's d_model, heads,
   top_k and depth, and `d_ff`/`n_experts` matched to the `la-*` preset of the same size on training
-  FLOPs per token and total parameters (tests/test_presets.py re-runs the match and checks them).
+  FLOPs per token and total parameters: what `matcher plan --target la-<size>` finds (d_ff a multiple
+  of 64; of 16 for tiny, whose whole expert is 64 wide). The router of several hundred experts costs
+  FLOPs, so the shared layer gets narrower experts than la's. tests/test_presets.py re-runs the match.
 - `llama2-7b`, `mixtral-8x7b`: published dense and MoE models expressed as `la`; their parameter
   counts (6,738,415,616 and 46,702,792,704) are tests of the cost model.
 """
@@ -47,12 +49,12 @@ def la_tiny() -> ModelConfig:
 
 @preset("dr-tiny")
 def dr_tiny() -> ModelConfig:
-    return _tiny(variant="dr", d_ff=64, n_experts=15)
+    return _tiny(variant="dr", d_ff=64, n_experts=19)
 
 
 @preset("dr_da-tiny")
 def dr_da_tiny() -> ModelConfig:
-    return _tiny(variant="dr_da", d_ff=64, n_experts=14)
+    return _tiny(variant="dr_da", d_ff=48, n_experts=25)
 
 
 def _m100(**changes) -> ModelConfig:
@@ -68,12 +70,12 @@ def la_100m() -> ModelConfig:
 
 @preset("dr-100m")
 def dr_100m() -> ModelConfig:
-    return _m100(variant="dr", d_ff=512, n_experts=94)
+    return _m100(variant="dr", d_ff=512, n_experts=104)
 
 
 @preset("dr_da-100m")
 def dr_da_100m() -> ModelConfig:
-    return _m100(variant="dr_da", d_ff=512, n_experts=92)
+    return _m100(variant="dr_da", d_ff=448, n_experts=120)
 
 
 def _b(width: int, **changes) -> ModelConfig:
@@ -89,12 +91,12 @@ def la_1b() -> ModelConfig:
 
 @preset("dr-1b")
 def dr_1b() -> ModelConfig:
-    return _b(1024, variant="dr", d_ff=512, n_experts=510)
+    return _b(1024, variant="dr", d_ff=384, n_experts=753)
 
 
 @preset("dr_da-1b")
 def dr_da_1b() -> ModelConfig:
-    return _b(1024, variant="dr_da", d_ff=512, n_experts=508)
+    return _b(1024, variant="dr_da", d_ff=320, n_experts=902)
 
 
 @preset("la-2b")
@@ -104,12 +106,12 @@ def la_2b() -> ModelConfig:
 
 @preset("dr-2b")
 def dr_2b() -> ModelConfig:
-    return _b(1536, variant="dr", d_ff=704, n_experts=508)
+    return _b(1536, variant="dr", d_ff=576, n_experts=699)
 
 
 @preset("dr_da-2b")
 def dr_da_2b() -> ModelConfig:
-    return _b(1536, variant="dr_da", d_ff=704, n_experts=506)
+    return _b(1536, variant="dr_da", d_ff=512, n_experts=788)
 
 
 @preset("llama2-7b")

@@ -1,0 +1,98 @@
+"""Benchmark `matcher plan`: median wall time as a subprocess (interpreter start included), the
+search's cost evaluations, and a brute-force lattice scan beside it as the reference.
+
+    python bench/plan.py [--target la-2b] [--variants dr,dr_da] [--repeats 7]
+
+Goals: the analytic plan (--no-measure --dry-run) under 0.5 s, the plan with the measured check
+under 5 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Bytecode caching on, as in a normal install (the warm-up run writes it): without it every start
+# recompiles matcher's modules from source.
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "PYTHONPATH": str(ROOT)}
+
+# The reference: every (d_ff, n_experts) of the box [align, 2 x d_ff*] x [top_k, 2 x n_experts*] around
+# the search's answer (*), scored by the search's own objective.
+SCAN = """
+import json, sys, time
+from matcher.plan import PlanRequest, make_plan
+from matcher.search import brute_force
+start = time.perf_counter()
+plan = make_plan(PlanRequest(target=sys.argv[1], variants=sys.argv[2]))
+rows = []
+for run in plan.runs[1:]:
+    found, align = run.config, plan.spec.align
+    d_ff, n_experts, evaluations = brute_force(found, plan.spec, range(align, 2 * found.d_ff + 1, align),
+                                               range(found.top_k, 2 * found.n_experts + 1))
+    rows.append(dict(variant=run.label, d_ff=d_ff, n_experts=n_experts, evaluations=evaluations,
+                     agrees=(d_ff, n_experts) == (found.d_ff, found.n_experts)))
+print(json.dumps(rows))
+"""
+
+
+def timed(command: list[str], repeats: int) -> tuple[float, str]:
+    """Median wall seconds of `command` over `repeats` runs (after one warm-up), and its last output."""
+    subprocess.run(command, env=ENV, capture_output=True, check=True, cwd=ROOT)
+    times, output = [], ""
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run(command, env=ENV, capture_output=True, text=True, check=True, cwd=ROOT)
+        times.append(time.perf_counter() - start)
+        output = done.stdout
+    return statistics.median(times), output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="la-2b")
+    parser.add_argument("--variants", default="dr,dr_da")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    plan = [sys.executable, "-m", "matcher", "plan", "--target", args.target, "--variants", args.variants,
+            "--dry-run"]
+    print(f"matcher plan --target {args.target} --variants {args.variants} (median of {args.repeats}, "
+          f"{os.cpu_count()} cores, interpreter start included)")
+
+    # Floors beside the figures: on a loaded machine they grow as much as the plan does.
+    python_s, _ = timed([sys.executable, "-c", "pass"], args.repeats)
+    cli_s, _ = timed([sys.executable, "-m", "matcher", "version"], args.repeats)
+    print(f"  python -c pass:                      {python_s:6.3f} s")
+    print(f"  matcher version (the CLI's floor):   {cli_s:6.3f} s")
+    analytic_s, _ = timed([*plan, "--no-measure"], args.repeats)
+    print(f"  analytic (--no-measure --dry-run):   {analytic_s:6.3f} s   goal < 0.5 s")
+    if (ROOT / "matcher" / "measure.py").exists():
+        measured_s, _ = timed(plan, max(1, args.repeats // 2))
+        print(f"  with the measured check:             {measured_s:6.3f} s   goal < 5 s")
+    else:
+        print("  with the measured check:             n/a (matcher.measure is not in this build)")
+
+    planned = subprocess.run([*plan, "--json", "--no-measure"], env=ENV, capture_output=True, text=True,
+                             check=True, cwd=ROOT)
+    runs = json.loads(planned.stdout)["runs"][1:]
+    scan_command = [sys.executable, "-c", SCAN, args.target, args.variants]
+    scan_s, output = timed(scan_command, max(1, args.repeats // 2))
+    scans = {row["variant"]: row for row in json.loads(output)}
+    print(f"  brute-force scan (plan + scan):      {scan_s:6.3f} s")
+    print(f"  {'variant':8} {'d_ff':>6} {'experts':>8} {'steps':>6} {'search evals':>13} {'scan evals':>11}"
+          "  same point")
+    for run in runs:
+        scan = scans[run["label"]]
+        model = run["model"]
+        print(f"  {run['label']:8} {model['d_ff']:6d} {model['n_experts']:8d} {run['steps']:6d} "
+              f"{run['evaluations']:13d} {scan['evaluations']:11d}  {'yes' if scan['agrees'] else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()

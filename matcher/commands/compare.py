@@ -1,0 +1,98 @@
+"""`matcher compare RESULTS_DIR`: the data-efficiency comparison of a trained (or training) sweep.
+
+Reads the sweep's results folder, prints what could not be read as warnings (on stderr, so that
+Markdown or CSV on stdout stays clean), and reports runs, tokens to reach target accuracies with
+ratios to the baseline, accuracy and loss per checkpoint, and the matched costs: as rich tables in
+the terminal, or as Markdown / CSV text to stdout or a file; optionally a figure (matcher/plots.py).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from matcher.errors import ResultsError
+from matcher.names import normalise, resolve
+
+FORMATS = ("table", "markdown", "csv")
+FORMAT_ALIASES = {"md": "markdown", "rich": "table", "terminal": "table"}
+
+
+def compare_command(
+    results_dir: str | Path,
+    targets: str | Sequence[float | str] | None = None,
+    fmt: str | None = None,
+    out: str | Path | None = None,
+    plot: str | Path | None = None,
+    *,
+    console=None,
+    err_console=None,
+) -> None:
+    """`targets`: accuracies as text ("0.3,0.5" or "30%,50%") or a list; None: from the baseline's curve.
+    `fmt`: table (rich, the default on a terminal), markdown or csv; None with `out`: from its suffix
+    (.csv: csv, anything else: markdown). `out`: a file instead of stdout. `plot`: a figure file.
+    `console` / `err_console`: rich Consoles for the report and the warnings (default: matcher.console's
+    stdout and stderr)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from matcher import console as consoles
+    from matcher.comparison import baseline_targets, build_report
+    from matcher.efficiency import parse_targets
+    from matcher.render import print_rich, to_csv, to_markdown
+    from matcher.results import load_results
+
+    console = console or consoles.out()
+    err_console = err_console or consoles.err()
+    fmt = _format(fmt, out)
+    results = load_results(results_dir)
+    for warning in results.warnings:
+        err_console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
+    if results.runs.empty:
+        raise ResultsError(f"{results.path}: no run could be read (see the warnings above)")
+    if targets is None:
+        chosen = baseline_targets(results)
+        if not chosen:
+            err_console.print(Text(f"warning: the baseline ({results.baseline}) has no eval with accuracy "
+                                   "0.01 or more yet, so there are no default targets; give --targets",
+                                   style="yellow"), soft_wrap=True)
+    else:
+        chosen = parse_targets(targets if isinstance(targets, str) else " ".join(str(t) for t in targets))
+    report = build_report(results, chosen, targets_given=targets is not None)
+
+    if fmt == "table" and out is None:
+        print_rich(report, console)
+    else:
+        if fmt == "table":
+            recorder = Console(file=io.StringIO(), record=True, width=160, color_system=None)
+            print_rich(report, recorder)
+            text = "".join(line.rstrip() + "\n" for line in recorder.export_text().splitlines())
+        else:
+            text = to_markdown(report) if fmt == "markdown" else to_csv(report)
+        if out is None:
+            console.file.write(text)
+        else:
+            _write(Path(out), text)
+            console.print(Text(f"wrote {out}"))
+    if plot is not None:
+        from matcher.plots import plot_comparison
+
+        written = plot_comparison(results, chosen, plot)
+        console.print(Text(f"wrote {written}"))
+
+
+def _format(fmt: str | None, out: str | Path | None) -> str:
+    if fmt is None:
+        if out is None:
+            return "table"
+        return "csv" if Path(out).suffix.lower() == ".csv" else "markdown"
+    return FORMAT_ALIASES.get(normalise(fmt)) or resolve(fmt, FORMATS, "format").name
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise ResultsError(f"cannot write {path}: {err.strerror}; choose another --out file") from None

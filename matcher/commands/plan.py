@@ -1,0 +1,154 @@
+"""`matcher plan`: match the variants to the target, check the chosen configs on the real modules,
+print the comparison and write the sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from matcher import fmt
+from matcher.console import err, notice, out
+from matcher.costs import forward_flops_per_token, param_counts
+from matcher.errors import MatcherError
+from matcher.plan import Plan, PlanRequest, build_sweep, make_plan
+from matcher.search import NEIGHBOURHOOD_STEPS
+
+MEASURE_RTOL = 1e-3  # analytic and measured counts of the chosen configs must agree to 0.1%
+
+
+def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
+                 measure: bool) -> dict[str, Any]:
+    with err().status("planning", spinner="dots") as status:
+        plan = make_plan(request, progress=status.update)
+        checks = None
+        if measure:
+            status.update("measured check: building the chosen configs on the meta device")
+            checks = measured_check(plan)
+    for line in plan.notices:
+        notice(line)
+    if measure and checks is None:
+        notice("measured check skipped: matcher.measure is not available in this build")
+    sweep = build_sweep(plan)
+    path = out_path or plan.default_path()
+    if not dry_run:
+        from matcher.sweep import write_sweep
+
+        write_sweep(sweep, path, force=force)
+    result = plan_result(plan, checks, path, written=not dry_run)
+    if as_json:
+        out().print_json(json.dumps(result))
+    else:
+        print_plan(plan, checks, path, written=not dry_run)
+    return result
+
+
+def measured_check(plan: Plan) -> list[dict[str, Any]] | None:
+    """Parameters and forward FLOPs per token of every chosen config, counted on the real module
+    (meta device) beside the analytic values; a difference above MEASURE_RTOL is an error, because
+    then the match was made on numbers the models do not have. None when matcher.measure is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("matcher.measure") is None:
+        return None
+    from matcher import measure
+
+    conv, seq_len = plan.spec.conventions, plan.train.seq_len
+    rows = []
+    for run in plan.runs:
+        cfg = run.config
+        flops = sum(forward_flops_per_token(cfg, conv, seq_len).values())
+        measured_flops = measure.measured_forward_flops(
+            cfg, seq_len=seq_len, batch=1, causal_half=conv.causal_half, counter="torch")["total"]
+        params = param_counts(cfg).total
+        measured_params = measure.measured_params(cfg)["total"]
+        rows.append({"run": run.label, "params": params, "measured_params": measured_params,
+                     "params_diff": fmt.rel_diff(measured_params, params),
+                     "forward_flops_per_token": flops, "measured_forward_flops_per_token": measured_flops,
+                     "flops_diff": fmt.rel_diff(measured_flops, flops)})
+    bad = [f"{r['run']} {name} {fmt.percent(r[key], 3)}" for r in rows
+           for name, key in (("parameters", "params_diff"), ("forward FLOPs", "flops_diff"))
+           if abs(r[key]) > MEASURE_RTOL]
+    if bad:
+        raise MatcherError(f"measured check failed: {', '.join(bad)} between matcher.costs and the real "
+                           f"modules (limit {MEASURE_RTOL:.1%}); the sweep was not written. "
+                           "`matcher cost <config>` shows the components")
+    return rows
+
+
+def plan_result(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, written: bool) -> dict[str, Any]:
+    reference = plan.target.predicted
+    runs = []
+    for run in plan.runs:
+        p = run.predicted
+        row = {"label": run.label, "role": run.role, "model": run.config.to_dict(), "predicted": p,
+               "memory_ratio": p["training_memory_bytes"] / reference["training_memory_bytes"],
+               "inference_cache_ratio": _ratio(p["inference_cache_bytes"],
+                                               reference["inference_cache_bytes"])}
+        if run.match is not None:
+            m = run.match
+            row.update(costs=m.costs, residuals=m.residuals, solved=list(m.solved), free=list(m.free),
+                       steps=m.steps, evaluations=m.evaluations, converged=m.converged, notes=list(m.notes))
+        runs.append(row)
+    return {"target": plan.target_label, "variants": plan.variants, "matched": list(plan.matched),
+            "targets": plan.spec.targets, "align": plan.spec.align, "train": plan.train.to_dict(),
+            "seeds": plan.seeds, "runs": runs, "measured": checks, "sweep": path.as_posix(),
+            "written": written, "command": plan.request.command_line()}
+
+
+def _ratio(value: float, reference: float) -> float | None:
+    return value / reference if reference else None
+
+
+def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, written: bool) -> None:
+    from rich.table import Table
+
+    console = out()
+    reference = plan.target.predicted
+    console.print(f"[bold]plan[/]: {', '.join(plan.variants)} matched to [bold]{plan.target_label}[/] on "
+                  f"{', '.join(plan.matched)} (d_ff a multiple of {plan.spec.align})")
+    table = Table()
+    for col in ("run", "role", "depth", "d_ff", "experts", "params", "Δ params", "train FLOPs/token",
+                "Δ FLOPs", "train memory", "KV+DA cache", "steps", "evals"):
+        table.add_column(col, justify="left" if col in ("run", "role") else "right")
+    for run in plan.runs:
+        m, p, cfg = run.match, run.predicted, run.config
+        residuals = m.residuals if m is not None else {}
+        experts = f"{cfg.n_experts} (top-{cfg.top_k})" if cfg.is_moe else "dense"
+        table.add_row(
+            run.label, run.role, str(cfg.depth), str(cfg.d_ff), experts,
+            fmt.params(p["total_params"]), fmt.percent(residuals.get("params")),
+            fmt.si(p["train_flops_per_token"]), fmt.percent(residuals.get("flops")),
+            fmt.ratio(p["training_memory_bytes"] / reference["training_memory_bytes"]),
+            fmt.ratio(_ratio(p["inference_cache_bytes"], reference["inference_cache_bytes"])),
+            str(m.steps) if m else "-", str(m.evaluations) if m else "-")
+    console.print(table)
+    train = plan.train
+    console.print(f"Δ = cost / target - 1; memory and caches as multiples of the target's (training: batch "
+                  f"{train.batch_size} x {train.seq_len} tokens; inference: one sequence of {train.seq_len})")
+    console.print("[dim]search: coordinate descent (d_ff on FLOPs, n_experts on params and memory), then the "
+                  f"best point within d_ff +-{NEIGHBOURHOOD_STEPS} aligned steps; score: max |Δ| over the "
+                  "matched quantities, ties by the sum of Δ²[/]")
+    console.print(f"training (every run): {fmt.si(train.total_tokens)} tokens, {train.batch_size} x "
+                  f"{train.seq_len} tokens per step ({train.total_steps} steps), peak lr {train.lr:g}, "
+                  f"evals at {', '.join(fmt.si(t) for t in train.eval_tokens)} tokens, data {train.data}, "
+                  f"seeds {', '.join(map(str, plan.seeds))}")
+    if checks:
+        measured = Table(title="Measured check (real modules on the meta device)", title_justify="left")
+        for col in ("run", "params", "measured", "diff", "forward FLOPs/token", "measured", "diff"):
+            measured.add_column(col, justify="left" if col == "run" else "right")
+        for r in checks:
+            measured.add_row(r["run"], fmt.count(r["params"]), fmt.count(r["measured_params"]),
+                             fmt.percent(r["params_diff"], 3), fmt.si(r["forward_flops_per_token"], digits=6),
+                             fmt.si(r["measured_forward_flops_per_token"], digits=6),
+                             fmt.percent(r["flops_diff"], 3))
+        console.print(measured)
+    console.print("[dim]conventions:[/]")
+    for line in plan.spec.conventions.describe():
+        console.print(f"[dim]  - {line}[/]")
+    runs = len(plan.runs) * len(plan.seeds)
+    if written:
+        console.print(f"wrote [bold]{path.as_posix()}[/] ({runs} runs); "
+                      f"check it with `matcher sweep show {path.as_posix()}`")
+    else:
+        console.print(f"dry run: would write {path.as_posix()} ({runs} runs)")

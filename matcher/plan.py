@@ -1,0 +1,435 @@
+"""Planning a sweep: the target, the variants matched to it (matcher.search), shared training
+settings scaled to the target's size, and the sweep file that records them.
+
+A variant is the target with `variant` changed, the user's overrides applied (--depth, --d-model,
+--top-k, --da-heads, --set key=value) and d_ff / n_experts solved by the search. With budgets
+(--flops, --params) instead of a target model, the family's shape comes from --base (default la-1b):
+its `la` form is matched to the budgets first and becomes the target (baseline) run; the variants
+are matched to the budgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from matcher import __version__, fmt
+from matcher.config import VARIANTS, ModelConfig, TrainConfig
+from matcher.costs import Conventions
+from matcher.errors import ConfigError, MatchError
+from matcher.names import resolve
+from matcher.search import QUANTITIES, Match, MatchSpec, costs_of, match
+from matcher.sweep import Run, Sweep, SweepMeta, predict
+
+DEFAULT_ALIGN = 64  # d_ff alignment: tensor-core and kernel friendly widths
+FREE_FIELDS = ("d_ff", "n_experts")
+# Chinchilla (Hoffmann et al. 2022): compute-optimal training uses ~20 tokens per parameter.
+TOKENS_PER_PARAM = 20
+# DeepSeek LLM (Bi et al. 2024, arXiv 2401.02954) fits of the compute-optimal batch (tokens) and peak
+# learning rate to the training compute C in FLOPs: B = 0.292 C^0.3271, lr = 0.3118 C^-0.125. Their C
+# counts non-embedding FLOPs; ours includes the LM head, a few percent at these sizes.
+BATCH_TOKENS_FIT = (0.2920, 0.3271)
+LR_FIT = (0.3118, -0.1250)
+EVAL_DOUBLINGS = 7  # checkpoints at total / 2^7, ..., total / 2, total: log-spaced by factors of 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overrides:
+    """Fields of the variants that differ from the target (None: the target's)."""
+
+    depth: int | None = None
+    d_model: int | None = None
+    top_k: int | None = None
+    da_heads: int | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # --set key=value, applied last
+
+    def changes(self) -> dict[str, Any]:
+        named = {"depth": self.depth, "d_model": self.d_model, "top_k": self.top_k, "da_heads": self.da_heads}
+        return {**{k: v for k, v in named.items() if v is not None}, **self.fields}
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs: any ModelConfig field but `variant`, values read as YAML scalars."""
+    if not items:
+        return {}
+    import yaml
+
+    names = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "variant"]
+    parsed = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set takes key=value, got {item!r}")
+        if key == "variant":
+            raise ConfigError("--set variant=...: the variants come from --variants")
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"--set {key}: unknown field{hint}. Valid fields: {', '.join(names)}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item}: the value is not a YAML scalar") from None
+        parsed[key] = _yaml_1_2_float(value)
+    return parsed
+
+
+def _yaml_1_2_float(value: Any) -> Any:
+    """PyYAML follows YAML 1.1, which reads 5e5 (no dot) as a string; YAML 1.2 and users read a number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_variants(text: str) -> tuple[list[str], list[str]]:
+    """Canonical variant names and the notices for names typed differently."""
+    names, notices = [], []
+    for typed in (part.strip() for part in text.split(",")):
+        if not typed:
+            continue
+        resolved = resolve(typed, VARIANTS, "variant")
+        if resolved.notice:
+            notices.append(resolved.notice)
+        if resolved.name not in names:
+            names.append(resolved.name)
+    if not names:
+        raise ConfigError(f"--variants needs at least one of {', '.join(VARIANTS)}")
+    return names, notices
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds takes distinct non-negative integers such as 0,1,2, got {text!r}")
+    return seeds
+
+
+def parse_match(text: str) -> tuple[str, ...]:
+    matched = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [q for q in matched if q not in QUANTITIES]
+    if unknown or not matched:
+        raise ConfigError(f"--match takes a comma-separated subset of {', '.join(QUANTITIES)}, got {text!r}")
+    return matched
+
+
+def variant_config(target: ModelConfig, variant: str, overrides: Overrides) -> tuple[ModelConfig, set[str]]:
+    """The variant's config before the search, and the free variables the user held with --set."""
+    changes = overrides.changes()
+    if "d_model" in changes and not {"n_heads", "head_dim"} & set(overrides.fields):
+        changes.update(_heads_for(target, changes["d_model"], "n_kv_heads" in overrides.fields))
+    if isinstance(changes.get("top_k"), int) and target.is_moe and "n_experts" not in changes:
+        changes["n_experts"] = max(target.n_experts, changes["top_k"])
+    try:
+        cfg = target.replace(variant=variant, **changes)
+    except ConfigError as err:
+        raise ConfigError(f"{variant} with the overrides ({_flags(changes)}): {err}") from None
+    return cfg, {name for name in FREE_FIELDS if name in overrides.fields}
+
+
+def _heads_for(target: ModelConfig, d_model: int, kv_given: bool) -> dict[str, int]:
+    """A new width keeps the head width and the query heads per KV head (the attention shape)."""
+    if d_model % target.head_dim:
+        raise ConfigError(f"--d-model {d_model} is not a multiple of the head width {target.head_dim}; "
+                          "choose a multiple or give --set n_heads=... --set head_dim=...")
+    n_heads = d_model // target.head_dim
+    if kv_given:
+        return {"n_heads": n_heads}
+    # the most KV heads that divide n_heads without more query heads per KV head than the target's
+    per_kv = target.n_heads // target.n_kv_heads
+    n_kv_heads = max(d for d in range(1, n_heads + 1)
+                     if n_heads % d == 0 and (d == 1 or d * per_kv <= n_heads))
+    return {"n_heads": n_heads, "n_kv_heads": n_kv_heads}
+
+
+def _flags(changes: dict[str, Any]) -> str:
+    named = {"depth": "--depth", "d_model": "--d-model", "top_k": "--top-k", "da_heads": "--da-heads"}
+    return " ".join(f"{named[k]} {v}" if k in named else f"--set {k}={v}" for k, v in changes.items())
+
+
+def default_align(target: ModelConfig) -> int:
+    """64, or for a target whose expert is narrower than 4 x 64 the largest power of two <= d_ff / 4:
+    la-tiny's whole expert is 64 wide, so a 64-step lattice could not resolve its FLOPs."""
+    if target.d_ff >= 4 * DEFAULT_ALIGN:
+        return DEFAULT_ALIGN
+    return max(1, 2 ** int(math.log2(max(1, target.d_ff // 4))))
+
+
+def default_training(train_flops_per_token: float, total_params: float, seq_len: int, *,
+                     tokens: int | None = None, batch: int | None = None,
+                     recompute: str = "none") -> TrainConfig:
+    """Training settings shared by every run of a sweep (equal tokens per step, so the curves are
+    comparable), scaled to the target:
+    - total tokens: TOKENS_PER_PARAM x the target's total parameters, 2 significant digits;
+    - batch: the power of two of sequences closest to DeepSeek's compute-optimal batch in tokens;
+    - peak LR: DeepSeek's compute-optimal LR, 2 significant digits (all runs share the compute C,
+      so they share the LR);
+    - eval checkpoints: log-spaced by factors of 2 up to the end, on step boundaries."""
+    total = tokens if tokens is not None else _round_significant(TOKENS_PER_PARAM * total_params, 2)
+    compute_flops = train_flops_per_token * total
+    if batch is None:
+        batch_tokens = BATCH_TOKENS_FIT[0] * compute_flops ** BATCH_TOKENS_FIT[1]
+        batch = 2 ** max(0, round(math.log2(max(1.0, batch_tokens / seq_len))))
+    step_tokens = batch * seq_len
+    total = max(step_tokens, round(total / step_tokens) * step_tokens)
+    lr = _round_significant(LR_FIT[0] * compute_flops ** LR_FIT[1], 2)
+    evals = sorted({max(step_tokens, round(total / 2**i / step_tokens) * step_tokens)
+                    for i in range(EVAL_DOUBLINGS + 1)})
+    return TrainConfig(total_tokens=int(total), batch_size=batch, seq_len=seq_len, lr=lr, eval_tokens=evals,
+                       recompute=recompute)
+
+
+def _round_significant(value: float, digits: int) -> float | int:
+    scale = 10 ** (math.floor(math.log10(abs(value))) - digits + 1)
+    rounded = round(value / scale) * scale
+    return int(rounded) if rounded >= 1 else float(f"{rounded:.{digits}g}")
+
+
+@dataclass(kw_only=True)
+class PlanRequest:
+    """Everything `matcher plan` was asked, with the CLI's defaults."""
+
+    target: str | None = None  # preset name or model-config YAML; None with --flops/--params
+    variants: str = "dr,dr_da"
+    base: str = "la-1b"  # the family's shape when budgets are given
+    flops: float | None = None  # training FLOPs per token budget
+    params: float | None = None  # total parameter budget
+    overrides: Overrides = field(default_factory=Overrides)
+    align: int | None = None  # None: default_align(target)
+    match: str = "flops,params"
+    max_memory_ratio: float | None = None
+    tolerance: float = 0.02
+    tokens: int | None = None
+    batch: int | None = None
+    seq_len: int | None = None
+    seeds: str = "0"
+    conventions: Conventions = field(default_factory=Conventions)
+
+    def command_line(self) -> str:
+        """The canonical command that plans this sweep again (non-default options only)."""
+        parts = ["matcher plan"]
+        default = PlanRequest()
+        for name, flag in (("target", "--target"), ("variants", "--variants"), ("flops", "--flops"),
+                           ("params", "--params"), ("align", "--align"), ("match", "--match"),
+                           ("max_memory_ratio", "--max-memory-ratio"), ("tolerance", "--tolerance"),
+                           ("tokens", "--tokens"), ("batch", "--batch"), ("seq_len", "--seq-len"),
+                           ("seeds", "--seeds")):
+            value = getattr(self, name)
+            if value != getattr(default, name) or name == "target" and value is not None:
+                parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+        if self.flops is not None or self.params is not None:
+            parts.append(f"--base {self.base}")
+        changes = self.overrides.changes()
+        if changes:
+            parts.append(_flags(changes))
+        conv = self.conventions
+        if conv.causal_half:
+            parts.append("--causal-half")
+        if conv.recompute != "none":
+            parts.append(f"--recompute {conv.recompute}")
+        if conv.activation_dtype != Conventions().activation_dtype:
+            parts.append(f"--activation-dtype {conv.activation_dtype}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    label: str  # run group: the target's name or the variant
+    role: str  # target | variant
+    config: ModelConfig
+    match: Match | None  # None for a target model (it is the reference, not matched)
+    predicted: dict[str, float]  # sweep.predict under the plan's training settings
+
+
+@dataclass
+class Plan:
+    request: PlanRequest
+    target_label: str  # preset name, config file stem, or "budget"
+    variants: list[str]
+    matched: tuple[str, ...]
+    spec: MatchSpec  # what the variants were matched to
+    train: TrainConfig  # shared by every run (the seed aside)
+    seeds: list[int]
+    runs: list[PlannedRun]  # the target first
+    notices: list[str]
+
+    @property
+    def target(self) -> PlannedRun:
+        return self.runs[0]
+
+    def default_path(self) -> Path:
+        depth = self.request.overrides.depth
+        name = f"{self.target_label}-vs-{'-'.join(self.variants)}" + (f"-d{depth}" if depth else "")
+        if self.target_label == "budget":
+            budgets = [f"{fmt.si(self.request.flops)}flops" if self.request.flops else "",
+                       f"{fmt.params(self.request.params)}params" if self.request.params else ""]
+            name = "-".join(["budget", *filter(None, budgets)]) + name[len("budget"):]
+        return Path("sweeps") / f"{name}.yaml"
+
+
+def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda text: None) -> Plan:
+    """Resolve the target, fix the shared training settings, and match every variant."""
+    from matcher.presets import load_target
+
+    variants, notices = parse_variants(request.variants)
+    seeds = parse_seeds(request.seeds)
+    matched = parse_match(request.match)
+    budgets = {q: v for q, v in (("flops", request.flops), ("params", request.params)) if v is not None}
+    if budgets and request.target is not None:
+        raise ConfigError("give either --target or budgets (--flops/--params), not both")
+    if not budgets and request.target is None:
+        raise ConfigError("give --target (a preset such as la-2b, or a model-config YAML) or budgets "
+                          "(--flops/--params)")
+    if any(v <= 0 for v in budgets.values()):
+        raise ConfigError("--flops and --params must be positive")
+    if request.max_memory_ratio is not None and request.max_memory_ratio <= 0:
+        raise ConfigError(f"--max-memory-ratio must be positive, got {request.max_memory_ratio:g}")
+    shape, resolved = load_target(request.base if budgets else request.target)
+    if resolved and resolved.notice:
+        notices.append(resolved.notice)
+    if request.seq_len is not None:
+        shape = shape.replace(seq_len=request.seq_len)
+    align = request.align if request.align is not None else default_align(shape)
+    conv = request.conventions
+    spec = MatchSpec(matched=matched, align=align, conventions=conv, seq_len=shape.seq_len,
+                     tolerance=request.tolerance)
+
+    if budgets:
+        if "memory" in matched:
+            raise ConfigError("memory cannot be matched to budgets: give --target, "
+                              "or drop memory from --match")
+        label, target_label = "budget", "la"
+        matched = tuple(q for q in matched if q in budgets) or tuple(budgets)
+        spec = dataclasses.replace(spec, targets=budgets, matched=matched)
+        progress("matching the la baseline to the budgets")
+        target_match = _match_or_explain(shape, "la", request.overrides, spec, "la (baseline)")
+        target_config = target_match.config
+        notices += [f"la (baseline): {note}" for note in target_match.notes]
+        variants = [v for v in variants if v != "la"]
+        if not variants:
+            raise ConfigError("with budgets, la is the baseline (the target run): "
+                              "give --variants dr and/or dr_da")
+    else:
+        label = target_label = resolved.name if resolved else Path(request.target).stem
+        target_config, target_match = shape, None
+    target_costs = costs_of(target_config, spec, ("flops", "params"))
+    train = default_training(target_costs["flops"], target_costs["params"], shape.seq_len,
+                             tokens=request.tokens, batch=request.batch, recompute=conv.recompute)
+    # Variants are matched to the budgets where given, otherwise to the target run's costs.
+    reference = costs_of(target_config, dataclasses.replace(spec, batch=train.batch_size))
+    spec = dataclasses.replace(spec, batch=train.batch_size, targets={**reference, **budgets})
+    if request.max_memory_ratio is not None:
+        spec = dataclasses.replace(spec, max_memory_bytes=request.max_memory_ratio * reference["memory"])
+
+    target_predicted = predict(target_config, train, conv)
+    runs = [PlannedRun(target_label, "target", target_config, target_match, target_predicted)]
+    for variant in variants:
+        progress(f"matching {variant} to {label}")
+        found = _match_or_explain(shape, variant, request.overrides, spec, variant)
+        runs.append(PlannedRun(variant, "variant", found.config, found, predict(found.config, train, conv)))
+        notices += [f"{variant}: {note}" for note in found.notes]
+    return Plan(request=request, target_label=label, variants=variants, matched=spec.matched, spec=spec,
+                train=train, seeds=seeds, runs=runs, notices=notices)
+
+
+def _match_or_explain(shape: ModelConfig, variant: str, overrides: Overrides, spec: MatchSpec,
+                      label: str) -> Match:
+    """Run the search; when it fails, add the single overrides that would make it succeed."""
+    base, held = variant_config(shape, variant, overrides)
+    try:
+        return match(base, spec, held, label)
+    except MatchError as err:
+        hints = _suggestions(shape, base, held, variant, overrides, spec, label)
+        tail = (f"Possible with {' or '.join(hints)}." if hints
+                else "No single override tried makes it possible.")
+        raise MatchError(f"{err}. {tail}") from None
+
+
+def _suggestions(shape: ModelConfig, base: ModelConfig, held: set[str], variant: str, overrides: Overrides,
+                 spec: MatchSpec, label: str, limit: int = 3) -> list[str]:
+    """Single changes (memory limit, top_k, depth, d_model, a low-rank router, align) under which the
+    match succeeds, the smallest change of each kind first."""
+    candidates: list[tuple[str, Overrides, MatchSpec]] = []
+    if spec.max_memory_bytes is not None:
+        try:
+            unlimited = match(base, dataclasses.replace(spec, max_memory_bytes=None), held, label)
+            ratio = math.ceil(unlimited.costs["memory"] / spec.targets["memory"] * 1000) / 1000
+            limit_bytes = ratio * spec.targets["memory"]
+            candidates.append((f"--max-memory-ratio {ratio:.3f}", overrides,
+                               dataclasses.replace(spec, max_memory_bytes=limit_bytes)))
+        except MatchError:
+            pass
+    for top_k in range(base.top_k - 1, 0, -1):
+        candidates.append((f"--top-k {top_k}", dataclasses.replace(overrides, top_k=top_k), spec))
+    for depth in (base.depth * 3 // 4, base.depth // 2, base.depth // 4, base.depth * 2):
+        if depth >= 1 and depth != base.depth:
+            candidates.append((f"--depth {depth}", dataclasses.replace(overrides, depth=depth), spec))
+    step = base.head_dim * max(1, base.n_heads // base.n_kv_heads)  # keeps whole KV groups
+    for d_model in (base.d_model - step, base.d_model * 3 // 4 // step * step,
+                    base.d_model // 2 // step * step):
+        if d_model >= step and d_model != base.d_model:
+            candidates.append((f"--d-model {d_model}", dataclasses.replace(overrides, d_model=d_model), spec))
+    if base.is_moe and not base.router_rank:
+        for rank in (base.d_model // 16, base.d_model // 64):
+            if rank >= 2 and rank % 2 == 0:
+                low_rank = dataclasses.replace(overrides, fields={**overrides.fields, "router_rank": rank})
+                candidates.append((f"--set router_rank={rank}", low_rank, spec))
+    for align in (spec.align // 2, spec.align // 4):
+        if align >= 8:
+            candidates.append((f"--align {align}", overrides, dataclasses.replace(spec, align=align)))
+    found: list[str] = []
+    for flag, changed, changed_spec in candidates:
+        kind = flag.split()[0]
+        if any(hint.split()[0] == kind for hint in found):
+            continue
+        try:
+            candidate, candidate_held = variant_config(shape, variant, changed)
+            match(candidate, changed_spec, candidate_held, label)
+        except (MatchError, ConfigError):
+            continue
+        found.append(flag)
+        if len(found) == limit:
+            break
+    return found
+
+
+def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
+    """The sweep file's content: one run per (target or variant) x seed, grouped by label."""
+    conv = plan.spec.conventions
+    runs = []
+    for planned in plan.runs:
+        for seed in plan.seeds:
+            name = planned.label if len(plan.seeds) == 1 else f"{planned.label}-s{seed}"
+            train = TrainConfig(**{**plan.train.to_dict(), "seed": seed})
+            runs.append(Run(name=name, group=planned.label, role=planned.role, model=planned.config,
+                            train=train, predicted=predict(planned.config, train, conv)))
+    meta = SweepMeta(
+        target=plan.target_label, variants=[r.label for r in plan.runs if r.role == "variant"],
+        matched=list(plan.matched), conventions=conv.to_dict(), tool_version=__version__,
+        command=plan.request.command_line(),
+        created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        description=_describe(plan))
+    return Sweep(meta=meta, runs=runs)
+
+
+def _describe(plan: Plan) -> str:
+    matched = [
+        f"{run.label}: d_ff {run.config.d_ff}, n_experts {run.config.n_experts}, "
+        + ", ".join(f"{q} {r:+.3%}" for q, r in run.match.residuals.items() if q in plan.matched)
+        for run in plan.runs if run.match is not None
+    ]
+    head = (f"matched to {plan.target_label} on {', '.join(plan.matched)} "
+            f"(d_ff a multiple of {plan.spec.align})")
+    return "; ".join([head, *matched])

@@ -1,0 +1,112 @@
+"""`matcher compare --plot FILE`: one figure, in the format of FILE's suffix (.png, .pdf, .svg; .png
+when it has none).
+
+- Top left: eval accuracy against training tokens (log axis), one line per group: the seed mean,
+  with a band of ± one sample std where two or more seeds have the checkpoint; targets dashed.
+- Top right: loss against training tokens: train loss (thin) and eval loss (markers), seed means.
+- Below, for each run that logged expert load: a heat map of its last eval's load, applied depth by
+  expert, as a multiple of the balanced share (1 = every expert gets 1/n_experts of the tokens):
+  white is balanced, red an overloaded expert, blue an idle one, on one colour scale for all runs so
+  that runs with different expert counts compare.
+
+Groups whose runs did not all finish carry their state in the legend. matplotlib is optional
+(`pip install 'matcher[plot]'`); it is drawn without pyplot, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from matcher.comparison import checkpoint_rows, group_states, group_variants
+from matcher.errors import ResultsError
+from matcher.results import Results
+
+HEAT_MAPS_PER_ROW = 4
+
+
+def plot_comparison(results: Results, targets: list[float], path: str | Path) -> Path:
+    """Draw the figure into `path` (.png added when it has no suffix); returns the file written."""
+    try:
+        from matplotlib import colormaps
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ResultsError("--plot needs matplotlib: pip install 'matcher[plot]'") from None
+
+    loads = [(run, results.expert_load[run]) for run in results.runs["run"] if run in results.expert_load]
+    heat_rows = math.ceil(len(loads) / HEAT_MAPS_PER_ROW)
+    figure = Figure(figsize=(12, 4.5 + 2.8 * heat_rows), layout="constrained")
+    if loads:
+        top, bottom = figure.subfigures(2, 1, height_ratios=[4.5, 2.8 * heat_rows])
+    else:
+        top = figure
+    accuracy_axes, loss_axes = top.subplots(1, 2)
+    colors = {group: colormaps["tab10"](i % 10) for i, group in enumerate(results.groups)}
+    _plot_curves(results, targets, colors, accuracy_axes, loss_axes)
+    if loads:
+        _plot_loads(loads, bottom, heat_rows)
+    path = Path(path) if Path(path).suffix else Path(path).with_suffix(".png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
+    except ValueError as err:
+        raise ResultsError(f"cannot write plot {path}: {err}; use a .png, .pdf or .svg file name") from None
+    except OSError as err:
+        raise ResultsError(f"cannot write plot {path}: {err.strerror}; choose another --plot file") from None
+    return path
+
+
+def _plot_curves(results: Results, targets: list[float], colors, accuracy_axes, loss_axes) -> None:
+    checkpoints = [row for row in checkpoint_rows(results) if row["tokens"] > 0]  # log axis: no zero
+    variants, states = group_variants(results), group_states(results)
+    for group in results.groups:
+        rows = [row for row in checkpoints if row["group"] == group]
+        seeds = int((results.runs["group"] == group).sum())
+        label = f"{group} ({variants[group]}, {seeds} seed{'s' if seeds > 1 else ''})"
+        if group == results.baseline:
+            label += ", baseline"
+        if states[group] != "finished":
+            label += f" [{states[group]}]"
+        tokens = [row["tokens"] for row in rows]
+        mean = [row["eval_accuracy_mean"] for row in rows]
+        std = [row["eval_accuracy_std"] or 0.0 for row in rows]
+        accuracy_axes.plot(tokens, mean, marker="o", color=colors[group], label=label,
+                           linewidth=2.5 if group == results.baseline else 1.5)
+        if any(std):
+            low = [max(m - s, 0.0) for m, s in zip(mean, std)]
+            high = [min(m + s, 1.0) for m, s in zip(mean, std)]
+            accuracy_axes.fill_between(tokens, low, high, color=colors[group], alpha=0.2)
+        train = results.train[(results.train["group"] == group) & (results.train["tokens"] > 0)]
+        train = train.groupby("tokens")["train_loss"].mean()
+        loss_axes.plot(train.index, train.values, color=colors[group], linewidth=0.8, alpha=0.6)
+        eval_rows = [row for row in rows if row["eval_loss_mean"] is not None]
+        loss_axes.plot([row["tokens"] for row in eval_rows], [row["eval_loss_mean"] for row in eval_rows],
+                       marker="o", color=colors[group], label=group)
+    for i, target in enumerate(targets):
+        accuracy_axes.axhline(target, linestyle="--", color="gray", linewidth=0.8,
+                              label="targets" if i == 0 else None)
+    accuracy_axes.set(xscale="log", xlabel="training tokens", ylabel="eval accuracy",
+                      title="Accuracy (seed mean ± std)")
+    loss_axes.set(xscale="log", xlabel="training tokens", ylabel="loss",
+                  title="Loss: train (thin), eval (markers)")
+    accuracy_axes.legend(fontsize="small")
+    loss_axes.legend(fontsize="small")
+
+
+def _plot_loads(loads: list[tuple[str, list[list[float]]]], figure, heat_rows: int) -> None:
+    from matplotlib.colors import TwoSlopeNorm
+
+    relative = [[[share * len(depth) for share in depth] for depth in load] for _, load in loads]
+    highest = max(max(max(depth) for depth in load) for load in relative)
+    norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=max(highest, 2.0))
+    columns = min(len(loads), HEAT_MAPS_PER_ROW)
+    axes = figure.subplots(heat_rows, columns, squeeze=False).ravel()
+    for ax, (run, load), scaled in zip(axes, loads, relative):
+        image = ax.imshow(scaled, aspect="auto", cmap="RdBu_r", norm=norm,
+                          extent=(0.5, len(load[0]) + 0.5, len(load) + 0.5, 0.5))
+        ax.set(xlabel="expert", ylabel="applied depth")
+        ax.set_title(run, fontsize="medium")
+    for ax in axes[len(loads):]:
+        ax.set_visible(False)
+    figure.suptitle("Expert load at the last eval with load data", fontsize="large")
+    figure.colorbar(image, ax=list(axes[:len(loads)]), label="load / balanced share")

@@ -1,0 +1,279 @@
+"""Load a sweep's results folder into pandas: the one place that reads what the runner writes.
+
+Layout, one folder per run (`results/<sweep>/<run>/`):
+  run.yaml       run, group (the run name without its seed suffix), seed, role (target|variant),
+                 variant, sweep, model, train, predicted (the matched costs)
+  metrics.jsonl  one JSON object per line; "eval" and "train" events are read, other events ignored
+  status.json    state (running|finished|failed|interrupted), reason, step, tokens, updated
+
+Runs that are still going or crashed are loaded for what they have, with their state, so reports
+can mark them; a run without status.json yet is in state "unknown". A line or file that cannot be read is
+skipped and described in `Results.warnings` ("path:line: problem; skipped") for the caller to print;
+the rest is used. A resumed run may log the same checkpoint twice: the later line wins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from matcher.config import VARIANTS, read_yaml
+from matcher.errors import ConfigError, ResultsError
+from matcher.sweep import PREDICTED_KEYS as PREDICTED
+from matcher.sweep import ROLES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STATES = ("running", "finished", "failed", "interrupted")
+EVAL_REQUIRED = ("step", "tokens", "eval_accuracy")
+EVAL_OPTIONAL = ("train_loss", "eval_loss", "tokens_per_s", "mfu", "peak_memory_bytes", "elapsed_s")
+TRAIN_REQUIRED = ("step", "tokens", "train_loss")
+TRAIN_OPTIONAL = ("lr", "tokens_per_s")
+RUN_COLUMNS = ("run", "group", "seed", "role", "variant", "sweep", "state", "reason", "tokens") + PREDICTED
+
+
+@dataclass
+class Results:
+    path: Path  # the sweep's results folder
+    runs: pd.DataFrame  # one row per run: RUN_COLUMNS, in report order (baseline group first)
+    evals: pd.DataFrame  # one row per run and eval checkpoint, by tokens: run, group, seed, EVAL_* fields
+    train: pd.DataFrame  # one row per run and "train" line, by tokens: run, group, seed, TRAIN_* fields
+    expert_load: dict[str, list[list[float]]]  # run -> [applied depth][expert] load share at its last
+    # eval that logged one
+    warnings: list[str]
+
+    @property
+    def groups(self) -> list[str]:
+        """Group names in report order: the baseline (target) first, then la, dr, dr_da, then by name."""
+        return list(dict.fromkeys(self.runs["group"]))
+
+    @property
+    def baseline(self) -> str:
+        """The group of the run(s) with role: target; ResultsError when there is not exactly one."""
+        targets = list(dict.fromkeys(self.runs.loc[self.runs["role"] == "target", "group"]))
+        if not targets:
+            raise ResultsError(
+                f"{self.path}: no run has role: target, so there is no baseline to compare with; "
+                "the sweep's target run is the baseline (check its run.yaml)"
+            )
+        if len(targets) > 1:
+            raise ResultsError(
+                f"{self.path}: runs of several groups have role: target ({', '.join(targets)}); "
+                "a sweep has one target: compare one sweep's folder"
+            )
+        return targets[0]
+
+
+def load_results(path: str | Path) -> Results:
+    """Read every run folder under `path` (a sweep's folder, or a results/ folder holding one sweep)."""
+    import pandas as pd
+
+    path, run_dirs = _find_run_dirs(Path(path))
+    warnings = [f"{d}: metrics but no run.yaml; run skipped" for d in sorted(path.iterdir())
+                if (d / "metrics.jsonl").is_file() and not (d / "run.yaml").is_file()]
+    runs, evals, train, expert_load = [], [], [], {}
+    for run_dir in run_dirs:
+        meta = _read_run_yaml(run_dir / "run.yaml", warnings)
+        if meta is None:
+            continue
+        if any(r["run"] == meta["run"] for r in runs):
+            warnings.append(f"{run_dir / 'run.yaml'}: a second run named {meta['run']!r}; run skipped")
+            continue
+        status = _read_status(run_dir / "status.json", warnings)
+        run_evals, run_train, load = _read_metrics(run_dir / "metrics.jsonl", warnings)
+        keys = {"run": meta["run"], "group": meta["group"], "seed": meta["seed"]}
+        evals += [{**keys, **row} for row in run_evals]
+        train += [{**keys, **row} for row in run_train]
+        if load is not None:
+            expert_load[meta["run"]] = load
+        logged = [row["tokens"] for row in run_evals + run_train]
+        runs.append({**meta, **status, "tokens": max([status["tokens"], *logged])})
+    sweeps = sorted({r["sweep"] for r in runs if r["sweep"]})
+    if len(sweeps) > 1:
+        warnings.append(f"{path}: runs of several sweeps ({', '.join(sweeps)}) are compared together")
+
+    runs = _report_order(pd.DataFrame(runs, columns=list(RUN_COLUMNS)))
+    for group, seeds in runs.groupby("group", sort=False):
+        if any(seeds[key].nunique(dropna=False) > 1 for key in PREDICTED):
+            warnings.append(f"{path}: the runs of group {group} have different predicted costs; "
+                            f"reports show those of {seeds['run'].iloc[0]}")
+    order = {name: i for i, name in enumerate(runs["run"])}
+    keys = ["run", "group", "seed"]
+    evals = _in_run_order(pd.DataFrame(evals, columns=[*keys, *EVAL_REQUIRED, *EVAL_OPTIONAL]), order)
+    train = _in_run_order(pd.DataFrame(train, columns=[*keys, *TRAIN_REQUIRED, *TRAIN_OPTIONAL]), order)
+    return Results(path, runs, evals, train, expert_load, warnings)
+
+
+def _find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
+    if not path.is_dir():
+        raise ResultsError(f"{path}: no such folder; give a sweep's results folder, e.g. results/<sweep>")
+    if (path / "run.yaml").is_file():
+        raise ResultsError(f"{path} is one run's folder; give the sweep folder that holds it: {path.parent}")
+    run_dirs = sorted(d for d in path.iterdir() if (d / "run.yaml").is_file())
+    if run_dirs:
+        return path, run_dirs
+    sweeps = sorted(d for d in path.iterdir() if d.is_dir() and any(d.glob("*/run.yaml")))
+    if len(sweeps) == 1:
+        return sweeps[0], sorted(r.parent for r in sweeps[0].glob("*/run.yaml"))
+    if sweeps:
+        names = ", ".join(str(s) for s in sweeps)
+        raise ResultsError(f"{path} holds several sweeps ({names}); give one of them")
+    raise ResultsError(f"{path}: no runs in it (no <run>/run.yaml); give a trained sweep's results folder")
+
+
+def _read_run_yaml(path: Path, warnings: list[str]) -> dict[str, Any] | None:
+    try:
+        data = read_yaml(path)
+    except ConfigError as err:
+        warnings.append(f"{err}; run skipped")
+        return None
+    problem = _run_yaml_problem(data)
+    if problem:
+        warnings.append(f"{path}: {problem}; run skipped")
+        return None
+    predicted = data.get("predicted") or {}
+    meta = {key: data[key] for key in ("run", "group", "seed", "role", "variant")}
+    meta["sweep"] = data.get("sweep") or ""
+    missing = [key for key in PREDICTED if not _is_number(predicted.get(key))]
+    if missing:
+        warnings.append(f"{path}: predicted has no {', '.join(missing)}; shown as missing")
+    return {**meta, **{key: predicted.get(key) if key not in missing else None for key in PREDICTED}}
+
+
+def _run_yaml_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "expected a mapping (run, group, seed, role, variant, ...)"
+    for key in ("run", "group"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            return f"{key} must be a name, got {data.get(key)!r}"
+    if not isinstance(data.get("seed"), int) or isinstance(data["seed"], bool):
+        return f"seed must be an integer, got {data.get('seed')!r}"
+    if data.get("role") not in ROLES:
+        return f"role must be one of {', '.join(ROLES)}, got {data.get('role')!r}"
+    if data.get("variant") not in VARIANTS:
+        return f"variant must be one of {', '.join(VARIANTS)}, got {data.get('variant')!r}"
+    if not isinstance(data.get("predicted", {}), dict):
+        return "predicted must be a mapping of cost: value"
+    return None
+
+
+def _read_status(path: Path, warnings: list[str]) -> dict[str, Any]:
+    unknown = {"state": "unknown", "reason": None, "tokens": 0}
+    if not path.is_file():
+        return unknown
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as err:
+        warnings.append(f"{path}: not valid JSON ({err}); state unknown")
+        return unknown
+    if not isinstance(data, dict) or data.get("state") not in STATES:
+        got = data.get("state") if isinstance(data, dict) else data
+        warnings.append(f"{path}: state must be one of {', '.join(STATES)}, got {got!r}; state unknown")
+        return unknown
+    reason = data.get("reason")
+    tokens = data.get("tokens")
+    return {
+        "state": data["state"],
+        "reason": reason if isinstance(reason, str) and reason else None,
+        "tokens": tokens if _is_number(tokens) else 0,
+    }
+
+
+def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dict], list[list[float]] | None]:
+    """Eval rows and train rows (each by tokens, the later of two lines for the same tokens kept), and
+    the expert load of the last eval that carries one."""
+    if not path.is_file():
+        return [], [], None
+    evals: dict[float, dict] = {}
+    train: dict[float, dict] = {}
+    loads: dict[float, list[list[float]]] = {}
+    raw_lines = path.read_bytes().split(b"\n")
+    for number, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            cut = number == len(raw_lines)  # no newline after it: the writer stopped mid-line
+            why = "cut off (the run stopped while writing it)" if cut else f"not valid JSON ({_short(err)})"
+            warnings.append(f"{path}:{number}: {why}; skipped")
+            continue
+        if not isinstance(line, dict):
+            warnings.append(f"{path}:{number}: not a JSON object; skipped")
+            continue
+        if line.get("event") == "eval":
+            row, problem = _fields(line, EVAL_REQUIRED, EVAL_OPTIONAL)
+            if problem is None and not 0 <= row["eval_accuracy"] <= 1:
+                problem = f"eval_accuracy must be between 0 and 1, got {row['eval_accuracy']!r}"
+            load = line.get("expert_load")
+            if problem is None and load is not None and not _is_load(load):
+                problem = "expert_load must be null or a list per depth of equally long lists of numbers"
+            if problem is None:
+                evals[row["tokens"]] = row
+                loads.pop(row["tokens"], None)
+                if load is not None:
+                    loads[row["tokens"]] = [[float(x) for x in depth] for depth in load]
+        elif line.get("event") == "train":
+            row, problem = _fields(line, TRAIN_REQUIRED, TRAIN_OPTIONAL)
+            if problem is None:
+                train[row["tokens"]] = row
+        else:
+            continue
+        if problem is not None:
+            warnings.append(f"{path}:{number}: {line['event']} line {problem}; skipped")
+    last_load = loads[max(loads)] if loads else None
+    return [evals[t] for t in sorted(evals)], [train[t] for t in sorted(train)], last_load
+
+
+def _fields(line: dict, required: tuple[str, ...], optional: tuple[str, ...]) -> tuple[dict, str | None]:
+    """The row of a metrics line (a missing or null optional field is NaN), or what is wrong with it."""
+    row = {}
+    for key in required:
+        if not _is_number(line.get(key)):
+            return {}, f"has no number {key} (got {line.get(key)!r})"
+        row[key] = line[key]
+    if not math.isfinite(row["tokens"]) or row["tokens"] < 0:
+        return {}, f"tokens must be a count >= 0, got {row['tokens']!r}"
+    for key in optional:
+        value = line.get(key)
+        if value is not None and not _is_number(value):
+            return {}, f"{key} must be a number or null, got {value!r}"
+        row[key] = math.nan if value is None else value
+    return row, None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_load(load: Any) -> bool:
+    return (
+        isinstance(load, list) and len(load) > 0
+        and all(isinstance(depth, list) and len(depth) == len(load[0]) > 0 for depth in load)
+        and all(_is_number(x) for depth in load for x in depth)
+    )
+
+
+def _short(err: Exception) -> str:
+    """The problem without json's position (the caller gives the line): "Expecting ',' delimiter"."""
+    return "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else str(err).split(":")[0]
+
+
+def _report_order(runs: pd.DataFrame) -> pd.DataFrame:
+    """Baseline (target) groups first, then groups by variant (la, dr, dr_da) and name; seeds in order."""
+    rank = runs.assign(
+        _target=runs.groupby("group")["role"].transform(lambda roles: 0 if (roles == "target").any() else 1),
+        _variant=runs["variant"].map({v: i for i, v in enumerate(VARIANTS)}),
+    )
+    rank = rank.sort_values(["_target", "_variant", "group", "seed", "run"], kind="stable")
+    return rank.drop(columns=["_target", "_variant"]).reset_index(drop=True)
+
+
+def _in_run_order(frame: pd.DataFrame, run_order: dict[str, int]) -> pd.DataFrame:
+    """Rows of each run stay in token order (as read); runs in report order."""
+    ordered = frame.sort_values("run", key=lambda runs: runs.map(run_order), kind="stable")
+    return ordered.reset_index(drop=True)

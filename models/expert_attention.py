@@ -1,0 +1,162 @@
+"""The feed-forward part of a layer: a dense MLP, or expert attention (a sparse MoE written as attention).
+
+Expert attention: the router's query (the normalised state, optionally projected to `router_rank` and
+rotated by the depth index) scores one learned key per expert with a sigmoid; the top_k experts by
+score + balancing bias are selected, and their outputs are mixed by the scores (without the bias)
+normalised over the selected experts. The bias is a buffer moved outside the gradient towards equal
+expert load (auxiliary-loss-free balancing, DeepSeek-V3).
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch._subclasses.fake_tensor import is_fake
+
+from matcher.config import ModelConfig
+from models.norm import apply_rotary, rotary_cos_sin
+
+
+class MLP(nn.Module):
+    """swiglu: w2(silu(w1 x) * w3 x); gelu: w2(gelu(w1 x))."""
+
+    def __init__(self, d_model: int, d_ff: int, act: str):
+        super().__init__()
+        self.w1 = nn.Linear(d_model, d_ff, bias=False)
+        self.w3 = nn.Linear(d_model, d_ff, bias=False) if act == "swiglu" else None
+        self.w2 = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w3 is None:
+            return self.w2(F.gelu(self.w1(x)))
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Router(nn.Module):
+    """Scores, balancing bias and the load counts of one layer's router.
+
+    `bias`, `load` and `last_load` have one row per application of the layer: `depth` rows for the
+    shared dr/dr_da layer, 1 for each la layer.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_applications: int):
+        super().__init__()
+        self.top_k, self.depth_rope, self.rope_theta = cfg.top_k, cfg.router_depth_rope, cfg.rope_theta
+        self.proj = nn.Linear(cfg.d_model, cfg.router_rank, bias=False) if cfg.router_rank else None
+        self.expert_keys = nn.Parameter(torch.empty(cfg.n_experts, cfg.router_rank or cfg.d_model))
+        # fp32 buffers, not parameters: updated from the measured load, never by the optimizer
+        self.register_buffer("bias", torch.zeros(n_applications, cfg.n_experts, dtype=torch.float32))
+        # tokens routed to each expert since the last bias update, and in the window before it
+        self.register_buffer("load", torch.zeros(n_applications, cfg.n_experts, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("last_load", torch.zeros_like(self.load), persistent=False)
+
+    def forward(self, x: torch.Tensor, application: int, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, d) -> chosen experts (N, k) and their normalised gates (N, k)."""
+        q = x if self.proj is None else self.proj(x)  # (N, r)
+        if self.depth_rope:
+            # a shared router can then route differently at each depth; only the query turns
+            cos, sin = rotary_cos_sin(torch.full((1,), depth, device=x.device), q.shape[-1], self.rope_theta)
+            q = apply_rotary(q, cos, sin)
+        scores = torch.sigmoid((q @ self.expert_keys.T).float())  # (N, E)
+        _, chosen = torch.topk(scores.detach() + self.bias[application], self.top_k, dim=-1)  # (N, k)
+        gates = scores.gather(1, chosen)
+        return chosen, gates / gates.sum(dim=-1, keepdim=True)
+
+    @torch.no_grad()
+    def update_bias(self, rate: float) -> None:
+        load = self.load
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(load)  # every rank then moves its bias by the same global load
+        self.bias += rate * torch.sign(load.mean(dim=-1, keepdim=True) - load)
+        self.last_load.copy_(load)
+        load.zero_()
+
+    def load_window(self) -> torch.Tensor:
+        """Counts since the last update, or those the last update used when none came since."""
+        return self.load if self.load.sum() > 0 else self.last_load
+
+
+class Experts(nn.Module):
+    """n_experts MLPs as stacked weights; each token runs only its top_k selected experts."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        E, d, f = cfg.n_experts, cfg.d_model, cfg.d_ff
+        self.w1 = nn.Parameter(torch.empty(E, d, f))
+        self.w3 = nn.Parameter(torch.empty(E, d, f)) if cfg.mlp_act == "swiglu" else None
+        self.w2 = nn.Parameter(torch.empty(E, f, d))
+
+    def forward(self, x: torch.Tensor, chosen: torch.Tensor, gates: torch.Tensor,
+                counts: list[int] | None) -> torch.Tensor:
+        """x (N, d), chosen/gates (N, k), counts: assignments per expert (None: unknown, see below)."""
+        N, k = chosen.shape
+        E = self.w1.shape[0]
+        expert_of = chosen.flatten()  # (N*k,)
+        order = expert_of.argsort(stable=True)  # assignments grouped by expert
+        token_of = order // k  # (N*k,) the token of each sorted assignment
+        rows = x[token_of]  # (N*k, d)
+        if counts is None:
+            # meta/fake tensors have no data to count: split the rows evenly, the first r experts taking
+            # one row more, as two batched matmuls. The matmul work summed over experts is (N*k) rows times
+            # one expert's FLOPs per row whatever the split, so the FLOP count is exact; only the split is
+            # made up.
+            q, r = divmod(N * k, E)
+            more, fewer = rows.split([r * (q + 1), (E - r) * q])
+            outputs = [self._mlp(more.view(r, q + 1, x.shape[1]), slice(0, r)).flatten(0, 1),
+                       self._mlp(fewer.view(E - r, q, x.shape[1]), slice(r, E)).flatten(0, 1)]
+        else:
+            outputs = self._per_expert(rows, counts)
+        y = torch.cat(outputs) * gates.flatten()[order, None]  # (N*k, d), weighted by gate
+        return y.new_zeros(N, y.shape[1]).index_add_(0, token_of, y)  # (N, d), summed over each token's k
+
+    def _mlp(self, x: torch.Tensor, experts: slice) -> torch.Tensor:
+        """Experts[i] applied to x[i]: x (G, n, d) -> (G, n, d)."""
+        w1, w2 = self.w1[experts], self.w2[experts]
+        if self.w3 is None:
+            return F.gelu(x @ w1) @ w2
+        return (F.silu(x @ w1) * (x @ self.w3[experts])) @ w2
+
+    def _per_expert(self, rows: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+        """rows (N*k, d) grouped by expert, counts[e] of them for expert e -> each expert's outputs."""
+        # unbind once: one stack in backward, not a full-size zero gradient per indexed expert
+        w1, w2 = self.w1.unbind(0), self.w2.unbind(0)
+        w3 = self.w3.unbind(0) if self.w3 is not None else None
+        outputs = []
+        for e, xe in enumerate(rows.split(counts)):  # xe (n_e, d)
+            if xe.shape[0] == 0:
+                continue  # an unused expert costs nothing
+            h = F.gelu(xe @ w1[e]) if w3 is None else F.silu(xe @ w1[e]) * (xe @ w3[e])  # (n_e, f)
+            outputs.append(h @ w2[e])
+        return outputs
+
+
+class ExpertAttention(nn.Module):
+    """Router + routed experts + optional always-active shared expert(s)."""
+
+    def __init__(self, cfg: ModelConfig, n_applications: int):
+        super().__init__()
+        self.n_experts = cfg.n_experts
+        self.n_applications = n_applications
+        self.router = Router(cfg, n_applications)
+        self.experts = Experts(cfg)
+        # n shared experts of width d_ff as one MLP of width n*d_ff: the same parameters and FLOPs
+        self.shared = None
+        if cfg.n_shared_experts:
+            self.shared = MLP(cfg.d_model, cfg.n_shared_experts * cfg.d_ff, cfg.mlp_act)
+
+    def forward(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+        B, T, d = x.shape
+        x = x.reshape(B * T, d)
+        application = depth % self.n_applications  # la: its only row; the shared layer: the depth index
+        chosen, gates = self.router(x, application, depth)
+        counts = None
+        if x.device.type != "meta" and not is_fake(x):
+            per_expert = torch.bincount(chosen.flatten(), minlength=self.n_experts)  # (E,)
+            if self.training:
+                # with recomputation this runs again in backward: every count doubles, shares are unchanged
+                self.router.load[application] += per_expert
+            counts = per_expert.tolist()
+        y = self.experts(x, chosen, gates, counts)
+        if self.shared is not None:
+            y = y + self.shared(x)
+        return y.view(B, T, d)

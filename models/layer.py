@@ -1,0 +1,50 @@
+"""One layer: sequence attention, depth attention (dr_da only) and the feed-forward part (dense MLP or
+expert attention), mixed sequentially (each pre-norm residual) or in parallel (all read one norm)."""
+
+import torch
+import torch.nn as nn
+
+from matcher.config import ModelConfig
+from models.cache import DepthKV, LayerKV
+from models.depth_attention import DepthAttention
+from models.expert_attention import MLP, ExpertAttention
+from models.norm import RMSNorm
+from models.sequence_attention import SequenceAttention
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_applications: int):
+        super().__init__()
+        self.parallel = cfg.mixture == "parallel"
+        if self.parallel:
+            self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        else:
+            self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+            self.da_norm = RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.has_depth_attention else None
+            self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = SequenceAttention(cfg)
+        self.depth_attn = DepthAttention(cfg) if cfg.has_depth_attention else None
+        if cfg.is_moe:
+            self.ffn = ExpertAttention(cfg, n_applications)
+        else:
+            self.ffn = MLP(cfg.d_model, cfg.d_ff, cfg.mlp_act)
+
+    def forward(self, h: torch.Tensor, depth: int, rope: tuple[torch.Tensor, torch.Tensor],
+                kv_cache: LayerKV | None = None, depth_kv: DepthKV | None = None
+                ) -> tuple[torch.Tensor, DepthKV | None]:
+        """h (B, T, d) at depth index `depth` -> (new h, depth keys/values including this depth)."""
+        if self.parallel:
+            x = self.norm(h)
+            out = self.attn(x, rope, kv_cache) + self._ffn(x, depth)
+            if self.depth_attn is not None:
+                da, depth_kv = self.depth_attn(x, depth, depth_kv)
+                out = out + da
+            return h + out, depth_kv
+        h = h + self.attn(self.attn_norm(h), rope, kv_cache)
+        if self.depth_attn is not None:
+            da, depth_kv = self.depth_attn(self.da_norm(h), depth, depth_kv)
+            h = h + da
+        return h + self._ffn(self.ffn_norm(h), depth), depth_kv
+
+    def _ffn(self, x: torch.Tensor, depth: int) -> torch.Tensor:
+        return self.ffn(x, depth) if isinstance(self.ffn, ExpertAttention) else self.ffn(x)

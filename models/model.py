@@ -1,0 +1,129 @@
+"""The language model: token embedding, `depth` layer applications, final norm, LM head.
+
+`la` holds `depth` distinct layers and applies layer i at depth index i; `dr` and `dr_da` hold ONE layer
+and apply it at every depth index. The layer is told its depth index (depth attention, the router's
+depth rotation and its per-depth balancing bias use it).
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from matcher.config import ModelConfig
+from models.cache import KVCache
+from models.expert_attention import ExpertAttention, Router
+from models.layer import Layer
+from models.norm import RMSNorm, rotary_cos_sin
+
+IGNORE_INDEX = -100  # target value excluded from the loss (prompt or padding tokens)
+
+
+class Model(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.recompute = False  # activation checkpointing per applied layer; set by the trainer
+        n_applications = cfg.depth // cfg.n_unique_layers  # times each unique layer is applied
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Layer(cfg, n_applications) for _ in range(cfg.n_unique_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight  # one matrix, counted once
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """normal(0, 0.02); projections into the residual stream scaled by 1/sqrt(2*depth) (GPT-2), so
+        the residual's variance does not grow with the number of applications; norm gains 1."""
+        out_std = 0.02 / math.sqrt(2 * self.cfg.depth)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(("wo.weight", "w2.weight", "experts.w2")):
+                p.normal_(0.0, out_std)
+            else:
+                p.normal_(0.0, 0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """idx (B, T) token ids -> logits (B, T, vocab), or (logits, mean loss) when targets (B, T) are
+        given. With a cache, idx continues the cached sequences at cache.pos and the cache advances."""
+        B, T = idx.shape
+        start = 0 if cache is None else cache.pos
+        rope = rotary_cos_sin(torch.arange(start, start + T, device=idx.device), self.cfg.head_dim,
+                              self.cfg.rope_theta)  # (T, hs/2) each
+        h = self.tok_emb(idx)  # (B, T, d)
+        depth_kv = None  # depth attention's keys/values of these tokens, grown one depth at a time
+        for depth in range(self.cfg.depth):
+            layer = self.layers[depth % len(self.layers)]  # la: layer `depth`; dr/dr_da: the shared one
+            if cache is not None:
+                h, depth_kv = layer(h, depth, rope, cache.slot(depth), depth_kv)
+            elif self.recompute and torch.is_grad_enabled():
+                h, depth_kv = checkpoint(layer, h, depth, rope, None, depth_kv, use_reentrant=False)
+            else:
+                h, depth_kv = layer(h, depth, rope, None, depth_kv)
+        if cache is not None:
+            cache.advance(T)
+        logits = self.lm_head(self.norm(h))  # (B, T, vocab)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T),
+                               ignore_index=IGNORE_INDEX)
+        return logits, loss
+
+    def new_cache(self, batch_size: int, max_len: int, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        """An empty sequence-attention KV cache with one slot per applied layer (depth slots, also for dr)."""
+        return KVCache(self.cfg.depth, batch_size, self.cfg.n_kv_heads, max_len, self.cfg.head_dim,
+                       device=device if device is not None else self.tok_emb.weight.device,
+                       dtype=dtype if dtype is not None else self.tok_emb.weight.dtype)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, stop_token: int | None = None) -> torch.Tensor:
+        """Greedy continuation of equal-length prompts idx (B, T) -> (B, T + n), n <= max_new_tokens:
+        stops early once every sequence has produced `stop_token`."""
+        B, T = idx.shape
+        cache = self.new_cache(B, T + max_new_tokens)
+        logits = self(idx, cache=cache)
+        out = idx
+        for step in range(max_new_tokens):
+            next_token = logits[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1)
+            out = torch.cat((out, next_token), dim=1)
+            done = stop_token is not None and bool((out[:, T:] == stop_token).any(dim=1).all())
+            if done or step == max_new_tokens - 1:
+                break
+            logits = self(next_token, cache=cache)
+        return out
+
+    # auxiliary-loss-free expert balancing (no-ops for dense models)
+
+    def _routers_by_depth(self) -> list[tuple[int, Router]]:
+        """(row in the router's per-application buffers, router) for each depth index."""
+        rows = []
+        for depth in range(self.cfg.depth):
+            ffn = self.layers[depth % len(self.layers)].ffn
+            if isinstance(ffn, ExpertAttention):
+                rows.append((depth % ffn.n_applications, ffn.router))
+        return rows
+
+    @torch.no_grad()
+    def update_router_bias(self, rate: float) -> None:
+        """bias += rate * sign(mean load - load) per application, from the tokens routed since the last
+        call (all-reduced over ranks under torch.distributed); starts a new counting window."""
+        for layer in self.layers:
+            if isinstance(layer.ffn, ExpertAttention):
+                layer.ffn.router.update_bias(rate)
+
+    @torch.no_grad()
+    def expert_load(self) -> torch.Tensor | None:
+        """Share of routed tokens per expert at each applied depth, (depth, n_experts) on the CPU, from
+        the current counting window (or the last one, right after an update); None for dense models."""
+        rows = [router.load_window()[row] for row, router in self._routers_by_depth()]
+        if not rows:
+            return None
+        load = torch.stack(rows).cpu()
+        return load / load.sum(dim=-1, keepdim=True).clamp(min=1)

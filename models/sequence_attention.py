@@ -1,0 +1,43 @@
+"""Causal multi-head attention over token positions, with RoPE and grouped-query KV heads."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from matcher.config import ModelConfig
+from models.cache import LayerKV
+from models.norm import apply_rotary
+
+
+class SequenceAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                kv_cache: LayerKV | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        cos, sin = rope  # (T, hs/2) for the positions of this chunk
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+        mask, causal = None, T > 1
+        if kv_cache is not None:
+            start = kv_cache.pos
+            k, v = kv_cache.update(k, v)  # (B, nkv, start+T, hs)
+            k, v = k.type_as(q), v.type_as(q)
+            if start > 0 and T > 1:
+                # SDPA's is_causal aligns the mask top-left; a chunk after cached tokens needs it bottom-right
+                query_pos = torch.arange(start, start + T, device=x.device)
+                mask = query_pos[:, None] >= torch.arange(start + T, device=x.device)  # (T, start+T)
+                causal = False
+        # GQA without repeating K/V in memory: SDPA shares each KV head with n_heads/n_kv_heads query heads
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh*hs)
+        return self.wo(y)

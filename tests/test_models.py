@@ -1,0 +1,250 @@
+"""The PyTorch models: decoding equals the full forward, meta-device counting works, parameter counts
+match published models, MoE dispatch equals a dense reference, and balancing leaves gradients alone."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from matcher.config import ModelConfig
+from matcher.presets import get_preset
+from models import Model
+from models.expert_attention import ExpertAttention
+
+
+def tiny(**changes) -> ModelConfig:
+    """la-tiny made smaller and untied unless asked, so each test builds in milliseconds."""
+    return get_preset("la-tiny").replace(**{"d_model": 32, "depth": 3, "tie_embeddings": False, **changes})
+
+
+DECODE_CASES = {
+    "la-moe": {},
+    "dr-moe": dict(variant="dr"),
+    "dr_da-moe": dict(variant="dr_da"),
+    "la-dense": dict(n_experts=0, top_k=0),
+    "dr-dense-gelu": dict(variant="dr", n_experts=0, top_k=0, mlp_act="gelu"),
+    "dr_da-dense": dict(variant="dr_da", n_experts=0, top_k=0, da_heads=2, da_head_dim=4),
+    "la-tied-gelu": dict(tie_embeddings=True, mlp_act="gelu"),
+    "dr_da-shared-lowrank": dict(variant="dr_da", n_shared_experts=1, router_rank=6, da_rope=False),
+    "dr-no-router-rope": dict(variant="dr", router_depth_rope=False, n_kv_heads=1),
+}
+
+
+@pytest.mark.parametrize("mixture", ["sequential", "parallel"])
+@pytest.mark.parametrize("case", list(DECODE_CASES))
+def test_prefill_then_decode_equals_full_forward(case, mixture):
+    torch.manual_seed(0)
+    cfg = tiny(mixture=mixture, **DECODE_CASES[case])
+    model = Model(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 11))
+    with torch.no_grad():
+        full = model(idx)
+        cache = model.new_cache(batch_size=2, max_len=11)
+        pieces = [model(idx[:, :4], cache=cache)]  # prefill
+        pieces += [model(idx[:, t:t + 1], cache=cache) for t in range(4, 8)]  # one token at a time
+        pieces.append(model(idx[:, 8:], cache=cache))  # a chunk after cached tokens
+    assert cache.pos == 11
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=0)
+
+
+def test_cache_has_one_slot_per_applied_layer_also_for_dr():
+    for variant in ("la", "dr", "dr_da"):
+        model = Model(tiny(variant=variant, depth=5))
+        cache = model.new_cache(batch_size=3, max_len=7)
+        assert cache.keys.shape == (5, 3, 2, 7, 16)  # (depth, B, n_kv_heads, max_len, head_dim)
+
+
+def test_generate_is_greedy_argmax_of_the_full_forward():
+    torch.manual_seed(1)
+    model = Model(tiny(variant="dr_da")).eval()
+    prompt = torch.randint(0, 128, (2, 5))
+    out = model.generate(prompt, max_new_tokens=6)
+    expected = prompt
+    with torch.no_grad():
+        for _ in range(6):
+            expected = torch.cat((expected, model(expected)[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(out, expected)
+    stop = int(out[0, 5])  # the first generated token of sequence 0
+    stopped = model.generate(prompt[:1], max_new_tokens=6, stop_token=stop)
+    assert stopped.shape == (1, 6)
+
+
+def test_loss_is_cross_entropy_and_ignores_masked_targets():
+    torch.manual_seed(2)
+    model = Model(tiny())
+    idx = torch.randint(0, 128, (2, 9))
+    targets = idx.roll(-1, dims=1)
+    targets[:, :3] = -100
+    logits, loss = model(idx, targets)
+    expected = F.cross_entropy(logits[:, 3:].reshape(-1, 128), targets[:, 3:].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("variant", ["la", "dr_da"])
+def test_recompute_gives_the_same_loss_and_gradients(variant):
+    torch.manual_seed(3)
+    model = Model(tiny(variant=variant))
+    idx = torch.randint(0, 128, (2, 10))
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad()
+        model.recompute = recompute
+        _, loss = model(idx, idx)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["la-2b", "dr_da-2b"])
+def test_meta_forward_and_backward_of_2b_presets(name):
+    cfg = get_preset(name)
+    with torch.device("meta"):
+        model = Model(cfg)
+        idx = torch.randint(0, cfg.vocab_size, (1, 64))
+        logits, loss = model(idx, idx)
+        loss.backward()
+    assert logits.shape == (1, 64, cfg.vocab_size)
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_dr_holds_exactly_one_la_layer_plus_embeddings():
+    cfg = tiny(variant="dr", depth=6)
+    dr, la_one, la = Model(cfg), Model(cfg.replace(variant="la", depth=1)), Model(cfg.replace(variant="la"))
+    outside = n_params(dr.tok_emb) + n_params(dr.lm_head) + n_params(dr.norm)
+    per_layer = n_params(la.layers[0])
+    assert len(dr.layers) == 1 and len(la.layers) == 6
+    assert len(list(dr.modules())) == len(list(la_one.modules()))
+    assert n_params(dr) == n_params(la_one) == per_layer + outside
+    assert n_params(la) == 6 * per_layer + outside
+    # dr_da adds depth attention (4 matrices) and its norm to the one layer
+    dr_da = Model(cfg.replace(variant="dr_da", da_heads=2, da_head_dim=6))
+    assert n_params(dr_da) == n_params(dr) + 4 * 32 * 2 * 6 + 32
+
+
+def test_tied_embeddings_are_one_matrix():
+    model = Model(tiny(tie_embeddings=True))
+    assert model.lm_head.weight is model.tok_emb.weight
+    assert n_params(model) == n_params(Model(tiny())) - 128 * 32
+
+
+@pytest.mark.parametrize("name, expected", [("llama2-7b", 6_738_415_616), ("mixtral-8x7b", 46_702_792_704)])
+def test_published_parameter_counts_on_meta(name, expected):
+    with torch.device("meta"):
+        model = Model(get_preset(name))
+    assert n_params(model) == expected
+
+
+def test_init_scales_residual_projections():
+    torch.manual_seed(4)
+    cfg = tiny(d_model=128, n_heads=4, n_kv_heads=4, d_ff=256, depth=8)
+    model = Model(cfg)
+    out_std = 0.02 / (2 * 8) ** 0.5
+    assert abs(model.layers[0].attn.wo.weight.std().item() - out_std) < 0.1 * out_std
+    assert abs(model.layers[0].ffn.experts.w2.std().item() - out_std) < 0.1 * out_std
+    assert abs(model.layers[0].attn.wq.weight.std().item() - 0.02) < 0.002
+    assert torch.equal(model.norm.weight, torch.ones(128))
+
+
+def dense_reference(ffn: ExpertAttention, x: torch.Tensor, depth: int) -> torch.Tensor:
+    """Every expert on every token, combined by gates over the top_k of score + bias (no rope, no proj)."""
+    router, experts = ffn.router, ffn.experts
+    scores = torch.sigmoid(x @ router.expert_keys.T)  # (N, E)
+    chosen = torch.topk(scores + router.bias[depth % ffn.n_applications], router.top_k, dim=-1).indices
+    mask = torch.zeros_like(scores).scatter(1, chosen, 1.0)
+    gates = scores * mask / (scores * mask).sum(-1, keepdim=True)  # (N, E), zero where not selected
+    h = torch.einsum("nd,edf->enf", x, experts.w1)
+    h = F.silu(h) * torch.einsum("nd,edf->enf", x, experts.w3) if experts.w3 is not None else F.gelu(h)
+    every = torch.einsum("enf,efd->end", h, experts.w2)  # (E, N, d)
+    return torch.einsum("ne,end->nd", gates, every)
+
+
+@pytest.mark.parametrize("act", ["swiglu", "gelu"])
+def test_moe_dispatch_equals_dense_reference(act):
+    torch.manual_seed(5)
+    cfg = tiny(variant="dr", n_experts=7, top_k=3, mlp_act=act, router_depth_rope=False)
+    ffn = Model(cfg).layers[0].ffn
+    with torch.no_grad():
+        ffn.router.bias.normal_(0, 0.05)  # the bias must change the selection but not the gates
+        ffn.router.expert_keys.normal_(0, 0.5)
+    x = torch.randn(2, 13, 32)
+    for depth in (0, 2):
+        out = ffn(x, depth).view(26, 32)
+        torch.testing.assert_close(out, dense_reference(ffn, x.view(26, 32), depth), atol=1e-6, rtol=1e-5)
+    # the batched even split used on meta/fake tensors equals the per-expert loop when the load is even
+    chosen = torch.arange(14 * 3).view(14, 3) % 7  # each expert gets 6 assignments
+    gates = torch.rand(14, 3)
+    torch.testing.assert_close(ffn.experts(x.view(26, 32)[:14], chosen, gates, None),
+                               ffn.experts(x.view(26, 32)[:14], chosen, gates, [6] * 7))
+
+
+def test_bias_update_moves_towards_balance_and_leaves_gradients_alone():
+    torch.manual_seed(6)
+    cfg = tiny(variant="dr", n_experts=6, top_k=1)
+    model = Model(cfg)
+    router = model.layers[0].ffn.router
+    with torch.no_grad():
+        router.expert_keys[0] += 1.0  # expert 0 wins almost every token
+    idx = torch.randint(0, 128, (4, 16))
+    _, loss = model(idx, idx)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    first = model.expert_load()
+    assert first.shape == (3, 6) and torch.allclose(first.sum(-1), torch.ones(3))
+    load = router.load.clone()
+    model.update_router_bias(0.01)
+    assert all(torch.equal(p.grad, grads[n]) for n, p in model.named_parameters())
+    assert "bias" not in dict(model.named_parameters())
+    mean = load.mean(-1, keepdim=True)
+    assert torch.equal(router.bias, 0.01 * torch.sign(mean - load))
+    assert torch.equal(model.expert_load(), first)  # right after an update: the window it used
+    for _ in range(30):
+        model(idx)
+        model.update_router_bias(0.01)
+    imbalance = lambda share: (share - 1 / 6).abs().sum(-1).mean()  # L1 distance from uniform
+    assert imbalance(model.expert_load()) < 0.6 * imbalance(first)
+
+
+def test_dense_models_have_no_balancing():
+    model = Model(tiny(n_experts=0, top_k=0))
+    model.update_router_bias(0.1)
+    assert model.expert_load() is None
+
+
+@st.composite
+def small_configs(draw) -> ModelConfig:
+    n_kv = draw(st.sampled_from([1, 2]))
+    n_experts = draw(st.integers(0, 5))
+    return ModelConfig(
+        variant=draw(st.sampled_from(["la", "dr", "dr_da"])), vocab_size=draw(st.integers(5, 40)),
+        d_model=draw(st.sampled_from([8, 12, 16])), depth=draw(st.integers(1, 4)),
+        n_heads=n_kv * draw(st.integers(1, 2)),
+        n_kv_heads=n_kv, head_dim=draw(st.sampled_from([2, 4, 6])), seq_len=16, d_ff=draw(st.integers(1, 20)),
+        n_experts=n_experts, top_k=draw(st.integers(1, n_experts)) if n_experts else 0,
+        n_shared_experts=draw(st.integers(0, 2)) if n_experts else 0,
+        mlp_act=draw(st.sampled_from(["swiglu", "gelu"])), tie_embeddings=draw(st.booleans()),
+        da_heads=draw(st.integers(1, 2)), da_head_dim=draw(st.sampled_from([2, 4])),
+        router_rank=draw(st.sampled_from([0, 2, 4])) if n_experts else 0,
+        mixture=draw(st.sampled_from(["sequential", "parallel"])), da_rope=draw(st.booleans()),
+        router_depth_rope=draw(st.booleans()),
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=small_configs(), batch=st.integers(1, 3), seq=st.integers(1, 9))
+def test_random_configs_run_forward_and_backward_on_meta_and_cpu(cfg, batch, seq):
+    for device in ("meta", "cpu"):
+        with torch.device(device):
+            model = Model(cfg)
+            idx = torch.randint(0, cfg.vocab_size, (batch, seq))
+            logits, loss = model(idx, idx)
+            loss.backward()
+        assert logits.shape == (batch, seq, cfg.vocab_size)
+        assert all(p.grad is not None for p in model.parameters())
+        if device == "cpu":
+            assert torch.isfinite(loss)

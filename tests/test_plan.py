@@ -1,0 +1,252 @@
+"""`matcher plan`: the sweep it writes, its safety rules, training defaults and error messages."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from matcher.cli import main
+from matcher.costs import param_counts, train_flops_per_token
+from matcher.errors import ConfigError
+from matcher.plan import PlanRequest, default_training, make_plan, parse_set
+from matcher.presets import get_preset
+from matcher.search import costs_of
+from matcher.sweep import load_sweep, predict
+
+
+def plan_json(capsys, *args):
+    assert main(["plan", *args, "--json", "--no-measure"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def test_writes_a_valid_sweep_at_the_default_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "--target", "la-1b", "--no-measure"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote sweeps/la-1b-vs-dr-dr_da.yaml (3 runs)" in printed and "Δ FLOPs" in printed
+    sweep = load_sweep(tmp_path / "sweeps/la-1b-vs-dr-dr_da.yaml")
+    assert [(r.name, r.role, r.model.variant) for r in sweep.runs] == [
+        ("la-1b", "target", "la"), ("dr", "variant", "dr"), ("dr_da", "variant", "dr_da")]
+    assert sweep.meta.target == "la-1b" and sweep.meta.variants == ["dr", "dr_da"]
+    assert sweep.meta.matched == ["flops", "params"] and sweep.meta.command == "matcher plan --target la-1b"
+    assert sweep.runs[0].model == get_preset("la-1b")
+    assert len({r.train.tokens_per_step for r in sweep.runs}) == 1
+    assert main(["sweep", "validate", "sweeps/la-1b-vs-dr-dr_da.yaml"]) == 0
+
+
+def test_round_trip_sweep_to_configs_to_costs(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    result = plan_json(capsys, "--target", "la-2b", "--depth", "16", "--out", str(path))
+    sweep = load_sweep(path)
+    for run, planned in zip(sweep.runs, result["runs"], strict=True):
+        assert run.model.to_dict() == planned["model"]
+        assert predict(run.model, run.train, sweep.conventions) == run.predicted == planned["predicted"]
+        if planned["role"] == "variant":
+            assert costs_of(run.model, _spec(sweep, run)) == pytest.approx(planned["costs"], rel=1e-12)
+    variants = [r for r in result["runs"] if r["role"] == "variant"]
+    assert all(r["model"]["depth"] == 16 and abs(r["residuals"]["params"]) < 0.01 for r in variants)
+
+
+def _spec(sweep, run):
+    from matcher.search import MatchSpec
+
+    return MatchSpec(conventions=sweep.conventions, batch=run.train.batch_size, seq_len=run.train.seq_len)
+
+
+def test_dry_run_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "--target", "la-tiny", "--dry-run", "--no-measure"]) == 0
+    assert "dry run: would write sweeps/la-tiny-vs-dr-dr_da.yaml" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_never_overwrites_without_force(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    assert main(["plan", "--target", "la-tiny", "--out", str(path), "--no-measure"]) == 0
+    before = path.read_text()
+    assert main(["plan", "--target", "la-tiny", "--variants", "dr", "--out", str(path), "--no-measure"]) == 2
+    assert "exists; pass --force to overwrite it" in capsys.readouterr().err
+    assert path.read_text() == before
+    assert main(["plan", "--target", "la-tiny", "--variants", "dr", "--out", str(path), "--no-measure",
+                 "--force"]) == 0
+    assert [r.name for r in load_sweep(path).runs] == ["la-tiny", "dr"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["runs"][1]["model"].update(d_fff=64),
+         "runs[1].model.d_fff: unknown field (did you mean 'd_ff'?)"),
+        (lambda d: d["runs"][2]["model"].update(n_experts="many"),
+         "runs[2].model.n_experts: must be int, got 'many'"),
+        (lambda d: d["runs"][0]["train"].pop("total_tokens"),
+         "runs[0].train.total_tokens: missing (required)"),
+    ],
+)
+def test_edited_sweeps_are_rejected_with_the_key_named(tmp_path, capsys, edit, message):
+    path = tmp_path / "s.yaml"
+    assert main(["plan", "--target", "la-tiny", "--out", str(path), "--no-measure"]) == 0
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    capsys.readouterr()
+    assert main(["sweep", "validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_seeds_make_one_run_per_seed_grouped_by_variant(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    plan_json(capsys, "--target", "la-tiny", "--seeds", "0,1", "--out", str(path))
+    sweep = load_sweep(path)
+    assert [(r.name, r.group, r.train.seed) for r in sweep.runs] == [
+        ("la-tiny-s0", "la-tiny", 0), ("la-tiny-s1", "la-tiny", 1), ("dr-s0", "dr", 0), ("dr-s1", "dr", 1),
+        ("dr_da-s0", "dr_da", 0), ("dr_da-s1", "dr_da", 1)]
+
+
+def test_json_reports_residuals_memory_ratios_and_work(capsys):
+    result = plan_json(capsys, "--target", "la-2b", "--dry-run")
+    assert result["written"] is False and result["sweep"] == "sweeps/la-2b-vs-dr-dr_da.yaml"
+    target, dr, dr_da = result["runs"]
+    assert target["memory_ratio"] == 1.0 and "residuals" not in target
+    for run in (dr, dr_da):
+        assert set(run["residuals"]) == {"flops", "params", "memory"} and run["steps"] >= 1
+        assert run["evaluations"] > 0 and run["inference_cache_ratio"] >= 1.0
+        assert run["model"]["d_ff"] % 64 == 0
+    assert dr_da["memory_ratio"] > 1.1  # depth keys and values are kept for backward
+    # 20 tokens x 2.0B parameters, in whole steps of 512 x 2048 tokens
+    assert result["train"]["total_tokens"] == round(40e9 / 2**20) * 2**20
+
+
+def test_training_defaults_scale_with_the_target():
+    tiny, big = get_preset("la-tiny"), get_preset("la-2b")
+    small_train = default_training(train_flops_per_token(tiny), param_counts(tiny).total, tiny.seq_len)
+    big_train = default_training(train_flops_per_token(big), param_counts(big).total, big.seq_len)
+    assert abs(big_train.total_tokens / (20 * param_counts(big).total) - 1) < 0.02
+    assert big_train.tokens_per_step > 100 * small_train.tokens_per_step and big_train.lr < small_train.lr
+    for train in (small_train, big_train):
+        assert train.total_tokens % train.tokens_per_step == 0 and train.eval_tokens[-1] == train.total_tokens
+        assert all(t % train.tokens_per_step == 0 for t in train.eval_tokens)
+        ratios = [b / a for a, b in zip(train.eval_tokens, train.eval_tokens[1:], strict=False)]
+        assert all(1.8 < r < 2.2 for r in ratios) and len(train.eval_tokens) == 8
+    fixed = default_training(1e9, 1e8, 512, tokens=10**9, batch=64)
+    assert (fixed.total_tokens, fixed.batch_size, fixed.seq_len) == (round(10**9 / 32768) * 32768, 64, 512)
+
+
+def test_budgets_instead_of_a_target(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    result = plan_json(capsys, "--flops", "2.2e9", "--params", "1e9", "--variants", "la,dr",
+                       "--out", str(path))
+    target, dr = result["runs"]
+    assert (target["label"], target["role"]) == ("la", "target") and result["target"] == "budget"
+    assert abs(dr["residuals"]["params"]) < 0.01 and abs(dr["costs"]["flops"] / 2.2e9 - 1) < 0.02
+    command = "matcher plan --variants la,dr --flops 2.2e+09 --params 1e+09 --base la-1b"
+    assert load_sweep(path).meta.command == command
+
+
+def test_lookalike_names_are_read_with_a_notice(capsys):
+    args = ["plan", "--target", "lа-tiny", "--variants", "DR,dr-da", "--dry-run", "--no-measure", "--json"]
+    assert main(args) == 0  # Cyrillic а above
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["target"] == "la-tiny" and result["variants"] == ["dr", "dr_da"]
+    err = " ".join(captured.err.split())
+    assert "read preset 'lа-tiny' as 'la-tiny' (non-ASCII 'а')" in err
+    assert "read variant 'dr-da' as 'dr_da'" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", "la-3b"], "unknown preset 'la-3b'. closest: la-2b"),
+        (["--target", "la-1b", "--variants", "dr,rnn"],
+         "unknown variant 'rnn'. Known variants: la, dr, dr_da."),
+        (["--target", "la-1b", "--set", "d_modle=3"],
+         "--set d_modle: unknown field (did you mean 'd_model'?). Valid fields: vocab_size, d_model"),
+        (["--target", "la-1b", "--set", "variant=dr"], "--set variant=...: the variants come from"),
+        (["--target", "la-1b", "--set", "top_k=two"], "top_k must be int, got 'two'"),
+        (["--target", "la-1b", "--set", "depth"], "--set takes key=value, got 'depth'"),
+        (["--target", "la-1b", "--match", "flops,speed"], "--match takes a comma-separated subset"),
+        (["--target", "la-1b", "--seeds", "0,x"], "--seeds takes comma-separated integers"),
+        (["--target", "la-1b", "--flops", "1e9"], "give either --target or budgets"),
+        ([], "give --target"),
+        (["--target", "la-1b", "--d-model", "1000"], "--d-model 1000 is not a multiple of the head width 64"),
+        (["--target", "la-1b", "--depth", "64"],
+         "dr: training FLOPs per token cannot be matched: its smallest config (d_ff 64, n_experts 2) "
+         "already has 3.08G, +38.4% over the target's 2.22G"),
+        (["--target", "la-1b", "--depth", "64"], "Possible with --depth 32 or --d-model 512"),
+        (["--target", "la-1b", "--max-memory-ratio", "1.0", "--variants", "dr_da"],
+         "dr_da: training memory cannot be kept under the limit"),
+        (["--target", "la-1b", "--max-memory-ratio", "1.0", "--variants", "dr_da"],
+         "Possible with --max-memory-ratio 1.1"),
+        (["--flops", "2e9", "--variants", "la"], "with budgets, la is the baseline"),
+        (["--flops", "1e9", "--params", "1e7"], "la (baseline): training FLOPs per token cannot be matched"),
+    ],
+)
+def test_user_errors_are_one_clear_message(capsys, args, message):
+    assert main(["plan", *args, "--dry-run", "--no-measure"]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert message in err and "Traceback" not in err
+
+
+def test_set_overrides_and_holds():
+    assert parse_set(["router_rank=64", "tie_embeddings=true", "rope_theta=5e5"]) == {
+        "router_rank": 64, "tie_embeddings": True, "rope_theta": 5e5}
+    with pytest.raises(ConfigError, match="Valid fields: .*n_experts"):
+        parse_set(["experts=3"])
+    from matcher.plan import Overrides
+
+    plan = make_plan(PlanRequest(target="la-1b", variants="dr",
+                                 overrides=Overrides(d_model=768, fields={"n_experts": 300})))
+    dr = plan.runs[1]
+    cfg = dr.config
+    assert (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.n_experts) == (768, 12, 3, 300)
+    assert dr.match.free == ("d_ff",)
+    assert any("n_experts held at 300" in note for note in plan.notices)
+
+
+def test_tiny_target_uses_a_finer_alignment_and_matches_both_variants(capsys):
+    result = plan_json(capsys, "--target", "la-tiny", "--dry-run")
+    assert result["align"] == 16
+    for run in result["runs"][1:]:
+        assert max(abs(run["residuals"][q]) for q in ("flops", "params")) < 0.02
+
+
+def test_analytic_plan_imports_no_heavy_library(tmp_path):
+    code = ("import sys; from matcher.cli import main; main(['plan', '--target', 'la-2b', '--dry-run', "
+            "'--no-measure']); print(sorted(m for m in ('torch', 'pandas', 'scipy') if m in sys.modules), "
+            "file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.stderr.strip().endswith("[]")
+
+
+def test_tokens_batch_and_seq_len_overrides(capsys):
+    result = plan_json(capsys, "--target", "la-tiny", "--tokens", "1e6", "--batch", "4", "--seq-len", "256",
+                       "--dry-run")
+    train = result["train"]
+    assert (train["total_tokens"], train["batch_size"]) == (round(1e6 / 1024) * 1024, 4)
+    assert all(run["model"]["seq_len"] == 256 for run in result["runs"])
+
+
+def test_measured_check_agrees_with_the_cost_model(capsys):
+    pytest.importorskip("matcher.measure", reason="matcher.measure comes with the models branch")
+    assert main(["plan", "--target", "la-tiny", "--dry-run", "--json"]) == 0
+    checks = json.loads(capsys.readouterr().out)["measured"]
+    assert [r["run"] for r in checks] == ["la-tiny", "dr", "dr_da"]
+    assert all(abs(r["params_diff"]) <= 1e-3 and abs(r["flops_diff"]) <= 1e-3 for r in checks)
+
+
+def test_measured_mismatch_is_an_error(capsys, monkeypatch, tmp_path):
+    measure = pytest.importorskip("matcher.measure", reason="matcher.measure comes with the models branch")
+    counted = measure.measured_params
+    off_by_a_percent = lambda cfg: {**counted(cfg), "total": round(counted(cfg)["total"] * 1.01)}
+    monkeypatch.setattr(measure, "measured_params", off_by_a_percent)
+    path = tmp_path / "s.yaml"
+    assert main(["plan", "--target", "la-tiny", "--variants", "dr", "--out", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "measured check failed: la-tiny parameters +1.000%, dr parameters +1.000%" in err
+    assert not path.exists()

@@ -1,0 +1,315 @@
+"""`matcher compare`: crossing rules on hand-made curves, seed aggregation, the results loader on a
+committed results folder (a target, a variant with two seeds, a crashed run), golden Markdown and CSV,
+corrupt lines, and the plot.
+
+The golden files were written once from the output (compare_command(FIXTURE, fmt=..., out=...)) after
+checking the numbers by hand; test_fixture_numbers_by_hand repeats that check in code.
+"""
+
+import io
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from matcher.commands.compare import compare_command
+from matcher.comparison import baseline_targets, checkpoint_rows, reach_table
+from matcher.efficiency import default_targets, efficiency_ratio, parse_targets, spread, tokens_to_reach
+from matcher.errors import MatcherError, ResultsError
+from matcher.results import load_results
+
+HERE = Path(__file__).parent
+FIXTURE = HERE / "data" / "results_fixture"
+GOLDEN = HERE / "golden"
+
+
+def _consoles():
+    return Console(file=io.StringIO(), width=200), Console(file=io.StringIO(), width=200)
+
+
+# --- crossing rules -------------------------------------------------------------------------------
+
+def test_interpolates_in_log_tokens():
+    # 0.4 is half way from 0.2 to 0.6, so half way from log(1000) to log(4000): sqrt(1000 * 4000).
+    assert tokens_to_reach([1000, 4000], [0.2, 0.6], 0.4) == pytest.approx(2000)
+    # A third of the way from 1e3 (0.3) to 1e4 (0.9) in log10: 10 ** (3 + 1/3).
+    assert tokens_to_reach([100, 1000, 10000], [0.1, 0.3, 0.9], 0.5) == pytest.approx(10 ** (10 / 3))
+
+
+def test_not_reached_is_none():
+    assert tokens_to_reach([100, 1000], [0.1, 0.39], 0.4) is None
+    assert tokens_to_reach([], [], 0.4) is None
+
+
+def test_non_monotone_curve_uses_the_first_crossing():
+    tokens, accuracy = [10, 100, 1000, 10000], [0.1, 0.5, 0.2, 0.8]
+    # 0.4 first reached between 10 (0.1) and 100 (0.5): 3/4 of a decade above 10.
+    assert tokens_to_reach(tokens, accuracy, 0.4) == pytest.approx(10 ** 1.75)
+    # 0.6 only after the dip: between 1000 (0.2) and 10000 (0.8), 2/3 of a decade.
+    assert tokens_to_reach(tokens, accuracy, 0.6) == pytest.approx(10 ** (3 + 2 / 3))
+
+
+def test_exact_hit_on_a_checkpoint_is_that_checkpoint():
+    assert tokens_to_reach([10, 100, 1000], [0.1, 0.4, 0.7], 0.4) == 100.0
+
+
+def test_target_below_the_first_point_is_the_first_checkpoint():
+    assert tokens_to_reach([500, 1000], [0.3, 0.5], 0.1) == 500.0
+
+
+def test_zero_token_checkpoint_is_skipped():
+    assert tokens_to_reach([0, 100, 1000], [0.5, 0.5, 0.9], 0.2) == 100.0
+    assert tokens_to_reach([0, 100, 1000], [0.0, 0.5, 0.9], 0.7) == pytest.approx(10 ** 2.5)
+
+
+def test_checkpoints_must_be_in_token_order():
+    with pytest.raises(ValueError):
+        tokens_to_reach([100, 100], [0.1, 0.2], 0.15)
+    with pytest.raises(ValueError):
+        tokens_to_reach([100], [0.1, 0.2], 0.15)
+
+
+def test_ratio_is_baseline_over_variant():
+    assert efficiency_ratio(2000.0, 1000.0) == 2.0
+    assert efficiency_ratio(None, 1000.0) is None
+    assert efficiency_ratio(2000.0, None) is None
+
+
+def test_spread_over_seeds_counts_only_values_present():
+    stats = spread([100.0, 300.0, None])
+    assert (stats.mean, stats.n, stats.seeds) == (200.0, 2, 3)
+    assert stats.std == pytest.approx(math.sqrt(2 * 100.0**2))  # sample std: divide by n - 1 = 1
+    assert spread([5.0]) == type(stats)(5.0, None, 1, 1)
+    assert spread([None, None]) == type(stats)(None, None, 0, 2)
+
+
+def test_default_targets():
+    assert default_targets([0.0, 0.3, 0.8, 0.7]) == [0.2, 0.4, 0.6]  # 25/50/75% of the best, 0.8
+    assert default_targets([0.04]) == [0.01, 0.02, 0.03]
+    assert default_targets([0.01]) == [0.01]  # 0.0025 rounds to 0 (dropped), 0.005 and 0.0075 to 0.01
+    assert default_targets([0.009]) == []  # 0.00675 rounds to 0.01, above the best: not reachable
+    assert default_targets([0.0, 0.0]) == []
+    assert default_targets([]) == []
+
+
+def test_parse_targets():
+    assert parse_targets("0.5,0.3") == [0.3, 0.5]
+    assert parse_targets("30%, 50% 0.5") == [0.3, 0.5]
+    for bad in ("50", "0", "abc", "", "nan"):
+        with pytest.raises(ResultsError):
+            parse_targets(bad)
+
+
+# --- the committed results folder -----------------------------------------------------------------
+
+def test_fixture_loads_with_states_and_one_warning():
+    results = load_results(FIXTURE)
+    assert list(results.runs["run"]) == ["la-tiny-s0", "dr-tiny-s0", "dr-tiny-s1", "dr_da-tiny-s0"]
+    assert results.groups == ["la-tiny", "dr-tiny", "dr_da-tiny"]
+    assert results.baseline == "la-tiny"
+    assert list(results.runs["state"]) == ["finished", "finished", "finished", "failed"]
+    # dr_da crashed while writing its last line: reported with file and line, the rest is used.
+    assert len(results.warnings) == 1
+    assert results.warnings[0].startswith(str(FIXTURE / "dr_da-tiny-s0" / "metrics.jsonl") + ":7: cut off")
+    dr_da = results.runs.set_index("run").loc["dr_da-tiny-s0"]
+    assert dr_da["tokens"] == 40960 and dr_da["reason"].startswith("train loss is NaN")
+    # dr-tiny-s1 was resumed and evaluated step 32 twice: the later line (0.40, not 0.38) counts.
+    s1 = results.evals[results.evals["run"] == "dr-tiny-s1"]
+    assert list(s1["tokens"]) == [16384, 32768, 65536, 131072]
+    assert list(s1["eval_accuracy"]) == [0.30, 0.40, 0.35, 0.65]
+    # Expert load: the last eval that logged one (dr_da's at 32768 tokens), per depth and expert.
+    assert len(results.expert_load["la-tiny-s0"]) == 4 and len(results.expert_load["la-tiny-s0"][0]) == 4
+    assert len(results.expert_load["dr_da-tiny-s0"][0]) == 14
+    assert results.expert_load["dr_da-tiny-s0"][0][0] == 0.085
+
+
+def test_fixture_numbers_by_hand():
+    """The numbers in the golden files, from the fixture's curves by hand (tokens double per eval)."""
+    results = load_results(FIXTURE)
+    # Baseline best mean accuracy 0.8: targets 0.2, 0.4, 0.6.
+    targets = baseline_targets(results)
+    assert targets == [0.2, 0.4, 0.6]
+    rows = {(r["target"], r["group"]): r for r in reach_table(results, targets).rows}
+    k = 16384
+    la = {0.2: k * 2**0.5, 0.4: 2 * k * 2 ** (1 / 3), 0.6: 4 * k}  # 0.1 -> 0.3, 0.3 -> 0.6, exact hit
+    dr_s0 = {0.2: k, 0.4: k * 2 ** (2 / 3), 0.6: 2 * k * 2**0.5}  # exact hit, 0.2 -> 0.5, 0.5 -> 0.7
+    dr_s1 = {0.2: k, 0.4: 2 * k, 0.6: 4 * k * 2 ** (5 / 6)}  # below first point, exact hit, after the dip
+    for target in targets:
+        assert rows[target, "la-tiny"]["tokens_mean"] == pytest.approx(la[target])
+        dr = rows[target, "dr-tiny"]
+        assert dr["tokens_mean"] == pytest.approx((dr_s0[target] + dr_s1[target]) / 2)
+        assert dr["tokens_std"] == pytest.approx(abs(dr_s0[target] - dr_s1[target]) / 2**0.5)
+        assert dr["vs_baseline"] == pytest.approx(la[target] / dr["tokens_mean"])
+        assert (dr["seeds"], dr["reached"]) == (2, 2)
+    crashed = [rows[t, "dr_da-tiny"] for t in targets]
+    assert crashed[0]["tokens_mean"] == pytest.approx(k * 2**0.25)  # 0.15 -> 0.35
+    assert crashed[0]["vs_baseline"] == pytest.approx(2**0.25)  # sqrt(2) k / 2^(1/4) k
+    assert [r["tokens_mean"] for r in crashed[1:]] == [None, None]  # stopped at 0.35
+    assert [r["vs_baseline"] for r in crashed[1:]] == [None, None]
+    assert crashed[0]["state"] == "failed"
+    # Accuracy per checkpoint over dr's seeds at 65536 tokens: 0.70 and 0.35.
+    at = next(r for r in checkpoint_rows(results) if r["group"] == "dr-tiny" and r["tokens"] == 65536)
+    assert at["eval_accuracy_mean"] == pytest.approx(0.525)
+    assert at["eval_accuracy_std"] == pytest.approx(0.35 / 2**0.5)
+    assert at["eval_loss_mean"] == pytest.approx((2.10 + 2.95) / 2)
+
+
+@pytest.mark.parametrize("fmt,golden", [("markdown", "compare.md"), ("csv", "compare.csv")])
+def test_golden_output(tmp_path, fmt, golden):
+    out, err = _consoles()
+    written = tmp_path / golden
+    compare_command(FIXTURE, fmt=fmt, out=written, console=out, err_console=err)
+    assert written.read_text(encoding="utf-8") == (GOLDEN / golden).read_text(encoding="utf-8")
+    assert "dr_da-tiny-s0/metrics.jsonl:7: cut off" in err.file.getvalue()
+
+
+def test_markdown_to_stdout_and_format_from_suffix(tmp_path):
+    out, err = _consoles()
+    compare_command(FIXTURE, fmt="md", console=out, err_console=err)
+    assert out.file.getvalue() == (GOLDEN / "compare.md").read_text(encoding="utf-8")
+    compare_command(FIXTURE, out=tmp_path / "x.csv", console=out, err_console=err)
+    assert (tmp_path / "x.csv").read_text() == (GOLDEN / "compare.csv").read_text()
+
+
+def test_terminal_tables_and_given_targets():
+    out, err = _consoles()
+    compare_command(FIXTURE, targets="50%", console=out, err_console=err)
+    text = out.file.getvalue()
+    assert "Targets: 0.5 (given)." in text
+    assert "Tokens to reach target accuracy" in text and "Matched costs" in text
+    # 0.5, dr-tiny: s0 exactly at 32768; s1 from 0.35 (65536) to 0.65 (131072), half way: 65536 sqrt(2).
+    # Mean 62725. Baseline: 0.3 (32768) to 0.6 (65536), 2/3 of the way: 32768 * 2^(2/3) = 52016.
+    dr_line = next(line for line in text.splitlines() if "dr-tiny" in line and "62.7k" in line)
+    assert "0.83x" in dr_line and "42.4k" in dr_line  # 52016 / 62725; std (92682 - 32768) / sqrt(2)
+    assert "not reached" in text
+
+
+def _copy_fixture(tmp_path) -> Path:
+    return Path(shutil.copytree(FIXTURE, tmp_path / "tiny"))
+
+
+def test_corrupt_lines_are_reported_and_skipped(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+    metrics = sweep / "la-tiny-s0" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    lines.insert(2, "{not json\n")  # becomes line 3
+    lines.insert(4, '{"event": "eval", "step": 20, "tokens": 20480, "eval_accuracy": 52.0}\n')  # line 5
+    lines.insert(5, '[1, 2]\n')  # line 6
+    lines.insert(6, '{"event": "eval", "step": 21, "tokens": "many", "eval_accuracy": 0.1}\n')  # line 7
+    lines.insert(7, '{"event": "checkpoint", "step": 16}\n')  # unknown event: ignored, no warning
+    metrics.write_text("".join(lines))
+    results = load_results(sweep)
+    mine = [w for w in results.warnings if "la-tiny-s0" in w]
+    assert [w.split(": ", 1)[0] for w in mine] == [f"{metrics}:{n}" for n in (3, 5, 6, 7)]
+    assert "not valid JSON" in mine[0] and "eval_accuracy must be between 0 and 1" in mine[1]
+    assert "not a JSON object" in mine[2] and "has no number tokens" in mine[3]
+    assert all(w.endswith("skipped") for w in mine)
+    la = results.evals[results.evals["run"] == "la-tiny-s0"]
+    assert list(la["tokens"]) == [0, 16384, 32768, 65536, 131072]  # every good eval kept
+
+
+def test_missing_status_and_broken_run_yaml(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+    (sweep / "dr-tiny-s1" / "status.json").unlink()
+    (sweep / "dr_da-tiny-s0" / "run.yaml").write_text("run: dr_da-tiny-s0\ngroup: dr_da-tiny\nseed: 0\n")
+    results = load_results(sweep)
+    assert list(results.runs["run"]) == ["la-tiny-s0", "dr-tiny-s0", "dr-tiny-s1"]
+    assert results.runs.set_index("run").loc["dr-tiny-s1", "state"] == "unknown"
+    assert any(w.startswith(str(sweep / "dr_da-tiny-s0" / "run.yaml")) and "role must be one of" in w
+               and w.endswith("run skipped") for w in results.warnings)
+    out, err = _consoles()
+    compare_command(sweep, fmt="csv", console=out, err_console=err)  # still compares what is there
+    assert "dr-tiny-s1,dr-tiny,1,dr,variant,unknown," in out.file.getvalue()
+
+
+def test_no_baseline_is_one_clear_error(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+    run_yaml = sweep / "la-tiny-s0" / "run.yaml"
+    run_yaml.write_text(run_yaml.read_text().replace("role: target", "role: variant"))
+    out, err = _consoles()
+    with pytest.raises(ResultsError, match="no run has role: target"):
+        compare_command(sweep, console=out, err_console=err)
+
+
+def test_folder_errors_and_a_results_folder_with_one_sweep(tmp_path):
+    with pytest.raises(ResultsError, match="no such folder"):
+        load_results(tmp_path / "missing")
+    with pytest.raises(ResultsError, match="one run's folder"):
+        load_results(FIXTURE / "la-tiny-s0")
+    with pytest.raises(ResultsError, match="no runs in it"):
+        load_results(tmp_path)
+    _copy_fixture(tmp_path)
+    assert load_results(tmp_path).path == tmp_path / "tiny"  # results/ holding one sweep: that sweep
+    shutil.copytree(FIXTURE, tmp_path / "other")
+    with pytest.raises(ResultsError, match="several sweeps"):
+        load_results(tmp_path)
+
+
+def test_no_readable_run_and_no_default_targets(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+    out, err = _consoles()
+    metrics = sweep / "la-tiny-s0" / "metrics.jsonl"
+    metrics.write_text(re.sub(r'"eval_accuracy": [0-9.]+', '"eval_accuracy": 0.0', metrics.read_text()))
+    compare_command(sweep, fmt="md", console=out, err_console=err)  # baseline accuracy 0 everywhere
+    assert "no default targets; give --targets" in err.file.getvalue()
+    assert "Targets: none" in out.file.getvalue() and "No targets:" in out.file.getvalue()
+    for run_yaml in sweep.glob("*/run.yaml"):
+        run_yaml.write_text("[not, a, mapping]\n")
+    with pytest.raises(ResultsError, match="no run could be read"):
+        compare_command(sweep, console=out, err_console=err)
+
+
+def test_seeds_with_different_predicted_costs_are_reported(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+    run_yaml = sweep / "dr-tiny-s1" / "run.yaml"
+    run_yaml.write_text(run_yaml.read_text().replace("total_params: 205952", "total_params: 205953"))
+    assert any("group dr-tiny have different predicted costs" in w for w in load_results(sweep).warnings)
+
+
+def test_numbers_read_like_every_matcher_table():
+    from matcher.render import plain, readable
+
+    assert readable(23170.48, "tokens") == "23.2k"
+    assert readable(999_700, "tokens") == "1M"  # not "1e+03k"
+    assert readable(1023 * 1024, "bytes") == "0.999 MiB"  # not "1.02e+03 KiB"
+    assert readable(255552, "count") == "255.6K"
+    assert readable(1.3456, "ratio") == "1.35x"
+    assert (plain(23170.48, "tokens"), plain(1.34567, "ratio"), plain(None, "ratio")) == ("23170", "1.3457", "")
+
+
+def test_compare_module_starts_without_heavy_imports():
+    code = ("import sys, matcher.commands.compare; "
+            "print(sorted(m for m in ('pandas', 'matplotlib', 'torch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=HERE.parent)
+    assert result.stdout.strip() == "[]"
+
+
+def test_unknown_format_is_a_user_error():
+    out, err = _consoles()
+    with pytest.raises(MatcherError, match="unknown format 'xml'"):
+        compare_command(FIXTURE, fmt="xml", console=out, err_console=err)
+
+
+# --- plots ----------------------------------------------------------------------------------------
+
+def test_plot_writes_a_png(tmp_path):
+    out, err = _consoles()
+    compare_command(FIXTURE, plot=tmp_path / "plots" / "compare", console=out, err_console=err)
+    path = tmp_path / "plots" / "compare.png"  # no suffix given: PNG
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 10_000
+    assert f"wrote {path}" in out.file.getvalue()
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
+    from matcher.plots import plot_comparison
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ResultsError, match=r"pip install 'matcher\[plot\]'"):
+        plot_comparison(load_results(FIXTURE), [0.5], tmp_path / "x.png")
