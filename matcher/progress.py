@@ -30,7 +30,7 @@ class SweepProgress:
 
     def __init__(self, console: Console, total_tokens: dict[str, int]):
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=24),
+            TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
             TextColumn("{task.fields[tokens]}"), TextColumn("loss {task.fields[loss]}"),
             TextColumn("acc {task.fields[accuracy]}"), TextColumn("{task.fields[speed]} tok/s"),
             TimeRemainingColumn(), console=console, transient=False)

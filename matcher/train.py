@@ -103,7 +103,8 @@ def _rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+            # this rank's device only: a resume may see a different number of GPUs
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -111,8 +112,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] is not None and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 class Trainer:
@@ -348,7 +349,7 @@ class Trainer:
         return RunResult(state=state, reason=reason, step=self.step, tokens=self.tokens)
 
     def _fail_non_finite(self, loss_value: float) -> RunResult:
-        self._write({"event": "nan", "step": self.step, "tokens": self.tokens, "train_loss": loss_value})
+        self._write({"event": "nan", "step": self.step, "tokens": self.tokens, "loss": str(loss_value)})
         advice = "lower lr or keep grad_clip on" + (", or train in fp32 (dtype: fp32)" if self.dtype == "bf16" else "")
         reason = f"training loss became {loss_value} at step {self.step} ({self.tokens} tokens); {advice}"
         return self._finish("failed", reason)

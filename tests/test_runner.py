@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 from tiny_runs import prepare, tiny_run, tiny_train
@@ -17,6 +18,7 @@ from tiny_runs import prepare, tiny_run, tiny_train
 from matcher.costs import Conventions
 from matcher.errors import ConfigError, RunError
 from matcher.lock import Holder, RunLock, live_holder
+from matcher.results import load_results
 from matcher.rundir import RunDir
 from matcher.runner import EXIT_LOCKED, launch_run, run_sweep
 from matcher.slurm import SlurmOptions
@@ -95,6 +97,12 @@ def test_sweep_goes_on_past_a_nan_run_and_skips_done_runs(tmp_path):
     table = console.file.getvalue()
     assert "sweep tiny" in table and "failed" in table and "finished" in table
 
+    results = load_results(tmp_path / "results" / "tiny")  # what `matcher compare` reads
+    assert results.warnings == []
+    assert dict(zip(results.runs["run"], results.runs["state"])) == {"dr-tiny": "failed", "la-tiny": "finished"}
+    assert len(results.evals[results.evals["run"] == "la-tiny"]) == 3
+    assert np.array(results.expert_load["la-tiny"]).shape == (4, 4)
+
     again = run_sweep(sweep, tmp_path / "results", console=quiet())
     assert [s.state for s in again] == ["skipped"] * 2
     assert "--retry-failed" in again[0].note
@@ -102,6 +110,20 @@ def test_sweep_goes_on_past_a_nan_run_and_skips_done_runs(tmp_path):
         info = RunDir(tmp_path / "results" / "tiny" / run).read_run_info()[0]
         assert set(info) == {"run", "group", "seed", "role", "variant", "sweep", "model", "train", "predicted"}
         assert info["predicted"]["train_flops_per_token"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_queue_runs_one_subprocess_per_device(tmp_path):
+    # Two "GPUs" on a CPU machine: each run gets its own CUDA_VISIBLE_DEVICES and subprocess, both at once.
+    sweep = write_tiny_sweep(tmp_path, [tiny_run("la-tiny"), tiny_run("dr-tiny", role="variant")])
+    console = quiet()
+    summaries = run_sweep(sweep, tmp_path / "results", gpus=["0", "1"], log_every_steps=4, console=console)
+    assert [(s.run, s.state) for s in summaries] == [("la-tiny", "finished"), ("dr-tiny", "finished")]
+    for run in ("la-tiny", "dr-tiny"):
+        run_dir = RunDir(tmp_path / "results" / "tiny" / run)
+        assert [line["step"] for line in run_dir.read_metrics() if line["event"] == "train"] == [4, 8, 12, 16, 20, 24]
+        assert "finished" in run_dir.log.read_text()  # the subprocess's own report
+    assert "la-tiny [finished]" in console.file.getvalue()  # its progress bar, fed from metrics.jsonl
 
 
 def test_only_and_dry_run(tmp_path):

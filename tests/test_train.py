@@ -160,7 +160,7 @@ def test_nan_loss_fails_the_run_with_its_step(tmp_path):
     assert status["state"] == "failed" and f"at step {result.step}" in status["reason"]
     assert "lower lr" in status["reason"]
     nan_line = run_dir.read_metrics()[-1]
-    assert nan_line["event"] == "nan" and not math.isfinite(nan_line["train_loss"])
+    assert nan_line["event"] == "nan" and not math.isfinite(float(nan_line["loss"]))
     assert result.step < tiny_train().total_steps
 
 
