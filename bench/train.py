@@ -36,8 +36,8 @@ def measure(preset: str, *, device: str, seq_len: int, batch_size: int, steps: i
 
     model = get_preset(preset)
     total_steps = warmup_steps + steps
-    train = TrainConfig(total_tokens=total_steps * batch_size * seq_len, batch_size=batch_size, seq_len=seq_len,
-                        eval_examples=1, n_evals=1, compile=compile, dtype=dtype)
+    train = TrainConfig(total_tokens=total_steps * batch_size * seq_len, batch_size=batch_size,
+                        seq_len=seq_len, eval_examples=1, n_evals=1, compile=compile, dtype=dtype)
     run = Run(name=preset, group=preset, role="target", model=model, train=train,
               predicted=predict(model, train, Conventions()))
     with tempfile.TemporaryDirectory() as folder:
@@ -61,12 +61,14 @@ def show(rows: list[dict]) -> None:
           f"{'peak memory':>12s}")
     for row in rows:
         mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
-        print(f"{row['preset']:12s} {row['dtype']:5s} {str(row['compile']):7s} {fmt.si(row['train_flops_per_token']):>14s} "
-              f"{fmt.si(row['tokens_per_s']):>10s} {mfu:>7s} {fmt.bytes_(row['peak_memory_bytes']):>12s}")
+        print(f"{row['preset']:12s} {row['dtype']:5s} {str(row['compile']):7s} "
+              f"{fmt.si(row['train_flops_per_token']):>14s} {fmt.si(row['tokens_per_s']):>10s} {mfu:>7s} "
+              f"{fmt.bytes_(row['peak_memory_bytes']):>12s}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20, help="measured optimizer steps")
     parser.add_argument("--warmup-steps", type=int, default=5, help="steps before the measurement")
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per step")

@@ -90,7 +90,8 @@ def _worker_command(run_dir: Path, nproc: int, fsdp: bool, log_every_steps: int)
     if nproc == 1:
         return [sys.executable, *train]
     # --standalone: a private rendezvous on a free local port, so concurrent runs do not collide.
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *train]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            *train]
 
 
 def _watch(process: subprocess.Popen, tail: MetricsTail, on_record: Callable | None) -> int:
@@ -106,7 +107,8 @@ def _watch(process: subprocess.Popen, tail: MetricsTail, on_record: Callable | N
 
 
 def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
-               on_record: Callable[[dict[str, Any]], None] | None = None, log_every_steps: int = 10) -> RunSummary:
+               on_record: Callable[[dict[str, Any]], None] | None = None, log_every_steps: int = 10
+               ) -> RunSummary:
     """Train one prepared run folder under its lock: in this process when `nproc` is 1, else under
     torchrun. Returns its summary; never raises for a run's own failure (it is in the summary)."""
     run = RunDir(run_dir)
@@ -121,8 +123,8 @@ def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
         if nproc == 1:
             return _train_here(run, on_record, log_every_steps)
         with _Forwarder() as forwarder, run.log.open("ab") as log:
-            child = subprocess.Popen(_worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+            child = subprocess.Popen(_worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
             forwarder.children.append(child)
             tail = MetricsTail(run.metrics)
             tail.new_records()  # skip what earlier attempts wrote
@@ -223,7 +225,8 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     if launcher == "slurm":
         done = _submit_slurm(sweep.name, sweep_dir, planned, slurm or SlurmOptions(), fsdp, dry_run, console)
     elif dry_run:
-        done = [RunSummary(run=item.run.name, state="planned", note=f"would {item.action}") for item in planned]
+        done = [RunSummary(run=item.run.name, state="planned", note=f"would {item.action}")
+                for item in planned]
     else:
         done = _run_local(planned, nproc=nproc, fsdp=fsdp, gpus=_visible_gpus() if gpus is None else gpus,
                           console=console, log_every_steps=log_every_steps)
@@ -233,8 +236,8 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     return summaries
 
 
-def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], options: SlurmOptions, fsdp: bool,
-                  dry_run: bool, console) -> list[RunSummary]:
+def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], options: SlurmOptions,
+                  fsdp: bool, dry_run: bool, console) -> list[RunSummary]:
     if not planned:
         return []
     text = job_script(sweep_name=sweep_name, sweep_dir=sweep_dir, run_names=[p.run.name for p in planned],
@@ -245,7 +248,8 @@ def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], opt
         return [RunSummary(run=p.run.name, state="planned", note=f"in {script}") for p in planned]
     job = submit(script)
     console.print(f"submitted job array {job} ({len(planned)} runs): {script}")
-    return [RunSummary(run=p.run.name, state="submitted", note=f"job {job}_{i}") for i, p in enumerate(planned)]
+    return [RunSummary(run=p.run.name, state="submitted", note=f"job {job}_{i}")
+            for i, p in enumerate(planned)]
 
 
 def _visible_gpus() -> list[str]:
@@ -337,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not RunDir(args.run_dir).run_yaml.is_file():
             raise RunError(f"{args.run_dir}: no run.yaml; prepare the run with `matcher run SWEEP`")
-        summary = launch_run(args.run_dir, nproc=args.nproc, fsdp=args.fsdp, log_every_steps=args.log_every_steps)
+        summary = launch_run(args.run_dir, nproc=args.nproc, fsdp=args.fsdp,
+                             log_every_steps=args.log_every_steps)
     except MatcherError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -83,7 +83,8 @@ def describe_error(error: BaseException) -> str:
     """One line for status.json and the sweep summary."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     if isinstance(error, torch.OutOfMemoryError):
-        return f"out of GPU memory ({text}); lower batch_size, set recompute: full, or shard with --nproc N --fsdp"
+        return (f"out of GPU memory ({text}); lower batch_size, set recompute: full, "
+                "or shard with --nproc N --fsdp")
     if isinstance(error, MatcherError):
         return text
     return f"{type(error).__name__}: {text}"
@@ -101,7 +102,8 @@ def _set_deterministic(device: torch.device) -> None:
 
 def _rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
+    return {"python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
             "torch": torch.get_rng_state(),
             # this rank's device only: a resume may see a different number of GPUs
             "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None}
@@ -131,9 +133,11 @@ class Trainer:
         self.world, self.device = init_world(device)
         _set_deterministic(self.device)
         if self.cfg.batch_size % self.world.size:
-            raise RunError(f"batch_size {self.cfg.batch_size} does not split over {self.world.size} processes; "
-                           "use an --nproc that divides it")
-        self.dtype = self.cfg.dtype if self.cfg.dtype != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+            raise RunError(f"batch_size {self.cfg.batch_size} does not split over {self.world.size} "
+                           "processes; use an --nproc that divides it")
+        self.dtype = self.cfg.dtype
+        if self.dtype == "auto":
+            self.dtype = "bf16" if self.device.type == "cuda" else "fp32"
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bf16"
                          else contextlib.nullcontext())
 
@@ -307,7 +311,8 @@ class Trainer:
             if self.step + 1 < total:
                 upcoming = self._pool.submit(self._batch, self.step + 1)
             loss = self._train_step(self.step, batch)
-            loss_sum, stop_votes = all_reduce_sum([loss.item(), float(self.stop_signal is not None)], self.device)
+            stop_vote = float(self.stop_signal is not None)
+            loss_sum, stop_votes = all_reduce_sum([loss.item(), stop_vote], self.device)
             loss_value = loss_sum / self.world.size
             self.step += 1
             step_time = time.perf_counter() - started
@@ -324,7 +329,8 @@ class Trainer:
                 self._write({"event": "train", "step": self.step, "tokens": self.tokens,
                              "train_loss": self.loss_since_log[0] / self.loss_since_log[1],
                              "lr": wsd_lr(self.step - 1, self.cfg),
-                             "tokens_per_s": steps_since_log * self.cfg.tokens_per_step / train_time_since_log})
+                             "tokens_per_s": steps_since_log * self.cfg.tokens_per_step
+                             / train_time_since_log})
                 self.loss_since_log = [0.0, 0]
                 train_time_since_log, steps_since_log = 0.0, 0
                 if self.world.is_main:
@@ -339,7 +345,8 @@ class Trainer:
             if stop_votes > 0 and self.step < total:
                 if not checkpointed:
                     self._save_checkpoint(elapsed())
-                reason = f"stopped by {signal.Signals(self.stop_signal).name if self.stop_signal else 'a signal'}"
+                by = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal on another rank"
+                reason = f"stopped by {by}"
                 return self._finish("interrupted", reason)
         return self._finish("finished", None)
 
@@ -350,7 +357,9 @@ class Trainer:
 
     def _fail_non_finite(self, loss_value: float) -> RunResult:
         self._write({"event": "nan", "step": self.step, "tokens": self.tokens, "loss": str(loss_value)})
-        advice = "lower lr or keep grad_clip on" + (", or train in fp32 (dtype: fp32)" if self.dtype == "bf16" else "")
+        advice = "lower lr or keep grad_clip on"
+        if self.dtype == "bf16":
+            advice += ", or train in fp32 (dtype: fp32)"
         reason = f"training loss became {loss_value} at step {self.step} ({self.tokens} tokens); {advice}"
         return self._finish("failed", reason)
 

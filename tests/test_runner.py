@@ -28,7 +28,8 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def write_tiny_sweep(folder: Path, runs=None, name: str = "tiny") -> Path:
-    runs = runs or [tiny_run("la-tiny"), tiny_run("dr-tiny", role="variant"), tiny_run("dr_da-tiny", role="variant")]
+    runs = runs or [tiny_run("la-tiny"), tiny_run("dr-tiny", role="variant"),
+                    tiny_run("dr_da-tiny", role="variant")]
     meta = SweepMeta(target="la-tiny", variants=["dr", "dr_da"], matched=["flops", "params"],
                      conventions=Conventions().to_dict(), tool_version="0.1.0", command="test",
                      created="2026-01-01T00:00:00+00:00")
@@ -45,13 +46,13 @@ def quiet() -> Console:
 def test_sbatch_script_matches_golden(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sweep = write_tiny_sweep(Path("."))
-    options = SlurmOptions(partition="gpu", account="proj-42", time="02:00:00", gpus_per_run=2, cpus_per_gpu=6,
-                           mem="64G", max_parallel=2)
+    options = SlurmOptions(partition="gpu", account="proj-42", time="02:00:00", gpus_per_run=2,
+                           cpus_per_gpu=6, mem="64G", max_parallel=2)
     summaries = run_sweep(sweep, "results", launcher="slurm", dry_run=True, fsdp=True, slurm=options,
                           console=quiet())
     assert [s.state for s in summaries] == ["planned"] * 3
     script = Path("results/tiny/slurm/tiny.sbatch").read_text()
-    assert script == (GOLDEN / "tiny.sbatch").read_text(), "the job script changed: review, then update the golden"
+    assert script == (GOLDEN / "tiny.sbatch").read_text(), "the script changed: review it, then the golden"
     assert subprocess.run(["bash", "-n", "results/tiny/slurm/tiny.sbatch"]).returncode == 0
     for run in ("la-tiny", "dr-tiny", "dr_da-tiny"):  # the tasks find their configs there
         assert RunDir(Path("results/tiny") / run).read_run_info()[0]["sweep"] == "tiny"
@@ -86,7 +87,8 @@ def test_submit_with_sbatch(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_sweep_goes_on_past_a_nan_run_and_skips_done_runs(tmp_path):
-    runs = [tiny_run("dr-tiny", tiny_train(lr=1e30, warmup_fraction=0.0)), tiny_run("la-tiny", role="variant")]
+    runs = [tiny_run("dr-tiny", tiny_train(lr=1e30, warmup_fraction=0.0)),
+            tiny_run("la-tiny", role="variant")]
     sweep = write_tiny_sweep(tmp_path, runs)
     console = quiet()
     summaries = run_sweep(sweep, tmp_path / "results", console=console)
@@ -99,7 +101,8 @@ def test_sweep_goes_on_past_a_nan_run_and_skips_done_runs(tmp_path):
 
     results = load_results(tmp_path / "results" / "tiny")  # what `matcher compare` reads
     assert results.warnings == []
-    assert dict(zip(results.runs["run"], results.runs["state"])) == {"dr-tiny": "failed", "la-tiny": "finished"}
+    states = dict(zip(results.runs["run"], results.runs["state"]))
+    assert states == {"dr-tiny": "failed", "la-tiny": "finished"}
     assert len(results.evals[results.evals["run"] == "la-tiny"]) == 3
     assert np.array(results.expert_load["la-tiny"]).shape == (4, 4)
 
@@ -108,7 +111,8 @@ def test_sweep_goes_on_past_a_nan_run_and_skips_done_runs(tmp_path):
     assert "--retry-failed" in again[0].note
     for run in ("dr-tiny", "la-tiny"):
         info = RunDir(tmp_path / "results" / "tiny" / run).read_run_info()[0]
-        assert set(info) == {"run", "group", "seed", "role", "variant", "sweep", "model", "train", "predicted"}
+        assert set(info) == {"run", "group", "seed", "role", "variant", "sweep", "model", "train",
+                             "predicted"}
         assert info["predicted"]["train_flops_per_token"] > 0
 
 
@@ -121,7 +125,8 @@ def test_gpu_queue_runs_one_subprocess_per_device(tmp_path):
     assert [(s.run, s.state) for s in summaries] == [("la-tiny", "finished"), ("dr-tiny", "finished")]
     for run in ("la-tiny", "dr-tiny"):
         run_dir = RunDir(tmp_path / "results" / "tiny" / run)
-        assert [line["step"] for line in run_dir.read_metrics() if line["event"] == "train"] == [4, 8, 12, 16, 20, 24]
+        train_steps = [line["step"] for line in run_dir.read_metrics() if line["event"] == "train"]
+        assert train_steps == [4, 8, 12, 16, 20, 24]
         assert "finished" in run_dir.log.read_text()  # the subprocess's own report
     assert "la-tiny [finished]" in console.file.getvalue()  # its progress bar, fed from metrics.jsonl
 

@@ -29,8 +29,8 @@ def tiny_train(**changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
-def tiny_run(name: str = "la-tiny", train: TrainConfig | None = None, role: str = "target", **model_changes) -> Run:
-    model = get_preset(name).replace(**model_changes) if model_changes else get_preset(name)
+def tiny_run(name: str = "la-tiny", train: TrainConfig | None = None, role: str = "target") -> Run:
+    model = get_preset(name)
     train = train or tiny_train()
     return Run(name=name, group=name, role=role, model=model, train=train,
                predicted=predict(model, train, Conventions()))
