@@ -139,10 +139,7 @@ def _train_here(run: RunDir, on_record, log_every_steps: int) -> RunSummary:
 
     try:
         result = train_run(run.path, on_record=on_record, log_every_steps=log_every_steps)
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a checkpoint of this moment
-        status = run.status()
-        run.write_status("interrupted", step=status.get("step") or 0, tokens=status.get("tokens") or 0,
-                         reason="aborted by a second Ctrl-C; resumes from its last checkpoint")
+    except KeyboardInterrupt:  # a second Ctrl-C; train_run has marked the run interrupted
         return summarize(run)
     except MatcherError as error:
         return summarize(run, "failed", str(error))
@@ -169,7 +166,7 @@ def _after_subprocess(run: RunDir, code: int) -> RunSummary:
 class _Planned:
     run: Run
     dir: RunDir
-    action: str  # train | resume | skip
+    action: str  # train | resume
 
 
 def _select(runs: list[Run], only: str | list[str] | None) -> list[Run]:

@@ -64,14 +64,20 @@ def train_run(run_dir: str | Path, *, fsdp: bool = False, log_every_steps: int =
     `failed` with the error as the reason, and propagates."""
     run = RunDir(run_dir)
     trainer = None
+
+    def leave(state: str, reason: str) -> None:
+        if int(os.environ.get("RANK", 0)) == 0:
+            step, tokens = (trainer.step, trainer.tokens) if trainer is not None else (0, 0)
+            run.write_status(state, step=step, tokens=tokens, reason=reason)
+
     try:
         trainer = Trainer(run, fsdp=fsdp, log_every_steps=log_every_steps, on_record=on_record, device=device)
         return trainer.run()
+    except KeyboardInterrupt:  # a second signal: stopped at once, without a checkpoint of this moment
+        leave("interrupted", "aborted by a second stop signal; resumes from its last checkpoint")
+        raise
     except Exception as error:
-        if int(os.environ.get("RANK", 0)) == 0:
-            step = trainer.step if trainer is not None else 0
-            tokens = trainer.tokens if trainer is not None else 0
-            run.write_status("failed", step=step, tokens=tokens, reason=describe_error(error))
+        leave("failed", describe_error(error))
         raise
     finally:
         if trainer is not None:
@@ -386,8 +392,8 @@ class Trainer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Worker entry: `python -m matcher.train RUN_DIR [--fsdp]` (alone, or under torchrun). Exit code
-    0 when the run finished or was interrupted, 1 when it failed."""
+    """Worker entry: `python -m matcher.train RUN_DIR [--fsdp]` (alone, or under torchrun). Exit codes:
+    0 finished or interrupted (checkpointed); 1 failed; 2 a user error; 130 aborted by a second signal."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m matcher.train", description=main.__doc__)
@@ -400,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     except MatcherError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 1 if result.state == "failed" else 0
 
 
