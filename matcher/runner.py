@@ -170,9 +170,11 @@ class _Planned:
 
 
 def _select(runs: list[Run], only: str | list[str] | None) -> list[Run]:
+    """The runs named in `only` (a list, or one comma-separated string), in sweep order."""
     if not only:
         return runs
-    wanted = [only] if isinstance(only, str) else list(only)
+    wanted = only.split(",") if isinstance(only, str) else list(only)
+    wanted = [name.strip() for name in wanted if name.strip()]
     names = {resolve(name, [run.name for run in runs], "run").name for name in wanted}
     return [run for run in runs if run.name in names]
 

@@ -15,7 +15,6 @@ import pytest
 from rich.console import Console
 from tiny_runs import prepare, tiny_run, tiny_train
 
-from matcher.commands.run import run_command
 from matcher.costs import Conventions
 from matcher.errors import ConfigError, RunError
 from matcher.lock import Holder, RunLock, live_holder
@@ -136,18 +135,12 @@ def test_only_and_dry_run(tmp_path):
     sweep = write_tiny_sweep(tmp_path)
     summaries = run_sweep(sweep, tmp_path / "results", only="DR-tiny", dry_run=True, console=quiet())
     assert [(s.run, s.state, s.note) for s in summaries] == [("dr-tiny", "planned", "would train")]
+    summaries = run_sweep(sweep, tmp_path / "results", only="dr_da-tiny, la-tiny", dry_run=True,
+                          console=quiet())
+    assert [s.run for s in summaries] == ["la-tiny", "dr_da-tiny"]  # sweep order
     assert not (tmp_path / "results").exists()
     with pytest.raises(ConfigError, match="unknown run 'dr-tiy'.*closest: dr-tiny"):
         run_sweep(sweep, tmp_path / "results", only="dr-tiy", dry_run=True, console=quiet())
-
-
-def test_run_command_dry_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    sweep = write_tiny_sweep(Path("."))
-    assert run_command(sweep, launcher="slurm", nproc=4, dry_run=True, partition="a100") == 0
-    script = Path("results/tiny/slurm/tiny.sbatch").read_text()
-    assert "#SBATCH --gpus=4" in script and "#SBATCH --partition=a100" in script and "--nproc 4" in script
-    assert "dry run: not submitted" in capsys.readouterr().out
 
 
 def test_a_changed_config_is_not_mixed_into_old_results(tmp_path):
