@@ -179,15 +179,20 @@ def run(
     time: Annotated[str, typer.Option(help="Slurm time limit per run, [D-]HH:MM:SS.")] = "24:00:00",
     gpus_per_run: Annotated[int, typer.Option(help="Slurm: GPUs per run.", min=1)] = 1,
     max_parallel: Annotated[int | None, typer.Option(help="Slurm: at most this many runs at once.", min=1)] = None,
+    cpus_per_gpu: Annotated[int, typer.Option(help="Slurm: CPU cores per GPU.", min=1)] = 8,
+    mem: Annotated[str | None, typer.Option(help="Slurm: memory per node, e.g. 64G.")] = None,
+    python: Annotated[str, typer.Option(help="Slurm: the interpreter with matcher installed on the nodes.")] = "python",
 ) -> None:
     """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
     from matcher.runner import run_sweep
     from matcher.slurm import SlurmOptions
 
     slurm = SlurmOptions(partition=partition, account=account, time=time, gpus_per_run=gpus_per_run,
-                         max_parallel=max_parallel)
-    run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
-              retry_failed=retry_failed, slurm=slurm)
+                         max_parallel=max_parallel, cpus_per_gpu=cpus_per_gpu, mem=mem, python=python)
+    summaries = run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
+                          retry_failed=retry_failed, slurm=slurm)
+    if any(summary.state == "failed" for summary in summaries):
+        raise typer.Exit(1)  # scripts notice; the reasons are in the summary table
 
 
 @app.command()
