@@ -165,6 +165,46 @@ def compare(
 
 
 @app.command()
+def run(
+    sweep: Annotated[Path, typer.Argument(help="Sweep YAML file (from `matcher plan`).")],
+    launcher: Annotated[str, typer.Option(help="local (this machine: visible GPUs, or CPU) | slurm.")] = "local",
+    nproc: Annotated[int, typer.Option(help="Processes (GPUs) per run, under torchrun with DDP.", min=1)] = 1,
+    fsdp: Annotated[bool, typer.Option(help="Shard with FSDP2 instead of DDP when --nproc > 1.")] = False,
+    only: Annotated[str | None, typer.Option(help="Comma-separated run names to train.")] = None,
+    results: Annotated[Path, typer.Option(help="Results root; runs go to RESULTS/<sweep>/<run>/.")] = Path("results"),
+    retry_failed: Annotated[bool, typer.Option(help="Resume failed runs from their last good checkpoint.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would run (slurm: write the job script only).")] = False,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
+    account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
+    time: Annotated[str, typer.Option(help="Slurm time limit per run, [D-]HH:MM:SS.")] = "24:00:00",
+    gpus_per_run: Annotated[int, typer.Option(help="Slurm: GPUs per run.", min=1)] = 1,
+    max_parallel: Annotated[int | None, typer.Option(help="Slurm: at most this many runs at once.", min=1)] = None,
+) -> None:
+    """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
+    from matcher.runner import run_sweep
+    from matcher.slurm import SlurmOptions
+
+    slurm = SlurmOptions(partition=partition, account=account, time=time, gpus_per_run=gpus_per_run,
+                         max_parallel=max_parallel)
+    run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
+              retry_failed=retry_failed, slurm=slurm)
+
+
+@app.command()
+def demo(
+    scale: Annotated[str, typer.Option(help="default (~10 min on 2 CPU cores) | smoke (seconds).")] = "default",
+    sweeps: Annotated[Path, typer.Option(help="Where the demo sweep is written.")] = Path("sweeps"),
+    results: Annotated[Path, typer.Option(help="Results root.")] = Path("results"),
+    plot: Annotated[bool, typer.Option(help="Also write results/<demo>/curves.png (needs matplotlib).")] = True,
+) -> None:
+    """The whole loop on the embedded default: plan la-tiny vs dr, dr_da; train on CPU; compare."""
+    from matcher.commands.demo import SCALES, demo_command
+    from matcher.names import resolve
+
+    demo_command(resolve(scale, SCALES, "scale").name, sweeps, results, plot)
+
+
+@app.command()
 def version() -> None:
     """Print matcher's version."""
     print(f"matcher {__version__}")

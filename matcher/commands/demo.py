@@ -1,0 +1,77 @@
+"""`matcher demo`: the whole loop on the embedded default, on CPU — plan a tiny sweep (la-tiny as
+the target, dr and dr_da matched to it), train it on the embedded math task, compare the curves.
+
+Re-running it resumes: the sweep file is reused and finished runs are skipped, so an interrupted
+demo picks up where it stopped. Delete `sweeps/demo*.yaml` and `results/demo*` to start over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from matcher.console import notice, out
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    name: str
+    total_tokens: int
+    batch_size: int
+    seq_len: int
+    data_steps: int  # reasoning steps per generated problem
+    eval_examples: int
+    n_evals: int
+    lr: float
+
+
+# `default` fits in ~10 minutes on 2 CPU cores; `smoke` is the test suite's end-to-end run.
+SCALES = {
+    "default": DemoScale("default", total_tokens=1_500_000, batch_size=16, seq_len=128, data_steps=2,
+                         eval_examples=64, n_evals=6, lr=3e-3),
+    "smoke": DemoScale("smoke", total_tokens=6 * 2 * 128, batch_size=2, seq_len=128, data_steps=1,
+                       eval_examples=2, n_evals=2, lr=3e-3),
+}
+
+
+def demo_sweep(scale: DemoScale):
+    """Plan la-tiny vs dr, dr_da and set the demo's training settings (the same for every run)."""
+    from matcher.plan import PlanRequest, build_sweep, make_plan
+
+    request = PlanRequest(target="la-tiny", variants="dr,dr_da", tokens=scale.total_tokens,
+                          batch=scale.batch_size, seq_len=scale.seq_len)
+    sweep = build_sweep(make_plan(request))
+    for run in sweep.runs:
+        run.train = dataclasses.replace(
+            run.train, data_steps=scale.data_steps, eval_examples=scale.eval_examples, n_evals=scale.n_evals,
+            eval_tokens=[], lr=scale.lr)
+    sweep.meta.command = f"matcher demo --scale {scale.name}"
+    return sweep
+
+
+def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bool) -> Path:
+    from matcher.commands.compare import compare_command
+    from matcher.runner import run_sweep
+    from matcher.sweep import load_sweep, write_sweep
+
+    scale = SCALES[scale_name]
+    name = "demo" if scale.name == "default" else f"demo-{scale.name}"
+    path = sweeps_dir / f"{name}.yaml"
+    console = out()
+    if path.exists():
+        load_sweep(path)  # validated before anything trains
+        notice(f"reusing {path} (finished runs are skipped); delete it and {results_root / name} to start over")
+    else:
+        console.rule("[bold]1/3 plan[/]: la-tiny (target) vs dr, dr_da matched on training FLOPs and parameters")
+        path = write_sweep(demo_sweep(scale), path)
+        from matcher.commands.sweep import show_command
+
+        show_command(path)
+        console.print(f"sweep written to {path}")
+    console.rule("[bold]2/3 train[/] on the embedded math task (CPU)")
+    run_sweep(path, results_root)
+    console.rule("[bold]3/3 compare[/]: tokens to reach each accuracy, ratio to the la baseline")
+    sweep_dir = results_root / name
+    compare_command(sweep_dir, plot=sweep_dir / "curves.png" if plot else None)
+    return sweep_dir

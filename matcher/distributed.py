@@ -1,0 +1,75 @@
+"""Data parallelism for one run: process-group setup from torchrun's environment, DDP or FSDP2
+wrapping, and the few collectives the training loop needs. With one process everything here is a
+no-op, so the same loop runs alone, under torchrun on CPU (gloo) and on GPUs (nccl)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    local_rank: int
+    size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_world() -> tuple[World, torch.device]:
+    """Join torchrun's process group when there is one; pick this rank's device."""
+    world = World(rank=int(os.environ.get("RANK", 0)), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                  size=int(os.environ.get("WORLD_SIZE", 1)))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world.size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=(
+            device if device.type == "cuda" else None))
+    return world, device
+
+
+def close_world() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, world: World, device: torch.device, *, fsdp: bool) -> torch.nn.Module:
+    """The module the training step calls. FSDP2 shards `model` in place (each layer, then the root),
+    so checkpointing and evaluation keep using `model` itself; DDP returns a wrapper."""
+    if world.size == 1:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    # A routed expert that no token of this rank's batch chose gets no gradient in this step.
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=model.cfg.is_moe)
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few scalars over ranks in one collective."""
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,96 @@
+"""One trainer per run: a lock file created with O_CREAT | O_EXCL holding the owner's pid and host.
+
+A lock whose owner is on this host and no longer alive is stale (the trainer was killed with
+SIGKILL, or the machine rebooted) and is taken over. A lock from another host is never broken:
+this host cannot tell whether that process still runs. (Two processes that break the same stale lock
+at the same instant could both win; starts are human-paced, so this is not guarded further.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# A lock file without a readable owner is one being written right now, unless it is older than this.
+_UNREADABLE_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    host: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _is_stale(path: Path, holder: Holder | None, host: str) -> bool:
+    if holder is None:
+        try:
+            return time.time() - path.stat().st_mtime > _UNREADABLE_GRACE_S
+        except FileNotFoundError:
+            return False
+    return holder.host == host and not _pid_alive(holder.pid)
+
+
+def read_holder(path: Path) -> Holder | None:
+    """The owner written in the lock file; None when there is none to read."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Holder(pid=int(data["pid"]), host=str(data["host"]))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def live_holder(path: Path) -> Holder | None:
+    """Who holds the lock, unless nobody does or the lock is stale (a look; takes nothing)."""
+    holder = read_holder(path)
+    if not path.exists() or _is_stale(path, holder, socket.gethostname()):
+        return None
+    return holder or Holder(pid=-1, host="(lock being written)")
+
+
+class RunLock:
+    """`acquire()` returns None when this process now holds the lock, else who holds it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.held = False
+
+    def acquire(self) -> Holder | None:
+        me = Holder(pid=os.getpid(), host=socket.gethostname())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = read_holder(self.path)
+                if _is_stale(self.path, holder, me.host):
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if holder is None and not self.path.exists():
+                    continue  # released between our open and our read
+                return holder or Holder(pid=-1, host="(lock being written)")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"pid": me.pid, "host": me.host}, handle)
+            self.held = True
+            return None
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False

@@ -1,0 +1,103 @@
+"""What `matcher run` shows: a progress bar per run (tokens, loss, accuracy, tokens/s, ETA) fed by
+the run's metrics lines, and the sweep summary table at the end."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from matcher import fmt
+
+
+@dataclass
+class RunSummary:
+    run: str
+    state: str  # finished | failed | interrupted | skipped | locked | planned | submitted
+    tokens: int = 0
+    eval_accuracy: float | None = None
+    tokens_per_s: float | None = None
+    note: str | None = None  # why it was skipped, failed or stopped
+
+
+class SweepProgress:
+    """One bar per run; `record(run, line)` takes a metrics line (dict) as the trainer writes it."""
+
+    def __init__(self, console: Console, total_tokens: dict[str, int]):
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(bar_width=24),
+            TextColumn("{task.fields[tokens]}"), TextColumn("loss {task.fields[loss]}"),
+            TextColumn("acc {task.fields[accuracy]}"), TextColumn("{task.fields[speed]} tok/s"),
+            TimeRemainingColumn(), console=console, transient=False)
+        self.tasks = {}
+        for run, total in total_tokens.items():
+            self.tasks[run] = self.progress.add_task(run, total=total, start=False, tokens=f"0/{fmt.si(total)}",
+                                                     loss="-", accuracy="-", speed="-")
+        self.totals = total_tokens
+
+    def __enter__(self) -> SweepProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def start(self, run: str) -> None:
+        self.progress.start_task(self.tasks[run])
+
+    def record(self, run: str, line: dict[str, Any]) -> None:
+        task = self.tasks[run]
+        fields: dict[str, Any] = {}
+        if "tokens" in line:
+            fields["tokens"] = f"{fmt.si(line['tokens'])}/{fmt.si(self.totals[run])}"
+        if line.get("train_loss") is not None:
+            fields["loss"] = f"{line['train_loss']:.3f}"
+        if line.get("eval_accuracy") is not None:
+            fields["accuracy"] = f"{line['eval_accuracy']:.1%}"
+        if line.get("tokens_per_s") is not None:
+            fields["speed"] = fmt.si(line["tokens_per_s"])
+        self.progress.update(task, completed=line.get("tokens", 0), **fields)
+
+    def end(self, run: str, state: str) -> None:
+        self.progress.update(self.tasks[run], description=f"{run} [{state}]")
+        self.progress.stop_task(self.tasks[run])
+
+
+class MetricsTail:
+    """New complete lines of a metrics.jsonl written by another process. A resumed run cuts the file
+    back first; the tail then starts over from the top."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def new_records(self) -> list[dict[str, Any]]:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:
+            self.offset = 0
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read(size - self.offset)
+        complete = data[:data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def summary_table(sweep_name: str, summaries: list[RunSummary]) -> Table:
+    table = Table(title=f"sweep {sweep_name}")
+    for column in ("run", "state", "tokens", "final accuracy", "tokens/s", "note"):
+        table.add_column(column, justify="right" if column in ("tokens", "final accuracy", "tokens/s") else "left")
+    colours = {"finished": "green", "failed": "red", "interrupted": "yellow", "locked": "yellow"}
+    for s in summaries:
+        colour = colours.get(s.state)
+        state = f"[{colour}]{s.state}[/]" if colour else s.state
+        table.add_row(s.run, state, fmt.si(s.tokens), "-" if s.eval_accuracy is None else f"{s.eval_accuracy:.1%}",
+                      fmt.si(s.tokens_per_s), s.note or "")
+    return table

@@ -1,0 +1,115 @@
+"""The files of one run under `results/<sweep>/<run>/`, as `matcher compare` reads them.
+
+- run.yaml: what the run is (run, group, seed, role, variant, sweep, model, train, predicted);
+- env.json: where it ran (torch version, device name, dtype, world size; no host names or paths);
+- metrics.jsonl: one JSON object per line, each line flushed and fsynced as it is written;
+- status.json: {"state": running|finished|failed|interrupted, "reason", "step", "tokens", "updated"},
+  replaced atomically;
+- checkpoints/last.pt: the latest checkpoint, replaced atomically;
+- lock: held by the process that trains the run (see matcher.lock);
+- train.log: output of a training subprocess (GPU queue, torchrun, Slurm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from matcher.config import ModelConfig, TrainConfig, dump_yaml, read_yaml
+from matcher.errors import RunError
+from matcher.sweep import write_text_atomic
+
+STATES = ("running", "finished", "failed", "interrupted")
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    run_yaml = property(lambda self: self.path / "run.yaml")
+    env_json = property(lambda self: self.path / "env.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    status_json = property(lambda self: self.path / "status.json")
+    checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
+    lock = property(lambda self: self.path / "lock")
+    log = property(lambda self: self.path / "train.log")
+
+    # --------------------------------------------------------------------------------- run.yaml
+    def write_run_info(self, info: dict[str, Any]) -> None:
+        """Write run.yaml; a run folder that already holds a different model or train config is an
+        error, because resuming it would mix two experiments in one curve."""
+        if self.run_yaml.is_file():
+            old = read_yaml(self.run_yaml) or {}
+            for key in ("model", "train"):
+                if old.get(key) != info[key]:
+                    raise RunError(f"{self.path} holds a run with a different {key} config; move that folder "
+                                   "away or pass another --results directory")
+        write_text_atomic(self.run_yaml, dump_yaml(info))
+
+    def read_run_info(self) -> tuple[dict[str, Any], ModelConfig, TrainConfig]:
+        if not self.run_yaml.is_file():
+            raise RunError(f"{self.run_yaml}: missing; start the run with `matcher run SWEEP`")
+        info = read_yaml(self.run_yaml)
+        return (info, ModelConfig.from_dict(info["model"], f"{self.run_yaml} model"),
+                TrainConfig.from_dict(info["train"], f"{self.run_yaml} train"))
+
+    # ------------------------------------------------------------------------------ status.json
+    def status(self) -> dict[str, Any]:
+        """The run's status; {"state": "new"} when it never started."""
+        try:
+            return json.loads(self.status_json.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"state": "new"}
+        except json.JSONDecodeError:
+            return {"state": "failed", "reason": f"{self.status_json} is not valid JSON"}
+
+    def write_status(self, state: str, *, step: int, tokens: int, reason: str | None = None) -> None:
+        assert state in STATES, state
+        status = {"state": state, "reason": reason, "step": step, "tokens": tokens,
+                  "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_text_atomic(self.status_json, json.dumps(status) + "\n")
+
+    def write_env(self, env: dict[str, Any]) -> None:
+        write_text_atomic(self.env_json, json.dumps(env, indent=2) + "\n")
+
+    # ---------------------------------------------------------------------------- metrics.jsonl
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics.is_file():
+            return []
+        with self.metrics.open(encoding="utf-8") as lines:
+            return [json.loads(line) for line in lines if line.strip()]
+
+
+class MetricsWriter:
+    """Appends metric lines durably and knows where it is, so a checkpoint can record the file's length
+    and a resume can cut off lines written after that checkpoint."""
+
+    def __init__(self, path: Path, resume_at_bytes: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size_bytes = path.stat().st_size if path.exists() else 0
+        if size_bytes < resume_at_bytes:
+            raise RunError(f"{path} has {size_bytes} bytes but the checkpoint recorded {resume_at_bytes}; "
+                           "it was cut or replaced. Restore it, or delete the run folder to start over")
+        self.file = path.open("ab")
+        self.file.truncate(resume_at_bytes)
+        self.file.seek(resume_at_bytes)
+        os.fsync(self.file.fileno())
+
+    @property
+    def offset_bytes(self) -> int:
+        return self.file.tell()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write((json.dumps(record) + "\n").encode("utf-8"))
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,0 +1,340 @@
+"""`matcher run`: train every run of a sweep into `results/<sweep>/<run>/`.
+
+A finished run is skipped, a partial one resumes from its last checkpoint, a failed one is left alone
+unless `retry_failed` (it resumes from its last good checkpoint), and a run another process is
+training (its lock is held) is skipped with a note. Launchers:
+
+- local, no GPU: runs one after another in this process (`nproc` > 1: each under torchrun, gloo);
+- local, GPUs: a queue over the visible GPUs, `nproc` GPUs per run, each run a subprocess with its
+  own CUDA_VISIBLE_DEVICES (under torchrun when `nproc` > 1: DDP, or FSDP2 with `fsdp`);
+- slurm: one sbatch job array over the runs (matcher.slurm), submitted unless `dry_run`.
+
+`python -m matcher.runner RUN_DIR [--nproc N] [--fsdp]` trains one prepared run folder; the GPU
+queue and the Slurm tasks call it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matcher.errors import ConfigError, MatcherError, RunError
+from matcher.lock import RunLock, live_holder
+from matcher.names import resolve
+from matcher.progress import MetricsTail, RunSummary, SweepProgress, summary_table
+from matcher.rundir import RunDir
+from matcher.slurm import SlurmOptions, job_script, submit, write_job_script
+from matcher.sweep import Run, load_sweep
+
+LAUNCHERS = ("local", "slurm")
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another process holds the run's lock
+POLL_S = 1.0  # how often subprocess runs' metrics files are read for the progress bars
+
+
+def run_info(run: Run, sweep_name: str) -> dict[str, Any]:
+    """run.yaml: everything `matcher compare` needs to place the run, and everything training needs."""
+    return {"run": run.name, "group": run.group, "seed": run.train.seed, "role": run.role,
+            "variant": run.model.variant, "sweep": sweep_name, "model": run.model.to_dict(),
+            "train": run.train.to_dict(), "predicted": dict(run.predicted)}
+
+
+def summarize(run_dir: RunDir, state: str | None = None, note: str | None = None) -> RunSummary:
+    """A run's line in the sweep table, from its status and its last eval line."""
+    status = run_dir.status()
+    evals = [line for line in run_dir.read_metrics() if line.get("event") == "eval"]
+    last = evals[-1] if evals else {}
+    return RunSummary(run=run_dir.name, state=state or status.get("state", "new"),
+                      tokens=status.get("tokens") or 0, eval_accuracy=last.get("eval_accuracy"),
+                      tokens_per_s=last.get("tokens_per_s"), note=note or status.get("reason"))
+
+
+# ------------------------------------------------------------------------------------- one run
+class _Forwarder:
+    """Passes SIGINT/SIGTERM that reach this process on to a child in its own session, once per
+    signal, so a terminal's Ctrl-C reaches the trainer exactly once (a second one aborts it)."""
+
+    def __init__(self):
+        self.children: list[subprocess.Popen] = []
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Forwarder:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+
+def _worker_command(run_dir: Path, nproc: int, fsdp: bool, log_every_steps: int) -> list[str]:
+    train = ["-m", "matcher.train", str(run_dir), "--log-every-steps", str(log_every_steps),
+             *(["--fsdp"] if fsdp else [])]
+    if nproc == 1:
+        return [sys.executable, *train]
+    # --standalone: a private rendezvous on a free local port, so concurrent runs do not collide.
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *train]
+
+
+def _watch(process: subprocess.Popen, tail: MetricsTail, on_record: Callable | None) -> int:
+    """Wait for `process`, passing its new metrics lines on; returns its exit code."""
+    while True:
+        code = process.poll()
+        for line in tail.new_records():
+            if on_record is not None:
+                on_record(line)
+        if code is not None:
+            return code
+        time.sleep(POLL_S)
+
+
+def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
+               on_record: Callable[[dict[str, Any]], None] | None = None, log_every_steps: int = 10) -> RunSummary:
+    """Train one prepared run folder under its lock: in this process when `nproc` is 1, else under
+    torchrun. Returns its summary; never raises for a run's own failure (it is in the summary)."""
+    run = RunDir(run_dir)
+    state = run.status().get("state")
+    if state == "finished":
+        return summarize(run, "skipped", "already finished")
+    lock = RunLock(run.lock)
+    holder = lock.acquire()
+    if holder is not None:
+        return summarize(run, "locked", f"being trained by {holder.describe()}; skipped")
+    try:
+        if nproc == 1:
+            return _train_here(run, on_record, log_every_steps)
+        with _Forwarder() as forwarder, run.log.open("ab") as log:
+            child = subprocess.Popen(_worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+            forwarder.children.append(child)
+            tail = MetricsTail(run.metrics)
+            tail.new_records()  # skip what earlier attempts wrote
+            code = _watch(child, tail, on_record)
+        return _after_subprocess(run, code)
+    finally:
+        lock.release()
+
+
+def _train_here(run: RunDir, on_record, log_every_steps: int) -> RunSummary:
+    from matcher.train import describe_error, train_run
+
+    try:
+        result = train_run(run.path, on_record=on_record, log_every_steps=log_every_steps)
+    except MatcherError as error:
+        return summarize(run, "failed", str(error))
+    except Exception as error:
+        with run.log.open("a", encoding="utf-8") as log:
+            traceback.print_exc(file=log)
+        return summarize(run, "failed", f"{describe_error(error)} (traceback in {run.log})")
+    return summarize(run, result.state, result.reason)
+
+
+def _after_subprocess(run: RunDir, code: int) -> RunSummary:
+    status = run.status()
+    if code == EXIT_LOCKED:
+        return summarize(run, "locked", "another process holds its lock; skipped")
+    if code != 0 and status.get("state") in ("running", "new"):
+        # Killed before it could say why (out of host memory, SIGKILL, a crash in native code).
+        run.write_status("failed", step=status.get("step") or 0, tokens=status.get("tokens") or 0,
+                         reason=f"the training process exited with code {code}; see {run.log}")
+    return summarize(run)
+
+
+# ----------------------------------------------------------------------------------- the sweep
+@dataclass
+class _Planned:
+    run: Run
+    dir: RunDir
+    action: str  # train | resume | skip
+
+
+def _select(runs: list[Run], only: str | list[str] | None) -> list[Run]:
+    if not only:
+        return runs
+    wanted = [only] if isinstance(only, str) else list(only)
+    names = {resolve(name, [run.name for run in runs], "run").name for name in wanted}
+    return [run for run in runs if run.name in names]
+
+
+def _plan(runs: list[Run], sweep_dir: Path, retry_failed: bool) -> tuple[list[_Planned], list[RunSummary]]:
+    planned, skipped = [], []
+    for run in runs:
+        run_dir = RunDir(sweep_dir / run.name)
+        status = run_dir.status()
+        state = status.get("state")
+        holder = live_holder(run_dir.lock)
+        if state == "finished":
+            skipped.append(summarize(run_dir, "skipped", "already finished"))
+        elif state == "failed" and not retry_failed:
+            skipped.append(summarize(run_dir, "skipped", f"failed earlier ({status.get('reason')}); "
+                                                          "pass --retry-failed to resume it"))
+        elif holder is not None:
+            skipped.append(summarize(run_dir, "locked", f"being trained by {holder.describe()}; skipped"))
+        else:
+            planned.append(_Planned(run, run_dir, "resume" if run_dir.checkpoint.is_file() else "train"))
+    return planned, skipped
+
+
+def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, launcher: str = "local",
+              nproc: int = 1, only: str | list[str] | None = None, dry_run: bool = False, fsdp: bool = False,
+              retry_failed: bool = False, slurm: SlurmOptions | None = None, console=None,
+              log_every_steps: int = 10) -> list[RunSummary]:
+    """Train (or submit) the runs of a sweep file; returns one summary per selected run, in sweep
+    order, after printing the progress and the summary table on `console` (default: stdout)."""
+    from matcher.console import out
+
+    console = console or out()
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    sweep = load_sweep(sweep_path)
+    sweep_dir = Path(results_root) / sweep.name
+    runs = _select(sweep.runs, only)
+    planned, skipped = _plan(runs, sweep_dir, retry_failed)
+    if not (dry_run and launcher == "local"):
+        for item in planned:  # before any training: a config clash stops the sweep, not one run
+            item.dir.path.mkdir(parents=True, exist_ok=True)
+            item.dir.write_run_info(run_info(item.run, sweep.name))
+
+    if launcher == "slurm":
+        done = _submit_slurm(sweep.name, sweep_dir, planned, slurm or SlurmOptions(), fsdp, dry_run, console)
+    elif dry_run:
+        done = [RunSummary(run=item.run.name, state="planned", note=f"would {item.action}") for item in planned]
+    else:
+        done = _run_local(planned, nproc=nproc, fsdp=fsdp, console=console, log_every_steps=log_every_steps)
+    by_name = {summary.run: summary for summary in done + skipped}
+    summaries = [by_name[run.name] for run in runs if run.name in by_name]
+    console.print(summary_table(sweep.name, summaries))
+    return summaries
+
+
+def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], options: SlurmOptions, fsdp: bool,
+                  dry_run: bool, console) -> list[RunSummary]:
+    if not planned:
+        return []
+    text = job_script(sweep_name=sweep_name, sweep_dir=sweep_dir, run_names=[p.run.name for p in planned],
+                      options=options, fsdp=fsdp)
+    script = write_job_script(text, sweep_dir, sweep_name)
+    if dry_run:
+        console.print(f"wrote {script} (dry run: not submitted; submit with `sbatch {script}`)")
+        return [RunSummary(run=p.run.name, state="planned", note=f"in {script}") for p in planned]
+    job = submit(script)
+    console.print(f"submitted job array {job} ({len(planned)} runs): {script}")
+    return [RunSummary(run=p.run.name, state="submitted", note=f"job {job}_{i}") for i, p in enumerate(planned)]
+
+
+def _visible_gpus() -> list[str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [d.strip() for d in listed.split(",") if d.strip()] if listed else []
+    return ids[:torch.cuda.device_count()] or [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _run_local(planned: list[_Planned], *, nproc: int, fsdp: bool, console, log_every_steps: int) -> list[RunSummary]:
+    if not planned:
+        return []
+    gpus = _visible_gpus()
+    totals = {p.run.name: p.run.train.total_steps * p.run.train.tokens_per_step for p in planned}
+    with SweepProgress(console, totals) as progress:
+        if gpus:
+            return _gpu_queue(planned, gpus, nproc=nproc, fsdp=fsdp, progress=progress)
+        summaries = []
+        for item in planned:
+            name = item.run.name
+            progress.start(name)
+            summary = launch_run(item.dir.path, nproc=nproc, fsdp=fsdp, log_every_steps=log_every_steps,
+                                 on_record=lambda line, name=name: progress.record(name, line))
+            progress.end(name, summary.state)
+            summaries.append(summary)
+            if summary.state == "interrupted":
+                break  # the user stopped the sweep: leave the remaining runs for the next `matcher run`
+        return summaries
+
+
+def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bool, progress: SweepProgress
+               ) -> list[RunSummary]:
+    """Runs in subprocesses, `nproc` GPUs each, as many at once as the GPUs allow."""
+    if nproc > len(gpus):
+        raise RunError(f"--nproc {nproc} needs {nproc} GPUs per run, but {len(gpus)} are visible")
+    free = [gpus[i:i + nproc] for i in range(0, len(gpus) - nproc + 1, nproc)]
+    waiting = list(planned)
+    active: dict[str, tuple[subprocess.Popen, list[str], RunDir, MetricsTail, Any]] = {}
+    summaries = []
+    with _Forwarder() as forwarder:
+        while waiting or active:
+            while waiting and free and not forwarder.stopping:
+                item, devices = waiting.pop(0), free.pop(0)
+                env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(devices)}
+                command = [sys.executable, "-m", "matcher.runner", str(item.dir.path), "--nproc", str(nproc),
+                           *(["--fsdp"] if fsdp else [])]
+                log = item.dir.log.open("ab")
+                child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+                forwarder.children.append(child)
+                tail = MetricsTail(item.dir.metrics)
+                tail.new_records()
+                progress.start(item.run.name)
+                active[item.run.name] = (child, devices, item.dir, tail, log)
+            for name, (child, devices, run_dir, tail, log) in list(active.items()):
+                for line in tail.new_records():
+                    progress.record(name, line)
+                code = child.poll()
+                if code is None:
+                    continue
+                log.close()
+                summary = _after_subprocess(run_dir, code)
+                progress.end(name, summary.state)
+                summaries.append(summary)
+                free.append(devices)
+                del active[name]
+            if forwarder.stopping:
+                waiting.clear()
+            time.sleep(POLL_S if active else 0)
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m matcher.runner RUN_DIR [--nproc N] [--fsdp]`: train one prepared run folder under its
+    lock. Exit codes: 0 finished, interrupted or already finished; 1 failed; 2 a user error;
+    75 another process holds the lock."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m matcher.runner", description=main.__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for this run")
+    parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 instead of DDP when nproc > 1")
+    args = parser.parse_args(argv)
+    try:
+        if not RunDir(args.run_dir).run_yaml.is_file():
+            raise RunError(f"{args.run_dir}: no run.yaml; prepare the run with `matcher run SWEEP`")
+        summary = launch_run(args.run_dir, nproc=args.nproc, fsdp=args.fsdp)
+    except MatcherError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{summary.run}: {summary.state}" + (f" ({summary.note})" if summary.note else ""), file=sys.stderr)
+    return {"failed": 1, "locked": EXIT_LOCKED}.get(summary.state, 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""The training loop of one run: `train_run(run_dir)` trains the run that `run_dir/run.yaml` describes,
+alone or as one rank of a torchrun group (`python -m matcher.train RUN_DIR` is the worker entry).
+
+- AdamW (fused on CUDA; weight decay on matrices only), warmup-stable-decay LR, gradient clipping,
+  bf16 autocast on CUDA / fp32 on CPU, optional torch.compile and activation recomputation, the
+  auxiliary-loss-free expert-bias update after every optimizer step.
+- At every evaluation checkpoint (matcher.schedule.eval_steps): answer loss, greedy exact-match
+  accuracy, throughput, MFU, peak memory and expert load; then a checkpoint.
+- A checkpoint holds everything the rest of the run depends on: weights, optimizer state, the step
+  (which fixes the LR and the data: streams are functions of the step), RNG states, the loss
+  accumulators and the length of metrics.jsonl. A resumed run cuts metrics.jsonl back to that length
+  and then writes exactly the lines an uninterrupted run would have written (timings aside).
+- SIGINT/SIGTERM: finish the current step, checkpoint, state `interrupted`. A second signal aborts.
+- A non-finite loss stops the run with state `failed` and the step in the reason; the last
+  checkpoint (before the blow-up) is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from matcher import __version__
+from matcher.data import math_task, problems, streams, tokenizer
+from matcher.distributed import all_reduce_sum, barrier, close_world, init_world, wrap
+from matcher.errors import MatcherError, RunError
+from matcher.evaluate import answer_accuracy, answer_loss
+from matcher.rundir import MetricsWriter, RunDir
+from matcher.schedule import eval_steps, wsd_lr
+from matcher.throughput import gini, mfu, peak_flops
+
+CHECKPOINT_FORMAT = 1
+OnRecord = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    state: str  # finished | failed | interrupted
+    reason: str | None
+    step: int
+    tokens: int
+
+
+def train_run(run_dir: str | Path, *, fsdp: bool = False, log_every_steps: int = 10,
+              on_record: OnRecord | None = None) -> RunResult:
+    """Train or resume the run in `run_dir` to its token budget, a non-finite loss or a stop signal.
+    Every rank of a torchrun group calls this; rank 0 writes the files and calls `on_record` with each
+    metrics line. An exception leaves state `failed` with the error as the reason, and propagates."""
+    run = RunDir(run_dir)
+    trainer = None
+    try:
+        trainer = Trainer(run, fsdp=fsdp, log_every_steps=log_every_steps, on_record=on_record)
+        return trainer.run()
+    except Exception as error:
+        if int(os.environ.get("RANK", 0)) == 0:
+            step = trainer.step if trainer is not None else 0
+            tokens = trainer.tokens if trainer is not None else 0
+            run.write_status("failed", step=step, tokens=tokens, reason=describe_error(error))
+        raise
+    finally:
+        if trainer is not None:
+            trainer.close()
+        close_world()
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for status.json and the sweep summary."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, torch.OutOfMemoryError):
+        return f"out of GPU memory ({text}); lower batch_size, set recompute: full, or shard with --nproc N --fsdp"
+    if isinstance(error, MatcherError):
+        return text
+    return f"{type(error).__name__}: {text}"
+
+
+def _set_deterministic(device: torch.device) -> None:
+    """Same seed, same numbers, so a resumed run repeats an uninterrupted one. The CPU kernels used
+    are deterministic for a fixed thread count already (and the switch costs seconds of imports)."""
+    if device.type == "cuda":
+        # cuBLAS needs a fixed workspace for reproducible matmuls; set before the first CUDA matmul.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    def __init__(self, run: RunDir, *, fsdp: bool, log_every_steps: int, on_record: OnRecord | None):
+        from models import Model
+
+        self.rundir, self.fsdp, self.on_record = run, fsdp, on_record
+        self.log_every_steps = max(1, log_every_steps)
+        self.info, self.model_cfg, self.cfg = run.read_run_info()
+        self.step = 0
+        self.stop_signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher-data")
+        self.world, self.device = init_world()
+        _set_deterministic(self.device)
+        if self.cfg.batch_size % self.world.size:
+            raise RunError(f"batch_size {self.cfg.batch_size} does not split over {self.world.size} processes; "
+                           "use an --nproc that divides it")
+        self.dtype = self.cfg.dtype if self.cfg.dtype != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bf16"
+                         else contextlib.nullcontext())
+
+        self.stream = streams.open_stream(self.cfg.data, seed=self.cfg.seed, n_steps=self.cfg.data_steps,
+                                          seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size)
+        tokenizer.check_vocab(self.model_cfg.vocab_size)
+        if self.cfg.eval_data == "math":
+            self.eval_problems = math_task.eval_problems(self.cfg.data_steps, self.cfg.eval_examples)
+        else:
+            self.eval_problems = problems.load_jsonl(self.cfg.eval_data)[:self.cfg.eval_examples]
+
+        torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank and every attempt
+        self.model = Model(self.model_cfg).to(self.device)
+        self.model.recompute = self.cfg.recompute == "full"
+        self.train_model = wrap(self.model, self.world, self.device, fsdp=fsdp)
+        if self.cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.optimizer = self._make_optimizer()
+
+        predicted = self.info.get("predicted") or {}
+        if "train_flops_per_token" in predicted:
+            self.train_flops_per_token = float(predicted["train_flops_per_token"])
+        else:
+            from matcher.costs import train_flops_per_token
+
+            self.train_flops_per_token = train_flops_per_token(self.model_cfg, seq_len=self.cfg.seq_len)
+        self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self.peak_flops = peak_flops(self.device_name if self.device.type == "cuda" else None, self.dtype)
+
+        # Loss sums since the last train line and the last eval line, checkpointed with the run.
+        self.loss_since_log = [0.0, 0]
+        self.loss_since_eval = [0.0, 0]
+        self.elapsed_before_s = 0.0
+        metrics_bytes = self._resume()
+        self.metrics = MetricsWriter(run.metrics, metrics_bytes) if self.world.is_main else None
+
+    @property
+    def tokens(self) -> int:
+        return self.step * self.cfg.tokens_per_step
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        # Norm gains and other vectors are not decayed: shrinking them only rescales activations.
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.cfg.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
+                                 fused=self.device.type == "cuda")
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def _resume(self) -> int:
+        """Load checkpoints/last.pt when there is one; returns the metrics.jsonl length to keep."""
+        path = self.rundir.checkpoint
+        if not path.is_file():
+            return 0
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise RunError(f"{path}: cannot be read ({describe_error(error)}); delete it to restart the run "
+                           "from its beginning") from None
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"{path}: written by another matcher version; delete it to restart the run")
+        set_state_dict(self.model, self.optimizer, model_state_dict=checkpoint["model"],
+                       optim_state_dict=checkpoint["optimizer"],
+                       options=StateDictOptions(full_state_dict=True, strict=True))
+        _set_rng_state(checkpoint["rng"])
+        self.step = checkpoint["step"]
+        self.loss_since_log = list(checkpoint["loss_since_log"])
+        self.loss_since_eval = list(checkpoint["loss_since_eval"])
+        self.elapsed_before_s = checkpoint["elapsed_s"]
+        return checkpoint["metrics_bytes"]
+
+    def _save_checkpoint(self, elapsed_s: float) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        # Collective under FSDP: every rank gathers, rank 0 writes.
+        model_state, optim_state = get_state_dict(
+            self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.world.is_main:
+            checkpoint = {
+                "format": CHECKPOINT_FORMAT, "step": self.step, "tokens": self.tokens,
+                "model": model_state, "optimizer": optim_state, "rng": _rng_state(),
+                "data": {"source": self.cfg.data, "next_row": self.step * self.cfg.batch_size},
+                "loss_since_log": self.loss_since_log, "loss_since_eval": self.loss_since_eval,
+                "elapsed_s": elapsed_s, "metrics_bytes": self.metrics.offset_bytes,
+            }
+            path = self.rundir.checkpoint
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        barrier()
+
+    # ----------------------------------------------------------------------------------- signals
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stop_signal is not None:  # asked twice: stop now, without the checkpoint
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+
+    def close(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.close()
+
+    # --------------------------------------------------------------------------------- the loop
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.from_numpy(streams.batch_rows(self.stream, step=step, batch_size=self.cfg.batch_size,
+                                                   rank=self.world.rank, world_size=self.world.size))
+        if self.device.type == "cuda":
+            rows = rows.pin_memory()
+        return rows[:, :-1], rows[:, 1:]
+
+    def _train_step(self, step: int, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        lr = wsd_lr(step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = (t.to(self.device, non_blocking=True) for t in batch)
+        with self.autocast:
+            _, loss = self.train_model(x, y)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.update_router_bias(self.cfg.balance_rate)
+        return loss.detach()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.world.is_main:
+            self.metrics.write(record)
+            if self.on_record is not None:
+                self.on_record(record)
+
+    def _write_env(self) -> None:
+        self.rundir.write_env({
+            "matcher": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "cuda": torch.version.cuda, "device": self.device_name, "device_type": self.device.type,
+            "dtype": self.dtype, "world_size": self.world.size, "parallel": (
+                "fsdp2" if self.fsdp and self.world.size > 1 else "ddp" if self.world.size > 1 else "none"),
+            "compile": self.cfg.compile, "recompute": self.cfg.recompute,
+            "train_flops_per_token": self.train_flops_per_token, "peak_flops_per_device": self.peak_flops,
+        })
+
+    def run(self) -> RunResult:
+        total = self.cfg.total_steps
+        evals = set(eval_steps(self.cfg))
+        if self.world.is_main:
+            self._write_env()
+            if self.step:
+                self._write({"event": "resume", "step": self.step, "tokens": self.tokens})
+            self.rundir.write_status("running", step=self.step, tokens=self.tokens)
+        self._install_signal_handlers()
+        session_start = time.perf_counter()
+        elapsed = lambda: self.elapsed_before_s + time.perf_counter() - session_start
+        train_time_since_log = train_time_since_eval = 0.0
+        steps_since_log = steps_since_eval = 0
+        upcoming = self._pool.submit(self._batch, self.step) if self.step < total else None
+        while self.step < total:
+            started = time.perf_counter()
+            batch = upcoming.result()
+            if self.step + 1 < total:
+                upcoming = self._pool.submit(self._batch, self.step + 1)
+            loss = self._train_step(self.step, batch)
+            loss_sum, stop_votes = all_reduce_sum([loss.item(), float(self.stop_signal is not None)], self.device)
+            loss_value = loss_sum / self.world.size
+            self.step += 1
+            step_time = time.perf_counter() - started
+            train_time_since_log += step_time
+            train_time_since_eval += step_time
+            steps_since_log += 1
+            steps_since_eval += 1
+            if not math.isfinite(loss_value):
+                return self._fail_non_finite(loss_value)
+            for accumulator in (self.loss_since_log, self.loss_since_eval):
+                accumulator[0] += loss_value
+                accumulator[1] += 1
+            if self.step % self.log_every_steps == 0:
+                self._write({"event": "train", "step": self.step, "tokens": self.tokens,
+                             "train_loss": self.loss_since_log[0] / self.loss_since_log[1],
+                             "lr": wsd_lr(self.step - 1, self.cfg),
+                             "tokens_per_s": steps_since_log * self.cfg.tokens_per_step / train_time_since_log})
+                self.loss_since_log = [0.0, 0]
+                train_time_since_log, steps_since_log = 0.0, 0
+                if self.world.is_main:
+                    self.rundir.write_status("running", step=self.step, tokens=self.tokens)
+            checkpointed = False
+            if self.step in evals:
+                tokens_per_s = steps_since_eval * self.cfg.tokens_per_step / train_time_since_eval
+                self._evaluate(tokens_per_s, elapsed())
+                train_time_since_eval, steps_since_eval = 0.0, 0
+                self._save_checkpoint(elapsed())
+                checkpointed = True
+            if stop_votes > 0 and self.step < total:
+                if not checkpointed:
+                    self._save_checkpoint(elapsed())
+                reason = f"stopped by {signal.Signals(self.stop_signal).name if self.stop_signal else 'a signal'}"
+                return self._finish("interrupted", reason)
+        return self._finish("finished", None)
+
+    def _finish(self, state: str, reason: str | None) -> RunResult:
+        if self.world.is_main:
+            self.rundir.write_status(state, step=self.step, tokens=self.tokens, reason=reason)
+        return RunResult(state=state, reason=reason, step=self.step, tokens=self.tokens)
+
+    def _fail_non_finite(self, loss_value: float) -> RunResult:
+        self._write({"event": "nan", "step": self.step, "tokens": self.tokens, "train_loss": loss_value})
+        advice = "lower lr or keep grad_clip on" + (", or train in fp32 (dtype: fp32)" if self.dtype == "bf16" else "")
+        reason = f"training loss became {loss_value} at step {self.step} ({self.tokens} tokens); {advice}"
+        return self._finish("failed", reason)
+
+    def _evaluate(self, tokens_per_s: float, elapsed_s: float) -> None:
+        self.model.eval()
+        kwargs = dict(seq_len=self.cfg.seq_len, device=self.device, autocast=self.autocast)
+        eval_loss = answer_loss(self.model, self.eval_problems, **kwargs)
+        # Under FSDP every rank runs the same decoding steps, so the collectives inside stay paired.
+        accuracy = answer_accuracy(self.model, self.eval_problems, early_stop=not self.fsdp, **kwargs)
+        self.model.train()
+        load = self.model.expert_load()
+        shares = [[round(share, 6) for share in row] for row in load.tolist()] if load is not None else None
+        self._write({
+            "event": "eval", "step": self.step, "tokens": self.tokens,
+            "train_loss": self.loss_since_eval[0] / self.loss_since_eval[1],
+            "eval_loss": eval_loss, "eval_accuracy": accuracy, "tokens_per_s": tokens_per_s,
+            "mfu": mfu(self.train_flops_per_token, tokens_per_s, self.peak_flops, self.world.size),
+            "peak_memory_bytes": (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
+                                  else None),
+            "expert_load": shares, "expert_gini": [gini(row) for row in shares] if shares else None,
+            "elapsed_s": elapsed_s,
+        })
+        self.loss_since_eval = [0.0, 0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Worker entry: `python -m matcher.train RUN_DIR [--fsdp]` (alone, or under torchrun). Exit code
+    0 when the run finished or was interrupted, 1 when it failed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m matcher.train", description=main.__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 instead of DDP")
+    parser.add_argument("--log-every-steps", type=int, default=10)
+    args = parser.parse_args(argv)
+    try:
+        result = train_run(args.run_dir, fsdp=args.fsdp, log_every_steps=args.log_every_steps)
+    except MatcherError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 1 if result.state == "failed" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

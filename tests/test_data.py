@@ -1,0 +1,219 @@
+"""Data: the character tokenizer, the math task (answers checked by executing the problem), resumable
+and rank-sliceable streams, token shards and GSM8K-style JSONL, and one clear error per bad input."""
+
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+
+from matcher.data import math_task, problems, shards, streams, tokenizer
+from matcher.data.problems import Problem, final_number, load_jsonl, normalise_number
+from matcher.errors import DataError
+
+# ------------------------------------------------------------------------------------ tokenizer
+
+
+def test_tokenizer_round_trips_printable_ascii():
+    text = "Q: a=3; b=a+4; b? A: a=3, b=7 #### 7\n\tend ~!@"
+    ids = tokenizer.encode(text)
+    assert ids == [ord(c) for c in text]
+    assert tokenizer.decode(ids) == text
+
+
+def test_specials_cannot_come_from_text():
+    ids = tokenizer.encode("a\x00b\x02c\x03d\x7f")
+    assert ids == [ord(c) for c in "a b c d "]
+    assert {tokenizer.PAD_ID, tokenizer.BOS_ID, tokenizer.EOS_ID}.isdisjoint(ids)
+
+
+def test_non_ascii_is_folded_or_replaced():
+    assert tokenizer.decode(tokenizer.encode("café – 5€")) == "cafe ? 5?"
+    assert max(tokenizer.encode("日本")) < tokenizer.VOCAB_SIZE
+
+
+def test_document_and_decode_conventions():
+    doc = tokenizer.encode_document("hi")
+    assert doc == [tokenizer.BOS_ID, ord("h"), ord("i"), tokenizer.EOS_ID]
+    assert tokenizer.decode([tokenizer.BOS_ID, ord("a"), tokenizer.PAD_ID, ord("b"), tokenizer.EOS_ID, ord("c")]) == "ab"
+    assert tokenizer.decode([ord("x"), 500]) == "x"  # ids beyond the character vocabulary are dropped
+
+
+def test_vocab_too_small_is_a_data_error():
+    with pytest.raises(DataError, match="vocab_size >= 128"):
+        tokenizer.check_vocab(100)
+
+
+# ------------------------------------------------------------------------------------- math task
+
+
+def _execute(question: str) -> dict[str, int]:
+    """An independent check: run the problem's statements as Python."""
+    values: dict[str, int] = {}
+    *statements, _ = question.split("; ")
+    for statement in statements:
+        name, expression = statement.split("=")
+        values[name] = eval(expression, {}, dict(values))  # noqa: S307 - our own generated text
+    return values
+
+
+@pytest.mark.parametrize("n_steps", [1, 3, 8, 26])
+def test_answers_are_right_and_show_every_step(n_steps):
+    rng = random.Random(n_steps)
+    for _ in range(200):
+        problem = math_task.make_problem(rng, n_steps)
+        values = _execute(problem.question)
+        asked = problem.question.rsplit("; ", 1)[1].rstrip("?")
+        assert len(values) == n_steps
+        assert problem.final == str(values[asked])
+        assert asked == list(values)[-1]  # the question asks for the last variable
+        steps = ", ".join(f"{name}={value}" for name, value in values.items())
+        assert problem.answer == f"{steps} #### {problem.final}"
+        assert all(0 <= value <= math_task.MAX_VALUE for value in values.values())
+
+
+def test_problems_use_chains_tracking_and_all_operators():
+    rng = random.Random(0)
+    questions = " ".join(math_task.make_problem(rng, 4).question for _ in range(300))
+    for pattern in (r"=[a-z]\+\d", r"=[a-z]-\d", r"=[a-z]\*\d", r"=[a-z]\+[a-z]", r"=[a-z]-[a-z]"):
+        assert re.search(pattern, questions), pattern
+
+
+def test_data_steps_out_of_range():
+    with pytest.raises(DataError, match="data_steps must be between 1 and 26"):
+        math_task.eval_problems(27, 4)
+
+
+def test_eval_problems_are_fixed_and_held_out():
+    first = math_task.eval_problems(3, 50)
+    assert first == math_task.eval_problems(3, 50)
+    assert first[:10] == math_task.eval_problems(3, 10)
+    stream = streams.MathStream(seed=0, n_steps=3, seq_len=512, vocab_size=128)
+    train_text = "".join(tokenizer.decode(stream.row(i)[1:]) for i in range(200))
+    assert sum(p.question in train_text for p in first) <= 1  # different seeds; a chance repeat at most
+
+
+# --------------------------------------------------------------------------------------- streams
+
+
+def test_math_rows_are_packed_documents():
+    stream = streams.MathStream(seed=3, n_steps=3, seq_len=128, vocab_size=128)
+    row = stream.row(7)
+    assert row.shape == (129,) and row.dtype == np.int64
+    assert row[0] == tokenizer.BOS_ID
+    assert (row == tokenizer.EOS_ID).sum() >= 2  # several problems per row, no padding
+    assert tokenizer.PAD_ID not in row
+    text = tokenizer.decode(row[1:])
+    assert text.startswith("Q: ") and " A: " in text and "####" in text
+
+
+def test_streams_are_functions_of_seed_and_step():
+    a = streams.open_stream("math", seed=1, n_steps=3, seq_len=64, vocab_size=128)
+    b = streams.open_stream("math", seed=1, n_steps=3, seq_len=64, vocab_size=128)
+    c = streams.open_stream("math", seed=2, n_steps=3, seq_len=64, vocab_size=128)
+    assert np.array_equal(streams.batch_rows(a, step=5, batch_size=4), streams.batch_rows(b, step=5, batch_size=4))
+    assert not np.array_equal(streams.batch_rows(a, step=5, batch_size=4), streams.batch_rows(c, step=5, batch_size=4))
+    assert not np.array_equal(streams.batch_rows(a, step=5, batch_size=4), streams.batch_rows(a, step=6, batch_size=4))
+
+
+def test_rank_slices_make_up_the_global_batch():
+    stream = streams.open_stream("math", seed=0, n_steps=2, seq_len=32, vocab_size=128)
+    whole = streams.batch_rows(stream, step=3, batch_size=8)
+    parts = [streams.batch_rows(stream, step=3, batch_size=8, rank=r, world_size=2) for r in range(2)]
+    assert np.array_equal(np.concatenate(parts), whole)
+
+
+# ---------------------------------------------------------------------------------------- shards
+
+
+def test_shard_windows(tmp_path):
+    tokens = np.arange(1000) % 128
+    path = shards.write_shard(tmp_path / "a.bin", tokens)
+    assert json.loads((tmp_path / "a.json").read_text()) == {"dtype": "uint16"}
+    stream = streams.open_stream(str(path), seed=0, n_steps=3, seq_len=16, vocab_size=128)
+    for index in range(50):
+        row = stream.row(index)
+        assert row.shape == (17,)
+        start = int(np.flatnonzero(tokens == row[0])[0])  # tokens repeat every 128: compare modulo
+        assert np.array_equal(row % 128, (np.arange(start, start + 17)) % 128)
+    assert np.array_equal(stream.row(3), stream.row(3))
+
+
+def test_shard_folder_and_uint32(tmp_path):
+    shards.write_shard(tmp_path / "a.bin", np.full(100, 70_000), dtype="uint32")
+    shards.write_shard(tmp_path / "b.bin", np.full(100, 5), dtype="uint16")
+    stream = streams.ShardStream(str(tmp_path), seed=0, seq_len=8, vocab_size=100_000)
+    values = {int(stream.row(i)[0]) for i in range(100)}
+    assert values == {70_000, 5}  # both shards are drawn
+
+
+def _open(path) -> str:
+    with pytest.raises(DataError) as info:
+        streams.open_stream(str(path), seed=0, n_steps=3, seq_len=8, vocab_size=128)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("data, sidecar, message", [
+    (b"\x01\x00" * 20, None, 'no sidecar a.json beside it; write {"dtype": "uint16"}'),
+    (b"\x01\x00" * 20, '{"dtype": "float32"}', "dtype must be one of uint16, uint32, got 'float32'"),
+    (b"\x01\x00" * 20, "{dtype", "not valid JSON"),
+    (b"", '{"dtype": "uint16"}', "the shard is empty"),
+    (b"\x01\x00\x00\x00\x01", '{"dtype": "uint32"}', "5 bytes is not a whole number of uint32 tokens"),
+    (b"\x01\x00\x02\x00\x2c\x01\x04\x00", '{"dtype": "uint16"}', "token 300 at position 2 is outside"),
+    (b"\x01\x00\x02\x00\x03\x00", '{"dtype": "uint16"}', "shorter than one training row (9 tokens)"),
+])
+def test_bad_shards(tmp_path, data, sidecar, message):
+    (tmp_path / "a.bin").write_bytes(data)
+    if sidecar is not None:
+        (tmp_path / "a.json").write_text(sidecar)
+    assert message in _open(tmp_path / "a.bin")
+
+
+def test_bad_shard_paths(tmp_path):
+    assert "no such data file" in _open(tmp_path / "nope.bin")
+    assert "no .bin shards in this directory" in _open(tmp_path)
+    (tmp_path / "x.txt").write_text("hi")
+    assert "must be a .bin file" in _open(tmp_path / "x.txt")
+
+
+# ----------------------------------------------------------------------------------------- JSONL
+
+
+def test_final_number_rules():
+    assert final_number("so 3 + 4 = 7\n#### 7") == "7"
+    assert final_number("#### 1,000") == "1000"
+    assert final_number("#### 2 then #### -3.50") == "-3.5"
+    assert final_number("#### 7.0") == "7"
+    assert final_number("no marker 12") is None
+    assert normalise_number("-0") == "0"
+
+
+def test_jsonl_loads_gsm8k_style(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    lines = [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3+4=<<3+4=7>>7\n#### 7"},
+             {"question": "Half of 1,000?", "answer": "#### 500"}]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    loaded = load_jsonl(path)
+    assert loaded == [Problem(question=lines[0]["question"], answer=lines[0]["answer"], final="7"),
+                      Problem(question="Half of 1,000?", answer="#### 500", final="500")]
+    assert problems.document_text(loaded[1]) == "Q: Half of 1,000? A: #### 500"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such eval file"),
+    ("", "no problems in the file"),
+    ('{"question": "a", "answer": "#### 1"}\n{"question": "b", "answer": "#### 2"\n', "eval.jsonl:2: not valid JSON"),
+    ('{"question": "a", "answer": "#### 1"}\n\n["a", "b"]\n', 'eval.jsonl:3: expected an object with string fields'),
+    ('{"question": "a"}\n', 'eval.jsonl:1: expected an object with string fields "question" and "answer"'),
+    ('{"question": "a", "answer": "seven"}\n', "eval.jsonl:1: the answer must end in '#### <number>'"),
+])
+def test_jsonl_errors(tmp_path, content, message):
+    path = tmp_path / "eval.jsonl"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_jsonl(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,205 @@
+"""The training loop of one run: it learns, its files follow the results format, a crashed, killed or
+interrupted run resumes to the same metrics as an uninterrupted one, a NaN loss fails it cleanly, and
+two-process DDP/FSDP2 on gloo matches one process."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from tiny_runs import comparable, prepare, tiny_run, tiny_train
+
+from matcher.data import shards, streams
+from matcher.rundir import RunDir
+from matcher.runner import launch_run
+from matcher.schedule import eval_steps, wsd_lr
+from matcher.throughput import gini, mfu, peak_flops
+from matcher.train import train_run
+
+# ------------------------------------------------------------------------------ schedule, stats
+
+
+def test_wsd_schedule():
+    cfg = tiny_train(total_tokens=100 * 8 * 64, lr=1.0, warmup_fraction=0.1, decay_fraction=0.2, min_lr_ratio=0.1)
+    lrs = [wsd_lr(step, cfg) for step in range(100)]
+    assert lrs[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert lrs[10:80] == [1.0] * 70
+    assert lrs[80:] == pytest.approx([1 - 0.9 * (i + 1) / 20 for i in range(20)])
+    assert lrs[-1] == pytest.approx(0.1)
+    flat = tiny_train(total_tokens=10 * 8 * 64, lr=2.0, warmup_fraction=0.0, decay_fraction=0.0)
+    assert [wsd_lr(step, flat) for step in range(10)] == [2.0] * 10
+
+
+def test_eval_steps():
+    cfg = tiny_train(total_tokens=1000 * 8 * 64, n_evals=4)
+    assert eval_steps(cfg) == [1, 10, 100, 1000]  # log-spaced from one step to the end
+    assert eval_steps(tiny_train(total_tokens=50 * 512, eval_tokens=[512, 700, 10**9])) == [1, 2, 50]
+    assert eval_steps(tiny_train(total_tokens=7 * 512, n_evals=1)) == [7]
+
+
+def test_throughput_stats():
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "bf16") == 312e12
+    assert peak_flops("NVIDIA H100 80GB HBM3", "fp32") is None and peak_flops(None, "bf16") is None
+    assert mfu(6e9, 1e4, 312e12, 2) == pytest.approx(6e9 * 1e4 / 624e12)
+    assert mfu(6e9, 1e4, None, 1) is None
+    assert gini([0.25] * 4) == 0 and gini([0, 0, 0, 1]) == pytest.approx(0.75)
+    assert gini([0.1, 0.2, 0.3, 0.4]) == pytest.approx(0.25)  # mean |xi - xj| / (2 mean), by hand
+
+
+# -------------------------------------------------------------------------------- a whole run
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> RunDir:
+    """dr_da-tiny trained without interruption (the resume tests compare against it)."""
+    run_dir = prepare(tmp_path_factory.mktemp("reference"), tiny_run("dr_da-tiny"))
+    assert train_run(run_dir.path, log_every_steps=5).state == "finished"
+    return run_dir
+
+
+def test_tiny_run_learns_and_writes_the_results_format(tmp_path):
+    train = tiny_train(total_tokens=60 * 16 * 64, batch_size=16, n_evals=3, lr=1e-2)
+    run_dir = prepare(tmp_path, tiny_run("la-tiny", train))
+    result = train_run(run_dir.path, log_every_steps=10)
+    assert (result.state, result.step, result.tokens) == ("finished", 60, 60 * 16 * 64)
+
+    lines = run_dir.read_metrics()
+    evals = [line for line in lines if line["event"] == "eval"]
+    trains = [line for line in lines if line["event"] == "train"]
+    assert [e["step"] for e in evals] == eval_steps(train) == [1, 8, 60]
+    assert [t["step"] for t in trains] == [10, 20, 30, 40, 50, 60]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 1.0
+    assert trains[-1]["train_loss"] < trains[0]["train_loss"] - 1.0
+    for e in evals:
+        assert set(e) == {"event", "step", "tokens", "train_loss", "eval_loss", "eval_accuracy", "tokens_per_s",
+                          "mfu", "peak_memory_bytes", "expert_load", "expert_gini", "elapsed_s"}
+        assert e["tokens"] == e["step"] * 16 * 64 and 0 <= e["eval_accuracy"] <= 1
+        assert e["mfu"] is None and e["peak_memory_bytes"] is None  # CPU
+        assert np.array(e["expert_load"]).shape == (4, 4)  # 4 applied depths x 4 experts
+        assert np.allclose(np.sum(e["expert_load"], axis=1), 1, atol=1e-4)
+        assert all(0 <= g < 0.75 for g in e["expert_gini"])
+    assert trains[0]["lr"] == pytest.approx(wsd_lr(9, train))
+
+    assert run_dir.status()["state"] == "finished" and run_dir.status()["tokens"] == 60 * 16 * 64
+    env = json.loads(run_dir.env_json.read_text())
+    assert env["device"] == "cpu" and env["dtype"] == "fp32" and env["world_size"] == 1
+    assert str(tmp_path) not in run_dir.env_json.read_text()
+    assert run_dir.checkpoint.is_file()
+
+
+def _crash_after(n_evals: int):
+    seen = []
+
+    def on_record(line):
+        seen.append(line["event"])
+        if seen.count("eval") == n_evals:
+            raise RuntimeError("simulated crash")  # after the eval line, before its checkpoint
+
+    return on_record
+
+
+def test_crash_and_resume_match_an_uninterrupted_run(tmp_path, reference):
+    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_run(run_dir.path, log_every_steps=5, on_record=_crash_after(2))
+    assert run_dir.status()["state"] == "failed"
+    assert "simulated crash" in run_dir.status()["reason"]
+    written = [line["event"] for line in run_dir.read_metrics()]
+    assert written.count("eval") == 2  # the second eval line is past the last checkpoint
+
+    assert train_run(run_dir.path, log_every_steps=5).state == "finished"
+    lines = run_dir.read_metrics()
+    assert [line["event"] for line in lines].count("resume") == 1
+    assert comparable(run_dir) == comparable(reference)  # the cut eval line was written once, again
+
+
+def test_sigint_checkpoints_and_resumes_identically(tmp_path, reference):
+    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny"))
+
+    def interrupt(line):
+        if line["event"] == "train" and line["step"] == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = train_run(run_dir.path, log_every_steps=5, on_record=interrupt)
+    # The ranks vote on stopping inside each step; a signal after step 10's vote stops after step 11.
+    assert (result.state, result.step) == ("interrupted", 11)
+    assert run_dir.status()["state"] == "interrupted" and "SIGINT" in run_dir.status()["reason"]
+    assert train_run(run_dir.path, log_every_steps=5).state == "finished"
+    assert comparable(run_dir) == comparable(reference)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path, reference):
+    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    worker = subprocess.Popen([sys.executable, "-m", "matcher.train", str(run_dir.path), "--log-every-steps", "5"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not run_dir.checkpoint.is_file() and worker.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)  # no handler runs: whatever was written after the checkpoint stays
+    worker.wait()
+    assert run_dir.checkpoint.is_file()
+    assert train_run(run_dir.path, log_every_steps=5).state == "finished"
+    assert comparable(run_dir) == comparable(reference)
+
+
+def test_nan_loss_fails_the_run_with_its_step(tmp_path):
+    run_dir = prepare(tmp_path, tiny_run("la-tiny", tiny_train(lr=1e30, warmup_fraction=0.0)))
+    result = train_run(run_dir.path, log_every_steps=1)
+    assert result.state == "failed"
+    status = run_dir.status()
+    assert status["state"] == "failed" and f"at step {result.step}" in status["reason"]
+    assert "lower lr" in status["reason"]
+    nan_line = run_dir.read_metrics()[-1]
+    assert nan_line["event"] == "nan" and not math.isfinite(nan_line["train_loss"])
+    assert result.step < tiny_train().total_steps
+
+
+def test_shard_data_and_jsonl_eval(tmp_path):
+    stream = streams.MathStream(seed=9, n_steps=2, seq_len=255, vocab_size=128)
+    shards.write_shard(tmp_path / "data" / "train.bin", np.concatenate([stream.row(i) for i in range(40)]))
+    jsonl = tmp_path / "eval.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"question": f"x={i}; y=x+1; y?", "answer": f"x={i}, y={i + 1} #### {i + 1}"})
+                               for i in range(3)))
+    train = tiny_train(data=str(tmp_path / "data"), eval_data=str(jsonl), n_evals=2, total_tokens=8 * 8 * 64)
+    run_dir = prepare(tmp_path, tiny_run("dr-tiny", train))
+    assert train_run(run_dir.path).state == "finished"
+    evals = [line for line in run_dir.read_metrics() if line["event"] == "eval"]
+    assert len(evals) == 2 and all(e["eval_accuracy"] in (0, 1 / 3, 2 / 3, 1) for e in evals)
+    assert all(e["eval_loss"] > 0 for e in evals)
+
+
+def test_data_error_fails_the_run_with_its_message(tmp_path):
+    run_dir = prepare(tmp_path, tiny_run("la-tiny", tiny_train(eval_data=str(tmp_path / "missing.jsonl"))))
+    summary = launch_run(run_dir.path)
+    assert summary.state == "failed" and "missing.jsonl: no such eval file" in summary.note
+    assert run_dir.status()["state"] == "failed"
+
+
+# ------------------------------------------------------------------------------- data parallel
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
+def test_two_process_gloo_matches_one_process(tmp_path, reference, fsdp):
+    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny"))
+    summary = launch_run(run_dir.path, nproc=2, fsdp=fsdp, log_every_steps=5)
+    assert summary.state == "finished", run_dir.log.read_text()[-3000:]
+    env = json.loads(run_dir.env_json.read_text())
+    assert env["world_size"] == 2 and env["parallel"] == ("fsdp2" if fsdp else "ddp")
+    two, one = comparable(run_dir), comparable(reference)
+    assert [(line["event"], line["step"]) for line in two] == [(line["event"], line["step"]) for line in one]
+    for a, b in zip(two, one):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+        if a["event"] == "eval":
+            assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-3)
+    shutil.rmtree(run_dir.path / "checkpoints")

@@ -1,0 +1,41 @@
+"""Helpers for the training and runner tests: tiny run folders and their metrics without timings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matcher.config import TrainConfig
+from matcher.costs import Conventions
+from matcher.presets import get_preset
+from matcher.rundir import RunDir
+from matcher.runner import run_info
+from matcher.sweep import Run, predict
+
+TIMING_FIELDS = ("tokens_per_s", "mfu", "elapsed_s", "peak_memory_bytes")
+
+
+def tiny_train(**changes) -> TrainConfig:
+    """A few dozen steps of 8 x 64 tokens with 3 small evaluations: seconds on one CPU core."""
+    base = dict(total_tokens=24 * 8 * 64, batch_size=8, seq_len=64, eval_examples=4, n_evals=3)
+    return TrainConfig(**{**base, **changes})
+
+
+def tiny_run(name: str = "la-tiny", train: TrainConfig | None = None, role: str = "target", **model_changes) -> Run:
+    model = get_preset(name).replace(**model_changes) if model_changes else get_preset(name)
+    train = train or tiny_train()
+    return Run(name=name, group=name, role=role, model=model, train=train,
+               predicted=predict(model, train, Conventions()))
+
+
+def prepare(folder: Path, run: Run | None = None) -> RunDir:
+    run = run or tiny_run()
+    run_dir = RunDir(folder / run.name)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    run_dir.write_run_info(run_info(run, "tests"))
+    return run_dir
+
+
+def comparable(run_dir: RunDir) -> list[dict]:
+    """Metric lines as an uninterrupted run writes them: no resume events, no timings."""
+    return [{k: v for k, v in line.items() if k not in TIMING_FIELDS}
+            for line in run_dir.read_metrics() if line["event"] != "resume"]
