@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import is_fake
 
 from matcher.config import ModelConfig
-from models.norm import apply_rotary, rotary_cos_sin
+from models.norm import apply_rotary, compute_dtype, rotary_cos_sin
 
 
 class MLP(nn.Module):
@@ -57,7 +57,8 @@ class Router(nn.Module):
             # a shared router can then route differently at each depth; only the query turns
             cos, sin = rotary_cos_sin(torch.full((1,), depth, device=x.device), q.shape[-1], self.rope_theta)
             q = apply_rotary(q, cos, sin)
-        scores = torch.sigmoid((q @ self.expert_keys.T).float())  # (N, E)
+        # F.linear with the parameter itself, so autocast casts it once per forward, not per application
+        scores = torch.sigmoid(F.linear(q, self.expert_keys).float())  # (N, E)
         _, chosen = torch.topk(scores.detach() + self.bias[application], self.top_k, dim=-1)  # (N, k)
         gates = scores.gather(1, chosen)
         return chosen, gates / gates.sum(dim=-1, keepdim=True)
@@ -85,6 +86,11 @@ class Experts(nn.Module):
         self.w1 = nn.Parameter(torch.empty(E, d, f))
         self.w3 = nn.Parameter(torch.empty(E, d, f)) if cfg.mlp_act == "swiglu" else None
         self.w2 = nn.Parameter(torch.empty(E, f, d))
+        # Model.forward sets a dict for the length of one forward: the weights cast to autocast's dtype,
+        # shared by every application of this layer. Autocast's own cache covers only whole leaf tensors
+        # passed to an op; casting expert slices instead would save a copy per application for backward
+        # (for dr at depth 32, 32 copies of the shared experts).
+        self.cast_cache: dict[torch.dtype, tuple] | None = None
 
     def forward(self, x: torch.Tensor, chosen: torch.Tensor, gates: torch.Tensor,
                 counts: list[int] | None) -> torch.Tensor:
@@ -94,6 +100,7 @@ class Experts(nn.Module):
         expert_of = chosen.flatten()  # (N*k,)
         order = expert_of.argsort(stable=True)  # assignments grouped by expert
         token_of = order // k  # (N*k,) the token of each sorted assignment
+        w1, w3, w2 = self._weights(x)
         rows = x[token_of]  # (N*k, d)
         if counts is None:
             # meta/fake tensors have no data to count: split the rows evenly, the first r experts taking
@@ -102,32 +109,42 @@ class Experts(nn.Module):
             # made up.
             q, r = divmod(N * k, E)
             more, fewer = rows.split([r * (q + 1), (E - r) * q])
-            outputs = [self._mlp(more.view(r, q + 1, x.shape[1]), slice(0, r)).flatten(0, 1),
-                       self._mlp(fewer.view(E - r, q, x.shape[1]), slice(r, E)).flatten(0, 1)]
+            d = x.shape[1]
+            outputs = [_mlp(more.view(r, q + 1, d), *_select(w1, w3, w2, slice(0, r))).flatten(0, 1),
+                       _mlp(fewer.view(E - r, q, d), *_select(w1, w3, w2, slice(r, E))).flatten(0, 1)]
         else:
-            outputs = self._per_expert(rows, counts)
+            # unbind once: one stack in backward, not a full-size zero gradient per indexed expert
+            w1, w3, w2 = (w if w is None else w.unbind(0) for w in (w1, w3, w2))
+            outputs = [_mlp(xe, *_select(w1, w3, w2, e))
+                       for e, xe in enumerate(rows.split(counts))
+                       if xe.shape[0] > 0]  # an unused expert costs nothing
         y = torch.cat(outputs) * gates.flatten()[order, None]  # (N*k, d), weighted by gate
         return y.new_zeros(N, y.shape[1]).index_add_(0, token_of, y)  # (N, d), summed over each token's k
 
-    def _mlp(self, x: torch.Tensor, experts: slice) -> torch.Tensor:
-        """Experts[i] applied to x[i]: x (G, n, d) -> (G, n, d)."""
-        w1, w2 = self.w1[experts], self.w2[experts]
-        if self.w3 is None:
-            return F.gelu(x @ w1) @ w2
-        return (F.silu(x @ w1) * (x @ self.w3[experts])) @ w2
+    def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """w1, w3, w2 in the dtype the matmuls run in (autocast's, when it is on for x's device)."""
+        weights = (self.w1, self.w3, self.w2)
+        dtype = compute_dtype(x)
+        if dtype == self.w1.dtype or not torch.is_grad_enabled():
+            return weights  # without grad nothing is saved: autocast casts just the slices used
+        if self.cast_cache is not None and dtype in self.cast_cache:
+            return self.cast_cache[dtype]
+        cast = tuple(w if w is None else w.to(dtype) for w in weights)
+        if self.cast_cache is not None:
+            self.cast_cache[dtype] = cast
+        return cast
 
-    def _per_expert(self, rows: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
-        """rows (N*k, d) grouped by expert, counts[e] of them for expert e -> each expert's outputs."""
-        # unbind once: one stack in backward, not a full-size zero gradient per indexed expert
-        w1, w2 = self.w1.unbind(0), self.w2.unbind(0)
-        w3 = self.w3.unbind(0) if self.w3 is not None else None
-        outputs = []
-        for e, xe in enumerate(rows.split(counts)):  # xe (n_e, d)
-            if xe.shape[0] == 0:
-                continue  # an unused expert costs nothing
-            h = F.gelu(xe @ w1[e]) if w3 is None else F.silu(xe @ w1[e]) * (xe @ w3[e])  # (n_e, f)
-            outputs.append(h @ w2[e])
-        return outputs
+
+def _select(w1, w3, w2, experts):
+    """The weights of one expert (an int) or a range of them (a slice); w3 is None for gelu."""
+    return w1[experts], None if w3 is None else w3[experts], w2[experts]
+
+
+def _mlp(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor | None, w2: torch.Tensor) -> torch.Tensor:
+    """One expert: x (n, d) -> (n, d); or G experts at once: x (G, n, d), weights (G, ...) -> (G, n, d)."""
+    if w3 is None:
+        return F.gelu(x @ w1) @ w2
+    return (F.silu(x @ w1) * (x @ w3)) @ w2
 
 
 class ExpertAttention(nn.Module):

@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from matcher.config import ModelConfig
 from models.cache import KVCache
-from models.expert_attention import ExpertAttention, Router
+from models.expert_attention import ExpertAttention, Experts, Router
 from models.layer import Layer
 from models.norm import RMSNorm, rotary_cos_sin
 
@@ -34,6 +34,7 @@ class Model(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight  # one matrix, counted once
         self.reset_parameters()
+        self._experts = [m for m in self.modules() if isinstance(m, Experts)]
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -57,15 +58,21 @@ class Model(nn.Module):
         rope = rotary_cos_sin(torch.arange(start, start + T, device=idx.device), self.cfg.head_dim,
                               self.cfg.rope_theta)  # (T, hs/2) each
         h = self.tok_emb(idx)  # (B, T, d)
-        depth_kv = None  # depth attention's keys/values of these tokens, grown one depth at a time
-        for depth in range(self.cfg.depth):
-            layer = self.layers[depth % len(self.layers)]  # la: layer `depth`; dr/dr_da: the shared one
-            if cache is not None:
-                h, depth_kv = layer(h, depth, rope, cache.slot(depth), depth_kv)
-            elif self.recompute and torch.is_grad_enabled():
-                h, depth_kv = checkpoint(layer, h, depth, rope, None, depth_kv, use_reentrant=False)
-            else:
-                h, depth_kv = layer(h, depth, rope, None, depth_kv)
+        for experts in self._experts:
+            experts.cast_cache = {}  # expert weights cast for autocast once per forward (see Experts)
+        try:
+            depth_kv = None  # depth attention's keys/values of these tokens, grown one depth at a time
+            for depth in range(self.cfg.depth):
+                layer = self.layers[depth % len(self.layers)]  # la: layer `depth`; dr/dr_da: the shared one
+                if cache is not None:
+                    h, depth_kv = layer(h, depth, rope, cache.slot(depth), depth_kv)
+                elif self.recompute and torch.is_grad_enabled():
+                    h, depth_kv = checkpoint(layer, h, depth, rope, None, depth_kv, use_reentrant=False)
+                else:
+                    h, depth_kv = layer(h, depth, rope, None, depth_kv)
+        finally:
+            for experts in self._experts:
+                experts.cast_cache = None  # the casts live on only where backward saved them
         if cache is not None:
             cache.advance(T)
         logits = self.lm_head(self.norm(h))  # (B, T, vocab)

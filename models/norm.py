@@ -14,8 +14,16 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # in fp32 so bf16 activations do not lose the small mean square
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
+        # in fp32 so bf16 activations do not lose the small mean square; the result goes to matmuls
+        # only, so it leaves in their dtype: one low-precision copy, not one cast per consuming matmul
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(compute_dtype(x))
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls on x run in: autocast's when it is on for x's device, else x's own."""
+    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
 
 def rotary_cos_sin(positions: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:

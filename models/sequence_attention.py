@@ -27,16 +27,17 @@ class SequenceAttention(nn.Module):
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
-        mask, causal = None, T > 1
+        mask, causal = None, True
         if kv_cache is not None:
             start = kv_cache.pos
             k, v = kv_cache.update(k, v)  # (B, nkv, start+T, hs)
             k, v = k.type_as(q), v.type_as(q)
-            if start > 0 and T > 1:
-                # SDPA's is_causal aligns the mask top-left; a chunk after cached tokens needs it bottom-right
-                query_pos = torch.arange(start, start + T, device=x.device)
-                mask = query_pos[:, None] >= torch.arange(start + T, device=x.device)  # (T, start+T)
+            if start > 0:
+                # SDPA's is_causal aligns the mask top-left; after cached tokens it must align bottom-right
                 causal = False
+                if T > 1:
+                    query_pos = torch.arange(start, start + T, device=x.device)
+                    mask = query_pos[:, None] >= torch.arange(start + T, device=x.device)  # (T, start+T)
         # GQA without repeating K/V in memory: SDPA shares each KV head with n_heads/n_kv_heads query heads
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh*hs)

@@ -6,11 +6,21 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_configs import small_configs
 
 from matcher.config import ModelConfig
 from matcher.presets import get_preset
 from models import Model
 from models.expert_attention import ExpertAttention
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls gain nothing from threads, and on a busy machine waiting for them costs seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny(**changes) -> ModelConfig:
@@ -81,8 +91,8 @@ def test_loss_is_cross_entropy_and_ignores_masked_targets():
     torch.testing.assert_close(loss, expected)
 
 
-@pytest.mark.parametrize("variant", ["la", "dr_da"])
-def test_recompute_gives_the_same_loss_and_gradients(variant):
+@pytest.mark.parametrize("variant, bf16", [("la", False), ("dr_da", False), ("dr", True)])
+def test_recompute_gives_the_same_loss_and_gradients(variant, bf16):
     torch.manual_seed(3)
     model = Model(tiny(variant=variant))
     idx = torch.randint(0, 128, (2, 10))
@@ -90,11 +100,31 @@ def test_recompute_gives_the_same_loss_and_gradients(variant):
     for recompute in (False, True):
         model.zero_grad()
         model.recompute = recompute
-        _, loss = model(idx, idx)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, loss = model(idx, idx)
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+
+
+def test_shared_experts_are_cast_once_per_forward_under_autocast():
+    """Backward keeps one bf16 copy of the shared layer's expert weights, not one per application."""
+    cfg = tiny(variant="dr", depth=4)
+    model = Model(cfg)
+    expert_bytes = cfg.n_experts * cfg.d_model * cfg.d_ff * 2  # one bf16 matrix stack
+    storages = set()
+
+    def pack(t):
+        if t.dtype == torch.bfloat16 and t.untyped_storage().nbytes() == expert_bytes:
+            storages.add(t.untyped_storage().data_ptr())
+        return t
+
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), bf16:
+        model(torch.randint(0, 128, (2, 16)))
+    assert len(storages) == 3  # w1, w3, w2
+    assert all(experts.cast_cache is None for experts in model._experts)
 
 
 @pytest.mark.parametrize("name", ["la-2b", "dr_da-2b"])
@@ -214,25 +244,6 @@ def test_dense_models_have_no_balancing():
     model = Model(tiny(n_experts=0, top_k=0))
     model.update_router_bias(0.1)
     assert model.expert_load() is None
-
-
-@st.composite
-def small_configs(draw) -> ModelConfig:
-    n_kv = draw(st.sampled_from([1, 2]))
-    n_experts = draw(st.integers(0, 5))
-    return ModelConfig(
-        variant=draw(st.sampled_from(["la", "dr", "dr_da"])), vocab_size=draw(st.integers(5, 40)),
-        d_model=draw(st.sampled_from([8, 12, 16])), depth=draw(st.integers(1, 4)),
-        n_heads=n_kv * draw(st.integers(1, 2)),
-        n_kv_heads=n_kv, head_dim=draw(st.sampled_from([2, 4, 6])), seq_len=16, d_ff=draw(st.integers(1, 20)),
-        n_experts=n_experts, top_k=draw(st.integers(1, n_experts)) if n_experts else 0,
-        n_shared_experts=draw(st.integers(0, 2)) if n_experts else 0,
-        mlp_act=draw(st.sampled_from(["swiglu", "gelu"])), tie_embeddings=draw(st.booleans()),
-        da_heads=draw(st.integers(1, 2)), da_head_dim=draw(st.sampled_from([2, 4])),
-        router_rank=draw(st.sampled_from([0, 2, 4])) if n_experts else 0,
-        mixture=draw(st.sampled_from(["sequential", "parallel"])), da_rope=draw(st.booleans()),
-        router_depth_rope=draw(st.booleans()),
-    )
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,73 @@
+"""The analytic cost model (matcher/costs.py) against the real modules (matcher/measure.py), component
+by component: parameters exactly, forward FLOPs within 0.1%, training memory within 10%."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from model_configs import small_configs
+
+from matcher.costs import Conventions, forward_flops_per_token, memory, param_counts
+from matcher.measure import (
+    FLOP_COMPONENTS,
+    PARAM_COMPONENTS,
+    measured_forward_flops,
+    measured_params,
+    measured_training_memory,
+)
+from matcher.presets import PRESETS, get_preset
+
+FLOP_RTOL = 1e-3
+MEMORY_RTOL = 0.10
+
+
+def assert_params_match(cfg):
+    analytic, measured = param_counts(cfg), measured_params(cfg)
+    assert {c: analytic.by_component[c] for c in PARAM_COMPONENTS} == {c: measured[c] for c in PARAM_COMPONENTS}
+    assert analytic.total == measured["total"]
+
+
+def assert_flops_match(cfg, seq_len: int, causal_half: bool):
+    analytic = forward_flops_per_token(cfg, Conventions(causal_half=causal_half), seq_len=seq_len)
+    measured = measured_forward_flops(cfg, seq_len=seq_len, causal_half=causal_half)
+    for component in FLOP_COMPONENTS:
+        assert measured[component] == pytest.approx(analytic[component], rel=FLOP_RTOL, abs=1e-9), component
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_params_match_per_component(name):
+    assert_params_match(get_preset(name))
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_forward_flops_match_per_component(name):
+    cfg = get_preset(name)
+    assert_flops_match(cfg, cfg.seq_len, causal_half=False)
+
+
+@pytest.mark.parametrize("name", ["la-tiny", "dr_da-100m", "mixtral-8x7b"])
+def test_preset_forward_flops_match_with_causal_halving(name):
+    cfg = get_preset(name)
+    assert_flops_match(cfg, cfg.seq_len, causal_half=True)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=small_configs(), seq_len=st.integers(1, 24), causal_half=st.booleans())
+def test_random_configs_match(cfg, seq_len, causal_half):
+    assert_params_match(cfg)
+    assert_flops_match(cfg, seq_len, causal_half)
+
+
+@pytest.mark.parametrize("recompute", ["none", "full"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["la-tiny", "dr-tiny", "dr_da-tiny"])
+def test_tiny_training_memory_within_ten_percent(name, dtype, recompute):
+    cfg = get_preset(name)
+    batch, seq_len = 8, cfg.seq_len
+    analytic = memory(cfg, batch, seq_len, Conventions(activation_dtype=dtype, recompute=recompute))
+    measured = measured_training_memory(cfg, batch, seq_len, recompute=recompute, activation_dtype=dtype)
+    assert analytic.weights_bytes == measured["weights"]
+    assert analytic.gradients_bytes == measured["gradients"]
+    assert analytic.optimizer_bytes == pytest.approx(measured["optimizer"], rel=1e-3)  # + step counters
+    assert analytic.training_bytes == pytest.approx(measured["peak"], rel=MEMORY_RTOL)
+    if recompute == "none":
+        assert analytic.activations_bytes == pytest.approx(measured["activations"], rel=MEMORY_RTOL)
