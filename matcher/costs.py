@@ -189,33 +189,84 @@ def hardware_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions()
 
 
 # --------------------------------------------------------------------------------------------- memory
-def activation_elements_per_token(cfg: ModelConfig) -> dict[str, float]:
-    """Elements saved for backward per token of one layer APPLICATION, by component, without
-    recomputation (what the autograd graph of models/ keeps; flash-style attention, so no T x T
-    probabilities). Checked against fake-tensor measurement in tests."""
-    d = cfg.d_model
-    q_width = cfg.n_heads * cfg.head_dim
-    kv_width = cfg.n_kv_heads * cfg.head_dim
-    norm = 2 * d  # input and normalised state of each RMSNorm
-    # SA: q, k, v after rotary, attention output (input of wo), log-sum-exp per head
-    sa = q_width + 2 * kv_width + q_width + cfg.n_heads
-    elems = {"norms": norms_per_layer(cfg) * norm, "sa": float(sa), "da": 0.0, "ffn": 0.0}
+# What the autograd graph of models/ keeps for backward, tensor by tensor, as counted on the module
+# (FakeTensor measurement, tests/test_costs_vs_measured.py). `act` is the activation dtype's bytes (matmul
+# inputs and outputs); the residual stream, norm statistics, attention log-sum-exps, router scores and
+# gates stay fp32 and routing indices int64 whatever the activation dtype.
+FP32_BYTES = 4
+INDEX_BYTES = 8
+
+
+def _hidden_width(cfg: ModelConfig, d_ff: int) -> int:
+    """Hidden activations kept per MLP row: swiglu w1 out, silu out, w3 out, product; gelu w1 out, gelu's."""
+    return (4 if cfg.mlp_act == "swiglu" else 2) * d_ff
+
+
+def layer_activation_bytes_per_token(cfg: ModelConfig, depth_index: int,
+                                     conv: Conventions = Conventions()) -> dict[str, float]:
+    """Bytes one layer application at `depth_index` keeps for backward per token, by component."""
+    act = DTYPE_BYTES[conv.activation_dtype]
+    d, k = cfg.d_model, cfg.top_k
+    q_width, kv_width = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    sequential = cfg.mixture == "sequential"
+    # each RMSNorm: fp32 input and normalised state and 1/rms. Its output (in the matmul dtype) is kept by
+    # the first consumer that saves it, counted there; in a parallel layer SA's input is everyone's.
+    per_token = {"norms": norms_per_layer(cfg) * (2 * FP32_BYTES * d + FP32_BYTES)}
+    # SA: input, rotated q and k, v, the attention output and its (B, T, heads*hd) copy for wo; fp32
+    # log-sum-exp per head
+    per_token["sa"] = act * (d + 3 * q_width + 2 * kv_width) + FP32_BYTES * cfg.n_heads
+    per_token["da"] = 0.0
     if cfg.has_depth_attention:
-        # q and output per token; this depth's k and v (the stacked depth keys are counted in
-        # `activation_bytes` because they grow with depth)
+        # input, q and output (a view feeds wo), this token's i + 1 keys and values so far, log-sum-exp
         da_width = cfg.da_heads * cfg.da_head_dim
-        elems["da"] = float(2 * da_width + cfg.da_heads)
-    f = cfg.d_ff
-    hidden = 4 * f if cfg.mlp_act == "swiglu" else 2 * f  # w1 out, w3 out, act out, product
+        per_token["da"] = (act * ((d if sequential else 0) + 2 * da_width + 2 * da_width * (depth_index + 1))
+                       + FP32_BYTES * cfg.da_heads)
+    # the FFN keeps its input unless only gathers and the rotated router query read it
+    keeps_input = (not cfg.is_moe or cfg.router_rank > 0 or not cfg.router_depth_rope
+                   or cfg.n_shared_experts > 0)
+    ffn_input = act * d if sequential and keeps_input else 0
     if cfg.is_moe:
-        # router query + scores; per selected expert: gathered input, hidden states, output, gate
-        router = (cfg.router_rank or 0) + cfg.n_experts
-        routed = cfg.top_k * (d + hidden + d + 1)
-        shared = (cfg.n_shared_experts * hidden) if cfg.n_shared_experts else 0
-        elems["ffn"] = float(router + routed + shared)
+        # router: its query when it is a new tensor (rotated, or projected), fp32 scores, the top-k indices,
+        # selected gates and their sum
+        query = (cfg.router_rank or d) if cfg.router_depth_rope else cfg.router_rank
+        router = act * query + FP32_BYTES * (cfg.n_experts + k + 1) + INDEX_BYTES * k
+        # routed experts, per assignment: the gathered input, hidden states, the output; the gate-weighted
+        # output in fp32 (gates are fp32), the sorted gate and two index vectors (gather, scatter)
+        routed = k * (act * (2 * d + _hidden_width(cfg, cfg.d_ff)) + FP32_BYTES * (d + 1) + 2 * INDEX_BYTES)
+        shared = act * _hidden_width(cfg, cfg.n_shared_experts * cfg.d_ff)
+        per_token["ffn"] = float(ffn_input + router + routed + shared)
     else:
-        elems["ffn"] = float(hidden)
-    return elems
+        per_token["ffn"] = float(ffn_input + act * _hidden_width(cfg, cfg.d_ff))
+    return per_token
+
+
+def head_activation_bytes_per_token(cfg: ModelConfig, conv: Conventions = Conventions()) -> float:
+    """Final norm, the LM head's input, the logits and the loss's fp32 log-probabilities."""
+    act = DTYPE_BYTES[conv.activation_dtype]
+    d = cfg.d_model
+    return 2 * FP32_BYTES * d + FP32_BYTES + act * d + act * cfg.vocab_size + FP32_BYTES * cfg.vocab_size
+
+
+def rotary_table_bytes(cfg: ModelConfig, seq_len: int) -> int:
+    """fp32 cos and sin tables the rotations keep, shared by the batch: token positions for SA, one row
+    per depth index for depth attention and the router."""
+    depth_rows = 0
+    if cfg.has_depth_attention and cfg.da_rope:
+        depth_rows += cfg.da_head_dim
+    if cfg.is_moe and cfg.router_depth_rope:
+        depth_rows += cfg.router_rank or cfg.d_model
+    return 2 * FP32_BYTES * (seq_len * cfg.head_dim // 2 + cfg.depth * depth_rows // 2)
+
+
+def weight_copy_bytes(cfg: ModelConfig, conv: Conventions = Conventions()) -> int:
+    """Autocast's low-precision copies of the matmul weights, kept for backward once per forward (a
+    shared layer's weights once, not per application); none when activations are not narrower."""
+    act = DTYPE_BYTES[conv.activation_dtype]
+    if act >= DTYPE_BYTES[conv.weight_dtype]:
+        return 0
+    counts = param_counts(cfg).by_component
+    matmul = sum(counts[c] for c in ("sa", "da", "router", "experts", "shared_experts", "dense_mlp"))
+    return act * (matmul + cfg.vocab_size * cfg.d_model)  # + the LM head (the embedding itself when tied)
 
 
 @dataclass(frozen=True)
@@ -224,7 +275,9 @@ class MemoryReport:
     gradients_bytes: int
     optimizer_bytes: int
     activations_bytes: int
-    training_bytes: int  # weights + gradients + optimizer + activations
+    # weights + gradients + optimizer + activations: every gradient counted, so a bound from above of the
+    # step's peak, which comes at the start of backward before most gradients exist
+    training_bytes: int
     sa_kv_cache_bytes: int  # inference: per batch and context, all applied layers
     da_cache_bytes: int  # inference: depth-attention cache of the tokens in flight (one per sequence)
     inference_cache_bytes: int  # SA KV + DA caches
@@ -234,23 +287,24 @@ class MemoryReport:
 
 
 def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int, conv: Conventions = Conventions()) -> int:
-    """Activations kept for backward in one training step of `batch` sequences of `seq_len` tokens."""
+    """Activations of one training step of `batch` sequences of `seq_len` tokens: what the forward keeps
+    for backward, plus with recompute="full" the one application rebuilt at a time during backward."""
     tokens = batch * seq_len
-    act = DTYPE_BYTES[conv.activation_dtype]
-    per_application = sum(activation_elements_per_token(cfg).values())
-    # The loss keeps fp32 log-probabilities over the vocabulary, the LM head its input.
-    head = 4 * cfg.vocab_size + act * 2 * cfg.d_model
-    da_width = cfg.da_heads * cfg.da_head_dim if cfg.has_depth_attention else 0
+    per_application = [sum(layer_activation_bytes_per_token(cfg, i, conv).values()) for i in range(cfg.depth)]
+    head = head_activation_bytes_per_token(cfg, conv)
+    weight_copies, tables = weight_copy_bytes(cfg, conv), rotary_table_bytes(cfg, seq_len)
     if conv.recompute == "none":
-        # the stacked depth keys/values of depth index i hold i + 1 states
-        da_stacks = 2 * da_width * cfg.depth * (cfg.depth + 1) / 2
-        per_token = act * (cfg.depth * per_application + da_stacks) + head
-    else:
-        # each application keeps its input (and the depth K/V it produced); during backward one
-        # application's activations are rebuilt at a time
-        per_token = act * (cfg.depth * (cfg.d_model + 2 * da_width) + per_application + 2 * da_width * cfg.depth) \
-            + head
-    return int(round(tokens * per_token))
+        return int(round(tokens * (sum(per_application) + head) + weight_copies + tables))
+    # Kept: each application's fp32 input, the depth keys/values handed from one application to the next
+    # (1 .. depth-1 states), the head with its weight copy. Rebuilt during backward, one at a time: the
+    # largest application and its layer's weight copies.
+    act = DTYPE_BYTES[conv.activation_dtype]
+    da_width = cfg.da_heads * cfg.da_head_dim if cfg.has_depth_attention else 0
+    handed_over = act * 2 * da_width * cfg.depth * (cfg.depth - 1) / 2
+    head_copy = act * cfg.vocab_size * cfg.d_model if weight_copies else 0
+    kept = tokens * (cfg.depth * FP32_BYTES * cfg.d_model + handed_over + head) + head_copy + tables
+    rebuilt = tokens * max(per_application) + (weight_copies - head_copy) / cfg.n_unique_layers
+    return int(round(kept + rebuilt))
 
 
 def sa_kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, conv: Conventions = Conventions()) -> int:
