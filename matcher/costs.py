@@ -226,10 +226,10 @@ def layer_activation_bytes_per_token(cfg: ModelConfig, depth_index: int,
                    or cfg.n_shared_experts > 0)
     ffn_input = act * d if sequential and keeps_input else 0
     if cfg.is_moe:
-        # router: its query when it is a new tensor (rotated, or projected), fp32 scores, the top-k indices,
-        # selected gates and their sum
+        # router: its query when it is a new tensor (rotated, or projected), the fp32 scores of the selected
+        # experts and their sum, the top-k and row indices (unselected scores are not kept)
         query = (cfg.router_rank or d) if cfg.router_depth_rope else cfg.router_rank
-        router = act * query + FP32_BYTES * (cfg.n_experts + k + 1) + INDEX_BYTES * k
+        router = act * query + (FP32_BYTES + INDEX_BYTES) * (k + 1)
         # routed experts, per assignment: the gathered input, hidden states, the output; the gate-weighted
         # output in fp32 (gates are fp32), the sorted gate and two index vectors (gather, scatter)
         routed = k * (act * (2 * d + _hidden_width(cfg, cfg.d_ff)) + FP32_BYTES * (d + 1) + 2 * INDEX_BYTES)

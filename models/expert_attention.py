@@ -58,9 +58,13 @@ class Router(nn.Module):
             cos, sin = rotary_cos_sin(torch.full((1,), depth, device=x.device), q.shape[-1], self.rope_theta)
             q = apply_rotary(q, cos, sin)
         # F.linear with the parameter itself, so autocast casts it once per forward, not per application
-        scores = torch.sigmoid(F.linear(q, self.expert_keys).float())  # (N, E)
-        _, chosen = torch.topk(scores.detach() + self.bias[application], self.top_k, dim=-1)  # (N, k)
-        gates = scores.gather(1, chosen)
+        logits = F.linear(q, self.expert_keys).float()  # (N, E)
+        with torch.no_grad():
+            _, chosen = torch.topk(torch.sigmoid(logits) + self.bias[application], self.top_k, dim=-1)  # (N, k)
+        # only the selected scores carry gradient, so backward keeps (N, k) of them, not all (N, E): indexing
+        # saves just the indices (gather would save the whole logits)
+        rows = torch.arange(x.shape[0], device=x.device)[:, None]  # (N, 1)
+        gates = torch.sigmoid(logits[rows, chosen])  # (N, k)
         return chosen, gates / gates.sum(dim=-1, keepdim=True)
 
     @torch.no_grad()
