@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,16 +43,24 @@ print(json.dumps(rows))
 """
 
 
-def timed(command: list[str], repeats: int) -> tuple[float, str]:
-    """Median wall seconds of `command` over `repeats` runs (after one warm-up), and its last output."""
+def timed(command: list[str], repeats: int) -> tuple[float, float, str]:
+    """Median wall and CPU (user + system) seconds of `command` over `repeats` runs after one warm-up,
+    and its last output. On a busy machine wall time grows with the load; CPU time much less."""
     subprocess.run(command, env=ENV, capture_output=True, check=True, cwd=ROOT)
-    times, output = [], ""
+    walls, cpus, output = [], [], ""
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(command, env=ENV, capture_output=True, text=True, check=True, cwd=ROOT)
-        times.append(time.perf_counter() - start)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         output = done.stdout
-    return statistics.median(times), output
+    return statistics.median(walls), statistics.median(cpus), output
+
+
+def show(label: str, wall_s: float, cpu_s: float, goal: str = "") -> None:
+    print(f"  {label:36} {wall_s:6.3f} s wall  {cpu_s:6.3f} s CPU  {goal}")
 
 
 def main() -> None:
@@ -65,26 +74,25 @@ def main() -> None:
     print(f"matcher plan --target {args.target} --variants {args.variants} (median of {args.repeats}, "
           f"{os.cpu_count()} cores, interpreter start included)")
 
+    print(f"  (load average {os.getloadavg()[0]:.1f} at the start)")
     # Floors beside the figures: on a loaded machine they grow as much as the plan does.
-    python_s, _ = timed([sys.executable, "-c", "pass"], args.repeats)
-    cli_s, _ = timed([sys.executable, "-m", "matcher", "version"], args.repeats)
-    print(f"  python -c pass:                      {python_s:6.3f} s")
-    print(f"  matcher version (the CLI's floor):   {cli_s:6.3f} s")
-    analytic_s, _ = timed([*plan, "--no-measure"], args.repeats)
-    print(f"  analytic (--no-measure --dry-run):   {analytic_s:6.3f} s   goal < 0.5 s")
+    show("python -c pass", *timed([sys.executable, "-c", "pass"], args.repeats)[:2])
+    version = [sys.executable, "-m", "matcher", "version"]
+    show("matcher version (the CLI's floor)", *timed(version, args.repeats)[:2])
+    show("analytic (--no-measure --dry-run)", *timed([*plan, "--no-measure"], args.repeats)[:2],
+         "goal < 0.5 s")
     if (ROOT / "matcher" / "measure.py").exists():
-        measured_s, _ = timed(plan, max(1, args.repeats // 2))
-        print(f"  with the measured check:             {measured_s:6.3f} s   goal < 5 s")
+        show("with the measured check", *timed(plan, max(1, args.repeats // 2))[:2], "goal < 5 s")
     else:
-        print("  with the measured check:             n/a (matcher.measure is not in this build)")
+        print(f"  {'with the measured check':36} n/a (matcher.measure is not in this build)")
 
     planned = subprocess.run([*plan, "--json", "--no-measure"], env=ENV, capture_output=True, text=True,
                              check=True, cwd=ROOT)
     runs = json.loads(planned.stdout)["runs"][1:]
     scan_command = [sys.executable, "-c", SCAN, args.target, args.variants]
-    scan_s, output = timed(scan_command, max(1, args.repeats // 2))
+    scan_wall_s, scan_cpu_s, output = timed(scan_command, max(1, args.repeats // 2))
     scans = {row["variant"]: row for row in json.loads(output)}
-    print(f"  brute-force scan (plan + scan):      {scan_s:6.3f} s")
+    show("brute-force scan (plan, then scan)", scan_wall_s, scan_cpu_s)
     print(f"  {'variant':8} {'d_ff':>6} {'experts':>8} {'steps':>6} {'search evals':>13} {'scan evals':>11}"
           "  same point")
     for run in runs:

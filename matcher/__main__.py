@@ -1,3 +1,3 @@
-from matcher.cli import run
+from matcher.cli import console_main
 
-run()
+console_main()

@@ -13,6 +13,7 @@ import typer
 
 from matcher import __version__
 
+
 def _user_errors(fn: Callable) -> Callable:
     """One clear message for errors a user can cause (bad config, unknown preset...), exit code 2."""
 
@@ -66,7 +67,7 @@ def cost(
     seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence (default: the config's).", min=1)] = None,
     batch: Annotated[int, typer.Option(help="Sequences per step, for memory.", min=1)] = 1,
     measure: Annotated[bool, typer.Option(help="Also count on the real module (meta device, fake tensors).")] = True,
-    fvcore: Annotated[bool, typer.Option(help="Also count FLOPs with fvcore (real CPU tensors; small models).")] = False,
+    fvcore: Annotated[bool, typer.Option(help="Also count FLOPs with fvcore (real CPU tensors).")] = False,
     causal_half: CausalHalf = False,
     recompute: Recompute = "none",
     activation_dtype: ActDtype = "bf16",
@@ -151,12 +152,12 @@ def sweep_show(path: Annotated[Path, typer.Argument(help="Sweep YAML file.")]) -
 
 @app.command()
 def compare(
-    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> folder (or a results/ folder holding one sweep).")],
+    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep).")],
     targets: Annotated[str | None, typer.Option(help="Target accuracies, e.g. 0.2,0.4 or 20%,40% (default: "
                                                      "25/50/75% of the baseline's best accuracy).")] = None,
     format: Annotated[str | None, typer.Option("--format", help="table | markdown | csv.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the tables to this file instead of stdout.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write accuracy/loss curves and expert-load maps to this image.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write curves and expert-load maps to this image.")] = None,
 ) -> None:
     """Compare data-efficiency curves: tokens to reach each accuracy and the ratio to the baseline."""
     from matcher.commands.compare import compare_command
@@ -179,15 +180,20 @@ def run(
     time: Annotated[str, typer.Option(help="Slurm time limit per run, [D-]HH:MM:SS.")] = "24:00:00",
     gpus_per_run: Annotated[int, typer.Option(help="Slurm: GPUs per run.", min=1)] = 1,
     max_parallel: Annotated[int | None, typer.Option(help="Slurm: at most this many runs at once.", min=1)] = None,
+    cpus_per_gpu: Annotated[int, typer.Option(help="Slurm: CPU cores per GPU.", min=1)] = 8,
+    mem: Annotated[str | None, typer.Option(help="Slurm: memory per node, e.g. 64G.")] = None,
+    python: Annotated[str, typer.Option(help="Slurm: the interpreter with matcher installed on the nodes.")] = "python",
 ) -> None:
     """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
     from matcher.runner import run_sweep
     from matcher.slurm import SlurmOptions
 
     slurm = SlurmOptions(partition=partition, account=account, time=time, gpus_per_run=gpus_per_run,
-                         max_parallel=max_parallel)
-    run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
-              retry_failed=retry_failed, slurm=slurm)
+                         max_parallel=max_parallel, cpus_per_gpu=cpus_per_gpu, mem=mem, python=python)
+    summaries = run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
+                          retry_failed=retry_failed, slurm=slurm)
+    if any(summary.state == "failed" for summary in summaries):
+        raise typer.Exit(1)  # scripts notice; the reasons are in the summary table
 
 
 @app.command()
@@ -219,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
+def console_main() -> None:
     """Console-script entry point."""
     sys.exit(main())
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from matcher.errors import RunError
+
 
 @dataclass(frozen=True)
 class World:
@@ -22,11 +24,16 @@ class World:
         return self.rank == 0
 
 
-def init_world() -> tuple[World, torch.device]:
-    """Join torchrun's process group when there is one; pick this rank's device."""
+def init_world(device_type: str | None = None) -> tuple[World, torch.device]:
+    """Join torchrun's process group when there is one; pick this rank's device (`device_type` cpu or
+    cuda; default: CUDA when available)."""
     world = World(rank=int(os.environ.get("RANK", 0)), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
                   size=int(os.environ.get("WORLD_SIZE", 1)))
-    if torch.cuda.is_available():
+    if device_type is None:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError("device cuda was asked for, but torch sees no CUDA GPU here")
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
     else:

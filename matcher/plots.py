@@ -95,6 +95,7 @@ def _plot_curves(results: Results, targets: list[float], colors, accuracy_axes, 
 
 def _plot_loads(loads: list[tuple[str, list[list[float]]]], figure, heat_rows: int) -> None:
     from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.ticker import MaxNLocator
 
     relative = [[[share * len(depth) for share in depth] for depth in load] for _, load in loads]
     highest = max(max(max(depth) for depth in load) for load in relative)
@@ -105,6 +106,7 @@ def _plot_loads(loads: list[tuple[str, list[list[float]]]], figure, heat_rows: i
         image = ax.imshow(scaled, aspect="auto", cmap="RdBu_r", norm=norm,
                           extent=(0.5, len(load[0]) + 0.5, len(load) + 0.5, 0.5))
         ax.set(xlabel="expert", ylabel="applied depth")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(run, fontsize="medium")
     for ax in axes[len(loads):]:
         ax.set_visible(False)

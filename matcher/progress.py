@@ -30,14 +30,15 @@ class SweepProgress:
 
     def __init__(self, console: Console, total_tokens: dict[str, int]):
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=24),
+            TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
             TextColumn("{task.fields[tokens]}"), TextColumn("loss {task.fields[loss]}"),
             TextColumn("acc {task.fields[accuracy]}"), TextColumn("{task.fields[speed]} tok/s"),
             TimeRemainingColumn(), console=console, transient=False)
         self.tasks = {}
         for run, total in total_tokens.items():
-            self.tasks[run] = self.progress.add_task(run, total=total, start=False, tokens=f"0/{fmt.si(total)}",
-                                                     loss="-", accuracy="-", speed="-")
+            self.tasks[run] = self.progress.add_task(run, total=total, start=False,
+                                                     tokens=f"0/{fmt.si(total)}", loss="-", accuracy="-",
+                                                     speed="-")
         self.totals = total_tokens
 
     def __enter__(self) -> SweepProgress:
@@ -93,11 +94,12 @@ class MetricsTail:
 def summary_table(sweep_name: str, summaries: list[RunSummary]) -> Table:
     table = Table(title=f"sweep {sweep_name}")
     for column in ("run", "state", "tokens", "final accuracy", "tokens/s", "note"):
-        table.add_column(column, justify="right" if column in ("tokens", "final accuracy", "tokens/s") else "left")
+        numeric = column in ("tokens", "final accuracy", "tokens/s")
+        table.add_column(column, justify="right" if numeric else "left")
     colours = {"finished": "green", "failed": "red", "interrupted": "yellow", "locked": "yellow"}
     for s in summaries:
         colour = colours.get(s.state)
         state = f"[{colour}]{s.state}[/]" if colour else s.state
-        table.add_row(s.run, state, fmt.si(s.tokens), "-" if s.eval_accuracy is None else f"{s.eval_accuracy:.1%}",
-                      fmt.si(s.tokens_per_s), s.note or "")
+        accuracy = "-" if s.eval_accuracy is None else f"{s.eval_accuracy:.1%}"
+        table.add_row(s.run, state, fmt.si(s.tokens), accuracy, fmt.si(s.tokens_per_s), s.note or "")
     return table

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -107,7 +108,10 @@ class MetricsWriter:
         return self.file.tell()
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write((json.dumps(record) + "\n").encode("utf-8"))
+        # Strict JSON for every reader: a non-finite number (an inf eval loss, say) is written as null.
+        record = {key: None if isinstance(value, float) and not math.isfinite(value) else value
+                  for key, value in record.items()}
+        self.file.write((json.dumps(record, allow_nan=False) + "\n").encode("utf-8"))
         self.file.flush()
         os.fsync(self.file.fileno())
 

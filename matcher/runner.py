@@ -90,7 +90,8 @@ def _worker_command(run_dir: Path, nproc: int, fsdp: bool, log_every_steps: int)
     if nproc == 1:
         return [sys.executable, *train]
     # --standalone: a private rendezvous on a free local port, so concurrent runs do not collide.
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *train]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            *train]
 
 
 def _watch(process: subprocess.Popen, tail: MetricsTail, on_record: Callable | None) -> int:
@@ -106,7 +107,8 @@ def _watch(process: subprocess.Popen, tail: MetricsTail, on_record: Callable | N
 
 
 def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
-               on_record: Callable[[dict[str, Any]], None] | None = None, log_every_steps: int = 10) -> RunSummary:
+               on_record: Callable[[dict[str, Any]], None] | None = None, log_every_steps: int = 10
+               ) -> RunSummary:
     """Train one prepared run folder under its lock: in this process when `nproc` is 1, else under
     torchrun. Returns its summary; never raises for a run's own failure (it is in the summary)."""
     run = RunDir(run_dir)
@@ -121,8 +123,8 @@ def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
         if nproc == 1:
             return _train_here(run, on_record, log_every_steps)
         with _Forwarder() as forwarder, run.log.open("ab") as log:
-            child = subprocess.Popen(_worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+            child = subprocess.Popen(_worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
             forwarder.children.append(child)
             tail = MetricsTail(run.metrics)
             tail.new_records()  # skip what earlier attempts wrote
@@ -137,6 +139,8 @@ def _train_here(run: RunDir, on_record, log_every_steps: int) -> RunSummary:
 
     try:
         result = train_run(run.path, on_record=on_record, log_every_steps=log_every_steps)
+    except KeyboardInterrupt:  # a second Ctrl-C; train_run has marked the run interrupted
+        return summarize(run)
     except MatcherError as error:
         return summarize(run, "failed", str(error))
     except Exception as error:
@@ -162,13 +166,15 @@ def _after_subprocess(run: RunDir, code: int) -> RunSummary:
 class _Planned:
     run: Run
     dir: RunDir
-    action: str  # train | resume | skip
+    action: str  # train | resume
 
 
 def _select(runs: list[Run], only: str | list[str] | None) -> list[Run]:
+    """The runs named in `only` (a list, or one comma-separated string), in sweep order."""
     if not only:
         return runs
-    wanted = [only] if isinstance(only, str) else list(only)
+    wanted = only.split(",") if isinstance(only, str) else list(only)
+    wanted = [name.strip() for name in wanted if name.strip()]
     names = {resolve(name, [run.name for run in runs], "run").name for name in wanted}
     return [run for run in runs if run.name in names]
 
@@ -194,10 +200,11 @@ def _plan(runs: list[Run], sweep_dir: Path, retry_failed: bool) -> tuple[list[_P
 
 def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, launcher: str = "local",
               nproc: int = 1, only: str | list[str] | None = None, dry_run: bool = False, fsdp: bool = False,
-              retry_failed: bool = False, slurm: SlurmOptions | None = None, console=None,
-              log_every_steps: int = 10) -> list[RunSummary]:
+              retry_failed: bool = False, slurm: SlurmOptions | None = None, gpus: list[str] | None = None,
+              console=None, log_every_steps: int = 10) -> list[RunSummary]:
     """Train (or submit) the runs of a sweep file; returns one summary per selected run, in sweep
-    order, after printing the progress and the summary table on `console` (default: stdout)."""
+    order, after printing the progress and the summary table on `console` (default: stdout).
+    `gpus`: the GPU ids the local queue hands out (default: the visible ones; none: CPU, in sequence)."""
     from matcher.console import out
 
     console = console or out()
@@ -217,17 +224,19 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     if launcher == "slurm":
         done = _submit_slurm(sweep.name, sweep_dir, planned, slurm or SlurmOptions(), fsdp, dry_run, console)
     elif dry_run:
-        done = [RunSummary(run=item.run.name, state="planned", note=f"would {item.action}") for item in planned]
+        done = [RunSummary(run=item.run.name, state="planned", note=f"would {item.action}")
+                for item in planned]
     else:
-        done = _run_local(planned, nproc=nproc, fsdp=fsdp, console=console, log_every_steps=log_every_steps)
+        done = _run_local(planned, nproc=nproc, fsdp=fsdp, gpus=_visible_gpus() if gpus is None else gpus,
+                          console=console, log_every_steps=log_every_steps)
     by_name = {summary.run: summary for summary in done + skipped}
     summaries = [by_name[run.name] for run in runs if run.name in by_name]
     console.print(summary_table(sweep.name, summaries))
     return summaries
 
 
-def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], options: SlurmOptions, fsdp: bool,
-                  dry_run: bool, console) -> list[RunSummary]:
+def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], options: SlurmOptions,
+                  fsdp: bool, dry_run: bool, console) -> list[RunSummary]:
     if not planned:
         return []
     text = job_script(sweep_name=sweep_name, sweep_dir=sweep_dir, run_names=[p.run.name for p in planned],
@@ -238,7 +247,8 @@ def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], opt
         return [RunSummary(run=p.run.name, state="planned", note=f"in {script}") for p in planned]
     job = submit(script)
     console.print(f"submitted job array {job} ({len(planned)} runs): {script}")
-    return [RunSummary(run=p.run.name, state="submitted", note=f"job {job}_{i}") for i, p in enumerate(planned)]
+    return [RunSummary(run=p.run.name, state="submitted", note=f"job {job}_{i}")
+            for i, p in enumerate(planned)]
 
 
 def _visible_gpus() -> list[str]:
@@ -251,14 +261,15 @@ def _visible_gpus() -> list[str]:
     return ids[:torch.cuda.device_count()] or [str(i) for i in range(torch.cuda.device_count())]
 
 
-def _run_local(planned: list[_Planned], *, nproc: int, fsdp: bool, console, log_every_steps: int) -> list[RunSummary]:
+def _run_local(planned: list[_Planned], *, nproc: int, fsdp: bool, gpus: list[str], console,
+               log_every_steps: int) -> list[RunSummary]:
     if not planned:
         return []
-    gpus = _visible_gpus()
     totals = {p.run.name: p.run.train.total_steps * p.run.train.tokens_per_step for p in planned}
     with SweepProgress(console, totals) as progress:
         if gpus:
-            return _gpu_queue(planned, gpus, nproc=nproc, fsdp=fsdp, progress=progress)
+            return _gpu_queue(planned, gpus, nproc=nproc, fsdp=fsdp, progress=progress,
+                              log_every_steps=log_every_steps)
         summaries = []
         for item in planned:
             name = item.run.name
@@ -272,8 +283,8 @@ def _run_local(planned: list[_Planned], *, nproc: int, fsdp: bool, console, log_
         return summaries
 
 
-def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bool, progress: SweepProgress
-               ) -> list[RunSummary]:
+def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bool, progress: SweepProgress,
+               log_every_steps: int) -> list[RunSummary]:
     """Runs in subprocesses, `nproc` GPUs each, as many at once as the GPUs allow."""
     if nproc > len(gpus):
         raise RunError(f"--nproc {nproc} needs {nproc} GPUs per run, but {len(gpus)} are visible")
@@ -287,7 +298,7 @@ def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bo
                 item, devices = waiting.pop(0), free.pop(0)
                 env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(devices)}
                 command = [sys.executable, "-m", "matcher.runner", str(item.dir.path), "--nproc", str(nproc),
-                           *(["--fsdp"] if fsdp else [])]
+                           "--log-every-steps", str(log_every_steps), *(["--fsdp"] if fsdp else [])]
                 log = item.dir.log.open("ab")
                 child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -324,11 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for this run")
     parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 instead of DDP when nproc > 1")
+    parser.add_argument("--log-every-steps", type=int, default=10, help="steps between train metric lines")
     args = parser.parse_args(argv)
     try:
         if not RunDir(args.run_dir).run_yaml.is_file():
             raise RunError(f"{args.run_dir}: no run.yaml; prepare the run with `matcher run SWEEP`")
-        summary = launch_run(args.run_dir, nproc=args.nproc, fsdp=args.fsdp)
+        summary = launch_run(args.run_dir, nproc=args.nproc, fsdp=args.fsdp,
+                             log_every_steps=args.log_every_steps)
     except MatcherError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -91,10 +91,11 @@ def write_job_script(text: str, sweep_dir: Path, sweep_name: str) -> Path:
 def submit(script: Path) -> str:
     """`sbatch --parsable SCRIPT` from the current directory; returns the job id."""
     if shutil.which("sbatch") is None:
-        raise RunError(f"sbatch is not installed here (not a Slurm login node?); the job script is at {script}: "
-                       f"run `sbatch {script}` from this directory on the cluster")
+        raise RunError(f"sbatch is not installed here (not a Slurm login node?); the job script is at "
+                       f"{script}: run `sbatch {script}` from this directory on the cluster")
     done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip().splitlines()
-        raise RunError(f"sbatch refused {script}: {message[-1] if message else f'exit code {done.returncode}'}")
+        why = message[-1] if message else f"exit code {done.returncode}"
+        raise RunError(f"sbatch refused {script}: {why}")
     return done.stdout.strip().split(";")[0]

@@ -21,6 +21,7 @@ from matcher.errors import ConfigError, MatcherError
 
 SWEEP_FORMAT = 1
 ROLES = ("target", "variant")
+RUN_KEYS = ("name", "group", "role", "model", "train", "predicted")
 PREDICTED_KEYS = ("train_flops_per_token", "total_params", "active_params", "applied_params",
                   "training_memory_bytes", "inference_cache_bytes")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -146,8 +147,8 @@ def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str]
             problems.append(f"{where}: expected a mapping, got {type(run_data).__name__}")
             continue
         for key in run_data:
-            if key not in ("name", "group", "role", "model", "train", "predicted"):
-                close = difflib.get_close_matches(str(key), ["name", "group", "role", "model", "train", "predicted"], n=1)
+            if key not in RUN_KEYS:
+                close = difflib.get_close_matches(str(key), list(RUN_KEYS), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(f"{where}.{key}: unknown field{hint}")
         name = run_data.get("name")
@@ -204,7 +205,8 @@ def load_sweep(path: str | Path, check_predicted: bool = True) -> Sweep:
     problems, sweep = check_sweep_data(read_yaml(path), check_predicted)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(f"{path}: {len(problems)} problem(s); fix them and run `matcher sweep validate {path}`:\n{listing}")
+        raise ConfigError(
+            f"{path}: {len(problems)} problem(s); fix them and run `matcher sweep validate {path}`:\n{listing}")
     sweep.name = path.stem
     return sweep
 

@@ -57,20 +57,27 @@ class RunResult:
 
 
 def train_run(run_dir: str | Path, *, fsdp: bool = False, log_every_steps: int = 10,
-              on_record: OnRecord | None = None) -> RunResult:
+              on_record: OnRecord | None = None, device: str | None = None) -> RunResult:
     """Train or resume the run in `run_dir` to its token budget, a non-finite loss or a stop signal.
     Every rank of a torchrun group calls this; rank 0 writes the files and calls `on_record` with each
-    metrics line. An exception leaves state `failed` with the error as the reason, and propagates."""
+    metrics line. `device`: "cpu" or "cuda" (default: CUDA when available). An exception leaves state
+    `failed` with the error as the reason, and propagates."""
     run = RunDir(run_dir)
     trainer = None
-    try:
-        trainer = Trainer(run, fsdp=fsdp, log_every_steps=log_every_steps, on_record=on_record)
-        return trainer.run()
-    except Exception as error:
+
+    def leave(state: str, reason: str) -> None:
         if int(os.environ.get("RANK", 0)) == 0:
-            step = trainer.step if trainer is not None else 0
-            tokens = trainer.tokens if trainer is not None else 0
-            run.write_status("failed", step=step, tokens=tokens, reason=describe_error(error))
+            step, tokens = (trainer.step, trainer.tokens) if trainer is not None else (0, 0)
+            run.write_status(state, step=step, tokens=tokens, reason=reason)
+
+    try:
+        trainer = Trainer(run, fsdp=fsdp, log_every_steps=log_every_steps, on_record=on_record, device=device)
+        return trainer.run()
+    except KeyboardInterrupt:  # a second signal: stopped at once, without a checkpoint of this moment
+        leave("interrupted", "aborted by a second stop signal; resumes from its last checkpoint")
+        raise
+    except Exception as error:
+        leave("failed", describe_error(error))
         raise
     finally:
         if trainer is not None:
@@ -82,7 +89,8 @@ def describe_error(error: BaseException) -> str:
     """One line for status.json and the sweep summary."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     if isinstance(error, torch.OutOfMemoryError):
-        return f"out of GPU memory ({text}); lower batch_size, set recompute: full, or shard with --nproc N --fsdp"
+        return (f"out of GPU memory ({text}); lower batch_size, set recompute: full, "
+                "or shard with --nproc N --fsdp")
     if isinstance(error, MatcherError):
         return text
     return f"{type(error).__name__}: {text}"
@@ -100,9 +108,11 @@ def _set_deterministic(device: torch.device) -> None:
 
 def _rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
+    return {"python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+            # this rank's device only: a resume may see a different number of GPUs
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -110,12 +120,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] is not None and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 class Trainer:
-    def __init__(self, run: RunDir, *, fsdp: bool, log_every_steps: int, on_record: OnRecord | None):
+    def __init__(self, run: RunDir, *, fsdp: bool, log_every_steps: int, on_record: OnRecord | None,
+                 device: str | None):
         from models import Model
 
         self.rundir, self.fsdp, self.on_record = run, fsdp, on_record
@@ -125,12 +136,14 @@ class Trainer:
         self.stop_signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher-data")
-        self.world, self.device = init_world()
+        self.world, self.device = init_world(device)
         _set_deterministic(self.device)
         if self.cfg.batch_size % self.world.size:
-            raise RunError(f"batch_size {self.cfg.batch_size} does not split over {self.world.size} processes; "
-                           "use an --nproc that divides it")
-        self.dtype = self.cfg.dtype if self.cfg.dtype != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+            raise RunError(f"batch_size {self.cfg.batch_size} does not split over {self.world.size} "
+                           "processes; use an --nproc that divides it")
+        self.dtype = self.cfg.dtype
+        if self.dtype == "auto":
+            self.dtype = "bf16" if self.device.type == "cuda" else "fp32"
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bf16"
                          else contextlib.nullcontext())
 
@@ -304,7 +317,8 @@ class Trainer:
             if self.step + 1 < total:
                 upcoming = self._pool.submit(self._batch, self.step + 1)
             loss = self._train_step(self.step, batch)
-            loss_sum, stop_votes = all_reduce_sum([loss.item(), float(self.stop_signal is not None)], self.device)
+            stop_vote = float(self.stop_signal is not None)
+            loss_sum, stop_votes = all_reduce_sum([loss.item(), stop_vote], self.device)
             loss_value = loss_sum / self.world.size
             self.step += 1
             step_time = time.perf_counter() - started
@@ -321,7 +335,8 @@ class Trainer:
                 self._write({"event": "train", "step": self.step, "tokens": self.tokens,
                              "train_loss": self.loss_since_log[0] / self.loss_since_log[1],
                              "lr": wsd_lr(self.step - 1, self.cfg),
-                             "tokens_per_s": steps_since_log * self.cfg.tokens_per_step / train_time_since_log})
+                             "tokens_per_s": steps_since_log * self.cfg.tokens_per_step
+                             / train_time_since_log})
                 self.loss_since_log = [0.0, 0]
                 train_time_since_log, steps_since_log = 0.0, 0
                 if self.world.is_main:
@@ -336,7 +351,8 @@ class Trainer:
             if stop_votes > 0 and self.step < total:
                 if not checkpointed:
                     self._save_checkpoint(elapsed())
-                reason = f"stopped by {signal.Signals(self.stop_signal).name if self.stop_signal else 'a signal'}"
+                by = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal on another rank"
+                reason = f"stopped by {by}"
                 return self._finish("interrupted", reason)
         return self._finish("finished", None)
 
@@ -346,8 +362,10 @@ class Trainer:
         return RunResult(state=state, reason=reason, step=self.step, tokens=self.tokens)
 
     def _fail_non_finite(self, loss_value: float) -> RunResult:
-        self._write({"event": "nan", "step": self.step, "tokens": self.tokens, "train_loss": loss_value})
-        advice = "lower lr or keep grad_clip on" + (", or train in fp32 (dtype: fp32)" if self.dtype == "bf16" else "")
+        self._write({"event": "nan", "step": self.step, "tokens": self.tokens, "loss": str(loss_value)})
+        advice = "lower lr or keep grad_clip on"
+        if self.dtype == "bf16":
+            advice += ", or train in fp32 (dtype: fp32)"
         reason = f"training loss became {loss_value} at step {self.step} ({self.tokens} tokens); {advice}"
         return self._finish("failed", reason)
 
@@ -374,8 +392,8 @@ class Trainer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Worker entry: `python -m matcher.train RUN_DIR [--fsdp]` (alone, or under torchrun). Exit code
-    0 when the run finished or was interrupted, 1 when it failed."""
+    """Worker entry: `python -m matcher.train RUN_DIR [--fsdp]` (alone, or under torchrun). Exit codes:
+    0 finished or interrupted (checkpointed); 1 failed; 2 a user error; 130 aborted by a second signal."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m matcher.train", description=main.__doc__)
@@ -388,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     except MatcherError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 1 if result.state == "failed" else 0
 
 

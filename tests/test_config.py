@@ -60,7 +60,8 @@ def test_bad_values_are_rejected_with_a_clear_message(changes, message):
         ("vocab_size: 128\nd_model: 64\n", "missing required field(s) depth, n_heads, seq_len, d_ff"),
         ("- 1\n- 2\n", "expected a mapping of field: value, got list"),
         ("vocab_size: 128\nd_model: 64: 3\n", "line 2, column"),
-        ("vocab_size: 128\nd_model: '64'\ndepth: 2\nn_heads: 4\nseq_len: 8\nd_ff: 8\n", "d_model must be int, got '64'"),
+        ("vocab_size: 128\nd_model: '64'\ndepth: 2\nn_heads: 4\nseq_len: 8\nd_ff: 8\n",
+         "d_model must be int, got '64'"),
     ],
 )
 def test_bad_config_files_give_one_clear_error(tmp_path, text, message):

@@ -36,7 +36,8 @@ def test_non_ascii_is_folded_or_replaced():
 def test_document_and_decode_conventions():
     doc = tokenizer.encode_document("hi")
     assert doc == [tokenizer.BOS_ID, ord("h"), ord("i"), tokenizer.EOS_ID]
-    assert tokenizer.decode([tokenizer.BOS_ID, ord("a"), tokenizer.PAD_ID, ord("b"), tokenizer.EOS_ID, ord("c")]) == "ab"
+    ids = [tokenizer.BOS_ID, ord("a"), tokenizer.PAD_ID, ord("b"), tokenizer.EOS_ID, ord("c")]
+    assert tokenizer.decode(ids) == "ab"
     assert tokenizer.decode([ord("x"), 500]) == "x"  # ids beyond the character vocabulary are dropped
 
 
@@ -112,9 +113,10 @@ def test_streams_are_functions_of_seed_and_step():
     a = streams.open_stream("math", seed=1, n_steps=3, seq_len=64, vocab_size=128)
     b = streams.open_stream("math", seed=1, n_steps=3, seq_len=64, vocab_size=128)
     c = streams.open_stream("math", seed=2, n_steps=3, seq_len=64, vocab_size=128)
-    assert np.array_equal(streams.batch_rows(a, step=5, batch_size=4), streams.batch_rows(b, step=5, batch_size=4))
-    assert not np.array_equal(streams.batch_rows(a, step=5, batch_size=4), streams.batch_rows(c, step=5, batch_size=4))
-    assert not np.array_equal(streams.batch_rows(a, step=5, batch_size=4), streams.batch_rows(a, step=6, batch_size=4))
+    step5 = streams.batch_rows(a, step=5, batch_size=4)
+    assert np.array_equal(step5, streams.batch_rows(b, step=5, batch_size=4))
+    assert not np.array_equal(step5, streams.batch_rows(c, step=5, batch_size=4))
+    assert not np.array_equal(step5, streams.batch_rows(a, step=6, batch_size=4))
 
 
 def test_rank_slices_make_up_the_global_batch():
@@ -204,8 +206,10 @@ def test_jsonl_loads_gsm8k_style(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (None, "no such eval file"),
     ("", "no problems in the file"),
-    ('{"question": "a", "answer": "#### 1"}\n{"question": "b", "answer": "#### 2"\n', "eval.jsonl:2: not valid JSON"),
-    ('{"question": "a", "answer": "#### 1"}\n\n["a", "b"]\n', 'eval.jsonl:3: expected an object with string fields'),
+    ('{"question": "a", "answer": "#### 1"}\n{"question": "b", "answer": "#### 2"\n',
+     "eval.jsonl:2: not valid JSON"),
+    ('{"question": "a", "answer": "#### 1"}\n\n["a", "b"]\n',
+     "eval.jsonl:3: expected an object with string fields"),
     ('{"question": "a"}\n', 'eval.jsonl:1: expected an object with string fields "question" and "answer"'),
     ('{"question": "a", "answer": "seven"}\n', "eval.jsonl:1: the answer must end in '#### <number>'"),
 ])

@@ -56,7 +56,8 @@ def _edited(tmp_path, edit):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda d: d["runs"][1]["model"].update(d_modle=3), "runs[1].model.d_modle: unknown field (did you mean 'd_model'?)"),
+        (lambda d: d["runs"][1]["model"].update(d_modle=3),
+         "runs[1].model.d_modle: unknown field (did you mean 'd_model'?)"),
         (lambda d: d["runs"][2]["train"].update(lr="fast"), "runs[2].train.lr: must be float, got 'fast'"),
         (lambda d: d["runs"][0]["model"].pop("d_ff"), "runs[0].model.d_ff: missing (required)"),
         (lambda d: d["runs"][0].update(rol="target"), "runs[0].rol: unknown field (did you mean 'role'?)"),
@@ -65,7 +66,8 @@ def _edited(tmp_path, edit):
         (lambda d: d["runs"][1].update(name="la"), "run name 'la' appears more than once"),
         (lambda d: d["runs"][0].update(role="variant"), "no run has role: target"),
         (lambda d: d["runs"][1]["model"].update(d_ff=128), "runs[1].predicted.train_flops_per_token"),
-        (lambda d: (d["runs"][1]["train"].update(batch_size=4), d["runs"][1].pop("predicted")), "tokens per step (batch_size x seq_len) differ"),
+        (lambda d: (d["runs"][1]["train"].update(batch_size=4), d["runs"][1].pop("predicted")),
+         "tokens per step (batch_size x seq_len) differ"),
         (lambda d: d.update(matcher_sweep=7), "matcher_sweep: must be 1"),
     ],
 )

@@ -26,7 +26,8 @@ from matcher.train import train_run
 
 
 def test_wsd_schedule():
-    cfg = tiny_train(total_tokens=100 * 8 * 64, lr=1.0, warmup_fraction=0.1, decay_fraction=0.2, min_lr_ratio=0.1)
+    cfg = tiny_train(total_tokens=100 * 8 * 64, lr=1.0, warmup_fraction=0.1, decay_fraction=0.2,
+                     min_lr_ratio=0.1)
     lrs = [wsd_lr(step, cfg) for step in range(100)]
     assert lrs[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
     assert lrs[10:80] == [1.0] * 70
@@ -79,8 +80,9 @@ def test_tiny_run_learns_and_writes_the_results_format(tmp_path):
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 1.0
     assert trains[-1]["train_loss"] < trains[0]["train_loss"] - 1.0
     for e in evals:
-        assert set(e) == {"event", "step", "tokens", "train_loss", "eval_loss", "eval_accuracy", "tokens_per_s",
-                          "mfu", "peak_memory_bytes", "expert_load", "expert_gini", "elapsed_s"}
+        assert set(e) == {"event", "step", "tokens", "train_loss", "eval_loss", "eval_accuracy",
+                          "tokens_per_s", "mfu", "peak_memory_bytes", "expert_load", "expert_gini",
+                          "elapsed_s"}
         assert e["tokens"] == e["step"] * 16 * 64 and 0 <= e["eval_accuracy"] <= 1
         assert e["mfu"] is None and e["peak_memory_bytes"] is None  # CPU
         assert np.array(e["expert_load"]).shape == (4, 4)  # 4 applied depths x 4 experts
@@ -140,8 +142,9 @@ def test_sigint_checkpoints_and_resumes_identically(tmp_path, reference):
 def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path, reference):
     run_dir = prepare(tmp_path, tiny_run("dr_da-tiny"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    worker = subprocess.Popen([sys.executable, "-m", "matcher.train", str(run_dir.path), "--log-every-steps", "5"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "matcher.train", str(run_dir.path),
+                               "--log-every-steps", "5"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not run_dir.checkpoint.is_file() and worker.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -160,7 +163,7 @@ def test_nan_loss_fails_the_run_with_its_step(tmp_path):
     assert status["state"] == "failed" and f"at step {result.step}" in status["reason"]
     assert "lower lr" in status["reason"]
     nan_line = run_dir.read_metrics()[-1]
-    assert nan_line["event"] == "nan" and not math.isfinite(nan_line["train_loss"])
+    assert nan_line["event"] == "nan" and not math.isfinite(float(nan_line["loss"]))
     assert result.step < tiny_train().total_steps
 
 
@@ -168,8 +171,8 @@ def test_shard_data_and_jsonl_eval(tmp_path):
     stream = streams.MathStream(seed=9, n_steps=2, seq_len=255, vocab_size=128)
     shards.write_shard(tmp_path / "data" / "train.bin", np.concatenate([stream.row(i) for i in range(40)]))
     jsonl = tmp_path / "eval.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"question": f"x={i}; y=x+1; y?", "answer": f"x={i}, y={i + 1} #### {i + 1}"})
-                               for i in range(3)))
+    jsonl.write_text("\n".join(json.dumps({"question": f"x={i}; y=x+1; y?",
+                                           "answer": f"x={i}, y={i + 1} #### {i + 1}"}) for i in range(3)))
     train = tiny_train(data=str(tmp_path / "data"), eval_data=str(jsonl), n_evals=2, total_tokens=8 * 8 * 64)
     run_dir = prepare(tmp_path, tiny_run("dr-tiny", train))
     assert train_run(run_dir.path).state == "finished"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import torch
 
 from matcher.config import TrainConfig
 from matcher.costs import Conventions
@@ -11,17 +14,23 @@ from matcher.rundir import RunDir
 from matcher.runner import run_info
 from matcher.sweep import Run, predict
 
+# Test machines are small and shared: with two OpenMP threads per process, threads spin against the
+# other processes on the cores and tiny runs take 5-10x longer. One thread here and in the subprocesses
+# the tests start (torchrun already gives each of its workers one).
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
+
 TIMING_FIELDS = ("tokens_per_s", "mfu", "elapsed_s", "peak_memory_bytes")
 
 
 def tiny_train(**changes) -> TrainConfig:
-    """A few dozen steps of 8 x 64 tokens with 3 small evaluations: seconds on one CPU core."""
-    base = dict(total_tokens=24 * 8 * 64, batch_size=8, seq_len=64, eval_examples=4, n_evals=3)
+    """24 steps of 8 x 64 tokens with 3 small evaluations (greedy decoding dominates): seconds on a CPU."""
+    base = dict(total_tokens=24 * 8 * 64, batch_size=8, seq_len=64, data_steps=2, eval_examples=3, n_evals=3)
     return TrainConfig(**{**base, **changes})
 
 
-def tiny_run(name: str = "la-tiny", train: TrainConfig | None = None, role: str = "target", **model_changes) -> Run:
-    model = get_preset(name).replace(**model_changes) if model_changes else get_preset(name)
+def tiny_run(name: str = "la-tiny", train: TrainConfig | None = None, role: str = "target") -> Run:
+    model = get_preset(name)
     train = train or tiny_train()
     return Run(name=name, group=name, role=role, model=model, train=train,
                predicted=predict(model, train, Conventions()))

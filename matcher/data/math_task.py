@@ -28,7 +28,8 @@ MAX_STEPS = len(string.ascii_lowercase)  # one fresh variable name per step
 
 def check_steps(n_steps: int) -> None:
     if not 1 <= n_steps <= MAX_STEPS:
-        raise DataError(f"data_steps must be between 1 and {MAX_STEPS} (one variable per step), got {n_steps}")
+        raise DataError(f"data_steps must be between 1 and {MAX_STEPS} (one variable per step), "
+                        f"got {n_steps}")
 
 
 def make_problem(rng: random.Random, n_steps: int) -> Problem:
@@ -56,7 +57,8 @@ def _step(rng: random.Random, earlier: list[tuple[str, int]]) -> tuple[str, int]
     candidates.append((f"{left_name}*{digit}", left * digit))
     if len(earlier) >= 2:
         right_name, right = rng.choice([item for item in earlier if item[0] != left_name])
-        candidates += [(f"{left_name}+{right_name}", left + right), (f"{left_name}-{right_name}", left - right)]
+        candidates += [(f"{left_name}+{right_name}", left + right),
+                       (f"{left_name}-{right_name}", left - right)]
     valid = [(text, value) for text, value in candidates if 0 <= value <= MAX_VALUE]
     return rng.choice(valid)
 

@@ -65,7 +65,8 @@ def load_jsonl(path: str | Path) -> list[Problem]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg}); each line must be one JSON object") from None
+                raise DataError(f"{where}: not valid JSON ({err.msg}); each line must be one JSON object"
+                                ) from None
             if not isinstance(record, dict) or not all(
                 isinstance(record.get(key), str) for key in ("question", "answer")
             ):

@@ -47,9 +47,11 @@ def shard_paths(spec: str | Path) -> list[Path]:
             raise DataError(f"{path}: no .bin shards in this directory")
         return paths
     if not path.is_file():
-        raise DataError(f"{path}: no such data file. Give data: math or a .bin token shard (or a folder of them)")
+        raise DataError(f"{path}: no such data file. Give data: math or a .bin token shard "
+                        "(or a folder of them)")
     if path.suffix != ".bin":
-        raise DataError(f"{path}: a token shard must be a .bin file with a .json sidecar (see matcher/data/shards.py)")
+        raise DataError(f"{path}: a token shard must be a .bin file with a .json sidecar "
+                        "(see matcher/data/shards.py)")
     return [path]
 
 

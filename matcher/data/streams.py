@@ -42,7 +42,8 @@ class ShardStream:
         self.shards = [shards.open_shard(path, vocab_size) for path in shards.shard_paths(spec)]
         windows = np.array([max(0, len(tokens) - self.row_tokens + 1) for tokens in self.shards])
         if windows.sum() == 0:
-            raise DataError(f"{spec}: every shard is shorter than one training row ({self.row_tokens} tokens)")
+            raise DataError(f"{spec}: every shard is shorter than one training row "
+                            f"({self.row_tokens} tokens)")
         self.first_window = np.concatenate([[0], np.cumsum(windows)])
 
     def row(self, index: int) -> np.ndarray:
@@ -53,7 +54,8 @@ class ShardStream:
         return np.asarray(self.shards[shard][offset:offset + self.row_tokens], dtype=np.int64)
 
 
-def open_stream(data: str, *, seed: int, n_steps: int, seq_len: int, vocab_size: int) -> MathStream | ShardStream:
+def open_stream(data: str, *, seed: int, n_steps: int, seq_len: int, vocab_size: int
+                ) -> MathStream | ShardStream:
     """`data` is "math" (the embedded generator) or a .bin shard / folder of shards."""
     if data == "math":
         return MathStream(seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size)

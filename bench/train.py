@@ -1,0 +1,98 @@
+"""Training throughput of the real training loop (matcher.train: data, autocast, AdamW, clipping, expert
+bias update), in tokens/s and MFU.
+
+- CPU: the tiny presets in fp32 (MFU is not defined on a CPU: no peak in the table).
+- CUDA, when available: la-100m, dr-100m and dr_da-100m in bf16, without and with torch.compile, and
+  the dr_da/dr throughput ratio (the price of depth attention at matched FLOPs).
+
+Each measurement trains a throwaway run for `--warmup-steps` + `--steps` optimizer steps and reads
+the tokens/s of the steps after the warmup (compilation and allocator warm-up excluded) from the
+run's own metrics lines.
+
+    python bench/train.py [--steps 20] [--warmup-steps 5] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from matcher import fmt
+from matcher.config import TrainConfig
+from matcher.costs import Conventions
+from matcher.presets import get_preset
+from matcher.runner import run_info
+from matcher.sweep import Run, predict
+
+
+def measure(preset: str, *, device: str, seq_len: int, batch_size: int, steps: int, warmup_steps: int,
+            compile: bool, dtype: str) -> dict:
+    """tokens/s and MFU after warm-up, from the metrics of a short run of `preset`."""
+    from matcher.rundir import RunDir
+    from matcher.throughput import mfu
+    from matcher.train import train_run
+
+    model = get_preset(preset)
+    total_steps = warmup_steps + steps
+    train = TrainConfig(total_tokens=total_steps * batch_size * seq_len, batch_size=batch_size,
+                        seq_len=seq_len, eval_examples=1, n_evals=1, compile=compile, dtype=dtype)
+    run = Run(name=preset, group=preset, role="target", model=model, train=train,
+              predicted=predict(model, train, Conventions()))
+    with tempfile.TemporaryDirectory() as folder:
+        run_dir = RunDir(Path(folder) / preset)
+        run_dir.path.mkdir()
+        run_dir.write_run_info(run_info(run, "bench"))
+        # one train line after the warm-up steps, one after the measured ones: the second is the measurement
+        train_run(run_dir.path, device=device, log_every_steps=warmup_steps if warmup_steps else total_steps)
+        lines = run_dir.read_metrics()
+        env = json.loads(run_dir.env_json.read_text())
+    tokens_per_s = [line for line in lines if line["event"] == "train"][-1]["tokens_per_s"]
+    final = [line for line in lines if line["event"] == "eval"][-1]
+    flops = run.predicted["train_flops_per_token"]
+    return {"preset": preset, "compile": compile, "dtype": dtype, "tokens_per_s": tokens_per_s,
+            "mfu": mfu(flops, tokens_per_s, env["peak_flops_per_device"], 1),
+            "peak_memory_bytes": final["peak_memory_bytes"], "train_flops_per_token": flops}
+
+
+def show(rows: list[dict]) -> None:
+    print(f"{'preset':12s} {'dtype':5s} {'compile':7s} {'train FLOP/tok':>14s} {'tokens/s':>10s} {'MFU':>7s} "
+          f"{'peak memory':>12s}")
+    for row in rows:
+        mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
+        print(f"{row['preset']:12s} {row['dtype']:5s} {str(row['compile']):7s} "
+              f"{fmt.si(row['train_flops_per_token']):>14s} {fmt.si(row['tokens_per_s']):>10s} {mfu:>7s} "
+              f"{fmt.bytes_(row['peak_memory_bytes']):>12s}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20, help="measured optimizer steps")
+    parser.add_argument("--warmup-steps", type=int, default=5, help="steps before the measurement")
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per step")
+    args = parser.parse_args()
+    common = dict(batch_size=args.batch_size, steps=args.steps, warmup_steps=args.warmup_steps)
+
+    import torch
+
+    print(f"torch {torch.__version__}; MFU against the dense bf16 peak of the device (none on CPU)\n")
+    print(f"CPU ({torch.get_num_threads()} threads), tiny presets, fp32, seq_len 128")
+    show([measure(name, device="cpu", seq_len=128, compile=False, dtype="fp32", **common)
+          for name in ("la-tiny", "dr-tiny", "dr_da-tiny")])
+    if not torch.cuda.is_available():
+        print("\nno CUDA device: the 100m presets in bf16 are measured only on a GPU")
+        return
+    print(f"\n{torch.cuda.get_device_name()}, 100m presets, bf16, seq_len 1024")
+    rows = [measure(name, device="cuda", seq_len=1024, compile=compile, dtype="bf16", **common)
+            for compile in (False, True) for name in ("la-100m", "dr-100m", "dr_da-100m")]
+    show(rows)
+    for compile in (False, True):
+        by_name = {row["preset"]: row for row in rows if row["compile"] == compile}
+        ratio = by_name["dr_da-100m"]["tokens_per_s"] / by_name["dr-100m"]["tokens_per_s"]
+        print(f"dr_da/dr throughput ratio, compile={compile}: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
