@@ -340,8 +340,36 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
         found = _match_or_explain(shape, variant, request.overrides, spec, variant)
         runs.append(PlannedRun(variant, "variant", found.config, found, predict(found.config, train, conv)))
         notices += [f"{variant}: {note}" for note in found.notes]
+        hint = _finer_align_hint(shape, variant, request.overrides, spec, found)
+        if hint:
+            notices.append(f"{variant}: {hint}")
     return Plan(request=request, target_label=label, variants=variants, matched=spec.matched, spec=spec,
                 train=train, seeds=seeds, runs=runs, notices=notices)
+
+
+CLOSE_RESIDUAL = 0.005  # a match looser than this on a 64-aligned lattice gets a hint to refine it
+
+
+def _finer_align_hint(shape: ModelConfig, variant: str, overrides: Overrides, spec: MatchSpec,
+                      found: Match) -> str | None:
+    """When the lattice is too coarse for a close match (worst matched |residual| above 0.5%), what
+    halving --align would give. d_ff steps of `align` move FLOPs by a fixed amount; the best lattice
+    point can be off by half a step whatever the search does."""
+    worst = max(abs(found.residuals[q]) for q in found.solved) if found.solved else 0.0
+    if worst <= CLOSE_RESIDUAL or spec.align % 2 or spec.align < 16 or "d_ff" not in found.free:
+        return None
+    finer = dataclasses.replace(spec, align=spec.align // 2)
+    try:
+        base, held = variant_config(shape, variant, overrides)
+        refined = match(base, finer, held, variant)
+    except MatchError:
+        return None
+    better = max(abs(refined.residuals[q]) for q in refined.solved)
+    if better >= worst:
+        return None
+    listing = ", ".join(f"{q} {refined.residuals[q]:+.2%}" for q in refined.solved)
+    return (f"the closest point with d_ff a multiple of {spec.align} is off by {worst:.2%}; --align "
+            f"{finer.align} gives d_ff {refined.config.d_ff}, n_experts {refined.config.n_experts} ({listing})")
 
 
 def _match_or_explain(shape: ModelConfig, variant: str, overrides: Overrides, spec: MatchSpec,

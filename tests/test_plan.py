@@ -250,3 +250,16 @@ def test_measured_mismatch_is_an_error(capsys, monkeypatch, tmp_path):
     err = " ".join(capsys.readouterr().err.split())
     assert "measured check failed: dr parameters +1.000% between matcher.costs and the real modules" in err
     assert not path.exists()
+
+
+def test_a_coarse_lattice_gets_a_hint_that_a_finer_align_matches_closer():
+    # la-2b -> dr_da at align 64: the best lattice point is off by ~0.9% on FLOPs (half a d_ff step)
+    coarse = make_plan(PlanRequest(target="la-2b", variants="dr_da"))
+    worst = max(abs(coarse.runs[1].match.residuals[q]) for q in ("flops", "params"))
+    assert worst > 0.005
+    (hint,) = [n for n in coarse.notices if "--align 32" in n]
+    fine = make_plan(PlanRequest(target="la-2b", variants="dr_da", align=32))
+    cfg = fine.runs[1].config
+    assert f"d_ff {cfg.d_ff}, n_experts {cfg.n_experts}" in hint
+    assert max(abs(fine.runs[1].match.residuals[q]) for q in ("flops", "params")) <= 0.005
+    assert not [n for n in fine.notices if "--align" in n]  # close enough: no hint

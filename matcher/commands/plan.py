@@ -27,8 +27,6 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
             checks = measured_check(plan)
     for line in plan.notices:
         notice(line)
-    if measure and checks is None:
-        notice("measured check skipped: matcher.measure is not available in this build")
     sweep = build_sweep(plan)
     path = out_path or plan.default_path()
     if not dry_run:
@@ -43,16 +41,11 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
     return result
 
 
-def measured_check(plan: Plan) -> list[dict[str, Any]] | None:
+def measured_check(plan: Plan) -> list[dict[str, Any]]:
     """Parameters and forward FLOPs per token of every chosen (matched) config, counted on the real
     module (meta device) beside the analytic values; a difference above MEASURE_RTOL is an error,
     because then the match was made on numbers the models do not have. A given target model is not
-    re-counted here (`matcher cost <target>` does): counting costs 1-2 s per config on 2 cores.
-    None when matcher.measure is absent."""
-    import importlib.util
-
-    if importlib.util.find_spec("matcher.measure") is None:
-        return None
+    re-counted here (`matcher cost <target>` does): counting costs 1-2 s per config on 2 cores."""
     from matcher import measure
 
     conv, seq_len = plan.spec.conventions, plan.train.seq_len
