@@ -185,6 +185,7 @@ def run(
     python: Annotated[str, typer.Option(help="Slurm: the interpreter with matcher installed on the nodes.")] = "python",
 ) -> None:
     """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
+    from matcher.console import notice
     from matcher.runner import run_sweep
     from matcher.slurm import SlurmOptions
 
@@ -194,6 +195,9 @@ def run(
                           retry_failed=retry_failed, slurm=slurm)
     if any(summary.state == "failed" for summary in summaries):
         raise typer.Exit(1)  # scripts notice; the reasons are in the summary table
+    if any(summary.state == "interrupted" for summary in summaries):
+        notice(f"interrupted: run `matcher run {sweep}` again to resume from the last checkpoint")
+        raise typer.Exit(130)  # as a shell reports SIGINT, so a script's loop stops too
 
 
 @app.command()
@@ -204,10 +208,13 @@ def demo(
     plot: Annotated[bool, typer.Option(help="Also write results/<demo>/curves.png (needs matplotlib).")] = True,
 ) -> None:
     """The whole loop on the embedded default: plan la-tiny vs dr, dr_da; train on CPU; compare."""
-    from matcher.commands.demo import SCALES, demo_command
+    from matcher.commands.demo import SCALES, Interrupted, demo_command
     from matcher.names import resolve
 
-    demo_command(resolve(scale, SCALES, "scale").name, sweeps, results, plot)
+    try:
+        demo_command(resolve(scale, SCALES, "scale").name, sweeps, results, plot)
+    except Interrupted:
+        raise typer.Exit(130) from None
 
 
 @app.command()

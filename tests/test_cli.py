@@ -50,3 +50,30 @@ def test_cli_start_does_not_import_heavy_libraries():
             "print(sorted(m for m in ('torch', 'pandas', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_an_interrupted_sweep_exits_130_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
+    import matcher.runner
+    from matcher.progress import RunSummary
+
+    states = iter([["finished", "interrupted"], ["finished", "failed"], ["finished", "finished"]])
+    monkeypatch.setattr(matcher.runner, "run_sweep",
+                        lambda *a, **k: [RunSummary(f"r{i}", s) for i, s in enumerate(next(states))])
+    sweep = tmp_path / "s.yaml"
+    assert main(["run", str(sweep)]) == 130
+    assert f"matcher run {sweep}` again to resume" in capsys.readouterr().err.replace("\n", "")
+    assert main(["run", str(sweep)]) == 1
+    assert main(["run", str(sweep)]) == 0
+
+
+def test_an_interrupted_demo_prints_what_it_has_and_exits_130(capsys, tmp_path, monkeypatch):
+    import matcher.commands.compare
+    import matcher.runner
+    from matcher.progress import RunSummary
+
+    compared = []
+    monkeypatch.setattr(matcher.runner, "run_sweep", lambda *a, **k: [RunSummary("la-tiny", "interrupted")])
+    monkeypatch.setattr(matcher.commands.compare, "compare_command", lambda *a, **k: compared.append(a))
+    args = ["demo", "--scale", "smoke", "--sweeps", str(tmp_path / "sweeps"), "--results", str(tmp_path / "r")]
+    assert main(args) == 130
+    assert compared and "run `matcher demo` again to resume" in capsys.readouterr().err.replace("\n", "")

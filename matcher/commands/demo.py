@@ -70,8 +70,16 @@ def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bo
         show_command(path)
         console.print(f"sweep written to {path}")
     console.rule("[bold]2/3 train[/] on the embedded math task (CPU)")
-    run_sweep(path, results_root)
+    summaries = run_sweep(path, results_root)
     console.rule("[bold]3/3 compare[/]: tokens to reach each accuracy, ratio to the la baseline")
     sweep_dir = results_root / name
     compare_command(sweep_dir, plot=sweep_dir / "curves.png" if plot else None)
+    if any(summary.state == "interrupted" for summary in summaries):
+        notice("interrupted: the comparison above is partial; run `matcher demo` again to resume "
+               "from the last checkpoints")
+        raise Interrupted
     return sweep_dir
+
+
+class Interrupted(Exception):
+    """The user stopped training (Ctrl-C); progress is saved. The CLI exits 130, as a shell does."""
