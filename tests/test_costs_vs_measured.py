@@ -2,7 +2,6 @@
 by component: parameters exactly, forward FLOPs within 0.1%, training memory within 10%."""
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from model_configs import small_configs
@@ -21,13 +20,7 @@ FLOP_RTOL = 1e-3
 MEMORY_RTOL = 0.10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a busy machine waiting for them costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def assert_params_match(cfg):
