@@ -1,5 +1,7 @@
 """Sweep files: round trip, validation of every field with its path, atomic no-overwrite writes."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -106,3 +108,23 @@ def test_validate_and_show_commands(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "runs[1].model.n_expert: unknown field (did you mean 'n_experts'?)" in captured.err
     assert "Traceback" not in captured.err
+
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_sweeps_validate_and_their_predictions_are_current(path):
+    """The example sweeps under sweeps/ stay valid as the cost model changes (load_sweep re-predicts)."""
+    from matcher.plan import PlanRequest, make_plan
+
+    sweep = load_sweep(path)
+    target = sweep.runs[0]
+    assert target.role == "target" and target.name == sweep.meta.target
+    # re-planned today, the same configs come out
+    plan = make_plan(PlanRequest(target=sweep.meta.target, variants=",".join(sweep.meta.variants)))
+    assert [r.config for r in plan.runs] == [r.model for r in sweep.runs]
+
+
+def test_there_are_committed_example_sweeps():
+    assert len(COMMITTED) >= 2
