@@ -110,6 +110,8 @@ def plan(
     tokens: Annotated[float | None, typer.Option(help="Training tokens per run (default 20 x the target's "
                                                  "parameters).")] = None,
     batch: Annotated[int | None, typer.Option(help="Sequences per step (default: scaled to compute).", min=1)] = None,
+    micro_batch: Annotated[int | None, typer.Option(
+        help="Sequences per forward on one GPU: gradient accumulation (same steps, less memory).", min=1)] = None,
     seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence (default: the target's).", min=1)] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds; several give runs <variant>-s<seed>.")] = "0",
     out: Annotated[Path | None, typer.Option(help="Sweep file (default sweeps/<target>-vs-<variants>.yaml).")] = None,
@@ -129,7 +131,7 @@ def plan(
     request = PlanRequest(target=target, variants=variants, base=base, flops=flops, params=params,
                           overrides=overrides, align=align, match=match, max_memory_ratio=max_memory_ratio,
                           tolerance=tolerance, tokens=None if tokens is None else round(tokens), batch=batch,
-                          seq_len=seq_len, seeds=seeds,
+                          micro_batch=micro_batch, seq_len=seq_len, seeds=seeds,
                           conventions=_conventions(causal_half, recompute, activation_dtype))
     plan_command(request, out, force, dry_run, as_json, measure)
 

@@ -241,6 +241,9 @@ class TrainConfig:
 
     total_tokens: int  # training budget in tokens
     batch_size: int  # sequences per optimizer step (over all devices)
+    # sequences per forward/backward on one device; gradients of batch_size / (processes x this) such
+    # micro-batches are accumulated into one step (the same update, less activation memory). 0: one pass.
+    micro_batch_size: int = 0
     seq_len: int  # tokens per training sequence
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # final LR as a fraction of the peak (end of the decay phase)
@@ -267,6 +270,9 @@ class TrainConfig:
         for name in ("total_tokens", "batch_size", "seq_len", "eval_examples", "n_evals", "data_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.micro_batch_size < 0 or self.micro_batch_size > self.batch_size:
+            raise ConfigError(f"micro_batch_size must be between 0 (no accumulation) and batch_size "
+                              f"{self.batch_size}, got {self.micro_batch_size}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         for name in ("min_lr_ratio", "warmup_fraction", "decay_fraction"):

@@ -68,6 +68,23 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device, *, fsdp: bo
                                    find_unused_parameters=model.cfg.is_moe)
 
 
+def gradient_sync(train_model: torch.nn.Module, enabled: bool):
+    """A context in which backward passes do (enabled) or do not (accumulating micro-batches) reduce
+    gradients over ranks: DDP's no_sync, FSDP2's set_requires_gradient_sync; nothing to do alone."""
+    import contextlib
+
+    module = getattr(train_model, "_orig_mod", train_model)  # under torch.compile
+    if enabled or not dist.is_initialized():
+        if hasattr(module, "set_requires_gradient_sync"):
+            module.set_requires_gradient_sync(True)
+        return contextlib.nullcontext()
+    if hasattr(module, "no_sync"):
+        return module.no_sync()
+    if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
+        module.set_requires_gradient_sync(False)
+    return contextlib.nullcontext()
+
+
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum a few scalars over ranks in one collective."""
     if not dist.is_initialized():

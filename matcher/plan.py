@@ -213,6 +213,7 @@ class PlanRequest:
     tolerance: float = 0.02
     tokens: int | None = None
     batch: int | None = None
+    micro_batch: int | None = None  # train.micro_batch_size: gradient accumulation
     seq_len: int | None = None
     seeds: str = "0"
     conventions: Conventions = field(default_factory=Conventions)
@@ -224,7 +225,8 @@ class PlanRequest:
         for name, flag in (("target", "--target"), ("variants", "--variants"), ("flops", "--flops"),
                            ("params", "--params"), ("align", "--align"), ("match", "--match"),
                            ("max_memory_ratio", "--max-memory-ratio"), ("tolerance", "--tolerance"),
-                           ("tokens", "--tokens"), ("batch", "--batch"), ("seq_len", "--seq-len"),
+                           ("tokens", "--tokens"), ("batch", "--batch"), ("micro_batch", "--micro-batch"),
+                           ("seq_len", "--seq-len"),
                            ("seeds", "--seeds")):
             value = getattr(self, name)
             if value != getattr(default, name) or name == "target" and value is not None:
@@ -327,9 +329,16 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
     target_costs = costs_of(target_config, spec, ("flops", "params"))
     train = default_training(target_costs["flops"], target_costs["params"], shape.seq_len,
                              tokens=request.tokens, batch=request.batch, recompute=conv.recompute)
-    # Variants are matched to the budgets where given, otherwise to the target run's costs.
-    reference = costs_of(target_config, dataclasses.replace(spec, batch=train.batch_size))
-    spec = dataclasses.replace(spec, batch=train.batch_size, targets={**reference, **budgets})
+    if request.micro_batch is not None:
+        if train.batch_size % request.micro_batch:
+            raise ConfigError(f"--micro-batch {request.micro_batch} does not divide the batch of "
+                              f"{train.batch_size} sequences; give a divisor (or --batch)")
+        train = dataclasses.replace(train, micro_batch_size=request.micro_batch)
+    # Variants are matched to the budgets where given, otherwise to the target run's costs. Memory is
+    # one process's: the sequences of one forward/backward (a micro-batch when accumulating).
+    mem_batch = train.micro_batch_size or train.batch_size
+    reference = costs_of(target_config, dataclasses.replace(spec, batch=mem_batch))
+    spec = dataclasses.replace(spec, batch=mem_batch, targets={**reference, **budgets})
     if request.max_memory_ratio is not None:
         spec = dataclasses.replace(spec, max_memory_bytes=request.max_memory_ratio * reference["memory"])
 

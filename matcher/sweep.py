@@ -76,9 +76,11 @@ class Sweep:
 
 
 def predict(model: ModelConfig, train: TrainConfig, conv: Conventions) -> dict[str, float]:
-    """The costs a sweep records for a run (one place; the runner copies them into run.yaml)."""
+    """The costs a sweep records for a run (one place; the runner copies them into run.yaml). Training
+    memory is one process's: weights, gradients, AdamW state and the activations of one forward of
+    train.micro_batch_size sequences (batch_size when it is 0)."""
     params = param_counts(model)
-    mem = memory(model, batch=train.batch_size, seq_len=train.seq_len, conv=conv)
+    mem = memory(model, batch=train.micro_batch_size or train.batch_size, seq_len=train.seq_len, conv=conv)
     inference = memory(model, batch=1, seq_len=train.seq_len, conv=conv)
     return {
         "train_flops_per_token": round(train_flops_per_token(model, conv, train.seq_len)),

@@ -37,12 +37,13 @@ import torch
 
 from matcher import __version__
 from matcher.data import math_task, problems, streams, tokenizer
-from matcher.distributed import all_reduce_sum, barrier, close_world, init_world, wrap
+from matcher.distributed import all_reduce_sum, barrier, close_world, gradient_sync, init_world, wrap
 from matcher.errors import MatcherError, RunError
 from matcher.evaluate import answer_accuracy, answer_loss
 from matcher.rundir import MetricsWriter, RunDir
 from matcher.schedule import eval_steps, wsd_lr
 from matcher.throughput import gini, mfu, peak_flops
+from models import IGNORE_INDEX
 
 CHECKPOINT_FORMAT = 1
 OnRecord = Callable[[dict[str, Any]], None]
@@ -89,8 +90,8 @@ def describe_error(error: BaseException) -> str:
     """One line for status.json and the sweep summary."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     if isinstance(error, torch.OutOfMemoryError):
-        return (f"out of GPU memory ({text}); lower batch_size, set recompute: full, "
-                "or shard with --nproc N --fsdp")
+        return (f"out of GPU memory ({text}); set train.micro_batch_size (gradient "
+                "accumulation: the same steps, less memory), recompute: full, or shard with --nproc N --fsdp")
     if isinstance(error, MatcherError):
         return text
     return f"{type(error).__name__}: {text}"
@@ -141,6 +142,13 @@ class Trainer:
         if self.cfg.batch_size % self.world.size:
             raise RunError(f"batch_size {self.cfg.batch_size} does not split over {self.world.size} "
                            "processes; use an --nproc that divides it")
+        self.local_batch = self.cfg.batch_size // self.world.size
+        self.micro_batch = self.cfg.micro_batch_size or self.local_batch
+        if self.local_batch % self.micro_batch:
+            fits = [m for m in range(1, self.local_batch + 1) if self.local_batch % m == 0]
+            raise RunError(f"micro_batch_size {self.micro_batch} does not divide the {self.local_batch} "
+                           f"sequences each of {self.world.size} process(es) gets per step; use one of "
+                           f"{', '.join(map(str, fits[-8:]))} (set train.micro_batch_size in the sweep)")
         self.dtype = self.cfg.dtype
         if self.dtype == "auto":
             self.dtype = "bf16" if self.device.type == "cuda" else "fp32"
@@ -270,10 +278,20 @@ class Trainer:
         lr = wsd_lr(step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        # Micro-batches (train.micro_batch_size) accumulate into one step; gradients are reduced over ranks
+        # once, in the last backward. The loss is the mean over the whole batch: each micro-batch's mean
+        # weighted by its share of the counted target tokens (counted on the CPU copy: no device sync).
+        counted = [int((yc != IGNORE_INDEX).sum()) for yc in batch[1].split(self.micro_batch)]
         x, y = (t.to(self.device, non_blocking=True) for t in batch)
-        with self.autocast:
-            _, loss = self.train_model(x, y)
-        loss.backward()
+        loss = torch.zeros((), device=self.device)
+        for i, (xc, yc, n) in enumerate(zip(x.split(self.micro_batch), y.split(self.micro_batch), counted)):
+            with gradient_sync(self.train_model, enabled=i == len(counted) - 1):
+                with self.autocast:
+                    _, chunk_loss = self.train_model(xc, yc)
+                # a micro-batch with no counted token (possible with masked data) adds nothing
+                weighted = chunk_loss * (n / max(1, sum(counted))) if n else chunk_loss.nan_to_num() * 0.0
+                weighted.backward()
+            loss += weighted.detach()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()

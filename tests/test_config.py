@@ -116,3 +116,5 @@ def test_train_config_validation():
         TrainConfig(total_tokens=1000, batch_size=2, seq_len=16, warmup_fraction=0.6, decay_fraction=0.6)
     with pytest.raises(ConfigError, match="eval_tokens must be positive and strictly increasing"):
         TrainConfig(total_tokens=1000, batch_size=2, seq_len=16, eval_tokens=[10, 5])
+    with pytest.raises(ConfigError, match="micro_batch_size must be between 0 \\(no accumulation\\) and batch_size 2"):
+        TrainConfig(total_tokens=1000, batch_size=2, seq_len=16, micro_batch_size=4)

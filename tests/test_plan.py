@@ -263,3 +263,20 @@ def test_a_coarse_lattice_gets_a_hint_that_a_finer_align_matches_closer():
     assert f"d_ff {cfg.d_ff}, n_experts {cfg.n_experts}" in hint
     assert max(abs(fine.runs[1].match.residuals[q]) for q in ("flops", "params")) <= 0.005
     assert not [n for n in fine.notices if "--align" in n]  # close enough: no hint
+
+
+def test_micro_batch_accumulates_and_memory_is_one_micro_batch(tmp_path, capsys):
+    from matcher.costs import memory
+
+    plan = make_plan(PlanRequest(target="la-1b", variants="dr", micro_batch=4))
+    train = plan.train
+    assert train.micro_batch_size == 4 and train.batch_size % 4 == 0 and train.batch_size > 4
+    assert plan.request.command_line() == "matcher plan --target la-1b --variants dr --micro-batch 4"
+    for run in plan.runs:  # predicted training memory: one forward of 4 sequences, not the whole batch
+        predicted = predict(run.config, train, plan.spec.conventions)["training_memory_bytes"]
+        assert predicted == memory(run.config, batch=4, seq_len=train.seq_len,
+                                   conv=plan.spec.conventions).training_bytes
+    whole = make_plan(PlanRequest(target="la-1b", variants="dr"))
+    assert whole.runs[1].predicted["training_memory_bytes"] > plan.runs[1].predicted["training_memory_bytes"]
+    assert main(["plan", "--target", "la-1b", "--micro-batch", "7", "--dry-run", "--no-measure"]) == 2
+    assert "--micro-batch 7 does not divide the batch" in capsys.readouterr().err

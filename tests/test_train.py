@@ -192,9 +192,10 @@ def test_data_error_fails_the_run_with_its_message(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2-micro2"])
 def test_two_process_gloo_matches_one_process(tmp_path, reference, fsdp):
-    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny"))
+    # the FSDP2 case also accumulates two micro-batches of 2 per rank (gradient sync only in the last)
+    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny", tiny_train(micro_batch_size=2 if fsdp else 0)))
     summary = launch_run(run_dir.path, nproc=2, fsdp=fsdp, log_every_steps=5)
     assert summary.state == "finished", run_dir.log.read_text()[-3000:]
     env = json.loads(run_dir.env_json.read_text())
@@ -206,3 +207,21 @@ def test_two_process_gloo_matches_one_process(tmp_path, reference, fsdp):
         if a["event"] == "eval":
             assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-3)
     shutil.rmtree(run_dir.path / "checkpoints")
+
+
+def test_micro_batches_accumulate_to_the_same_steps(tmp_path, reference):
+    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny", tiny_train(micro_batch_size=2)))  # 4 per step
+    assert train_run(run_dir.path, log_every_steps=5).state == "finished"
+    micro, one = comparable(run_dir), comparable(reference)
+    assert [(line["event"], line["step"]) for line in micro] == [(line["event"], line["step"]) for line in one]
+    for a, b in zip(micro, one):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        if a["event"] == "eval":
+            assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-4)
+
+
+def test_a_micro_batch_that_does_not_divide_is_one_clear_error(tmp_path):
+    run_dir = prepare(tmp_path, tiny_run("la-tiny", tiny_train(micro_batch_size=3)))
+    summary = launch_run(run_dir.path)
+    assert summary.state == "failed"
+    assert "micro_batch_size 3 does not divide the 8 sequences" in summary.note and "1, 2, 4, 8" in summary.note

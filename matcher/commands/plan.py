@@ -119,8 +119,10 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
             str(m.steps) if m else "-", str(m.evaluations) if m else "-")
     console.print(table)
     train = plan.train
-    console.print(f"Δ = cost / target - 1; memory and caches as multiples of the target's (training: batch "
-                  f"{train.batch_size} x {train.seq_len} tokens; inference: one sequence of {train.seq_len})")
+    held = (f"micro-batches of {train.micro_batch_size} x {train.seq_len} tokens on one process, batch "
+            f"{train.batch_size}" if train.micro_batch_size else f"batch {train.batch_size} x {train.seq_len} tokens")
+    console.print(f"Δ = cost / target - 1; memory and caches as multiples of the target's (training: {held}; "
+                  f"inference: one sequence of {train.seq_len})")
     console.print("[dim]search: coordinate descent (d_ff on FLOPs, n_experts on params and memory), then the "
                   f"best point within d_ff +-{NEIGHBOURHOOD_STEPS} aligned steps; score: max |Δ| over the "
                   "matched quantities, ties by the sum of Δ²[/]")
