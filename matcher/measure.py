@@ -192,7 +192,10 @@ def _fvcore_forward(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[dict[st
     import warnings
 
     import torch
-    from fvcore.nn import FlopCountAnalysis
+
+    with warnings.catch_warnings():  # fvcore scripts a loss function at import: torch.jit.script is deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     from models import Model
 
