@@ -200,24 +200,24 @@ def test_two_process_gloo_matches_one_process(tmp_path, reference, fsdp):
     assert summary.state == "finished", run_dir.log.read_text()[-3000:]
     env = json.loads(run_dir.env_json.read_text())
     assert env["world_size"] == 2 and env["parallel"] == ("fsdp2" if fsdp else "ddp")
-    two, one = comparable(run_dir), comparable(reference)
-    assert [(line["event"], line["step"]) for line in two] == [(line["event"], line["step"]) for line in one]
-    for a, b in zip(two, one):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
-        if a["event"] == "eval":
-            assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-3)
+    assert_same_losses(run_dir, reference, rel=1e-3)
     shutil.rmtree(run_dir.path / "checkpoints")
 
 
 def test_micro_batches_accumulate_to_the_same_steps(tmp_path, reference):
     run_dir = prepare(tmp_path, tiny_run("dr_da-tiny", tiny_train(micro_batch_size=2)))  # 4 per step
     assert train_run(run_dir.path, log_every_steps=5).state == "finished"
-    micro, one = comparable(run_dir), comparable(reference)
-    assert [(line["event"], line["step"]) for line in micro] == [(line["event"], line["step"]) for line in one]
-    for a, b in zip(micro, one):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert_same_losses(run_dir, reference, rel=1e-4)
+
+
+def assert_same_losses(run_dir: RunDir, reference: RunDir, rel: float) -> None:
+    """The same train and eval lines at the same steps, losses equal within `rel`."""
+    got, want = comparable(run_dir), comparable(reference)
+    assert [(line["event"], line["step"]) for line in got] == [(line["event"], line["step"]) for line in want]
+    for a, b in zip(got, want):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=rel)
         if a["event"] == "eval":
-            assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-4)
+            assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=rel)
 
 
 def test_a_micro_batch_that_does_not_divide_is_one_clear_error(tmp_path):
