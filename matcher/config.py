@@ -203,13 +203,14 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing file or a syntax error is one ConfigError with the line."""
+def read_yaml(path: str | Path, missing: str = "give an existing YAML file") -> Any:
+    """Parse a YAML file; a missing file (`missing` says what to do) or a syntax error is one
+    ConfigError with the line."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such file. Give a preset name (`matcher presets` lists them) or a YAML path")
+        raise ConfigError(f"{path}: no such file; {missing}")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -223,7 +224,7 @@ def read_yaml(path: str | Path) -> Any:
 
 def load_model_config(path: str | Path) -> ModelConfig:
     """A model config file: the fields at top level, or under a `model:` key."""
-    data = read_yaml(path)
+    data = read_yaml(path, missing="give a preset name (`matcher presets` lists them) or a model-config YAML path")
     if isinstance(data, dict) and set(data) == {"model"}:
         data = data["model"]
     return ModelConfig.from_dict(data, where=str(path))

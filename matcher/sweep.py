@@ -201,10 +201,19 @@ def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str]
     return [], Sweep(meta=meta, runs=runs)
 
 
+def missing_sweep_hint(path: Path) -> str:
+    """What to do when a sweep file is not there: the sweeps beside it, or how to write one."""
+    folder = path.parent if path.parent.is_dir() else Path("sweeps")
+    found = sorted(str(p) for p in folder.glob("*.yaml"))[:8] if folder.is_dir() else []
+    if found:
+        return f"sweeps in {folder}: {', '.join(found)}"
+    return "write one with `matcher plan --target <preset> --variants dr,dr_da`"
+
+
 def load_sweep(path: str | Path, check_predicted: bool = True) -> Sweep:
     """Load and validate a sweep file; every problem is listed in one ConfigError."""
     path = Path(path)
-    problems, sweep = check_sweep_data(read_yaml(path), check_predicted)
+    problems, sweep = check_sweep_data(read_yaml(path, missing_sweep_hint(path)), check_predicted)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(

@@ -128,3 +128,15 @@ def test_committed_sweeps_validate_and_their_predictions_are_current(path):
 
 def test_there_are_committed_example_sweeps():
     assert len(COMMITTED) >= 2
+
+
+def test_a_missing_sweep_lists_the_sweeps_there_or_says_how_to_write_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "sweeps/x.yaml"]) == 2
+    assert "write one with `matcher plan --target" in capsys.readouterr().err.replace("\n", "")
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "la-1b-vs-dr.yaml").write_text("{}\n")
+    assert main(["sweep", "validate", "sweeps/x.yaml"]) == 2
+    assert "sweeps in sweeps: sweeps/la-1b-vs-dr.yaml" in capsys.readouterr().err.replace("\n", "")
+    assert main(["cost", "nowhere.yaml", "--no-measure"]) == 2
+    assert "give a preset name" in capsys.readouterr().err

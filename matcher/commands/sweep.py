@@ -8,11 +8,11 @@ from matcher import fmt
 from matcher.config import read_yaml
 from matcher.console import out
 from matcher.errors import ConfigError
-from matcher.sweep import check_sweep_data, load_sweep
+from matcher.sweep import check_sweep_data, load_sweep, missing_sweep_hint
 
 
 def validate_command(path: Path) -> None:
-    problems, sweep = check_sweep_data(read_yaml(path))
+    problems, sweep = check_sweep_data(read_yaml(path, missing_sweep_hint(Path(path))))
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{path}: {len(problems)} problem(s):\n{listing}")
