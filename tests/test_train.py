@@ -192,10 +192,11 @@ def test_data_error_fails_the_run_with_its_message(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2-micro2"])
-def test_two_process_gloo_matches_one_process(tmp_path, reference, fsdp):
-    # the FSDP2 case also accumulates two micro-batches of 2 per rank (gradient sync only in the last)
-    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny", tiny_train(micro_batch_size=2 if fsdp else 0)))
+@pytest.mark.parametrize(("fsdp", "micro"), [(False, 0), (False, 2), (True, 2)],
+                         ids=["ddp", "ddp-micro2", "fsdp2-micro2"])
+def test_two_process_gloo_matches_one_process(tmp_path, reference, fsdp, micro):
+    # micro 2: each rank accumulates two micro-batches of 2 (gradients reduced only in the last backward)
+    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny", tiny_train(micro_batch_size=micro)))
     summary = launch_run(run_dir.path, nproc=2, fsdp=fsdp, log_every_steps=5)
     assert summary.state == "finished", run_dir.log.read_text()[-3000:]
     env = json.loads(run_dir.env_json.read_text())
@@ -218,6 +219,8 @@ def assert_same_losses(run_dir: RunDir, reference: RunDir, rel: float) -> None:
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=rel)
         if a["event"] == "eval":
             assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=rel)
+            # the routing statistics too: counted over all ranks and micro-batches, as one process counts
+            assert np.array(a["expert_load"]) == pytest.approx(np.array(b["expert_load"]), abs=0.02)
 
 
 def test_a_micro_batch_that_does_not_divide_is_one_clear_error(tmp_path):
