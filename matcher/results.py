@@ -42,8 +42,8 @@ class Results:
     runs: pd.DataFrame  # one row per run: RUN_COLUMNS, in report order (baseline group first)
     evals: pd.DataFrame  # one row per run and eval checkpoint, by tokens: run, group, seed, EVAL_* fields
     train: pd.DataFrame  # one row per run and "train" line, by tokens: run, group, seed, TRAIN_* fields
-    expert_load: dict[str, list[list[float]]]  # run -> [applied depth][expert] load share at its last
-    # eval that logged one
+    expert_load: dict[str, list[list[float]]]  # run -> [applied depth][expert] load share over the
+    # training steps before its last eval that logged one (since the eval before it)
     warnings: list[str]
 
     @property

@@ -184,6 +184,8 @@ class Trainer:
         # Loss sums since the last train line and the last eval line, checkpointed with the run.
         self.loss_since_log = [0.0, 0]
         self.loss_since_eval = [0.0, 0]
+        # tokens routed per applied depth and expert since the last eval (the load an eval line reports)
+        self.load_since_eval: torch.Tensor | None = None
         self.elapsed_before_s = 0.0
         metrics_bytes = self._resume()
         self.metrics = MetricsWriter(run.metrics, metrics_bytes) if self.world.is_main else None
@@ -222,6 +224,8 @@ class Trainer:
         self.step = checkpoint["step"]
         self.loss_since_log = list(checkpoint["loss_since_log"])
         self.loss_since_eval = list(checkpoint["loss_since_eval"])
+        load = checkpoint.get("load_since_eval")
+        self.load_since_eval = None if load is None else load.to(self.device)
         self.elapsed_before_s = checkpoint["elapsed_s"]
         return checkpoint["metrics_bytes"]
 
@@ -237,6 +241,7 @@ class Trainer:
                 "model": model_state, "optimizer": optim_state, "rng": _rng_state(),
                 "data": {"source": self.cfg.data, "next_row": self.step * self.cfg.batch_size},
                 "loss_since_log": self.loss_since_log, "loss_since_eval": self.loss_since_eval,
+                "load_since_eval": None if self.load_since_eval is None else self.load_since_eval.cpu(),
                 "elapsed_s": elapsed_s, "metrics_bytes": self.metrics.offset_bytes,
             }
             path = self.rundir.checkpoint
@@ -297,6 +302,9 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.model.update_router_bias(self.cfg.balance_rate)
+        counts = self.model.routed_counts()  # stays on the device: no sync
+        if counts is not None:
+            self.load_since_eval = counts if self.load_since_eval is None else self.load_since_eval + counts
         return loss.detach()
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -394,8 +402,11 @@ class Trainer:
         # Under FSDP every rank runs the same decoding steps, so the collectives inside stay paired.
         accuracy = answer_accuracy(self.model, self.eval_problems, early_stop=not self.fsdp, **kwargs)
         self.model.train()
-        load = self.model.expert_load()
-        shares = [[round(share, 6) for share in row] for row in load.tolist()] if load is not None else None
+        shares = None
+        if self.load_since_eval is not None:  # each expert's share per applied depth, steps since the last eval
+            load = self.load_since_eval.cpu()
+            load = load / load.sum(dim=-1, keepdim=True).clamp(min=1)
+            shares = [[round(share, 6) for share in row] for row in load.tolist()]
         self._write({
             "event": "eval", "step": self.step, "tokens": self.tokens,
             "train_loss": self.loss_since_eval[0] / self.loss_since_eval[1],
@@ -407,6 +418,7 @@ class Trainer:
             "elapsed_s": elapsed_s,
         })
         self.loss_since_eval = [0.0, 0]
+        self.load_since_eval = None
 
 
 def main(argv: list[str] | None = None) -> int:

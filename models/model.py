@@ -126,6 +126,13 @@ class Model(nn.Module):
                 layer.ffn.router.update_bias(rate)
 
     @torch.no_grad()
+    def routed_counts(self) -> torch.Tensor | None:
+        """Tokens routed to each expert at each applied depth in the window the last bias update used
+        (over all ranks), (depth, n_experts) fp32 on the model's device; None for dense models."""
+        rows = [router.last_load[row] for row, router in self._routers_by_depth()]
+        return torch.stack(rows) if rows else None
+
+    @torch.no_grad()
     def expert_load(self) -> torch.Tensor | None:
         """Share of routed tokens per expert at each applied depth, (depth, n_experts) on the CPU, from
         the current counting window (or the last one, right after an update); None for dense models."""

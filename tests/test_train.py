@@ -88,6 +88,13 @@ def test_tiny_run_learns_and_writes_the_results_format(tmp_path):
         assert np.array(e["expert_load"]).shape == (4, 4)  # 4 applied depths x 4 experts
         assert np.allclose(np.sum(e["expert_load"], axis=1), 1, atol=1e-4)
         assert all(0 <= g < 0.75 for g in e["expert_gini"])
+    # An eval's load counts every step since the previous eval: 16 x 64 tokens x top-2 assignments a step
+    # and depth, so share x 2048 x steps is a whole number of tokens (share x 2048 alone, for one step).
+    for before, e in zip([0] + [e["step"] for e in evals], evals):
+        assignments = np.array(e["expert_load"]) * 2048 * (e["step"] - before)
+        assert np.allclose(assignments, np.round(assignments), atol=0.05)
+    last_step_only = np.array(evals[-1]["expert_load"]) * 2048
+    assert not np.allclose(last_step_only, np.round(last_step_only), atol=0.05)
     assert trains[0]["lr"] == pytest.approx(wsd_lr(9, train))
 
     assert run_dir.status()["state"] == "finished" and run_dir.status()["tokens"] == 60 * 16 * 64
