@@ -160,11 +160,13 @@ def compare(
     format: Annotated[str | None, typer.Option("--format", help="table | markdown | csv.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the tables to this file instead of stdout.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write curves and expert-load maps to this image.")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Compare with this group (or a run of it) instead of the "
+                                                      "sweep's target, e.g. dr to price depth attention.")] = None,
 ) -> None:
     """Compare data-efficiency curves: tokens to reach each accuracy and the ratio to the baseline."""
     from matcher.commands.compare import compare_command
 
-    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot)
+    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline)
 
 
 @app.command()

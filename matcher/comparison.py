@@ -56,7 +56,8 @@ def build_report(results: Results, targets: list[float], targets_given: bool) ->
     baseline = results.baseline
     sweep = ", ".join(sorted(set(results.runs["sweep"]) - {""})) or results.path.name
     summary = [
-        f"Baseline: {baseline} (role: target). {len(results.runs)} runs in {len(results.groups)} groups.",
+        f"Baseline: {baseline} ({'chosen with --baseline' if results.chosen_baseline else 'role: target'}). "
+        f"{len(results.runs)} runs in {len(results.groups)} groups.",
         "Targets: " + (", ".join(f"{t:g}" for t in targets) if targets else "none")
         + (" (given)." if targets_given else
            " (25%, 50% and 75% of the baseline's best mean accuracy, rounded to 2 decimals)."),

@@ -45,6 +45,7 @@ class Results:
     expert_load: dict[str, list[list[float]]]  # run -> [applied depth][expert] load share over the
     # training steps before its last eval that logged one (since the eval before it)
     warnings: list[str]
+    chosen_baseline: str | None = None  # a group given with `matcher compare --baseline`
 
     @property
     def groups(self) -> list[str]:
@@ -53,7 +54,10 @@ class Results:
 
     @property
     def baseline(self) -> str:
-        """The group of the run(s) with role: target; ResultsError when there is not exactly one."""
+        """The chosen group, else the group of the run(s) with role: target; ResultsError when there is
+        not exactly one."""
+        if self.chosen_baseline is not None:
+            return self.chosen_baseline
         targets = list(dict.fromkeys(self.runs.loc[self.runs["role"] == "target", "group"]))
         if not targets:
             raise ResultsError(
@@ -66,6 +70,24 @@ class Results:
                 "a sweep has one target: compare one sweep's folder"
             )
         return targets[0]
+
+
+def with_baseline(results: Results, group: str) -> Results:
+    """`results` compared against `group` (a group name, or a run name of that group) instead of the
+    target; the name is read forgivingly, an unknown one lists the groups."""
+    import dataclasses
+
+    from matcher.names import resolve
+
+    groups = results.groups
+    by_run = dict(zip(results.runs["run"], results.runs["group"]))
+    resolved = resolve(group, dict.fromkeys([*groups, *by_run]), "group")
+    if resolved.notice:
+        from matcher.console import notice
+
+        notice(resolved.notice)
+    chosen = resolved.name if resolved.name in groups else by_run[resolved.name]
+    return dataclasses.replace(results, chosen_baseline=chosen)
 
 
 def load_results(path: str | Path) -> Results:

@@ -21,7 +21,7 @@ from matcher.commands.compare import compare_command
 from matcher.comparison import baseline_targets, checkpoint_rows, reach_table
 from matcher.efficiency import default_targets, efficiency_ratio, parse_targets, spread, tokens_to_reach
 from matcher.errors import MatcherError, ResultsError
-from matcher.results import load_results
+from matcher.results import load_results, with_baseline
 
 HERE = Path(__file__).parent
 FIXTURE = HERE / "data" / "results_fixture"
@@ -313,3 +313,20 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ResultsError, match=r"pip install 'matcher\[plot\]'"):
         plot_comparison(load_results(FIXTURE), [0.5], tmp_path / "x.png")
+
+
+def test_another_group_as_the_baseline(capsys):
+    out, err = _consoles()
+    compare_command(FIXTURE, targets="0.2", baseline="DR_tiny", console=out, err_console=err)
+    text = out.file.getvalue()
+    assert "Baseline: dr-tiny (chosen with --baseline)." in text
+    assert "read group 'DR_tiny' as 'dr-tiny'" in capsys.readouterr().err.replace("\n", "")
+    # 0.2: la-tiny at 16384 sqrt(2) tokens, dr-tiny at 16384 (both seeds): la needs 1/sqrt(2) = 0.71x
+    la_line = next(line for line in text.splitlines() if line.startswith("│    0.2 │ la-tiny"))
+    assert "0.71x" in la_line
+    dr_line = next(line for line in text.splitlines() if line.startswith("│    0.2 │ dr-tiny "))
+    assert "1.00x" in dr_line
+    results = with_baseline(load_results(FIXTURE), "dr-tiny-s1")  # a run names its group
+    assert results.baseline == "dr-tiny"
+    with pytest.raises(MatcherError, match="unknown group 'xx'.*Known groups: la-tiny, dr-tiny, dr_da-tiny"):
+        with_baseline(load_results(FIXTURE), "xx")

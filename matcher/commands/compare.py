@@ -25,6 +25,7 @@ def compare_command(
     fmt: str | None = None,
     out: str | Path | None = None,
     plot: str | Path | None = None,
+    baseline: str | None = None,
     *,
     console=None,
     err_console=None,
@@ -32,6 +33,7 @@ def compare_command(
     """`targets`: accuracies as text ("0.3,0.5" or "30%,50%") or a list; None: from the baseline's curve.
     `fmt`: table (rich, the default on a terminal), markdown or csv; None with `out`: from its suffix
     (.csv: csv, anything else: markdown). `out`: a file instead of stdout. `plot`: a figure file.
+    `baseline`: the group (or a run of it) the others are compared with (default: the sweep's target).
     `console` / `err_console`: rich Consoles for the report and the warnings (default: matcher.console's
     stdout and stderr)."""
     from rich.console import Console
@@ -47,6 +49,10 @@ def compare_command(
     err_console = err_console or consoles.err()
     fmt = _format(fmt, out)
     results = load_results(results_dir)
+    if baseline is not None:
+        from matcher.results import with_baseline
+
+        results = with_baseline(results, baseline)
     for warning in results.warnings:
         err_console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     if results.runs.empty:
