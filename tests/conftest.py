@@ -1,6 +1,16 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the hypothesis profile.
+
+Property tests draw the same examples on every run by default (profile "ci": a landing never depends on
+luck); `HYPOTHESIS_PROFILE=explore pytest` draws new random ones each run to hunt for counterexamples."""
+
+import os
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="module")
