@@ -20,10 +20,32 @@ from pathlib import Path
 from typing import Any
 
 from matcher.config import ModelConfig, TrainConfig, dump_yaml, read_yaml
-from matcher.errors import RunError
+from matcher.errors import MatcherError, RunError
 from matcher.sweep import write_text_atomic
 
 STATES = ("running", "finished", "failed", "interrupted")
+
+
+# TrainConfig fields that change how a run executes, not what it computes
+EXECUTION_FIELDS = ("micro_batch_size", "compile", "recompute")
+
+
+def _models_differ(old: Any, new: dict[str, Any]) -> bool:
+    """Compared as configs, so fields added since the old run.yaml was written count at their defaults."""
+    try:
+        return ModelConfig.from_dict(old) != ModelConfig.from_dict(new)
+    except MatcherError:
+        return True
+
+
+def _trainings_differ(old: Any, new: dict[str, Any]) -> bool:
+    import dataclasses
+
+    try:
+        before, after = TrainConfig.from_dict(old), TrainConfig.from_dict(new)
+    except MatcherError:
+        return True
+    return dataclasses.replace(before, **{f: getattr(after, f) for f in EXECUTION_FIELDS}) != after
 
 
 class RunDir:
@@ -45,11 +67,13 @@ class RunDir:
     # --------------------------------------------------------------------------------- run.yaml
     def write_run_info(self, info: dict[str, Any]) -> None:
         """Write run.yaml; a run folder that already holds a different model or train config is an
-        error, because resuming it would mix two experiments in one curve."""
+        error, because resuming it would mix two experiments in one curve. Settings of how a run executes
+        (EXECUTION_FIELDS: micro-batching, compilation, recomputation) may change between attempts: the
+        steps they compute are the same."""
         if self.run_yaml.is_file():
             old = read_yaml(self.run_yaml) or {}
-            for key in ("model", "train"):
-                if old.get(key) != info[key]:
+            for key, differs in (("model", _models_differ), ("train", _trainings_differ)):
+                if differs(old.get(key), info[key]):
                     raise RunError(f"{self.path} holds a run with a different {key} config; move that folder "
                                    "away or pass another --results directory")
         write_text_atomic(self.run_yaml, dump_yaml(info))

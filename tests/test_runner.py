@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from rich.console import Console
 from tiny_runs import prepare, tiny_run, tiny_train
 
@@ -195,3 +196,19 @@ def test_a_held_lock_keeps_a_second_trainer_out(tmp_path):
     summaries = run_sweep(sweep, tmp_path, console=quiet())  # results/tiny/la-tiny is that run folder
     assert summaries[0].state == "locked"
     lock.release()
+
+
+def test_execution_settings_may_change_between_attempts(tmp_path):
+    """micro_batch_size, compile and recompute change how a run executes, not its curve: a partly trained
+    run resumes under new values (an OOM's advice), and run.yaml records them."""
+    run_dir = prepare(tmp_path, tiny_run("la-tiny"))
+    changed = tiny_run("la-tiny", tiny_train(micro_batch_size=4, recompute="full"))
+    prepare(tmp_path, changed)  # no error
+    assert run_dir.read_run_info()[2].micro_batch_size == 4
+    # a run.yaml written before a train field existed resumes: the missing field counts at its default
+    info = yaml.safe_load(run_dir.run_yaml.read_text())
+    del info["train"]["micro_batch_size"]
+    run_dir.run_yaml.write_text(yaml.safe_dump(info))
+    prepare(tmp_path, changed)
+    with pytest.raises(RunError, match="different train config"):
+        prepare(tmp_path, tiny_run("la-tiny", tiny_train(micro_batch_size=4, lr=1e-4)))
