@@ -47,6 +47,8 @@ app = _Typer(
 )
 sweep_app = _Typer(no_args_is_help=True, help="Check and show sweep files.")
 app.add_typer(sweep_app, name="sweep")
+data_app = _Typer(no_args_is_help=True, help="Training data: token shards for real corpora.")
+app.add_typer(data_app, name="data")
 
 
 def _conventions(causal_half: bool, recompute: str, activation_dtype: str):
@@ -150,6 +152,26 @@ def sweep_show(path: Annotated[Path, typer.Argument(help="Sweep YAML file.")]) -
     from matcher.commands.sweep import show_command
 
     show_command(path)
+
+
+@data_app.command("encode")
+def data_encode(
+    inputs: Annotated[list[Path], typer.Argument(help="Text files, or JSONL with question/answer or text.")],
+    out: Annotated[Path, typer.Option(help="The shard to write (a .bin, with a .json sidecar).")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing shard.")] = False,
+) -> None:
+    """Tokenize text into a shard with the character tokenizer evaluation uses (train.data: OUT)."""
+    from matcher.console import out as stdout
+    from matcher.data.shards import encode_files
+    from matcher.errors import DataError
+
+    if out.suffix != ".bin":
+        raise DataError(f"--out {out}: a shard is a .bin file, e.g. data/train.bin")
+    if out.exists() and not force:
+        raise DataError(f"{out} exists; pass --force to overwrite it, or choose another --out")
+    path, documents, tokens = encode_files(inputs, out)
+    stdout().print(f"wrote {path}: {documents:,} documents, {tokens:,} tokens (uint16, character tokenizer); "
+                   f"train on it with `data: {path}` in a sweep's train settings")
 
 
 @app.command()

@@ -38,7 +38,7 @@ import torch
 from matcher import __version__
 from matcher.data import math_task, problems, streams, tokenizer
 from matcher.distributed import all_reduce_sum, barrier, close_world, gradient_sync, init_world, wrap
-from matcher.errors import MatcherError, RunError
+from matcher.errors import DataError, MatcherError, RunError
 from matcher.evaluate import answer_accuracy, answer_loss
 from matcher.rundir import MetricsWriter, RunDir
 from matcher.schedule import eval_steps, wsd_lr
@@ -158,6 +158,11 @@ class Trainer:
         self.stream = streams.open_stream(self.cfg.data, seed=self.cfg.seed, n_steps=self.cfg.data_steps,
                                           seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size)
         tokenizer.check_vocab(self.model_cfg.vocab_size)
+        if isinstance(self.stream, streams.ShardStream) and self.stream.highest >= tokenizer.VOCAB_SIZE:
+            raise DataError(
+                f"{self.cfg.data}: the shards hold token ids up to {self.stream.highest}, but evaluation "
+                f"encodes problems with matcher's {tokenizer.VOCAB_SIZE}-token character tokenizer, so its "
+                "loss and accuracy would be meaningless; write the shards with `matcher data encode`")
         if self.cfg.eval_data == "math":
             self.eval_problems = math_task.eval_problems(self.cfg.data_steps, self.cfg.eval_examples)
         else:

@@ -221,3 +221,41 @@ def test_jsonl_errors(tmp_path, content, message):
         load_jsonl(path)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_encode_writes_documents_in_the_eval_format(tmp_path):
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text('{"question": "x=2; x?", "answer": "x=2 #### 2"}\n\n{"text": "café\\tbar"}\n')
+    (tmp_path / "notes.txt").write_text("plain text")
+    path, documents, count = shards.encode_files([jsonl, tmp_path / "notes.txt"], tmp_path / "out" / "t.bin")
+    tokens = np.asarray(shards.open_shard(path, vocab_size=128))
+    documents_text = ["Q: x=2; x? A: x=2 #### 2", "cafe\tbar", "plain text"]  # as the eval prompts, NFKD
+    expected = [t for text in documents_text for t in tokenizer.encode_document(text)]
+    assert (documents, count) == (3, len(expected)) and tokens.tolist() == expected
+    # the eval's prompt is a prefix of the training document: the model learns what it is asked
+    doc = tokenizer.decode(tokens[1:])
+    assert doc.startswith(problems.prompt_text("x=2; x?"))
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"q": 1}\n', 'train.jsonl:1: expected an object with a string "text", or string "question" and "answer"'),
+    ("{oops\n", "train.jsonl:1: not valid JSON"),
+    ("\n", "the files hold no documents"),
+])
+def test_encode_errors_name_the_line(tmp_path, content, message):
+    (tmp_path / "train.jsonl").write_text(content)
+    with pytest.raises(DataError, match=re.escape(message)):
+        shards.encode_files([tmp_path / "train.jsonl"], tmp_path / "t.bin")
+
+
+def test_encode_cli_never_overwrites_without_force(tmp_path, capsys):
+    from matcher.cli import main
+
+    (tmp_path / "a.txt").write_text("hello")
+    out = tmp_path / "t.bin"
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(out)]) == 0
+    assert "1 documents, 7 tokens" in capsys.readouterr().out
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(out), "--force"]) == 0
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(tmp_path / "t.txt")]) == 2

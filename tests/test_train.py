@@ -2,6 +2,7 @@
 interrupted run resumes to the same metrics as an uninterrupted one, a NaN loss fails it cleanly, and
 two-process DDP/FSDP2 on gloo matches one process."""
 
+import dataclasses
 import json
 import math
 import os
@@ -235,3 +236,13 @@ def test_a_micro_batch_that_does_not_divide_is_one_clear_error(tmp_path):
     summary = launch_run(run_dir.path)
     assert summary.state == "failed"
     assert "micro_batch_size 3 does not divide the 8 sequences" in summary.note and "1, 2, 4, 8" in summary.note
+
+
+def test_shards_from_another_tokenizer_are_refused_before_training(tmp_path):
+    shards.write_shard(tmp_path / "bpe.bin", np.arange(5000) % 300)  # ids above the character vocabulary
+    train = tiny_train(data=str(tmp_path / "bpe.bin"))
+    run = tiny_run("la-tiny", train)
+    run_dir = prepare(tmp_path, dataclasses.replace(run, model=run.model.replace(vocab_size=512)))
+    summary = launch_run(run_dir.path)
+    assert summary.state == "failed"
+    assert "hold token ids up to 299" in summary.note and "`matcher data encode`" in summary.note

@@ -58,6 +58,11 @@ def shard_paths(spec: str | Path) -> list[Path]:
 def open_shard(path: Path, vocab_size: int) -> np.memmap:
     """A validated read-only memmap of one shard: known dtype, whole tokens, not empty, every token
     below `vocab_size` (checked once, in chunks)."""
+    return scan_shard(path, vocab_size)[0]
+
+
+def scan_shard(path: Path, vocab_size: int) -> tuple[np.memmap, int]:
+    """open_shard's memmap and the highest token id in the shard (from the same validating pass)."""
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         raise DataError(f'{path}: no sidecar {sidecar.name} beside it; write {{"dtype": "uint16"}} '
@@ -77,10 +82,54 @@ def open_shard(path: Path, vocab_size: int) -> np.memmap:
         raise DataError(f"{path}: {size_bytes} bytes is not a whole number of {dtype} tokens; "
                         f"is the dtype in {sidecar.name} right?")
     tokens = np.memmap(path, dtype=f"<{np.dtype(dtype).str[1:]}", mode="r")
+    highest = 0
     for start in range(0, len(tokens), _SCAN_TOKENS):
         chunk = tokens[start:start + _SCAN_TOKENS]
-        if int(chunk.max()) >= vocab_size:
+        highest = max(highest, int(chunk.max()))
+        if highest >= vocab_size:
             at = start + int(np.argmax(chunk >= vocab_size))
             raise DataError(f"{path}: token {int(tokens[at])} at position {at} is outside the model's "
                             f"vocabulary (vocab_size {vocab_size}); was it written with another tokenizer?")
-    return tokens
+    return tokens, highest
+
+
+def encode_files(inputs: list[Path], out: Path) -> tuple[Path, int, int]:
+    """Tokenize text into one shard with matcher's character tokenizer, the one evaluation uses, so a
+    model trained on it can be scored on GSM8K-style JSONL. Each document becomes BOS text EOS:
+    - .jsonl with "question" and "answer": each problem as `Q: <question> A: <answer>` (the format the
+      eval prompts with);
+    - .jsonl with "text": each record's text;
+    - any other file: its whole text, one document.
+    Returns (shard path, documents, tokens)."""
+    from matcher.data.problems import Problem, document_text
+    from matcher.data.tokenizer import encode_document
+
+    tokens: list[int] = []
+    documents = 0
+    for path in inputs:
+        if not path.is_file():
+            raise DataError(f"{path}: no such file to encode")
+        if path.suffix != ".jsonl":
+            tokens += encode_document(path.read_text(encoding="utf-8", errors="replace"))
+            documents += 1
+            continue
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+                if isinstance(record, dict) and isinstance(record.get("text"), str):
+                    text = record["text"]
+                elif isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("question", "answer")):
+                    text = document_text(Problem(record["question"].strip(), record["answer"].strip(), ""))
+                else:
+                    raise DataError(f'{path}:{number}: expected an object with a string "text", or string '
+                                    '"question" and "answer"')
+                tokens += encode_document(text)
+                documents += 1
+    if not tokens:
+        raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents")
+    return write_shard(out, tokens, "uint16"), documents, len(tokens)
