@@ -171,6 +171,15 @@ class ExpertAttention(nn.Module):
         x = x.reshape(B * T, d)
         application = depth % self.n_applications  # la: its only row; the shared layer: the depth index
         chosen, gates = self.router(x, application, depth)
+        y = self.routed(x, chosen, gates, application)
+        if self.shared is not None:
+            y = y + self.shared(x)
+        return y.view(B, T, d)
+
+    def routed(self, x: torch.Tensor, chosen: torch.Tensor, gates: torch.Tensor, application: int) -> torch.Tensor:
+        """The routed experts' output (N, d); counts the load. The split sizes are data (a host sync), so
+        under torch.compile this runs eagerly (see compile_friendly): compiling it would recompile for
+        every new split of the tokens."""
         counts = None
         if x.device.type != "meta" and not is_fake(x):
             per_expert = torch.bincount(chosen.flatten(), minlength=self.n_experts)  # (E,)
@@ -178,7 +187,13 @@ class ExpertAttention(nn.Module):
                 # with recomputation this runs again in backward: every count doubles, shares are unchanged
                 self.router.load[application] += per_expert
             counts = per_expert.tolist()
-        y = self.experts(x, chosen, gates, counts)
-        if self.shared is not None:
-            y = y + self.shared(x)
-        return y.view(B, T, d)
+        return self.experts(x, chosen, gates, counts)
+
+
+def compile_friendly(model: nn.Module) -> None:
+    """Before torch.compile: run each MoE dispatch eagerly (torch.compiler.disable), so the graph
+    breaks once around it instead of recompiling for each data-dependent expert split (the recompile
+    limit is hit within steps). Attention, norms, router and shared experts still compile."""
+    for module in model.modules():
+        if isinstance(module, ExpertAttention):
+            module.routed = torch.compiler.disable(module.routed)
