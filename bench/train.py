@@ -1,7 +1,8 @@
 """Training throughput of the real training loop (matcher.train: data, autocast, AdamW, clipping, expert
 bias update), in tokens/s and MFU.
 
-- CPU: the tiny presets in fp32 (MFU is not defined on a CPU: no peak in the table).
+- CPU: the tiny presets in fp32, without and with torch.compile (MFU is not defined on a CPU: no
+  peak in the table).
 - CUDA, when available: la-100m, dr-100m and dr_da-100m in bf16, without and with torch.compile, and
   the dr_da/dr throughput ratio (the price of depth attention at matched FLOPs).
 
@@ -78,9 +79,13 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}; MFU against the dense bf16 peak of the device (none on CPU)\n")
-    print(f"CPU ({torch.get_num_threads()} threads), tiny presets, fp32, seq_len 128")
-    show([measure(name, device="cpu", seq_len=128, compile=False, dtype="fp32", **common)
-          for name in ("la-tiny", "dr-tiny", "dr_da-tiny")])
+    print(f"CPU ({torch.get_num_threads()} threads), tiny presets, fp32, seq_len 128, without and with torch.compile")
+    cpu = [measure(name, device="cpu", seq_len=128, compile=compile, dtype="fp32", **common)
+           for compile in (False, True) for name in ("la-tiny", "dr-tiny", "dr_da-tiny")]
+    show(cpu)
+    for name in ("la-tiny", "dr-tiny", "dr_da-tiny"):
+        eager, compiled = (next(r for r in cpu if r["preset"] == name and r["compile"] == c) for c in (False, True))
+        print(f"{name}: compiled / eager tokens/s {compiled['tokens_per_s'] / eager['tokens_per_s']:.2f}")
     if not torch.cuda.is_available():
         print("\nno CUDA device: the 100m presets in bf16 are measured only on a GPU")
         return
