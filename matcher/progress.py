@@ -3,7 +3,6 @@ the run's metrics lines, and the sweep summary table at the end."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from matcher import fmt
+from matcher.rundir import complete_records
 
 
 @dataclass
@@ -86,9 +86,9 @@ class MetricsTail:
         with self.path.open("rb") as handle:
             handle.seek(self.offset)
             data = handle.read(size - self.offset)
-        complete = data[:data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        records, used = complete_records(data)
+        self.offset += used
+        return records
 
 
 def summary_table(sweep_name: str, summaries: list[RunSummary]) -> Table:

@@ -106,10 +106,17 @@ class RunDir:
 
     # ---------------------------------------------------------------------------- metrics.jsonl
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The complete metric lines (a run killed while writing leaves a cut last line: not read)."""
         if not self.metrics.is_file():
             return []
-        with self.metrics.open(encoding="utf-8") as lines:
-            return [json.loads(line) for line in lines if line.strip()]
+        return complete_records(self.metrics.read_bytes())[0]
+
+
+def complete_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The JSON records of the complete (newline-ended) lines in `data`, and the bytes they span; a
+    line still being written, or cut off by a kill, is left out."""
+    complete = data[:data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()], len(complete)
 
 
 class MetricsWriter:

@@ -44,6 +44,7 @@ from matcher.rundir import MetricsWriter, RunDir
 from matcher.schedule import eval_steps, wsd_lr
 from matcher.throughput import gini, mfu, peak_flops
 from models import IGNORE_INDEX
+from models.model import shares as expert_shares
 
 CHECKPOINT_FORMAT = 1
 OnRecord = Callable[[dict[str, Any]], None]
@@ -310,7 +311,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.model.update_router_bias(self.cfg.balance_rate)
-        counts = self.model.routed_counts()  # stays on the device: no sync
+        counts = self.model.routed_counts()  # the window the update used; stays on the device: no sync
         if counts is not None:
             self.load_since_eval = counts if self.load_since_eval is None else self.load_since_eval + counts
         return loss.detach()
@@ -412,9 +413,7 @@ class Trainer:
         self.model.train()
         shares = None
         if self.load_since_eval is not None:  # each expert's share per applied depth, steps since the last eval
-            load = self.load_since_eval.cpu()
-            load = load / load.sum(dim=-1, keepdim=True).clamp(min=1)
-            shares = [[round(share, 6) for share in row] for row in load.tolist()]
+            shares = [[round(share, 6) for share in row] for row in expert_shares(self.load_since_eval.cpu()).tolist()]
         self._write({
             "event": "eval", "step": self.step, "tokens": self.tokens,
             "train_loss": self.loss_since_eval[0] / self.loss_since_eval[1],

@@ -126,18 +126,22 @@ class Model(nn.Module):
                 layer.ffn.router.update_bias(rate)
 
     @torch.no_grad()
-    def routed_counts(self) -> torch.Tensor | None:
-        """Tokens routed to each expert at each applied depth in the window the last bias update used
-        (over all ranks), (depth, n_experts) fp32 on the model's device; None for dense models."""
-        rows = [router.last_load[row] for row, router in self._routers_by_depth()]
+    def routed_counts(self, current: bool = False) -> torch.Tensor | None:
+        """Tokens routed to each expert at each applied depth, (depth, n_experts) fp32 on the model's
+        device: the window the last bias update used (over all ranks; no host sync, for the training
+        step), or with `current` the window being counted (the last one right after an update). None
+        for dense models."""
+        rows = [(router.load_window() if current else router.last_load)[row]
+                for row, router in self._routers_by_depth()]
         return torch.stack(rows) if rows else None
 
     @torch.no_grad()
     def expert_load(self) -> torch.Tensor | None:
-        """Share of routed tokens per expert at each applied depth, (depth, n_experts) on the CPU, from
-        the current counting window (or the last one, right after an update); None for dense models."""
-        rows = [router.load_window()[row] for row, router in self._routers_by_depth()]
-        if not rows:
-            return None
-        load = torch.stack(rows).cpu()
-        return load / load.sum(dim=-1, keepdim=True).clamp(min=1)
+        """routed_counts(current=True) as each expert's share per applied depth, on the CPU."""
+        counts = self.routed_counts(current=True)
+        return None if counts is None else shares(counts.cpu())
+
+
+def shares(counts: torch.Tensor) -> torch.Tensor:
+    """Counts per (depth, expert) as each expert's share of its depth's routed tokens."""
+    return counts / counts.sum(dim=-1, keepdim=True).clamp(min=1)

@@ -77,3 +77,20 @@ def test_an_interrupted_demo_prints_what_it_has_and_exits_130(capsys, tmp_path, 
     args = ["demo", "--scale", "smoke", "--sweeps", str(tmp_path / "sweeps"), "--results", str(tmp_path / "r")]
     assert main(args) == 130
     assert compared and "run `matcher demo` again to resume" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_demo_without_matplotlib_says_so_first_and_still_compares(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    import matcher.commands.compare
+    import matcher.runner
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    calls = []
+    monkeypatch.setattr(matcher.runner, "run_sweep", lambda *a, **k: calls.append("train") or [])
+    monkeypatch.setattr(matcher.commands.compare, "compare_command", lambda *a, **k: calls.append(k["plot"]))
+    args = ["demo", "--scale", "smoke", "--sweeps", str(tmp_path / "sweeps"), "--results", str(tmp_path / "r")]
+    assert main(args) == 0
+    assert calls == ["train", None]  # compared without a plot
+    assert "no plot: matplotlib is not installed" in capsys.readouterr().err.replace("\n", "")

@@ -228,7 +228,7 @@ def test_encode_writes_documents_in_the_eval_format(tmp_path):
     jsonl.write_text('{"question": "x=2; x?", "answer": "x=2 #### 2"}\n\n{"text": "café\\tbar"}\n')
     (tmp_path / "notes.txt").write_text("plain text")
     path, documents, count = shards.encode_files([jsonl, tmp_path / "notes.txt"], tmp_path / "out" / "t.bin")
-    tokens = np.asarray(shards.open_shard(path, vocab_size=128))
+    tokens = np.asarray(shards.open_shard(path, vocab_size=128)[0])
     documents_text = ["Q: x=2; x? A: x=2 #### 2", "cafe\tbar", "plain text"]  # as the eval prompts, NFKD
     expected = [t for text in documents_text for t in tokenizer.encode_document(text)]
     assert (documents, count) == (3, len(expected)) and tokens.tolist() == expected

@@ -212,3 +212,13 @@ def test_execution_settings_may_change_between_attempts(tmp_path):
     prepare(tmp_path, changed)
     with pytest.raises(RunError, match="different train config"):
         prepare(tmp_path, tiny_run("la-tiny", tiny_train(micro_batch_size=4, lr=1e-4)))
+
+
+def test_a_cut_last_metrics_line_is_not_read(tmp_path):
+    """A trainer killed while writing leaves half a line: the run's summary reads the complete ones."""
+    from matcher.runner import summarize
+
+    run_dir = prepare(tmp_path, tiny_run("la-tiny"))
+    run_dir.metrics.write_text('{"event": "train", "step": 1, "tokens": 512}\n{"event": "tra')
+    assert run_dir.read_metrics() == [{"event": "train", "step": 1, "tokens": 512}]
+    assert summarize(run_dir, "failed", "killed").state == "failed"

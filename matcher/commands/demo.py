@@ -59,6 +59,12 @@ def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bo
     name = "demo" if scale.name == "default" else f"demo-{scale.name}"
     path = sweeps_dir / f"{name}.yaml"
     console = out()
+    if plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # said now, not after minutes of training
+            notice('no plot: matplotlib is not installed (pip install "matcher[plot]"); the tables follow')
+            plot = False
     if path.exists():
         load_sweep(path)  # validated before anything trains
         notice(f"reusing {path} (finished runs are skipped); delete it and {results_root / name} to start over")

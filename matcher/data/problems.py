@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matcher.errors import DataError
 
@@ -49,6 +51,23 @@ def final_number(text: str) -> str | None:
     return normalise_number(found[-1]) if found else None
 
 
+def jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """("file:line", parsed object) for each non-blank line; a bad line is a DataError naming it."""
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{number}", json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid JSON ({err.msg}); each line must be one JSON "
+                                "object") from None
+
+
+def is_problem(record: Any) -> bool:
+    return isinstance(record, dict) and all(isinstance(record.get(key), str) for key in ("question", "answer"))
+
+
 def load_jsonl(path: str | Path) -> list[Problem]:
     """GSM8K-style problems: one JSON object per line with string fields `question` and `answer`, the
     answer ending in `#### <number>`. Blank lines are skipped; any other bad line is a DataError
@@ -57,25 +76,14 @@ def load_jsonl(path: str | Path) -> list[Problem]:
     if not path.is_file():
         raise DataError(f"{path}: no such eval file. Give eval_data: math or a GSM8K-style .jsonl file")
     problems = []
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg}); each line must be one JSON object"
-                                ) from None
-            if not isinstance(record, dict) or not all(
-                isinstance(record.get(key), str) for key in ("question", "answer")
-            ):
-                raise DataError(f'{where}: expected an object with string fields "question" and "answer"')
-            final = final_number(record["answer"])
-            if final is None:
-                raise DataError(f"{where}: the answer must end in '#### <number>' (the GSM8K convention)")
-            problems.append(Problem(question=record["question"].strip(), answer=record["answer"].strip(),
-                                    final=final))
+    for where, record in jsonl_records(path):
+        if not is_problem(record):
+            raise DataError(f'{where}: expected an object with string fields "question" and "answer"')
+        final = final_number(record["answer"])
+        if final is None:
+            raise DataError(f"{where}: the answer must end in '#### <number>' (the GSM8K convention)")
+        problems.append(Problem(question=record["question"].strip(), answer=record["answer"].strip(),
+                                final=final))
     if not problems:
         raise DataError(f"{path}: no problems in the file; it is empty")
     return problems

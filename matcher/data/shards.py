@@ -55,14 +55,9 @@ def shard_paths(spec: str | Path) -> list[Path]:
     return [path]
 
 
-def open_shard(path: Path, vocab_size: int) -> np.memmap:
-    """A validated read-only memmap of one shard: known dtype, whole tokens, not empty, every token
-    below `vocab_size` (checked once, in chunks)."""
-    return scan_shard(path, vocab_size)[0]
-
-
-def scan_shard(path: Path, vocab_size: int) -> tuple[np.memmap, int]:
-    """open_shard's memmap and the highest token id in the shard (from the same validating pass)."""
+def open_shard(path: Path, vocab_size: int) -> tuple[np.memmap, int]:
+    """A validated read-only memmap of one shard (known dtype, whole tokens, not empty, every token
+    below `vocab_size`, checked once in chunks) and the highest token id in it."""
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         raise DataError(f'{path}: no sidecar {sidecar.name} beside it; write {{"dtype": "uint16"}} '
@@ -101,7 +96,7 @@ def encode_files(inputs: list[Path], out: Path) -> tuple[Path, int, int]:
     - .jsonl with "text": each record's text;
     - any other file: its whole text, one document.
     Returns (shard path, documents, tokens)."""
-    from matcher.data.problems import Problem, document_text
+    from matcher.data.problems import Problem, document_text, is_problem, jsonl_records
     from matcher.data.tokenizer import encode_document
 
     tokens: list[int] = []
@@ -113,23 +108,16 @@ def encode_files(inputs: list[Path], out: Path) -> tuple[Path, int, int]:
             tokens += encode_document(path.read_text(encoding="utf-8", errors="replace"))
             documents += 1
             continue
-        with path.open(encoding="utf-8", errors="replace") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-                if isinstance(record, dict) and isinstance(record.get("text"), str):
-                    text = record["text"]
-                elif isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("question", "answer")):
-                    text = document_text(Problem(record["question"].strip(), record["answer"].strip(), ""))
-                else:
-                    raise DataError(f'{path}:{number}: expected an object with a string "text", or string '
-                                    '"question" and "answer"')
-                tokens += encode_document(text)
-                documents += 1
+        for where, record in jsonl_records(path):
+            if isinstance(record, dict) and isinstance(record.get("text"), str):
+                text = record["text"]
+            elif is_problem(record):
+                text = document_text(Problem(record["question"].strip(), record["answer"].strip(), ""))
+            else:
+                raise DataError(f'{where}: expected an object with a string "text", or string "question" '
+                                'and "answer"')
+            tokens += encode_document(text)
+            documents += 1
     if not tokens:
         raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents")
     return write_shard(out, tokens, "uint16"), documents, len(tokens)

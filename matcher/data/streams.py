@@ -39,7 +39,7 @@ class ShardStream:
 
     def __init__(self, spec: str, *, seed: int, seq_len: int, vocab_size: int):
         self.seed, self.row_tokens = seed, seq_len + 1
-        scanned = [shards.scan_shard(path, vocab_size) for path in shards.shard_paths(spec)]
+        scanned = [shards.open_shard(path, vocab_size) for path in shards.shard_paths(spec)]
         self.shards = [tokens for tokens, _ in scanned]
         self.highest = max(highest for _, highest in scanned)  # the largest token id in the data
         windows = np.array([max(0, len(tokens) - self.row_tokens + 1) for tokens in self.shards])
