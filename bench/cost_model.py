@@ -17,6 +17,7 @@ import sys
 import time
 
 from matcher import fmt
+from matcher.commands.cost import MEMORY_ROWS
 from matcher.costs import Conventions, cost_report
 from matcher.presets import PRESETS
 
@@ -59,7 +60,7 @@ def main() -> None:
         if cfg.d_model <= 128:
             mem = measure.measured_training_memory(cfg, batch=2, seq_len=cfg.seq_len, recompute="none",
                                                    activation_dtype="fp32")
-            measured_total = mem["weights"] + mem["gradients"] + mem["optimizer"] + mem["activations"]
+            measured_total = sum(mem[key] for _, key in MEMORY_ROWS)
             line += (f"   {fmt.bytes_(report.memory.training_bytes):>10s} {fmt.bytes_(measured_total):>10s} "
                      f"{fmt.percent(fmt.rel_diff(measured_total, report.memory.training_bytes), 1):>8s}")
         print(line, flush=True)

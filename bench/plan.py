@@ -81,10 +81,7 @@ def main() -> None:
     show("matcher version (the CLI's floor)", *timed(version, args.repeats)[:2])
     show("analytic (--no-measure --dry-run)", *timed([*plan, "--no-measure"], args.repeats)[:2],
          "goal < 0.5 s")
-    if (ROOT / "matcher" / "measure.py").exists():
-        show("with the measured check", *timed(plan, max(1, args.repeats // 2))[:2], "goal < 5 s")
-    else:
-        print(f"  {'with the measured check':36} n/a (matcher.measure is not in this build)")
+    show("with the measured check", *timed(plan, max(1, args.repeats // 2))[:2], "goal < 5 s")
 
     planned = subprocess.run([*plan, "--json", "--no-measure"], env=ENV, capture_output=True, text=True,
                              check=True, cwd=ROOT)

@@ -18,7 +18,7 @@ Conventions (`Conventions`, printed with every number):
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from matcher.config import ModelConfig
@@ -347,7 +347,6 @@ class CostReport:
     train_flops_per_token: float
     hardware_flops_per_token: float
     memory: MemoryReport
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def train_flops_per_sequence(self) -> float:

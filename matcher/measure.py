@@ -16,13 +16,9 @@ import re
 from typing import Any
 
 from matcher.config import ModelConfig
+from matcher.costs import FLOP_COMPONENTS, PARAM_COMPONENTS, param_counts
 from matcher.errors import ConfigError, MatcherError
 
-PARAM_COMPONENTS = ("embedding", "lm_head", "final_norm", "norms", "sa", "da", "router", "experts",
-                    "shared_experts", "dense_mlp")
-FLOP_COMPONENTS = ("sa_proj", "sa_scores", "da_proj", "da_scores", "router", "experts", "shared_experts",
-                   "dense_mlp", "lm_head")
-MEMORY_KEYS = ("weights", "gradients", "optimizer", "activations", "peak")
 FVCORE_MAX_PARAMS = 300_000_000  # fvcore runs real weights on the CPU: 300M fp32 parameters is 1.2 GB
 
 # parameter name -> component; first match wins
@@ -136,7 +132,7 @@ def measured_forward_flops(cfg: ModelConfig, seq_len: int, batch: int = 1, causa
     return _per_token(_by_component(inclusive, total), batch * seq_len, causal_half)
 
 
-def _meta_tokens(cfg: ModelConfig, seq_len: int, batch: int):
+def _meta_tokens(seq_len: int, batch: int):
     import torch
 
     return torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
@@ -149,7 +145,7 @@ def _flop_counter_forward(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[d
     model = _meta_model(cfg)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(_meta_tokens(cfg, seq_len, batch))
+        model(_meta_tokens(seq_len, batch))
     # keys are "Global" and module paths prefixed by the root's class name: "Model.layers.0.attn.wq"
     root = type(model).__name__
     inclusive = {
@@ -168,7 +164,7 @@ def measured_backward_flops(cfg: ModelConfig, seq_len: int, batch: int = 1) -> f
     from torch.utils.flop_counter import FlopCounterMode
 
     model = _meta_model(cfg)
-    idx = _meta_tokens(cfg, seq_len, batch)
+    idx = _meta_tokens(seq_len, batch)
     logits = model(idx)
     counter = FlopCounterMode(display=False)
     with counter:
@@ -199,7 +195,7 @@ def _fvcore_forward(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[dict[st
 
     from models import Model
 
-    n_params = measured_params(cfg)["total"]
+    n_params = param_counts(cfg).total  # the limit needs no model: the analytic count is exact
     if n_params > FVCORE_MAX_PARAMS:
         raise MatcherError(
             f"fvcore needs real weights and this model has {n_params:,} parameters (limit "

@@ -449,9 +449,9 @@ def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
     for planned in plan.runs:
         for seed in plan.seeds:
             name = planned.label if len(plan.seeds) == 1 else f"{planned.label}-s{seed}"
-            train = TrainConfig(**{**plan.train.to_dict(), "seed": seed})
+            train = dataclasses.replace(plan.train, seed=seed)  # the seed changes no predicted cost
             runs.append(Run(name=name, group=planned.label, role=planned.role, model=planned.config,
-                            train=train, predicted=predict(planned.config, train, conv)))
+                            train=train, predicted=dict(planned.predicted)))
     meta = SweepMeta(
         target=plan.target_label, variants=[r.label for r in plan.runs if r.role == "variant"],
         matched=list(plan.matched), conventions=conv.to_dict(), tool_version=__version__,

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from matcher.config import VARIANTS, read_yaml
 from matcher.errors import ConfigError, ResultsError
+from matcher.rundir import STATES
 from matcher.sweep import PREDICTED_KEYS as PREDICTED
 from matcher.sweep import ROLES
 
 if TYPE_CHECKING:
     import pandas as pd
 
-STATES = ("running", "finished", "failed", "interrupted")
 EVAL_REQUIRED = ("step", "tokens", "eval_accuracy")
 EVAL_OPTIONAL = ("train_loss", "eval_loss", "tokens_per_s", "mfu", "peak_memory_bytes", "elapsed_s")
 TRAIN_REQUIRED = ("step", "tokens", "train_loss")

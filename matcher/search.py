@@ -247,10 +247,7 @@ class _Search:
             return experts if self.lattice.fits_memory(k, experts) else None
         if not self.lattice.fits_memory(k, self.min_experts):
             return None
-        hi = self.max_experts(k, experts)
-        at = lambda x: self.lattice.residuals(k, x)
-        a, b = bracket_root(lambda x: _balance(at(x), self.solved), self.min_experts, hi, experts)
-        return min((a, b), key=lambda x: objective(at(x), self.solved))
+        return self.solve("E", k, experts, self.solved)
 
     def polish(self, k: int, experts: int) -> tuple[int, int]:
         """The best point of the final neighbourhood: d_ff within +-NEIGHBOURHOOD_STEPS aligned steps,

@@ -25,10 +25,6 @@ class KVCache:
         """Called once per model forward, after every applied layer has written its chunk."""
         self.pos += n_tokens
 
-    @property
-    def size_bytes(self) -> int:
-        return 2 * self.keys.numel() * self.keys.element_size()
-
 
 class LayerKV:
     """One applied layer's view of a KVCache."""

@@ -9,7 +9,6 @@ the terminal, or as Markdown / CSV text to stdout or a file; optionally a figure
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from pathlib import Path
 
 from matcher.errors import ResultsError
@@ -21,7 +20,7 @@ FORMAT_ALIASES = {"md": "markdown", "rich": "table", "terminal": "table"}
 
 def compare_command(
     results_dir: str | Path,
-    targets: str | Sequence[float | str] | None = None,
+    targets: str | None = None,
     fmt: str | None = None,
     out: str | Path | None = None,
     plot: str | Path | None = None,
@@ -30,7 +29,7 @@ def compare_command(
     console=None,
     err_console=None,
 ) -> None:
-    """`targets`: accuracies as text ("0.3,0.5" or "30%,50%") or a list; None: from the baseline's curve.
+    """`targets`: accuracies as text ("0.3,0.5" or "30%,50%"); None: from the baseline's curve.
     `fmt`: table (rich, the default on a terminal), markdown or csv; None with `out`: from its suffix
     (.csv: csv, anything else: markdown). `out`: a file instead of stdout. `plot`: a figure file.
     `baseline`: the group (or a run of it) the others are compared with (default: the sweep's target).
@@ -64,7 +63,7 @@ def compare_command(
                                    "0.01 or more yet, so there are no default targets; give --targets",
                                    style="yellow"), soft_wrap=True)
     else:
-        chosen = parse_targets(targets if isinstance(targets, str) else " ".join(str(t) for t in targets))
+        chosen = parse_targets(targets)
     report = build_report(results, chosen, targets_given=targets is not None)
 
     if fmt == "table" and out is None:

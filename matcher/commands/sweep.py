@@ -5,17 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from matcher import fmt
-from matcher.config import read_yaml
 from matcher.console import out
-from matcher.errors import ConfigError
-from matcher.sweep import check_sweep_data, load_sweep, missing_sweep_hint
+from matcher.sweep import load_sweep
 
 
 def validate_command(path: Path) -> None:
-    problems, sweep = check_sweep_data(read_yaml(path, missing_sweep_hint(Path(path))))
-    if problems:
-        listing = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(f"{path}: {len(problems)} problem(s):\n{listing}")
+    sweep = load_sweep(path)  # every problem, with its place in the file, in one error
     out().print(f"[green]ok[/] {path}: {len(sweep.runs)} runs, target {sweep.meta.target}, "
                 f"matched on {', '.join(sweep.meta.matched)}")
 
