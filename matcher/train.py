@@ -42,6 +42,7 @@ from matcher.errors import DataError, MatcherError, RunError
 from matcher.evaluate import answer_accuracy, answer_loss
 from matcher.rundir import MetricsWriter, RunDir
 from matcher.schedule import eval_steps, wsd_lr
+from matcher.sweep import write_atomic
 from matcher.throughput import gini, mfu, peak_flops
 from models import IGNORE_INDEX
 from models.model import shares as expert_shares
@@ -253,11 +254,7 @@ class Trainer:
                 "load_since_eval": None if self.load_since_eval is None else self.load_since_eval.cpu(),
                 "elapsed_s": elapsed_s, "metrics_bytes": self.metrics.offset_bytes,
             }
-            path = self.rundir.checkpoint
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
+            write_atomic(self.rundir.checkpoint, lambda handle: torch.save(checkpoint, handle))
         barrier()
 
     # ----------------------------------------------------------------------------------- signals
