@@ -18,8 +18,8 @@ import time
 
 from matcher import fmt
 from matcher.commands.cost import MEMORY_ROWS
-from matcher.costs import Conventions, cost_report
-from matcher.presets import PRESETS
+from matcher.cost.analytic import Conventions, cost_report
+from matcher.plan.presets import PRESETS
 
 
 def wall_time(args: list[str], repeats: int) -> float:
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from matcher import measure
+    from matcher.cost import measured as measure
 
     analytic_s = wall_time(["cost", "la-2b", "--json", "--no-measure"], args.repeats)
     measured_s = wall_time(["cost", "la-2b", "--json"], args.repeats)

@@ -1,4 +1,4 @@
-"""Training throughput of the real training loop (matcher.train: data, autocast, AdamW, clipping, expert
+"""Training throughput of the real training loop (matcher.run.trainer: data, autocast, AdamW, clipping, expert
 bias update), in tokens/s and MFU.
 
 - CPU: the tiny presets in fp32, without and with torch.compile (MFU is not defined on a CPU: no
@@ -22,18 +22,18 @@ from pathlib import Path
 
 from matcher import fmt
 from matcher.config import TrainConfig
-from matcher.costs import Conventions
-from matcher.presets import get_preset
-from matcher.runner import run_info
-from matcher.sweep import Run, predict
+from matcher.cost.analytic import Conventions
+from matcher.plan.presets import get_preset
+from matcher.plan.sweep import Run, predict
+from matcher.run.runner import run_info
 
 
 def measure(preset: str, *, device: str, seq_len: int, batch_size: int, steps: int, warmup_steps: int,
             compile: bool, dtype: str) -> dict:
     """tokens/s and MFU after warm-up, from the metrics of a short run of `preset`."""
-    from matcher.rundir import RunDir
-    from matcher.throughput import mfu
-    from matcher.train import train_run
+    from matcher.run.rundir import RunDir
+    from matcher.run.throughput import mfu
+    from matcher.run.trainer import train_run
 
     model = get_preset(preset)
     total_steps = warmup_steps + steps

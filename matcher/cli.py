@@ -52,7 +52,7 @@ app.add_typer(data_app, name="data")
 
 
 def _conventions(causal_half: bool, recompute: str, activation_dtype: str):
-    from matcher.costs import Conventions
+    from matcher.cost.analytic import Conventions
 
     return Conventions(causal_half=causal_half, recompute=recompute, activation_dtype=activation_dtype)
 
@@ -127,7 +127,7 @@ def plan(
 ) -> None:
     """Match the variants to a target on FLOPs, parameters (and memory) and write the sweep."""
     from matcher.commands.plan import plan_command
-    from matcher.plan import Overrides, PlanRequest, parse_set
+    from matcher.plan.planner import Overrides, PlanRequest, parse_set
 
     overrides = Overrides(depth=depth, d_model=d_model, top_k=top_k, da_heads=da_heads, fields=parse_set(set_))
     request = PlanRequest(target=target, variants=variants, base=base, flops=flops, params=params,
@@ -212,8 +212,8 @@ def run(
 ) -> None:
     """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
     from matcher.console import notice
-    from matcher.runner import run_sweep
-    from matcher.slurm import SlurmOptions
+    from matcher.run.runner import run_sweep
+    from matcher.run.slurm import SlurmOptions
 
     slurm = SlurmOptions(partition=partition, account=account, time=time, gpus_per_run=gpus_per_run,
                          max_parallel=max_parallel, cpus_per_gpu=cpus_per_gpu, mem=mem, python=python)

@@ -2,7 +2,7 @@
 in YAML. Importing this module does not import torch.
 
 `la`, `dr` and `dr_da` are values of `variant`; everything else is shared, so the three variants are
-configurations of the same code (models/) and the same cost formulas (matcher/costs.py).
+configurations of the same code (models/) and the same cost formulas (matcher/cost/analytic.py).
 """
 
 from __future__ import annotations

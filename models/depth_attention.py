@@ -8,10 +8,10 @@ the problem is a batch of B*T independent length-(i+1) attentions: per token 4*(
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matcher.models.cache import DepthKV
+from matcher.models.norm import apply_rotary, rotary_cos_sin
 
 from matcher.config import ModelConfig
-from models.cache import DepthKV
-from models.norm import apply_rotary, rotary_cos_sin
 
 
 class DepthAttention(nn.Module):

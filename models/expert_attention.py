@@ -10,10 +10,10 @@ expert load (auxiliary-loss-free balancing, DeepSeek-V3).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matcher.models.norm import apply_rotary, compute_dtype, rotary_cos_sin
 from torch._subclasses.fake_tensor import is_fake
 
 from matcher.config import ModelConfig
-from models.norm import apply_rotary, compute_dtype, rotary_cos_sin
 
 
 class MLP(nn.Module):

@@ -53,11 +53,11 @@ def test_cli_start_does_not_import_heavy_libraries():
 
 
 def test_an_interrupted_sweep_exits_130_and_says_how_to_resume(capsys, tmp_path, monkeypatch):
-    import matcher.runner
-    from matcher.progress import RunSummary
+    import matcher.run.runner
+    from matcher.run.progress import RunSummary
 
     states = iter([["finished", "interrupted"], ["finished", "failed"], ["finished", "finished"]])
-    monkeypatch.setattr(matcher.runner, "run_sweep",
+    monkeypatch.setattr(matcher.run.runner, "run_sweep",
                         lambda *a, **k: [RunSummary(f"r{i}", s) for i, s in enumerate(next(states))])
     sweep = tmp_path / "s.yaml"
     assert main(["run", str(sweep)]) == 130
@@ -68,11 +68,11 @@ def test_an_interrupted_sweep_exits_130_and_says_how_to_resume(capsys, tmp_path,
 
 def test_an_interrupted_demo_prints_what_it_has_and_exits_130(capsys, tmp_path, monkeypatch):
     import matcher.commands.compare
-    import matcher.runner
-    from matcher.progress import RunSummary
+    import matcher.run.runner
+    from matcher.run.progress import RunSummary
 
     compared = []
-    monkeypatch.setattr(matcher.runner, "run_sweep", lambda *a, **k: [RunSummary("la-tiny", "interrupted")])
+    monkeypatch.setattr(matcher.run.runner, "run_sweep", lambda *a, **k: [RunSummary("la-tiny", "interrupted")])
     monkeypatch.setattr(matcher.commands.compare, "compare_command", lambda *a, **k: compared.append(a))
     args = ["demo", "--scale", "smoke", "--sweeps", str(tmp_path / "sweeps"), "--results", str(tmp_path / "r")]
     assert main(args) == 130
@@ -83,12 +83,12 @@ def test_demo_without_matplotlib_says_so_first_and_still_compares(capsys, tmp_pa
     import importlib.util
 
     import matcher.commands.compare
-    import matcher.runner
+    import matcher.run.runner
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     calls = []
-    monkeypatch.setattr(matcher.runner, "run_sweep", lambda *a, **k: calls.append("train") or [])
+    monkeypatch.setattr(matcher.run.runner, "run_sweep", lambda *a, **k: calls.append("train") or [])
     monkeypatch.setattr(matcher.commands.compare, "compare_command", lambda *a, **k: calls.append(k["plot"]))
     args = ["demo", "--scale", "smoke", "--sweeps", str(tmp_path / "sweeps"), "--results", str(tmp_path / "r")]
     assert main(args) == 0

@@ -5,7 +5,7 @@ import pytest
 from matcher.config import ModelConfig, TrainConfig, dump_yaml, load_model_config
 from matcher.errors import ConfigError
 from matcher.names import normalise
-from matcher.presets import PRESETS, get_preset, load_target, resolve_preset
+from matcher.plan.presets import PRESETS, get_preset, load_target, resolve_preset
 
 
 def tiny(**changes):

@@ -3,7 +3,7 @@
 import pytest
 
 from matcher.config import ModelConfig
-from matcher.costs import (
+from matcher.cost.analytic import (
     Conventions,
     activation_bytes,
     da_cache_bytes,
@@ -13,7 +13,7 @@ from matcher.costs import (
     sa_kv_cache_bytes,
     train_flops_per_token,
 )
-from matcher.presets import PRESETS, get_preset
+from matcher.plan.presets import PRESETS, get_preset
 
 
 def test_llama2_7b_published_parameter_count():

@@ -1,4 +1,4 @@
-"""The analytic cost model (matcher/costs.py) against the real modules (matcher/measure.py), component
+"""The analytic cost model (matcher/cost/analytic.py) against the real modules (matcher/cost/measured.py), component
 by component: parameters exactly, forward FLOPs within 0.1%, training memory within 10%."""
 
 import pytest
@@ -6,15 +6,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from model_configs import small_configs
 
-from matcher.costs import Conventions, forward_flops_per_token, memory, param_counts
-from matcher.measure import (
+from matcher.cost.analytic import Conventions, forward_flops_per_token, memory, param_counts
+from matcher.cost.measured import (
     FLOP_COMPONENTS,
     PARAM_COMPONENTS,
     measured_forward_flops,
     measured_params,
     measured_training_memory,
 )
-from matcher.presets import PRESETS, get_preset
+from matcher.plan.presets import PRESETS, get_preset
 
 FLOP_RTOL = 1e-3
 MEMORY_RTOL = 0.10

@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_runs import prepare, tiny_run, tiny_train  # noqa: E402
 
-from matcher.train import train_run  # noqa: E402
+from matcher.run.trainer import train_run  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets" / "losses"
 PRESETS = ("la-tiny", "dr-tiny", "dr_da-tiny")

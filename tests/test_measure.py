@@ -3,9 +3,9 @@
 
 import pytest
 import torch
+from matcher.models import Model
 
-from matcher.errors import MatcherError
-from matcher.measure import (
+from matcher.cost.measured import (
     FLOP_COMPONENTS,
     PARAM_COMPONENTS,
     measured_backward_flops,
@@ -13,8 +13,8 @@ from matcher.measure import (
     measured_params,
     measured_training_memory,
 )
-from matcher.presets import PRESETS, get_preset
-from models import Model
+from matcher.errors import MatcherError
+from matcher.plan.presets import PRESETS, get_preset
 
 TINY = ["la-tiny", "dr-tiny", "dr_da-tiny"]
 COUNTER_CASES = {  # every component and option that changes a count

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from matcher.models import Model
+from matcher.models.expert_attention import ExpertAttention
 from model_configs import small_configs
 
 from matcher.config import ModelConfig
-from matcher.presets import get_preset
-from models import Model
-from models.expert_attention import ExpertAttention
+from matcher.plan.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from matcher.cli import main
-from matcher.costs import param_counts, train_flops_per_token
+from matcher.cost.analytic import param_counts, train_flops_per_token
 from matcher.errors import ConfigError
-from matcher.plan import PlanRequest, default_training, make_plan, parse_set
-from matcher.presets import get_preset
-from matcher.search import costs_of
-from matcher.sweep import load_sweep, predict
+from matcher.plan.planner import PlanRequest, default_training, make_plan, parse_set
+from matcher.plan.presets import get_preset
+from matcher.plan.search import costs_of
+from matcher.plan.sweep import load_sweep, predict
 
 
 def plan_json(capsys, *args):
@@ -51,7 +51,7 @@ def test_round_trip_sweep_to_configs_to_costs(tmp_path, capsys):
 
 
 def _spec(sweep, run):
-    from matcher.search import MatchSpec
+    from matcher.plan.search import MatchSpec
 
     return MatchSpec(conventions=sweep.conventions, batch=run.train.batch_size, seq_len=run.train.seq_len)
 
@@ -197,7 +197,7 @@ def test_set_overrides_and_holds():
         "router_rank": 64, "tie_embeddings": True, "rope_theta": 5e5}
     with pytest.raises(ConfigError, match="Valid fields: .*n_experts"):
         parse_set(["experts=3"])
-    from matcher.plan import Overrides
+    from matcher.plan.planner import Overrides
 
     plan = make_plan(PlanRequest(target="la-1b", variants="dr",
                                  overrides=Overrides(d_model=768, fields={"n_experts": 300})))
@@ -233,7 +233,7 @@ def test_tokens_batch_and_seq_len_overrides(capsys):
 
 
 def test_measured_check_agrees_with_the_cost_model(capsys):
-    pytest.importorskip("matcher.measure", reason="matcher.measure comes with the models branch")
+    pytest.importorskip("matcher.cost.measured", reason="matcher.cost.measured comes with the models branch")
     assert main(["plan", "--target", "la-tiny", "--dry-run", "--json"]) == 0
     checks = json.loads(capsys.readouterr().out)["measured"]
     assert [r["run"] for r in checks] == ["dr", "dr_da"]
@@ -241,14 +241,14 @@ def test_measured_check_agrees_with_the_cost_model(capsys):
 
 
 def test_measured_mismatch_is_an_error(capsys, monkeypatch, tmp_path):
-    measure = pytest.importorskip("matcher.measure", reason="matcher.measure comes with the models branch")
+    measure = pytest.importorskip("matcher.cost.measured", reason="matcher.cost.measured comes with the models branch")
     counted = measure.measured_params
     off_by_a_percent = lambda cfg: {**counted(cfg), "total": round(counted(cfg)["total"] * 1.01)}
     monkeypatch.setattr(measure, "measured_params", off_by_a_percent)
     path = tmp_path / "s.yaml"
     assert main(["plan", "--target", "la-tiny", "--variants", "dr", "--out", str(path)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "measured check failed: dr parameters +1.000% between matcher.costs and the real modules" in err
+    assert "measured check failed: dr parameters +1.000% between matcher.cost.analytic and the real modules" in err
     assert not path.exists()
 
 
@@ -266,7 +266,7 @@ def test_a_coarse_lattice_gets_a_hint_that_a_finer_align_matches_closer():
 
 
 def test_micro_batch_accumulates_and_memory_is_one_micro_batch(tmp_path, capsys):
-    from matcher.costs import memory
+    from matcher.cost.analytic import memory
 
     plan = make_plan(PlanRequest(target="la-1b", variants="dr", micro_batch=4))
     train = plan.train

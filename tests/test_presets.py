@@ -2,8 +2,8 @@
 
 import pytest
 
-from matcher.plan import PlanRequest, make_plan
-from matcher.presets import get_preset
+from matcher.plan.planner import PlanRequest, make_plan
+from matcher.plan.presets import get_preset
 
 
 @pytest.mark.parametrize("size", ["tiny", "100m", "1b", "2b"])

@@ -18,10 +18,10 @@ import pytest
 from rich.console import Console
 
 from matcher.commands.compare import compare_command
-from matcher.comparison import baseline_targets, checkpoint_rows, reach_table
-from matcher.efficiency import default_targets, efficiency_ratio, parse_targets, spread, tokens_to_reach
 from matcher.errors import MatcherError, ResultsError
-from matcher.results import load_results, with_baseline
+from matcher.report.comparison import baseline_targets, checkpoint_rows, reach_table
+from matcher.report.efficiency import default_targets, efficiency_ratio, parse_targets, spread, tokens_to_reach
+from matcher.report.results import load_results, with_baseline
 
 HERE = Path(__file__).parent
 FIXTURE = HERE / "data" / "results_fixture"
@@ -272,7 +272,7 @@ def test_seeds_with_different_predicted_costs_are_reported(tmp_path):
 
 
 def test_numbers_read_like_every_matcher_table():
-    from matcher.render import plain, readable
+    from matcher.report.render import plain, readable
 
     assert readable(23170.48, "tokens") == "23.2k"
     assert readable(999_700, "tokens") == "1M"  # not "1e+03k"
@@ -308,7 +308,7 @@ def test_plot_writes_a_png(tmp_path):
 
 
 def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
-    from matcher.plots import plot_comparison
+    from matcher.report.plots import plot_comparison
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ResultsError, match=r"pip install 'matcher\[plot\]'"):

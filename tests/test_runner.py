@@ -16,14 +16,14 @@ import yaml
 from rich.console import Console
 from tiny_runs import prepare, tiny_run, tiny_train
 
-from matcher.costs import Conventions
+from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, RunError
-from matcher.lock import Holder, RunLock, live_holder
-from matcher.results import load_results
-from matcher.rundir import RunDir
-from matcher.runner import EXIT_LOCKED, launch_run, run_sweep
-from matcher.slurm import SlurmOptions
-from matcher.sweep import Sweep, SweepMeta, write_sweep
+from matcher.plan.sweep import Sweep, SweepMeta, write_sweep
+from matcher.report.results import load_results
+from matcher.run.lock import Holder, RunLock, live_holder
+from matcher.run.rundir import RunDir
+from matcher.run.runner import EXIT_LOCKED, launch_run, run_sweep
+from matcher.run.slurm import SlurmOptions
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -185,7 +185,7 @@ def test_a_held_lock_keeps_a_second_trainer_out(tmp_path):
     summary = launch_run(run_dir.path)
     assert summary.state == "locked" and f"pid {os.getpid()}" in summary.note
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    other = subprocess.run([sys.executable, "-m", "matcher.runner", str(run_dir.path)], env=env,
+    other = subprocess.run([sys.executable, "-m", "matcher.run.runner", str(run_dir.path)], env=env,
                            capture_output=True, text=True, timeout=120)
     assert other.returncode == EXIT_LOCKED, other.stderr
     assert not run_dir.metrics.exists() and run_dir.status()["state"] == "new"
@@ -216,7 +216,7 @@ def test_execution_settings_may_change_between_attempts(tmp_path):
 
 def test_a_cut_last_metrics_line_is_not_read(tmp_path):
     """A trainer killed while writing leaves half a line: the run's summary reads the complete ones."""
-    from matcher.runner import summarize
+    from matcher.run.runner import summarize
 
     run_dir = prepare(tmp_path, tiny_run("la-tiny"))
     run_dir.metrics.write_text('{"event": "train", "step": 1, "tokens": 512}\n{"event": "tra')

@@ -5,8 +5,8 @@ import pytest
 
 from matcher.config import ModelConfig
 from matcher.errors import MatchError
-from matcher.presets import get_preset
-from matcher.search import MatchSpec, bracket_root, brute_force, costs_of, match
+from matcher.plan.presets import get_preset
+from matcher.plan.search import MatchSpec, bracket_root, brute_force, costs_of, match
 
 
 def spec_for(target: ModelConfig, **changes) -> MatchSpec:

@@ -7,10 +7,10 @@ import yaml
 
 from matcher.cli import main
 from matcher.config import TrainConfig
-from matcher.costs import Conventions
+from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, MatcherError
-from matcher.presets import get_preset
-from matcher.sweep import Run, Sweep, SweepMeta, load_sweep, predict, write_sweep
+from matcher.plan.presets import get_preset
+from matcher.plan.sweep import Run, Sweep, SweepMeta, load_sweep, predict, write_sweep
 
 
 def make_sweep() -> Sweep:
@@ -116,7 +116,7 @@ COMMITTED = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_committed_sweeps_validate_and_their_predictions_are_current(path):
     """The example sweeps under sweeps/ stay valid as the cost model changes (load_sweep re-predicts)."""
-    from matcher.plan import PlanRequest, make_plan
+    from matcher.plan.planner import PlanRequest, make_plan
 
     sweep = load_sweep(path)
     target = sweep.runs[0]

@@ -17,11 +17,11 @@ import pytest
 from tiny_runs import comparable, prepare, tiny_run, tiny_train
 
 from matcher.data import shards, streams
-from matcher.rundir import RunDir
-from matcher.runner import launch_run
-from matcher.schedule import eval_steps, wsd_lr
-from matcher.throughput import gini, mfu, peak_flops
-from matcher.train import train_run
+from matcher.run.rundir import RunDir
+from matcher.run.runner import launch_run
+from matcher.run.schedule import eval_steps, wsd_lr
+from matcher.run.throughput import gini, mfu, peak_flops
+from matcher.run.trainer import train_run
 
 # ------------------------------------------------------------------------------ schedule, stats
 
@@ -150,7 +150,7 @@ def test_sigint_checkpoints_and_resumes_identically(tmp_path, reference):
 def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path, reference):
     run_dir = prepare(tmp_path, tiny_run("dr_da-tiny"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    worker = subprocess.Popen([sys.executable, "-m", "matcher.train", str(run_dir.path),
+    worker = subprocess.Popen([sys.executable, "-m", "matcher.run.trainer", str(run_dir.path),
                                "--log-every-steps", "5"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -253,7 +253,7 @@ def test_shards_from_another_tokenizer_are_refused_before_training(tmp_path):
                     reason="torch.compile on CPU (inductor) needs a C++ compiler")
 def test_compiled_run_matches_the_eager_one(tmp_path, reference):
     """compile: true takes the same steps; the MoE dispatch runs eagerly inside the compiled model
-    (models.expert_attention.compile_friendly), so data-dependent expert splits do not recompile."""
+    (matcher.models.expert_attention.compile_friendly), so data-dependent expert splits do not recompile."""
     run_dir = prepare(tmp_path, tiny_run("dr_da-tiny", tiny_train(compile=True, micro_batch_size=4)))
     assert train_run(run_dir.path, log_every_steps=5).state == "finished"
     assert json.loads(run_dir.env_json.read_text())["compile"] is True

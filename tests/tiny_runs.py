@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from matcher.config import TrainConfig
-from matcher.costs import Conventions
-from matcher.presets import get_preset
-from matcher.rundir import RunDir
-from matcher.runner import run_info
-from matcher.sweep import Run, predict
+from matcher.cost.analytic import Conventions
+from matcher.plan.presets import get_preset
+from matcher.plan.sweep import Run, predict
+from matcher.run.rundir import RunDir
+from matcher.run.runner import run_info
 
 # Test machines are small and shared: with two OpenMP threads per process, threads spin against the
 # other processes on the cores and tiny runs take 5-10x longer. One thread here and in the subprocesses

@@ -3,7 +3,7 @@
 Reads the sweep's results folder, prints what could not be read as warnings (on stderr, so that
 Markdown or CSV on stdout stays clean), and reports runs, tokens to reach target accuracies with
 ratios to the baseline, accuracy and loss per checkpoint, and the matched costs: as rich tables in
-the terminal, or as Markdown / CSV text to stdout or a file; optionally a figure (matcher/plots.py).
+the terminal, or as Markdown / CSV text to stdout or a file; optionally a figure (matcher/report/plots.py).
 """
 
 from __future__ import annotations
@@ -39,17 +39,17 @@ def compare_command(
     from rich.text import Text
 
     from matcher import console as consoles
-    from matcher.comparison import baseline_targets, build_report
-    from matcher.efficiency import parse_targets
-    from matcher.render import print_rich, to_csv, to_markdown
-    from matcher.results import load_results
+    from matcher.report.comparison import baseline_targets, build_report
+    from matcher.report.efficiency import parse_targets
+    from matcher.report.render import print_rich, to_csv, to_markdown
+    from matcher.report.results import load_results
 
     console = console or consoles.out()
     err_console = err_console or consoles.err()
     fmt = _format(fmt, out)
     results = load_results(results_dir)
     if baseline is not None:
-        from matcher.results import with_baseline
+        from matcher.report.results import with_baseline
 
         results = with_baseline(results, baseline)
     for warning in results.warnings:
@@ -81,7 +81,7 @@ def compare_command(
             _write(Path(out), text)
             console.print(Text(f"wrote {out}"))
     if plot is not None:
-        from matcher.plots import plot_comparison
+        from matcher.report.plots import plot_comparison
 
         written = plot_comparison(results, chosen, plot)
         console.print(Text(f"wrote {written}"))

@@ -8,8 +8,8 @@ from typing import Any
 from matcher import fmt
 from matcher.config import ModelConfig
 from matcher.console import notice, out
-from matcher.costs import FLOP_COMPONENTS, PARAM_COMPONENTS, Conventions, cost_report
-from matcher.presets import PRESETS, load_target
+from matcher.cost.analytic import FLOP_COMPONENTS, PARAM_COMPONENTS, Conventions, cost_report
+from matcher.plan.presets import PRESETS, load_target
 
 MEMORY_ROWS = (("weights_bytes", "weights"), ("gradients_bytes", "gradients"),
                ("optimizer_bytes", "optimizer"), ("activations_bytes", "activations"))
@@ -27,7 +27,7 @@ def describe_config(cfg: ModelConfig) -> str:
 
 def measure_all(cfg: ModelConfig, conv: Conventions, batch: int, seq_len: int, counters: list[str]) -> dict[str, Any]:
     """The measured counterparts of the analytic report (imports torch)."""
-    from matcher import measure
+    from matcher.cost import measured as measure
 
     measured: dict[str, Any] = {"params": measure.measured_params(cfg), "flops": {}}
     for counter in counters:

@@ -37,7 +37,7 @@ SCALES = {
 
 def demo_sweep(scale: DemoScale):
     """Plan la-tiny vs dr, dr_da and set the demo's training settings (the same for every run)."""
-    from matcher.plan import PlanRequest, build_sweep, make_plan
+    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
 
     request = PlanRequest(target="la-tiny", variants="dr,dr_da", tokens=scale.total_tokens,
                           batch=scale.batch_size, seq_len=scale.seq_len)
@@ -52,8 +52,8 @@ def demo_sweep(scale: DemoScale):
 
 def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bool) -> Path:
     from matcher.commands.compare import compare_command
-    from matcher.runner import run_sweep
-    from matcher.sweep import load_sweep, write_sweep
+    from matcher.plan.sweep import load_sweep, write_sweep
+    from matcher.run.runner import run_sweep
 
     scale = SCALES[scale_name]
     name = "demo" if scale.name == "default" else f"demo-{scale.name}"

@@ -9,10 +9,10 @@ from typing import Any
 
 from matcher import fmt
 from matcher.console import err, notice, out
-from matcher.costs import forward_flops_per_token, param_counts
+from matcher.cost.analytic import forward_flops_per_token, param_counts
 from matcher.errors import MatcherError
-from matcher.plan import Plan, PlanRequest, build_sweep, make_plan
-from matcher.search import NEIGHBOURHOOD_STEPS
+from matcher.plan.planner import Plan, PlanRequest, build_sweep, make_plan
+from matcher.plan.search import NEIGHBOURHOOD_STEPS
 
 MEASURE_RTOL = 1e-3  # analytic and measured counts of the chosen configs must agree to 0.1%
 
@@ -30,7 +30,7 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
     sweep = build_sweep(plan)
     path = out_path or plan.default_path()
     if not dry_run:
-        from matcher.sweep import write_sweep
+        from matcher.plan.sweep import write_sweep
 
         write_sweep(sweep, path, force=force)
     result = plan_result(plan, checks, path, written=not dry_run)
@@ -46,7 +46,7 @@ def measured_check(plan: Plan) -> list[dict[str, Any]]:
     module (meta device) beside the analytic values; a difference above MEASURE_RTOL is an error,
     because then the match was made on numbers the models do not have. A given target model is not
     re-counted here (`matcher cost <target>` does): counting costs 1-2 s per config on 2 cores."""
-    from matcher import measure
+    from matcher.cost import measured as measure
 
     conv, seq_len = plan.spec.conventions, plan.train.seq_len
     rows = []
@@ -65,7 +65,7 @@ def measured_check(plan: Plan) -> list[dict[str, Any]]:
            for name, key in (("parameters", "params_diff"), ("forward FLOPs", "flops_diff"))
            if abs(r[key]) > MEASURE_RTOL]
     if bad:
-        raise MatcherError(f"measured check failed: {', '.join(bad)} between matcher.costs and the real "
+        raise MatcherError(f"measured check failed: {', '.join(bad)} between matcher.cost.analytic and the real "
                            f"modules (limit {MEASURE_RTOL:.1%}); the sweep was not written. "
                            "`matcher cost <config>` shows the components")
     return rows

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from matcher import fmt
 from matcher.console import out
-from matcher.sweep import load_sweep
+from matcher.plan.sweep import load_sweep
 
 
 def validate_command(path: Path) -> None:

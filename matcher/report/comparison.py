@@ -1,4 +1,4 @@
-"""What `matcher compare` reports, as tables of raw values (matcher/render.py writes them):
+"""What `matcher compare` reports, as tables of raw values (matcher/report/render.py writes them):
 
 - Runs: each run's state, so a run still going or crashed is read as such.
 - Tokens to reach each target accuracy, per group (seeds aggregated), and the ratio to the baseline.
@@ -7,7 +7,7 @@
   baseline, so a reader sees that the comparison is fair.
 
 A group is a run's name without its seed suffix (run.yaml `group`); a group with one seed is its run.
-The rules for crossings, ratios, seeds and default targets are in matcher/efficiency.py.
+The rules for crossings, ratios, seeds and default targets are in matcher/report/efficiency.py.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from matcher.efficiency import Spread, default_targets, efficiency_ratio, spread, tokens_to_reach
-from matcher.results import Results
+from matcher.report.efficiency import Spread, default_targets, efficiency_ratio, spread, tokens_to_reach
+from matcher.report.results import Results
 
 
 @dataclass(frozen=True)
 class Column:
     key: str  # row key and CSV header
     header: str  # terminal and Markdown header
-    kind: str  # how matcher/render.py writes it: text, int, target, tokens, flops, count, bytes, ratio,
+    kind: str  # how matcher/report/render.py writes it: text, int, target, tokens, flops, count, bytes, ratio,
     # accuracy or loss
     missing: str = "-"  # shown where the value is None
 
@@ -46,7 +46,7 @@ class Report:
 
 
 def baseline_targets(results: Results) -> list[float]:
-    """Default targets from the baseline group's seed-mean accuracy curve (see matcher/efficiency.py)."""
+    """Default targets from the baseline group's seed-mean accuracy curve (see matcher/report/efficiency.py)."""
     baseline = results.baseline
     curve = [row["eval_accuracy_mean"] for row in checkpoint_rows(results) if row["group"] == baseline]
     return default_targets(curve)

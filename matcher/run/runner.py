@@ -7,9 +7,9 @@ training (its lock is held) is skipped with a note. Launchers:
 - local, no GPU: runs one after another in this process (`nproc` > 1: each under torchrun, gloo);
 - local, GPUs: a queue over the visible GPUs, `nproc` GPUs per run, each run a subprocess with its
   own CUDA_VISIBLE_DEVICES (under torchrun when `nproc` > 1: DDP, or FSDP2 with `fsdp`);
-- slurm: one sbatch job array over the runs (matcher.slurm), submitted unless `dry_run`.
+- slurm: one sbatch job array over the runs (matcher.run.slurm), submitted unless `dry_run`.
 
-`python -m matcher.runner RUN_DIR [--nproc N] [--fsdp]` trains one prepared run folder; the GPU
+`python -m matcher.run.runner RUN_DIR [--nproc N] [--fsdp]` trains one prepared run folder; the GPU
 queue and the Slurm tasks call it.
 """
 
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from matcher.errors import ConfigError, MatcherError, RunError
-from matcher.lock import RunLock, live_holder
 from matcher.names import resolve
-from matcher.progress import MetricsTail, RunSummary, SweepProgress, summary_table
-from matcher.rundir import RunDir
-from matcher.slurm import SlurmOptions, job_script, submit, write_job_script
-from matcher.sweep import Run, load_sweep
+from matcher.plan.sweep import Run, load_sweep
+from matcher.run.lock import RunLock, live_holder
+from matcher.run.progress import MetricsTail, RunSummary, SweepProgress, summary_table
+from matcher.run.rundir import RunDir
+from matcher.run.slurm import SlurmOptions, job_script, submit, write_job_script
 
 LAUNCHERS = ("local", "slurm")
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another process holds the run's lock
@@ -85,7 +85,7 @@ class _Forwarder:
 
 
 def _worker_command(run_dir: Path, nproc: int, fsdp: bool, log_every_steps: int) -> list[str]:
-    train = ["-m", "matcher.train", str(run_dir), "--log-every-steps", str(log_every_steps),
+    train = ["-m", "matcher.run.trainer", str(run_dir), "--log-every-steps", str(log_every_steps),
              *(["--fsdp"] if fsdp else [])]
     if nproc == 1:
         return [sys.executable, *train]
@@ -135,7 +135,7 @@ def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
 
 
 def _train_here(run: RunDir, on_record, log_every_steps: int) -> RunSummary:
-    from matcher.train import describe_error, train_run
+    from matcher.run.trainer import describe_error, train_run
 
     try:
         result = train_run(run.path, on_record=on_record, log_every_steps=log_every_steps)
@@ -297,7 +297,7 @@ def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bo
             while waiting and free and not forwarder.stopping:
                 item, devices = waiting.pop(0), free.pop(0)
                 env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(devices)}
-                command = [sys.executable, "-m", "matcher.runner", str(item.dir.path), "--nproc", str(nproc),
+                command = [sys.executable, "-m", "matcher.run.runner", str(item.dir.path), "--nproc", str(nproc),
                            "--log-every-steps", str(log_every_steps), *(["--fsdp"] if fsdp else [])]
                 log = item.dir.log.open("ab")
                 child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -326,12 +326,12 @@ def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m matcher.runner RUN_DIR [--nproc N] [--fsdp]`: train one prepared run folder under its
+    """`python -m matcher.run.runner RUN_DIR [--nproc N] [--fsdp]`: train one prepared run folder under its
     lock. Exit codes: 0 finished, interrupted or already finished; 1 failed; 2 a user error;
     75 another process holds the lock."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m matcher.runner", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m matcher.run.runner", description=main.__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for this run")
     parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 instead of DDP when nproc > 1")

@@ -6,7 +6,7 @@
 - status.json: {"state": running|finished|failed|interrupted, "reason", "step", "tokens", "updated"},
   replaced atomically;
 - checkpoints/last.pt: the latest checkpoint, replaced atomically;
-- lock: held by the process that trains the run (see matcher.lock);
+- lock: held by the process that trains the run (see matcher.run.lock);
 - train.log: output of a training subprocess (GPU queue, torchrun, Slurm).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from matcher.config import ModelConfig, TrainConfig, dump_yaml, read_yaml
 from matcher.errors import MatcherError, RunError
-from matcher.sweep import write_text_atomic
+from matcher.plan.sweep import write_text_atomic
 
 STATES = ("running", "finished", "failed", "interrupted")
 

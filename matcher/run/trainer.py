@@ -1,10 +1,10 @@
 """The training loop of one run: `train_run(run_dir)` trains the run that `run_dir/run.yaml` describes,
-alone or as one rank of a torchrun group (`python -m matcher.train RUN_DIR` is the worker entry).
+alone or as one rank of a torchrun group (`python -m matcher.run.trainer RUN_DIR` is the worker entry).
 
 - AdamW (fused on CUDA; weight decay on matrices only), warmup-stable-decay LR, gradient clipping,
   bf16 autocast on CUDA / fp32 on CPU, optional torch.compile and activation recomputation, the
   auxiliary-loss-free expert-bias update after every optimizer step.
-- At every evaluation checkpoint (matcher.schedule.eval_steps): answer loss, greedy exact-match
+- At every evaluation checkpoint (matcher.run.schedule.eval_steps): answer loss, greedy exact-match
   accuracy, throughput, MFU, peak memory and expert load; then a checkpoint.
 - A checkpoint holds everything the rest of the run depends on: weights, optimizer state, the step
   (which fixes the LR and the data: streams are functions of the step), RNG states, the loss
@@ -37,15 +37,15 @@ import torch
 
 from matcher import __version__
 from matcher.data import math_task, problems, streams, tokenizer
-from matcher.distributed import all_reduce_sum, barrier, close_world, gradient_sync, init_world, wrap
 from matcher.errors import DataError, MatcherError, RunError
-from matcher.evaluate import answer_accuracy, answer_loss
-from matcher.rundir import MetricsWriter, RunDir
-from matcher.schedule import eval_steps, wsd_lr
-from matcher.sweep import write_atomic
-from matcher.throughput import gini, mfu, peak_flops
-from models import IGNORE_INDEX
-from models.model import shares as expert_shares
+from matcher.models import IGNORE_INDEX
+from matcher.models.model import shares as expert_shares
+from matcher.plan.sweep import write_atomic
+from matcher.run.distributed import all_reduce_sum, barrier, close_world, gradient_sync, init_world, wrap
+from matcher.run.evaluate import answer_accuracy, answer_loss
+from matcher.run.rundir import MetricsWriter, RunDir
+from matcher.run.schedule import eval_steps, wsd_lr
+from matcher.run.throughput import gini, mfu, peak_flops
 
 CHECKPOINT_FORMAT = 1
 OnRecord = Callable[[dict[str, Any]], None]
@@ -130,7 +130,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 class Trainer:
     def __init__(self, run: RunDir, *, fsdp: bool, log_every_steps: int, on_record: OnRecord | None,
                  device: str | None):
-        from models import Model
+        from matcher.models import Model
 
         self.rundir, self.fsdp, self.on_record = run, fsdp, on_record
         self.log_every_steps = max(1, log_every_steps)
@@ -175,7 +175,7 @@ class Trainer:
         self.model.recompute = self.cfg.recompute == "full"
         self.train_model = wrap(self.model, self.world, self.device, fsdp=fsdp)
         if self.cfg.compile:
-            from models.expert_attention import compile_friendly
+            from matcher.models.expert_attention import compile_friendly
 
             compile_friendly(self.model)
             self.train_model = torch.compile(self.train_model)
@@ -185,7 +185,7 @@ class Trainer:
         if "train_flops_per_token" in predicted:
             self.train_flops_per_token = float(predicted["train_flops_per_token"])
         else:
-            from matcher.costs import train_flops_per_token
+            from matcher.cost.analytic import train_flops_per_token
 
             self.train_flops_per_token = train_flops_per_token(self.model_cfg, seq_len=self.cfg.seq_len)
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
@@ -426,11 +426,11 @@ class Trainer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Worker entry: `python -m matcher.train RUN_DIR [--fsdp]` (alone, or under torchrun). Exit codes:
+    """Worker entry: `python -m matcher.run.trainer RUN_DIR [--fsdp]` (alone, or under torchrun). Exit codes:
     0 finished or interrupted (checkpointed); 1 failed; 2 a user error; 130 aborted by a second signal."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m matcher.train", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m matcher.run.trainer", description=main.__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 instead of DDP")
     parser.add_argument("--log-every-steps", type=int, default=10)

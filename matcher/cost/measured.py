@@ -1,4 +1,4 @@
-"""Costs counted on the real PyTorch module (models/), to check the analytic cost model (matcher/costs.py)
+"""Costs counted on the real PyTorch module (models/), to check the analytic cost model (matcher/cost/analytic.py)
 component by component. torch is imported inside the functions: only commands that measure pay for it.
 
 Conventions (the same as the analytic model's):
@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from matcher.config import ModelConfig
-from matcher.costs import FLOP_COMPONENTS, PARAM_COMPONENTS, param_counts
+from matcher.cost.analytic import FLOP_COMPONENTS, PARAM_COMPONENTS, param_counts
 from matcher.errors import ConfigError, MatcherError
 
 FVCORE_MAX_PARAMS = 300_000_000  # fvcore runs real weights on the CPU: 300M fp32 parameters is 1.2 GB
@@ -60,7 +60,7 @@ def _component(name: str, rules: list[tuple[str, str]], what: str) -> str:
 def _meta_model(cfg: ModelConfig):
     import torch
 
-    from models import Model
+    from matcher.models import Model
 
     with torch.device("meta"):
         return Model(cfg)
@@ -193,7 +193,7 @@ def _fvcore_forward(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[dict[st
         warnings.simplefilter("ignore", DeprecationWarning)
         from fvcore.nn import FlopCountAnalysis
 
-    from models import Model
+    from matcher.models import Model
 
     n_params = param_counts(cfg).total  # the limit needs no model: the analytic count is exact
     if n_params > FVCORE_MAX_PARAMS:
@@ -221,7 +221,7 @@ def measured_training_memory(cfg: ModelConfig, batch: int, seq_len: int, recompu
     device="fake" (default, any size, no memory used): the model and data are FakeTensorMode tensors
     on the CPU, so every op runs its shape-only kernel (SDPA takes the same flash path as a real CPU
     run; MoE rows split evenly over experts, the same bytes as any real routing), and the LiveBytes
-    dispatch mode (matcher/live_bytes.py) follows every storage from its creation to its release. Two
+    dispatch mode (matcher/cost/live_bytes.py) follows every storage from its creation to its release. Two
     steps run and the second is measured, so AdamW's fp32 states already exist.
     - weights, gradients, optimizer: parameter (fp32), .grad (fp32) and AdamW state bytes (exp_avg,
       exp_avg_sq and a step counter per tensor).
@@ -282,8 +282,8 @@ def _fake_training_memory(cfg: ModelConfig, batch: int, seq_len: int, recompute:
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from matcher.live_bytes import LiveBytes
-    from models import Model
+    from matcher.cost.live_bytes import LiveBytes
+    from matcher.models import Model
 
     with FakeTensorMode():
         model = Model(cfg)
@@ -306,7 +306,7 @@ def _cuda_training_memory(cfg: ModelConfig, batch: int, seq_len: int, recompute:
                           activation_dtype: str) -> dict[str, int]:
     import torch
 
-    from models import Model
+    from matcher.models import Model
 
     if not torch.cuda.is_available():
         raise MatcherError("device='cuda' needs a CUDA GPU; use device='fake' to count without one")

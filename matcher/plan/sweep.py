@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from matcher.config import ModelConfig, TrainConfig, _type_name, _type_ok, dump_yaml, read_yaml
-from matcher.costs import Conventions, memory, param_counts, train_flops_per_token
+from matcher.cost.analytic import Conventions, memory, param_counts, train_flops_per_token
 from matcher.errors import ConfigError, MatcherError
 
 SWEEP_FORMAT = 1
@@ -36,7 +36,7 @@ class SweepMeta:
     target: str  # preset name, config path, or "budget" when --flops/--params were given
     variants: list[str]
     matched: list[str]  # quantities matched: flops, params, memory
-    conventions: dict[str, Any]  # matcher.costs.Conventions fields
+    conventions: dict[str, Any]  # matcher.cost.analytic.Conventions fields
     tool_version: str
     command: str  # the command line that wrote the sweep
     created: str  # ISO 8601 time

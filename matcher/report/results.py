@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from matcher.config import VARIANTS, read_yaml
 from matcher.errors import ConfigError, ResultsError
-from matcher.rundir import STATES
-from matcher.sweep import PREDICTED_KEYS as PREDICTED
-from matcher.sweep import ROLES
+from matcher.plan.sweep import PREDICTED_KEYS as PREDICTED
+from matcher.plan.sweep import ROLES
+from matcher.run.rundir import STATES
 
 if TYPE_CHECKING:
     import pandas as pd

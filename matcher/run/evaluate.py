@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from matcher.data.problems import Problem, document_text, final_number, prompt_text
 from matcher.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, decode, encode, encode_document
-from models import IGNORE_INDEX
+from matcher.models import IGNORE_INDEX
 
 ANSWER_SLACK_TOKENS = 8  # generated beyond the reference answer's length: room for a longer wrong answer
 EVAL_BATCH = 32

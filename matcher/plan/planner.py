@@ -1,4 +1,4 @@
-"""Planning a sweep: the target, the variants matched to it (matcher.search), shared training
+"""Planning a sweep: the target, the variants matched to it (matcher.plan.search), shared training
 settings scaled to the target's size, and the sweep file that records them.
 
 A variant is the target with `variant` changed, the user's overrides applied (--depth, --d-model,
@@ -21,11 +21,11 @@ from typing import Any
 
 from matcher import __version__, fmt
 from matcher.config import VARIANTS, ModelConfig, TrainConfig
-from matcher.costs import Conventions
+from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, MatchError
 from matcher.names import resolve
-from matcher.search import QUANTITIES, Match, MatchSpec, costs_of, match
-from matcher.sweep import Run, Sweep, SweepMeta, predict
+from matcher.plan.search import QUANTITIES, Match, MatchSpec, costs_of, match
+from matcher.plan.sweep import Run, Sweep, SweepMeta, predict
 
 DEFAULT_ALIGN = 64  # d_ff alignment: tensor-core and kernel friendly widths
 FREE_FIELDS = ("d_ff", "n_experts")
@@ -283,7 +283,7 @@ class Plan:
 
 def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda text: None) -> Plan:
     """Resolve the target, fix the shared training settings, and match every variant."""
-    from matcher.presets import load_target
+    from matcher.plan.presets import load_target
 
     variants, notices = parse_variants(request.variants)
     seeds = parse_seeds(request.seeds)

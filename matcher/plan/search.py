@@ -1,7 +1,7 @@
 """Matching one variant to a target: the d_ff and n_experts whose costs equal the target's.
 
 Free variables: d_ff = k * align (k >= 1) and n_experts = E (E >= top_k; absent for a dense MLP).
-Costs are computed by matcher.costs at lattice points only, so the search never re-derives a formula.
+Costs are computed by matcher.cost.analytic at lattice points only, so the search never re-derives a formula.
 Every cost grows monotonically in each variable, so a 1-D problem "cost(x) = target" has one root
 of its continuous relaxation (the piecewise-linear interpolation of the lattice values), bracketed by
 two neighbouring integers. We find that bracket with our own galloping bisection rather than
@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from matcher.config import ModelConfig
-from matcher.costs import Conventions, memory, param_counts, train_flops_per_token
+from matcher.cost.analytic import Conventions, memory, param_counts, train_flops_per_token
 from matcher.errors import MatchError
 
 QUANTITIES = ("flops", "params", "memory")
@@ -73,7 +73,7 @@ class MatchSpec:
 
 
 def costs_of(cfg: ModelConfig, spec: MatchSpec, quantities: Iterable[str] = QUANTITIES) -> dict[str, float]:
-    """The matched quantities of one config, from matcher.costs."""
+    """The matched quantities of one config, from matcher.cost.analytic."""
     seq_len = cfg.seq_len if spec.seq_len is None else spec.seq_len
     compute = {
         "flops": lambda: train_flops_per_token(cfg, spec.conventions, seq_len),
@@ -323,7 +323,7 @@ def _check_reachable(search: _Search, base: ModelConfig, label: str) -> None:
 
 def _fixed_part(cfg: ModelConfig, spec: MatchSpec, quantity: str) -> str:
     """Where the smallest config's cost goes, largest shares first, for an error message."""
-    from matcher.costs import forward_flops_per_token
+    from matcher.cost.analytic import forward_flops_per_token
 
     seq_len = cfg.seq_len if spec.seq_len is None else spec.seq_len
     if quantity == "params":

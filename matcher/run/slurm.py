@@ -1,6 +1,6 @@
 """The Slurm launcher: one sbatch job array over a sweep's runs, one array task per run.
 
-Each task runs `python -m matcher.runner <run dir> --nproc <gpus per run>`, the same per-run entry
+Each task runs `python -m matcher.run.runner <run dir> --nproc <gpus per run>`, the same per-run entry
 the local launcher uses (it takes the run's lock, resumes from the last checkpoint, and skips a run
 that is already finished). Paths in the script are the ones given to `matcher run`, so submit it
 from that directory (the runner does). Slurm sends SIGTERM two minutes before the time limit; the
@@ -63,7 +63,7 @@ def job_script(*, sweep_name: str, sweep_dir: Path, run_names: list[str], option
     ]
     # The run folder: the sweep folder quoted for the shell, then "$RUN" expanded by it.
     run_dir = f'{shlex.quote(sweep_dir.as_posix())}/"$RUN"'
-    command = " ".join([shlex.quote(options.python), "-m", "matcher.runner", run_dir,
+    command = " ".join([shlex.quote(options.python), "-m", "matcher.run.runner", run_dir,
                         "--nproc", str(options.gpus_per_run), *(["--fsdp"] if fsdp else [])])
     lines = [
         "#!/bin/bash",
@@ -81,7 +81,7 @@ def job_script(*, sweep_name: str, sweep_dir: Path, run_names: list[str], option
 
 
 def write_job_script(text: str, sweep_dir: Path, sweep_name: str) -> Path:
-    from matcher.sweep import write_text_atomic
+    from matcher.plan.sweep import write_text_atomic
 
     path = sweep_dir / "slurm" / f"{sweep_name}.sbatch"
     write_text_atomic(path, text)

@@ -1,4 +1,4 @@
-"""Write a comparison Report (matcher/comparison.py) as rich tables, Markdown or CSV.
+"""Write a comparison Report (matcher/report/comparison.py) as rich tables, Markdown or CSV.
 
 Terminal and Markdown show numbers readably with matcher/fmt.py, like every matcher table (tokens
 41.3k, parameters 255.6K, ratios 1.35x, bytes 4.5 MiB); CSV keeps them as numbers (counts as
@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from matcher import fmt
-from matcher.comparison import Column, Report, Table
+from matcher.report.comparison import Column, Report, Table
 
 TEXT_KINDS = ("text",)
 

@@ -20,12 +20,42 @@ Sizes and why:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from matcher.config import ModelConfig
 from matcher.names import Resolved, resolve
 
-PRESETS: dict[str, Callable[[], ModelConfig]] = {}
+# The shape shared by every variant of a size family; d_ff and n_experts come from MATCHED.
+FAMILIES: dict[str, dict] = {
+    "tiny": dict(vocab_size=128, d_model=64, depth=4, n_heads=4, n_kv_heads=2, seq_len=128, top_k=2,
+                 tie_embeddings=True, da_heads=1),
+    "100m": dict(vocab_size=32000, d_model=512, depth=12, n_heads=8, n_kv_heads=2, seq_len=1024, top_k=2,
+                 tie_embeddings=False),
+    "1b": dict(vocab_size=50304, d_model=1024, depth=32, n_heads=16, n_kv_heads=4, seq_len=2048, top_k=2,
+               tie_embeddings=False),
+    "2b": dict(vocab_size=50304, d_model=1536, depth=32, n_heads=24, n_kv_heads=6, seq_len=2048, top_k=2,
+               tie_embeddings=False),
+}
+# (d_ff, n_experts) of each variant, side by side: la is the baseline, dr and dr_da what
+# `matcher plan --target la-<size>` finds for it (tests/test_presets.py re-runs the match).
+MATCHED: dict[str, dict[str, tuple[int, int]]] = {
+    "tiny": {"la": (64, 4), "dr": (64, 19), "dr_da": (48, 25)},
+    "100m": {"la": (512, 8), "dr": (512, 104), "dr_da": (448, 120)},
+    "1b": {"la": (512, 16), "dr": (384, 753), "dr_da": (320, 902)},
+    "2b": {"la": (704, 16), "dr": (576, 699), "dr_da": (512, 788)},
+}
+
+
+def family_preset(size: str, variant: str) -> ModelConfig:
+    d_ff, n_experts = MATCHED[size][variant]
+    return ModelConfig(variant=variant, d_ff=d_ff, n_experts=n_experts, **FAMILIES[size])
+
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    f"{variant}-{size}": functools.partial(family_preset, size, variant)
+    for size, variants in MATCHED.items() for variant in variants
+}
 
 
 def preset(name: str) -> Callable[[Callable[[], ModelConfig]], Callable[[], ModelConfig]]:
@@ -34,84 +64,6 @@ def preset(name: str) -> Callable[[Callable[[], ModelConfig]], Callable[[], Mode
         return fn
 
     return register
-
-
-def _tiny(**changes) -> ModelConfig:
-    base = dict(variant="la", vocab_size=128, d_model=64, depth=4, n_heads=4, n_kv_heads=2, seq_len=128,
-                d_ff=64, n_experts=4, top_k=2, tie_embeddings=True, da_heads=1)
-    return ModelConfig(**{**base, **changes})
-
-
-@preset("la-tiny")
-def la_tiny() -> ModelConfig:
-    return _tiny()
-
-
-@preset("dr-tiny")
-def dr_tiny() -> ModelConfig:
-    return _tiny(variant="dr", d_ff=64, n_experts=19)
-
-
-@preset("dr_da-tiny")
-def dr_da_tiny() -> ModelConfig:
-    return _tiny(variant="dr_da", d_ff=48, n_experts=25)
-
-
-def _m100(**changes) -> ModelConfig:
-    base = dict(variant="la", vocab_size=32000, d_model=512, depth=12, n_heads=8, n_kv_heads=2, seq_len=1024,
-                d_ff=512, n_experts=8, top_k=2, tie_embeddings=False)
-    return ModelConfig(**{**base, **changes})
-
-
-@preset("la-100m")
-def la_100m() -> ModelConfig:
-    return _m100()
-
-
-@preset("dr-100m")
-def dr_100m() -> ModelConfig:
-    return _m100(variant="dr", d_ff=512, n_experts=104)
-
-
-@preset("dr_da-100m")
-def dr_da_100m() -> ModelConfig:
-    return _m100(variant="dr_da", d_ff=448, n_experts=120)
-
-
-def _b(width: int, **changes) -> ModelConfig:
-    base = dict(variant="la", vocab_size=50304, d_model=width, depth=32, n_heads=width // 64, n_kv_heads=width // 256,
-                seq_len=2048, n_experts=16, top_k=2, tie_embeddings=False)
-    return ModelConfig(**{**base, **changes})
-
-
-@preset("la-1b")
-def la_1b() -> ModelConfig:
-    return _b(1024, d_ff=512)
-
-
-@preset("dr-1b")
-def dr_1b() -> ModelConfig:
-    return _b(1024, variant="dr", d_ff=384, n_experts=753)
-
-
-@preset("dr_da-1b")
-def dr_da_1b() -> ModelConfig:
-    return _b(1024, variant="dr_da", d_ff=320, n_experts=902)
-
-
-@preset("la-2b")
-def la_2b() -> ModelConfig:
-    return _b(1536, d_ff=704)
-
-
-@preset("dr-2b")
-def dr_2b() -> ModelConfig:
-    return _b(1536, variant="dr", d_ff=576, n_experts=699)
-
-
-@preset("dr_da-2b")
-def dr_da_2b() -> ModelConfig:
-    return _b(1536, variant="dr_da", d_ff=512, n_experts=788)
 
 
 @preset("llama2-7b")

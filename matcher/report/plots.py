@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from matcher.comparison import checkpoint_rows, group_states, group_variants
 from matcher.errors import ResultsError
-from matcher.results import Results
+from matcher.report.comparison import checkpoint_rows, group_states, group_variants
+from matcher.report.results import Results
 
 HEAT_MAPS_PER_ROW = 4
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from matcher import fmt
-from matcher.rundir import complete_records
+from matcher.run.rundir import complete_records
 
 
 @dataclass
