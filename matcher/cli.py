@@ -161,17 +161,9 @@ def data_encode(
     force: Annotated[bool, typer.Option(help="Overwrite an existing shard.")] = False,
 ) -> None:
     """Tokenize text into a shard with the character tokenizer evaluation uses (train.data: OUT)."""
-    from matcher.console import out as stdout
-    from matcher.data.shards import encode_files
-    from matcher.errors import DataError
+    from matcher.commands.data import encode_command
 
-    if out.suffix != ".bin":
-        raise DataError(f"--out {out}: a shard is a .bin file, e.g. data/train.bin")
-    if out.exists() and not force:
-        raise DataError(f"{out} exists; pass --force to overwrite it, or choose another --out")
-    path, documents, tokens = encode_files(inputs, out)
-    stdout().print(f"wrote {path}: {documents:,} documents, {tokens:,} tokens (uint16, character tokenizer); "
-                   f"train on it with `data: {path}` in a sweep's train settings")
+    encode_command(inputs, out, force)
 
 
 @app.command()

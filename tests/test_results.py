@@ -219,12 +219,12 @@ def test_missing_status_and_broken_run_yaml(tmp_path):
     (sweep / "dr_da-tiny-s0" / "run.yaml").write_text("run: dr_da-tiny-s0\ngroup: dr_da-tiny\nseed: 0\n")
     results = load_results(sweep)
     assert list(results.runs["run"]) == ["la-tiny-s0", "dr-tiny-s0", "dr-tiny-s1"]
-    assert results.runs.set_index("run").loc["dr-tiny-s1", "state"] == "unknown"
+    assert results.runs.set_index("run").loc["dr-tiny-s1", "state"] == "new"
     assert any(w.startswith(str(sweep / "dr_da-tiny-s0" / "run.yaml")) and "role must be one of" in w
                and w.endswith("run skipped") for w in results.warnings)
     out, err = _consoles()
     compare_command(sweep, fmt="csv", console=out, err_console=err)  # still compares what is there
-    assert "dr-tiny-s1,dr-tiny,1,dr,variant,unknown," in out.file.getvalue()
+    assert "dr-tiny-s1,dr-tiny,1,dr,variant,new," in out.file.getvalue()
 
 
 def test_no_baseline_is_one_clear_error(tmp_path):

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import re
-import tempfile
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from matcher.atomic import write_text_atomic
 from matcher.config import ModelConfig, TrainConfig, _type_name, _type_ok, dump_yaml, read_yaml
 from matcher.cost.analytic import Conventions, memory, param_counts, train_flops_per_token
 from matcher.errors import ConfigError, MatcherError
@@ -221,27 +219,6 @@ def load_sweep(path: str | Path, check_predicted: bool = True) -> Sweep:
             f"{path}: {len(problems)} problem(s); fix them and run `matcher sweep validate {path}`:\n{listing}")
     sweep.name = path.stem
     return sweep
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file so readers see the old or the new content, never a partial one."""
-    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Replace `path` with what `write(binary handle)` writes, atomically and durably (a temporary file
-    beside it, fsynced, then renamed; removed if anything fails)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_sweep(sweep: Sweep, path: str | Path, force: bool = False) -> Path:

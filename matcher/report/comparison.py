@@ -82,7 +82,7 @@ def runs_table(results: Results) -> Table:
         Column("state", "state", "text"), Column("tokens", "tokens", "tokens"),
         Column("evals", "evals", "int"), Column("last_eval_accuracy", "last accuracy", "accuracy"),
     ]
-    notes = ["state from status.json (unknown: none written yet); tokens trained so far. "
+    notes = ["state from status.json (new: none written yet; unknown: unreadable); tokens trained so far. "
              "Runs that failed or still run are compared on the checkpoints they have."]
     notes += [f"{run['run']} {run['state']}: {run['reason']}"
               for run in results.runs.to_dict("records") if _value(run["reason"]) is not None]

@@ -7,9 +7,9 @@ Layout, one folder per run (`results/<sweep>/<run>/`):
   status.json    state (running|finished|failed|interrupted), reason, step, tokens, updated
 
 Runs that are still going or crashed are loaded for what they have, with their state, so reports
-can mark them; a run without status.json yet is in state "unknown". A line or file that cannot be read is
-skipped and described in `Results.warnings` ("path:line: problem; skipped") for the caller to print;
-the rest is used. A resumed run may log the same checkpoint twice: the later line wins.
+can mark them; a run without status.json yet is in state "new", one whose status.json cannot be read
+"unknown". A line or file that cannot be read is skipped and described in `Results.warnings`
+("path:line: problem; skipped") for the caller to print; the rest is used. A resumed run may log the same checkpoint twice: the later line wins.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from matcher.config import VARIANTS, read_yaml
 from matcher.errors import ConfigError, ResultsError
 from matcher.plan.sweep import PREDICTED_KEYS as PREDICTED
 from matcher.plan.sweep import ROLES
-from matcher.run.rundir import STATES
+from matcher.run.rundir import read_status, split_complete
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -184,25 +184,10 @@ def _run_yaml_problem(data: Any) -> str | None:
 
 
 def _read_status(path: Path, warnings: list[str]) -> dict[str, Any]:
-    unknown = {"state": "unknown", "reason": None, "tokens": 0}
-    if not path.is_file():
-        return unknown
-    try:
-        data = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as err:
-        warnings.append(f"{path}: not valid JSON ({err}); state unknown")
-        return unknown
-    if not isinstance(data, dict) or data.get("state") not in STATES:
-        got = data.get("state") if isinstance(data, dict) else data
-        warnings.append(f"{path}: state must be one of {', '.join(STATES)}, got {got!r}; state unknown")
-        return unknown
-    reason = data.get("reason")
-    tokens = data.get("tokens")
-    return {
-        "state": data["state"],
-        "reason": reason if isinstance(reason, str) and reason else None,
-        "tokens": tokens if _is_number(tokens) else 0,
-    }
+    status, problem = read_status(path)
+    if problem is not None:
+        warnings.append(f"{problem}; state unknown")
+    return {"state": status["state"], "reason": None if problem else status["reason"], "tokens": status["tokens"]}
 
 
 def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dict], list[list[float]] | None]:
@@ -213,16 +198,16 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dic
     evals: dict[float, dict] = {}
     train: dict[float, dict] = {}
     loads: dict[float, list[list[float]]] = {}
-    raw_lines = path.read_bytes().split(b"\n")
+    raw_lines, cut = split_complete(path.read_bytes())
+    if cut.strip():
+        warnings.append(f"{path}:{len(raw_lines) + 1}: cut off (the run stopped while writing it); skipped")
     for number, raw in enumerate(raw_lines, start=1):
         if not raw.strip():
             continue
         try:
             line = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
-            cut = number == len(raw_lines)  # no newline after it: the writer stopped mid-line
-            why = "cut off (the run stopped while writing it)" if cut else f"not valid JSON ({_short(err)})"
-            warnings.append(f"{path}:{number}: {why}; skipped")
+            warnings.append(f"{path}:{number}: not valid JSON ({_short(err)}); skipped")
             continue
         if not isinstance(line, dict):
             warnings.append(f"{path}:{number}: not a JSON object; skipped")

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from matcher.atomic import write_text_atomic
 from matcher.config import ModelConfig, TrainConfig, dump_yaml, read_yaml
 from matcher.errors import MatcherError, RunError
-from matcher.plan.sweep import write_text_atomic
 
 STATES = ("running", "finished", "failed", "interrupted")
 
@@ -87,13 +87,8 @@ class RunDir:
 
     # ------------------------------------------------------------------------------ status.json
     def status(self) -> dict[str, Any]:
-        """The run's status; {"state": "new"} when it never started."""
-        try:
-            return json.loads(self.status_json.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {"state": "new"}
-        except json.JSONDecodeError:
-            return {"state": "failed", "reason": f"{self.status_json} is not valid JSON"}
+        """The run's status (see read_status)."""
+        return read_status(self.status_json)[0]
 
     def write_status(self, state: str, *, step: int, tokens: int, reason: str | None = None) -> None:
         assert state in STATES, state
@@ -112,11 +107,40 @@ class RunDir:
         return complete_records(self.metrics.read_bytes())[0]
 
 
+def read_status(path: Path) -> tuple[dict[str, Any], str | None]:
+    """status.json as {"state", "reason", "step", "tokens", ...} and what is wrong with the file, if
+    anything. No file: state "new" (never started). A file that is not a status (cut, edited, not
+    JSON): state "unknown", with the problem; the run's checkpoint, not this view, decides a resume."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {"state": "new", "reason": None, "step": 0, "tokens": 0}, None
+    except (ValueError, UnicodeDecodeError) as err:
+        problem = f"{path}: not valid JSON ({err})"
+        return {"state": "unknown", "reason": problem, "step": 0, "tokens": 0}, problem
+    if not isinstance(data, dict) or data.get("state") not in STATES:
+        got = data.get("state") if isinstance(data, dict) else data
+        problem = f"{path}: state must be one of {', '.join(STATES)}, got {got!r}"
+        return {"state": "unknown", "reason": problem, "step": 0, "tokens": 0}, problem
+    for key in ("step", "tokens"):
+        if not isinstance(data.get(key), int) or isinstance(data.get(key), bool) or data[key] < 0:
+            data[key] = 0
+    if not isinstance(data.get("reason"), str) or not data["reason"]:
+        data["reason"] = None
+    return data, None
+
+
+def split_complete(data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete (newline-ended) lines of `data`, and what follows the last newline: a line still
+    being written, or cut off by a kill. The one rule every metrics.jsonl reader follows."""
+    end = data.rfind(b"\n") + 1
+    return data[:end].splitlines(), data[end:]
+
+
 def complete_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
-    """The JSON records of the complete (newline-ended) lines in `data`, and the bytes they span; a
-    line still being written, or cut off by a kill, is left out."""
-    complete = data[:data.rfind(b"\n") + 1]
-    return [json.loads(line) for line in complete.splitlines() if line.strip()], len(complete)
+    """The JSON records of the complete lines in `data`, and the bytes they span."""
+    lines, rest = split_complete(data)
+    return [json.loads(line) for line in lines if line.strip()], len(data) - len(rest)
 
 
 class MetricsWriter:

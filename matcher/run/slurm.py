@@ -81,7 +81,7 @@ def job_script(*, sweep_name: str, sweep_dir: Path, run_names: list[str], option
 
 
 def write_job_script(text: str, sweep_dir: Path, sweep_name: str) -> Path:
-    from matcher.plan.sweep import write_text_atomic
+    from matcher.atomic import write_text_atomic
 
     path = sweep_dir / "slurm" / f"{sweep_name}.sbatch"
     write_text_atomic(path, text)

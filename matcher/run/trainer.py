@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from matcher import __version__
+from matcher.atomic import write_atomic
 from matcher.data import math_task, problems, streams, tokenizer
 from matcher.errors import DataError, MatcherError, RunError
 from matcher.models import IGNORE_INDEX
 from matcher.models.model import shares as expert_shares
-from matcher.plan.sweep import write_atomic
 from matcher.run.distributed import all_reduce_sum, barrier, close_world, gradient_sync, init_world, wrap
 from matcher.run.evaluate import answer_accuracy, answer_loss
 from matcher.run.rundir import MetricsWriter, RunDir
