@@ -9,7 +9,8 @@ Layout, one folder per run (`results/<sweep>/<run>/`):
 Runs that are still going or crashed are loaded for what they have, with their state, so reports
 can mark them; a run without status.json yet is in state "new", one whose status.json cannot be read
 "unknown". A line or file that cannot be read is skipped and described in `Results.warnings`
-("path:line: problem; skipped") for the caller to print; the rest is used. A resumed run may log the same checkpoint twice: the later line wins.
+("path:line: problem; skipped") for the caller to print; the rest is used. A resumed run may log the
+same checkpoint twice: the later line wins.
 """
 
 from __future__ import annotations
