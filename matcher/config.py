@@ -12,6 +12,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,33 +175,51 @@ def _check_types(obj: Any) -> None:
             raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
 
 
+def field_problems(cls: type, data: Any, where: str) -> tuple[list[str], Any]:
+    """The one check of a mapping against dataclass `cls` (model configs, sweep files, run.yaml): every
+    unknown key (with the closest field name), missing required field and mistyped value, each as
+    "<where>.<field>: <problem>"; when there are none, the object, or the first problem its own
+    validation finds as "<where>: <problem>"."""
+    problems, obj = _check_mapping(cls, data)
+    return [f"{where}.{key}: {problem}" if key else f"{where}: {problem}" for key, problem in problems], obj
+
+
 def from_mapping(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys (with the closest field name),
-    missing required keys and wrong types; every message starts with `where`."""
+    """Build dataclass `cls` from a mapping, or raise one ConfigError naming `where` once and listing
+    every problem that field_problems finds."""
+    problems, obj = _check_mapping(cls, data)
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(f"{key}: {problem}" if key else problem
+                                                   for key, problem in problems))
+    return obj
+
+
+def _check_mapping(cls: type, data: Any) -> tuple[list[tuple[str | None, str]], Any]:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of field: value, got {type(data).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown field {key!r}{hint}. Valid fields: {', '.join(names)}")
-    missing = [
-        f.name for f in dataclasses.fields(cls)
-        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{where}: missing required field(s) {', '.join(missing)}")
+        return [(None, f"expected a mapping of field: value, got {type(data).__name__}")], None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    for key, value in data.items():
-        if not _type_ok(value, hints[key]):
-            raise ConfigError(
-                f"{where}: {key} must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
-            )
+    problems: list[tuple[str | None, str]] = [(key, unknown_key(key, fields)) for key in data if key not in fields]
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append((name, "missing (required)"))
+        elif not _type_ok(data[name], hints[name]):
+            problems.append((name, f"must be {_type_name(hints[name])}, got {data[name]!r} "
+                                   f"({type(data[name]).__name__})"))
+    if problems:
+        return problems, None
     try:
-        return cls(**data)
+        return [], cls(**data)
     except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        return [(None, str(err))], None
+
+
+def unknown_key(key: Any, known: Iterable[str]) -> str:
+    """What to say of a key that is not a field: the closest field, or all of them."""
+    known = list(known)
+    close = difflib.get_close_matches(str(key), known, n=1)
+    return f"unknown field (did you mean {close[0]!r}?)" if close else f"unknown field; valid: {', '.join(known)}"
 
 
 def read_yaml(path: str | Path, missing: str = "give an existing YAML file") -> Any:

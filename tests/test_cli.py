@@ -37,7 +37,7 @@ def test_user_errors_are_one_message(capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("vocab_size: 10\n")
     assert main(["cost", str(bad), "--no-measure"]) == 2
-    assert "missing required field(s)" in capsys.readouterr().err
+    assert "d_model: missing (required)" in capsys.readouterr().err
 
 
 def test_lookalike_name_gives_a_notice(capsys):

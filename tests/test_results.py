@@ -220,7 +220,7 @@ def test_missing_status_and_broken_run_yaml(tmp_path):
     results = load_results(sweep)
     assert list(results.runs["run"]) == ["la-tiny-s0", "dr-tiny-s0", "dr-tiny-s1"]
     assert results.runs.set_index("run").loc["dr-tiny-s1", "state"] == "new"
-    assert any(w.startswith(str(sweep / "dr_da-tiny-s0" / "run.yaml")) and "role must be one of" in w
+    assert any(w.startswith(str(sweep / "dr_da-tiny-s0" / "run.yaml")) and "role: missing (required)" in w
                and w.endswith("run skipped") for w in results.warnings)
     out, err = _consoles()
     compare_command(sweep, fmt="csv", console=out, err_console=err)  # still compares what is there

@@ -6,15 +6,13 @@ its path in the file (`runs[2].model.d_ff: ...`). Writing is atomic and never ov
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from matcher.atomic import write_text_atomic
-from matcher.config import ModelConfig, TrainConfig, _type_name, _type_ok, dump_yaml, read_yaml
+from matcher.config import ModelConfig, TrainConfig, dump_yaml, field_problems, read_yaml, unknown_key
 from matcher.cost.analytic import Conventions, memory, param_counts, train_flops_per_token
 from matcher.errors import ConfigError, MatcherError
 
@@ -91,33 +89,6 @@ def predict(model: ModelConfig, train: TrainConfig, conv: Conventions) -> dict[s
     }
 
 
-def _field_problems(cls: type, data: Any, where: str) -> tuple[list[str], Any]:
-    """Every unknown, missing or mistyped field of dataclass `cls`; the object when there are none
-    (or the first semantic problem its validation finds)."""
-    if not isinstance(data, dict):
-        return [f"{where}: expected a mapping, got {type(data).__name__}"], None
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    problems = []
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{where}.{key}: unknown field{hint}")
-    for name, f in fields.items():
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                problems.append(f"{where}.{name}: missing (required)")
-        elif not _type_ok(data[name], hints[name]):
-            problems.append(f"{where}.{name}: must be {_type_name(hints[name])}, got {data[name]!r}")
-    if problems:
-        return problems, None
-    try:
-        return [], cls(**data)
-    except ConfigError as err:
-        return [f"{where}: {err}"], None
-
-
 def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str], Sweep | None]:
     """All problems of a parsed sweep file, and the Sweep when there are none."""
     if not isinstance(data, dict):
@@ -129,7 +100,7 @@ def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str]
     if data.get("matcher_sweep") != SWEEP_FORMAT:
         problems.append(f"matcher_sweep: must be {SWEEP_FORMAT} (the sweep format version), "
                         f"got {data.get('matcher_sweep')!r}")
-    meta_problems, meta = _field_problems(SweepMeta, data.get("meta"), "meta")
+    meta_problems, meta = field_problems(SweepMeta, data.get("meta"), "meta")
     problems += meta_problems
     conv = None
     if meta is not None:
@@ -149,9 +120,7 @@ def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str]
             continue
         for key in run_data:
             if key not in RUN_KEYS:
-                close = difflib.get_close_matches(str(key), list(RUN_KEYS), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(f"{where}.{key}: unknown field{hint}")
+                problems.append(f"{where}.{key}: {unknown_key(key, RUN_KEYS)}")
         name = run_data.get("name")
         if not isinstance(name, str) or not _RUN_NAME.match(name):
             problems.append(f"{where}.name: must be a name of letters, digits, '.', '_' or '-', got {name!r}")
@@ -161,8 +130,8 @@ def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str]
         role = run_data.get("role")
         if role not in ROLES:
             problems.append(f"{where}.role: must be one of {', '.join(ROLES)}, got {role!r}")
-        model_problems, model = _field_problems(ModelConfig, run_data.get("model"), f"{where}.model")
-        train_problems, train = _field_problems(TrainConfig, run_data.get("train"), f"{where}.train")
+        model_problems, model = field_problems(ModelConfig, run_data.get("model"), f"{where}.model")
+        train_problems, train = field_problems(TrainConfig, run_data.get("train"), f"{where}.train")
         problems += model_problems + train_problems
         predicted = run_data.get("predicted", {})
         if not isinstance(predicted, dict):

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from matcher.config import VARIANTS, read_yaml
+from matcher.config import VARIANTS
 from matcher.errors import ConfigError, ResultsError
 from matcher.plan.sweep import PREDICTED_KEYS as PREDICTED
-from matcher.plan.sweep import ROLES
-from matcher.run.rundir import read_status, split_complete
+from matcher.run.rundir import read_run_yaml, read_status, split_complete
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -150,38 +149,19 @@ def _find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
 
 def _read_run_yaml(path: Path, warnings: list[str]) -> dict[str, Any] | None:
     try:
-        data = read_yaml(path)
+        problems, info = read_run_yaml(path)
     except ConfigError as err:
         warnings.append(f"{err}; run skipped")
         return None
-    problem = _run_yaml_problem(data)
-    if problem:
-        warnings.append(f"{path}: {problem}; run skipped")
+    if problems:
+        warnings.append(f"{'; '.join(problems)}; run skipped")
         return None
-    predicted = data.get("predicted") or {}
-    meta = {key: data[key] for key in ("run", "group", "seed", "role", "variant")}
-    meta["sweep"] = data.get("sweep") or ""
-    missing = [key for key in PREDICTED if not _is_number(predicted.get(key))]
+    meta = {"run": info.run, "group": info.group, "seed": info.seed, "role": info.role,
+            "variant": info.variant, "sweep": info.sweep or ""}
+    missing = [key for key in PREDICTED if not _is_number(info.predicted.get(key))]
     if missing:
         warnings.append(f"{path}: predicted has no {', '.join(missing)}; shown as missing")
-    return {**meta, **{key: predicted.get(key) if key not in missing else None for key in PREDICTED}}
-
-
-def _run_yaml_problem(data: Any) -> str | None:
-    if not isinstance(data, dict):
-        return "expected a mapping (run, group, seed, role, variant, ...)"
-    for key in ("run", "group"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            return f"{key} must be a name, got {data.get(key)!r}"
-    if not isinstance(data.get("seed"), int) or isinstance(data["seed"], bool):
-        return f"seed must be an integer, got {data.get('seed')!r}"
-    if data.get("role") not in ROLES:
-        return f"role must be one of {', '.join(ROLES)}, got {data.get('role')!r}"
-    if data.get("variant") not in VARIANTS:
-        return f"variant must be one of {', '.join(VARIANTS)}, got {data.get('variant')!r}"
-    if not isinstance(data.get("predicted", {}), dict):
-        return "predicted must be a mapping of cost: value"
-    return None
+    return {**meta, **{key: info.predicted.get(key) if key not in missing else None for key in PREDICTED}}
 
 
 def _read_status(path: Path, warnings: list[str]) -> dict[str, Any]:

@@ -12,18 +12,50 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matcher.atomic import write_text_atomic
-from matcher.config import ModelConfig, TrainConfig, dump_yaml, read_yaml
-from matcher.errors import MatcherError, RunError
+from matcher.config import VARIANTS, ModelConfig, TrainConfig, dump_yaml, field_problems, read_yaml
+from matcher.errors import ConfigError, MatcherError, RunError
+from matcher.plan.sweep import ROLES
 
 STATES = ("running", "finished", "failed", "interrupted")
+
+
+@dataclass(kw_only=True)
+class RunInfo:
+    """run.yaml: what `matcher compare` needs to place the run, and everything training needs."""
+
+    run: str  # the run's name: its folder
+    group: str  # runs of one group differ only in seed
+    seed: int
+    role: str  # target | variant
+    variant: str  # la | dr | dr_da (the model's)
+    sweep: str | None = None  # the sweep file's stem
+    model: dict  # ModelConfig fields
+    train: dict  # TrainConfig fields
+    predicted: dict = field(default_factory=dict)  # the matched costs (matcher.plan.sweep.PREDICTED_KEYS)
+
+    def __post_init__(self) -> None:
+        for key in ("run", "group"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key} must be a name, got {getattr(self, key)!r}")
+        if self.role not in ROLES:
+            raise ConfigError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+
+
+def read_run_yaml(path: Path) -> tuple[list[str], RunInfo | None]:
+    """run.yaml checked field by field (matcher.config.field_problems): its problems, or the RunInfo."""
+    return field_problems(RunInfo, read_yaml(path), str(path))
 
 
 # TrainConfig fields that change how a run executes, not what it computes
@@ -81,9 +113,11 @@ class RunDir:
     def read_run_info(self) -> tuple[dict[str, Any], ModelConfig, TrainConfig]:
         if not self.run_yaml.is_file():
             raise RunError(f"{self.run_yaml}: missing; start the run with `matcher run SWEEP`")
-        info = read_yaml(self.run_yaml)
-        return (info, ModelConfig.from_dict(info["model"], f"{self.run_yaml} model"),
-                TrainConfig.from_dict(info["train"], f"{self.run_yaml} train"))
+        problems, info = read_run_yaml(self.run_yaml)
+        if problems:
+            raise RunError("; ".join(problems))
+        return (dataclasses.asdict(info), ModelConfig.from_dict(info.model, f"{self.run_yaml} model"),
+                TrainConfig.from_dict(info.train, f"{self.run_yaml} train"))
 
     # ------------------------------------------------------------------------------ status.json
     def status(self) -> dict[str, Any]:
