@@ -90,52 +90,45 @@ def presets(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     presets_command(as_json)
 
 
-@app.command()
 def plan(
-    target: Annotated[str | None, typer.Option(help="Target: preset name or model-config YAML.")] = None,
-    variants: Annotated[str, typer.Option(help="Comma-separated variants to match: la, dr, dr_da.")] = "dr,dr_da",
-    depth: Annotated[int | None, typer.Option(help="Variants' depth (default: the target's).", min=1)] = None,
-    d_model: Annotated[int | None, typer.Option(help="Variants' width; keeps the head width.", min=1)] = None,
-    top_k: Annotated[int | None, typer.Option(help="Variants' experts per token.", min=1)] = None,
-    da_heads: Annotated[int | None, typer.Option(help="Depth-attention heads (dr_da).", min=1)] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any model field of the variants: key=value; "
-                                                    "setting d_ff or n_experts holds it.")] = None,
-    align: Annotated[int | None, typer.Option(help="d_ff is a multiple of this (default 64; d_ff/4 for "
-                                              "targets narrower than 256).", min=1)] = None,
-    match: Annotated[str, typer.Option(help="Quantities to match: flops, params, memory.")] = "flops,params",
-    max_memory_ratio: Annotated[float | None, typer.Option(help="Hard limit: training memory at most R x the "
-                                                           "target's.")] = None,
-    tolerance: Annotated[float, typer.Option(help="Largest residual that counts as matched.", min=0)] = 0.02,
-    flops: Annotated[float | None, typer.Option(help="Budget instead of --target: training FLOPs per token.")] = None,
-    params: Annotated[float | None, typer.Option(help="Budget instead of --target: total parameters.")] = None,
-    base: Annotated[str, typer.Option(help="Shape of the family when budgets are given.")] = "la-1b",
-    tokens: Annotated[float | None, typer.Option(help="Training tokens per run (default 20 x the target's "
-                                                 "parameters).")] = None,
-    batch: Annotated[int | None, typer.Option(help="Sequences per step (default: scaled to compute).", min=1)] = None,
-    micro_batch: Annotated[int | None, typer.Option(
-        help="Sequences per forward on one GPU: gradient accumulation (same steps, less memory).", min=1)] = None,
-    seq_len: Annotated[int | None, typer.Option(help="Tokens per sequence (default: the target's).", min=1)] = None,
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds; several give runs <variant>-s<seed>.")] = "0",
     out: Annotated[Path | None, typer.Option(help="Sweep file (default sweeps/<target>-vs-<variants>.yaml).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing sweep file.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Plan and print; write nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     measure: Annotated[bool, typer.Option(help="Check the chosen configs on the real modules (meta device).")] = True,
-    causal_half: CausalHalf = False,
-    recompute: Recompute = "none",
-    activation_dtype: ActDtype = "bf16",
+    **request_options,
 ) -> None:
     """Match the variants to a target on FLOPs, parameters (and memory) and write the sweep."""
     from matcher.commands.plan import plan_command
-    from matcher.plan.planner import Overrides, PlanRequest, parse_set
+    from matcher.plan.planner import PlanRequest
 
-    overrides = Overrides(depth=depth, d_model=d_model, top_k=top_k, da_heads=da_heads, fields=parse_set(set_))
-    request = PlanRequest(target=target, variants=variants, base=base, flops=flops, params=params,
-                          overrides=overrides, align=align, match=match, max_memory_ratio=max_memory_ratio,
-                          tolerance=tolerance, tokens=None if tokens is None else round(tokens), batch=batch,
-                          micro_batch=micro_batch, seq_len=seq_len, seeds=seeds,
-                          conventions=_conventions(causal_half, recompute, activation_dtype))
-    plan_command(request, out, force, dry_run, as_json, measure)
+    plan_command(PlanRequest(**request_options), out, force, dry_run, as_json, measure)
+
+
+def _with_request_options(command: Callable) -> Callable:
+    """`matcher plan`'s signature: its own options, then one per PlanRequest field (declared there once)."""
+    import dataclasses
+    import inspect
+    import typing
+
+    from matcher.plan.planner import PlanRequest, option_flag
+
+    hints = typing.get_type_hints(PlanRequest)
+    own_hints = typing.get_type_hints(command, include_extras=True)
+    own = [p.replace(annotation=own_hints[p.name]) for p in inspect.signature(command).parameters.values()
+           if p.kind is not p.VAR_KEYWORD]
+    added = []
+    for option in dataclasses.fields(PlanRequest):
+        meta = {k: v for k, v in option.metadata.items() if k not in ("help", "flag")}
+        added.append(inspect.Parameter(
+            option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
+            annotation=Annotated[hints[option.name], typer.Option(option_flag(option), help=option.metadata["help"],
+                                                                  **meta)]))
+    command.__signature__ = inspect.Signature([*own, *added])
+    return command
+
+
+app.command()(_with_request_options(plan))
 
 
 @sweep_app.command("validate")

@@ -197,10 +197,7 @@ def test_set_overrides_and_holds():
         "router_rank": 64, "tie_embeddings": True, "rope_theta": 5e5}
     with pytest.raises(ConfigError, match="Valid fields: .*n_experts"):
         parse_set(["experts=3"])
-    from matcher.plan.planner import Overrides
-
-    plan = make_plan(PlanRequest(target="la-1b", variants="dr",
-                                 overrides=Overrides(d_model=768, fields={"n_experts": 300})))
+    plan = make_plan(PlanRequest(target="la-1b", variants="dr", d_model=768, set_fields=["n_experts=300"]))
     dr = plan.runs[1]
     cfg = dr.config
     assert (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.n_experts) == (768, 12, 3, 300)
@@ -280,3 +277,21 @@ def test_micro_batch_accumulates_and_memory_is_one_micro_batch(tmp_path, capsys)
     assert whole.runs[1].predicted["training_memory_bytes"] > plan.runs[1].predicted["training_memory_bytes"]
     assert main(["plan", "--target", "la-1b", "--micro-batch", "7", "--dry-run", "--no-measure"]) == 2
     assert "--micro-batch 7 does not divide the batch" in capsys.readouterr().err
+
+
+def test_the_recorded_command_line_plans_the_same_request_again(capsys):
+    """Each plan option is declared once (PlanRequest): the CLI parses it into the request, and the
+    sweep's command line, read back by the CLI, gives the same request and the same command."""
+    args = ["--target", "la-tiny", "--variants", "dr_da", "--align", "8", "--match", "flops,params",
+            "--tolerance", "0.2", "--tokens", "1.5e6", "--batch", "16", "--micro-batch", "8", "--seq-len", "64",
+            "--seeds", "0,1", "--depth", "3", "--set", "router_rank=16", "--set", "da_heads=2", "--causal-half",
+            "--recompute", "full", "--activation-dtype", "fp32"]
+    first = plan_json(capsys, *args, "--dry-run")
+    command = first["command"]
+    assert command == ("matcher plan --target la-tiny --variants dr_da --align 8 "
+                       "--tolerance 0.2 --tokens 1500000 --batch 16 --micro-batch 8 --seq-len 64 --seeds 0,1 "
+                       "--depth 3 --set router_rank=16 --set da_heads=2 --causal-half --recompute full "
+                       "--activation-dtype fp32")
+    again = plan_json(capsys, *command.split()[2:], "--dry-run")
+    assert again["command"] == command
+    assert again["runs"] == first["runs"] and again["train"] == first["train"]

@@ -24,7 +24,7 @@ from matcher.config import VARIANTS, ModelConfig, TrainConfig
 from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, MatchError
 from matcher.names import resolve
-from matcher.plan.search import QUANTITIES, Match, MatchSpec, costs_of, match
+from matcher.plan.search import Match, MatchSpec, check_matched, costs_of, match
 from matcher.plan.sweep import Run, Sweep, SweepMeta, predict
 
 DEFAULT_ALIGN = 64  # d_ff alignment: tensor-core and kernel friendly widths
@@ -118,10 +118,9 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_match(text: str) -> tuple[str, ...]:
+    """--match as quantities in the user's order (checked by search.check_matched, the one check)."""
     matched = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
-    unknown = [q for q in matched if q not in QUANTITIES]
-    if unknown or not matched:
-        raise ConfigError(f"--match takes a comma-separated subset of {', '.join(QUANTITIES)}, got {text!r}")
+    check_matched(matched)
     return matched
 
 
@@ -155,8 +154,10 @@ def _heads_for(target: ModelConfig, d_model: int, kv_given: bool) -> dict[str, i
 
 
 def _flags(changes: dict[str, Any]) -> str:
-    named = {"depth": "--depth", "d_model": "--d-model", "top_k": "--top-k", "da_heads": "--da-heads"}
-    return " ".join(f"{named[k]} {v}" if k in named else f"--set {k}={v}" for k, v in changes.items())
+    """Overrides as the options that give them (--depth 16, --set router_rank=64)."""
+    options = {option.name: option for option in dataclasses.fields(PlanRequest)}
+    return " ".join(f"{option_flag(options[k])} {v}" if k in options else f"--set {k}={v}"
+                    for k, v in changes.items())
 
 
 def default_align(target: ModelConfig) -> int:
@@ -197,53 +198,78 @@ def _round_significant(value: float, digits: int) -> float | int:
     return int(rounded) if rounded >= 1 else float(f"{rounded:.{digits}g}")
 
 
+def _option(default: Any, help: str, flag: str | None = None, **limits: Any) -> Any:
+    """A `matcher plan` option: declared once, here; the CLI is built from these fields and the sweep's
+    recorded command line is rebuilt from them."""
+    return field(default=default, metadata={"help": help, "flag": flag, **limits})
+
+
 @dataclass(kw_only=True)
 class PlanRequest:
-    """Everything `matcher plan` was asked, with the CLI's defaults."""
+    """Everything `matcher plan` can be asked, with its defaults: one field per command-line option."""
 
-    target: str | None = None  # preset name or model-config YAML; None with --flops/--params
-    variants: str = "dr,dr_da"
-    base: str = "la-1b"  # the family's shape when budgets are given
-    flops: float | None = None  # training FLOPs per token budget
-    params: float | None = None  # total parameter budget
-    overrides: Overrides = field(default_factory=Overrides)
-    align: int | None = None  # None: default_align(target)
-    match: str = "flops,params"
-    max_memory_ratio: float | None = None
-    tolerance: float = 0.02
-    tokens: int | None = None
-    batch: int | None = None
-    micro_batch: int | None = None  # train.micro_batch_size: gradient accumulation
-    seq_len: int | None = None
-    seeds: str = "0"
-    conventions: Conventions = field(default_factory=Conventions)
+    target: str | None = _option(None, "Target: preset name or model-config YAML.")
+    variants: str = _option("dr,dr_da", "Comma-separated variants to match: la, dr, dr_da.")
+    flops: float | None = _option(None, "Budget instead of --target: training FLOPs per token.")
+    params: float | None = _option(None, "Budget instead of --target: total parameters.")
+    align: int | None = _option(None, "d_ff is a multiple of this (default 64; d_ff/4 for targets narrower "
+                                "than 256).", min=1)
+    match: str = _option("flops,params", "Quantities to match: flops, params, memory.")
+    max_memory_ratio: float | None = _option(None, "Hard limit: training memory at most R x the target's.")
+    tolerance: float = _option(0.02, "Largest residual that counts as matched.", min=0)
+    tokens: float | None = _option(None, "Training tokens per run (default 20 x the target's parameters).",
+                                   min=1)
+    batch: int | None = _option(None, "Sequences per step (default: scaled to compute).", min=1)
+    micro_batch: int | None = _option(None, "Sequences per forward on one GPU: gradient accumulation (same "
+                                      "steps, less memory).", min=1)
+    seq_len: int | None = _option(None, "Tokens per sequence (default: the target's).", min=1)
+    seeds: str = _option("0", "Comma-separated seeds; several give runs <variant>-s<seed>.")
+    base: str = _option("la-1b", "Shape of the family when budgets are given.")
+    depth: int | None = _option(None, "Variants' depth (default: the target's).", min=1)
+    d_model: int | None = _option(None, "Variants' width; keeps the head width.", min=1)
+    top_k: int | None = _option(None, "Variants' experts per token.", min=1)
+    da_heads: int | None = _option(None, "Depth-attention heads (dr_da).", min=1)
+    set_fields: list[str] | None = _option(None, "Any model field of the variants: key=value; setting d_ff "
+                                           "or n_experts holds it.", flag="--set")
+    causal_half: bool = _option(False, "Halve sequence-attention score FLOPs (causal mask).",
+                                flag="--causal-half")
+    recompute: str = _option("none", "Activation recomputation in training: none | full.")
+    activation_dtype: str = _option("bf16", "Saved activations: bf16 (GPU autocast) | fp32.")
+
+    def __post_init__(self) -> None:
+        if self.tokens is not None:
+            self.tokens = round(self.tokens)  # a count, given as 1.5e6 on the command line
+
+    @property
+    def overrides(self) -> Overrides:
+        return Overrides(depth=self.depth, d_model=self.d_model, top_k=self.top_k, da_heads=self.da_heads,
+                         fields=parse_set(self.set_fields or []))
+
+    @property
+    def conventions(self) -> Conventions:
+        return Conventions(causal_half=self.causal_half, recompute=self.recompute,
+                           activation_dtype=self.activation_dtype)
 
     def command_line(self) -> str:
-        """The canonical command that plans this sweep again (non-default options only)."""
+        """The canonical command that plans this sweep again: every option that differs from its
+        default (and --base whenever budgets make it the family's shape)."""
         parts = ["matcher plan"]
-        default = PlanRequest()
-        for name, flag in (("target", "--target"), ("variants", "--variants"), ("flops", "--flops"),
-                           ("params", "--params"), ("align", "--align"), ("match", "--match"),
-                           ("max_memory_ratio", "--max-memory-ratio"), ("tolerance", "--tolerance"),
-                           ("tokens", "--tokens"), ("batch", "--batch"), ("micro_batch", "--micro-batch"),
-                           ("seq_len", "--seq-len"),
-                           ("seeds", "--seeds")):
-            value = getattr(self, name)
-            if value != getattr(default, name) or name == "target" and value is not None:
+        budgets = self.flops is not None or self.params is not None
+        for option in dataclasses.fields(self):
+            value, flag = getattr(self, option.name), option_flag(option)
+            if value == option.default and not (option.name == "base" and budgets):
+                continue
+            if isinstance(value, bool):
+                parts.append(flag)
+            elif isinstance(value, list):
+                parts += [f"{flag} {item}" for item in value]
+            else:
                 parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
-        if self.flops is not None or self.params is not None:
-            parts.append(f"--base {self.base}")
-        changes = self.overrides.changes()
-        if changes:
-            parts.append(_flags(changes))
-        conv = self.conventions
-        if conv.causal_half:
-            parts.append("--causal-half")
-        if conv.recompute != "none":
-            parts.append(f"--recompute {conv.recompute}")
-        if conv.activation_dtype != Conventions().activation_dtype:
-            parts.append(f"--activation-dtype {conv.activation_dtype}")
         return " ".join(parts)
+
+
+def option_flag(option: dataclasses.Field) -> str:
+    return option.metadata["flag"] or "--" + option.name.replace("_", "-")
 
 
 @dataclass(frozen=True)

@@ -60,16 +60,21 @@ class MatchSpec:
     tolerance: float = 0.02  # a solved residual beyond this means the target cannot be matched
 
     def check(self) -> None:
-        unknown = [q for q in self.matched if q not in QUANTITIES]
-        if unknown or not self.matched:
-            raise MatchError(f"--match takes a comma-separated subset of {', '.join(QUANTITIES)}, "
-                             f"got {','.join(self.matched) or 'nothing'}")
+        check_matched(self.matched)
         missing = [q for q in self.matched if q not in self.targets]
         if missing:
             raise MatchError(f"no target value for {', '.join(missing)}: give a --target model "
                              f"or drop {', '.join(missing)} from --match")
         if self.align < 1:
             raise MatchError(f"--align must be a positive integer, got {self.align}")
+
+
+def check_matched(matched: tuple[str, ...]) -> None:
+    """The one check of --match: a non-empty subset of QUANTITIES."""
+    unknown = [q for q in matched if q not in QUANTITIES]
+    if unknown or not matched:
+        raise MatchError(f"--match takes a comma-separated subset of {', '.join(QUANTITIES)}, "
+                         f"got {','.join(matched) or 'nothing'}")
 
 
 def costs_of(cfg: ModelConfig, spec: MatchSpec, quantities: Iterable[str] = QUANTITIES) -> dict[str, float]:
