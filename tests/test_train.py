@@ -213,6 +213,28 @@ def test_two_process_gloo_matches_one_process(tmp_path, reference, fsdp, micro):
     shutil.rmtree(run_dir.path / "checkpoints")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
+def test_two_process_resume_matches_an_uninterrupted_run(tmp_path, reference, fsdp):
+    """Interrupted under torchrun, resumed under torchrun: rank 0 reads the checkpoint and broadcasts it
+    (the other rank never loads the file), and the run continues to the reference's losses."""
+    run_dir = prepare(tmp_path, tiny_run("dr_da-tiny"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "matcher.run.runner", str(run_dir.path), "--nproc", "2",
+               "--log-every-steps", "5"] + (["--fsdp"] if fsdp else [])
+    launcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not run_dir.checkpoint.is_file() and launcher.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGINT)  # forwarded to the trainers: they finish the step and checkpoint
+    assert launcher.wait(timeout=120) == 0
+    assert run_dir.status()["state"] == "interrupted", run_dir.log.read_text()[-3000:]
+    summary = launch_run(run_dir.path, nproc=2, fsdp=fsdp, log_every_steps=5)
+    assert summary.state == "finished", run_dir.log.read_text()[-3000:]
+    assert [line["event"] for line in run_dir.read_metrics()].count("resume") == 1
+    assert_same_losses(run_dir, reference, rel=1e-3)
+
+
 def test_micro_batches_accumulate_to_the_same_steps(tmp_path, reference):
     run_dir = prepare(tmp_path, tiny_run("dr_da-tiny", tiny_train(micro_batch_size=2)))  # 4 per step
     assert train_run(run_dir.path, log_every_steps=5).state == "finished"

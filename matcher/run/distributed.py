@@ -49,17 +49,30 @@ def close_world() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, world: World, device: torch.device, *, fsdp: bool) -> torch.nn.Module:
-    """The module the training step calls. FSDP2 shards `model` in place (each layer, then the root),
-    so checkpointing and evaluation keep using `model` itself; DDP returns a wrapper."""
+def wrap(model: torch.nn.Module, world: World, device: torch.device, *, fsdp: bool,
+         param_dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The module the training step calls. FSDP2 shards `model` in place, so checkpointing and evaluation
+    keep using `model` itself; DDP returns a wrapper.
+
+    FSDP2 units: each layer's sequence attention, depth attention and feed-forward part separately, then
+    the layer (its norms), then the root (embedding, final norm, head), so no unit is a whole 2B layer.
+    dr/dr_da apply ONE layer `depth` times: its units stay gathered from their first application to the
+    end of backward (reshard_after_forward=False) instead of being gathered again at every application.
+    With `param_dtype` (bf16 training), parameters are gathered in it and gradients reduced in fp32."""
     if world.size == 1:
         return model
     if fsdp:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        policy = (MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+                  if param_dtype is not None else MixedPrecisionPolicy())
+        reshard = len(model.layers) == model.cfg.depth  # la: each layer is applied once
         for layer in model.layers:
-            fully_shard(layer)
-        fully_shard(model)
+            for part in (layer.attn, layer.depth_attn, layer.ffn):
+                if part is not None:
+                    fully_shard(part, mp_policy=policy, reshard_after_forward=reshard)
+            fully_shard(layer, mp_policy=policy, reshard_after_forward=reshard)
+        fully_shard(model, mp_policy=policy)
         return model
     from torch.nn.parallel import DistributedDataParallel
 

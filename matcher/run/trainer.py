@@ -21,7 +21,6 @@ import contextlib
 import math
 import os
 import platform
-import random
 import signal
 import sys
 import threading
@@ -32,22 +31,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from matcher import __version__
-from matcher.atomic import write_atomic
+from matcher.config import ModelConfig, TrainConfig
 from matcher.data import math_task, problems, streams, tokenizer
 from matcher.errors import DataError, MatcherError, RunError
 from matcher.models import IGNORE_INDEX
 from matcher.models.model import shares as expert_shares
-from matcher.run.distributed import all_reduce_sum, barrier, close_world, gradient_sync, init_world, wrap
+from matcher.run.checkpoint import load_checkpoint, save_checkpoint
+from matcher.run.distributed import all_reduce_sum, close_world, gradient_sync, init_world, wrap
 from matcher.run.evaluate import answer_accuracy, answer_loss
 from matcher.run.rundir import MetricsWriter, RunDir
 from matcher.run.schedule import eval_steps, wsd_lr
 from matcher.run.throughput import gini, mfu, peak_flops
 
-CHECKPOINT_FORMAT = 1
 OnRecord = Callable[[dict[str, Any]], None]
 
 
@@ -109,100 +107,125 @@ def _set_deterministic(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": random.getstate(),
-            "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
-            "torch": torch.get_rng_state(),
-            # this rank's device only: a resume may see a different number of GPUs
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None}
+@dataclass
+class Window:
+    """Training losses and time over the steps since a mark (the last train line, or the last eval)."""
+
+    loss_sum: float = 0.0
+    steps: int = 0
+    # steps timed in this session (a resumed window's earlier steps were timed by another) and their time
+    # in training steps only: evaluations and checkpoints excluded
+    timed_steps: int = 0
+    train_s: float = 0.0
+
+    def add(self, loss: float, seconds: float) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+        self.timed_steps += 1
+        self.train_s += seconds
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / self.steps
+
+    def tokens_per_s(self, tokens_per_step: int) -> float:
+        return self.timed_steps * tokens_per_step / self.train_s
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_initialized():
-        torch.cuda.set_rng_state(state["cuda"])
+class Meter:
+    """The loop's two windows. Loss sums are checkpointed (a resumed run reports the same means); times
+    are not (each session measures its own speed)."""
+
+    def __init__(self, state: dict[str, Any] | None = None):
+        state = state or {}
+        self.since_log = Window(*state.get("loss_since_log", (0.0, 0)))
+        self.since_eval = Window(*state.get("loss_since_eval", (0.0, 0)))
+
+    def add(self, loss: float, seconds: float) -> None:
+        self.since_log.add(loss, seconds)
+        self.since_eval.add(loss, seconds)
+
+    def state(self) -> dict[str, Any]:
+        return {"loss_since_log": [self.since_log.loss_sum, self.since_log.steps],
+                "loss_since_eval": [self.since_eval.loss_sum, self.since_eval.steps]}
+
+
+class StopSignals:
+    """SIGINT/SIGTERM while training: remembered, so the loop finishes its step and checkpoints; a
+    second signal aborts at once (KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 class Trainer:
     def __init__(self, run: RunDir, *, fsdp: bool, log_every_steps: int, on_record: OnRecord | None,
                  device: str | None):
-        from matcher.models import Model
-
         self.rundir, self.fsdp, self.on_record = run, fsdp, on_record
         self.log_every_steps = max(1, log_every_steps)
         self.info, self.model_cfg, self.cfg = run.read_run_info()
         self.step = 0
-        self.stop_signal: int | None = None
-        self._previous_handlers: dict[int, Any] = {}
+        self.signals = StopSignals()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher-data")
         self.world, self.device = init_world(device)
         _set_deterministic(self.device)
-        if self.cfg.batch_size % self.world.size:
-            raise RunError(f"batch_size {self.cfg.batch_size} does not split over {self.world.size} "
-                           "processes; use an --nproc that divides it")
-        self.local_batch = self.cfg.batch_size // self.world.size
-        self.micro_batch = self.cfg.micro_batch_size or self.local_batch
-        if self.local_batch % self.micro_batch:
-            fits = [m for m in range(1, self.local_batch + 1) if self.local_batch % m == 0]
-            raise RunError(f"micro_batch_size {self.micro_batch} does not divide the {self.local_batch} "
-                           f"sequences each of {self.world.size} process(es) gets per step; use one of "
-                           f"{', '.join(map(str, fits[-8:]))} (set train.micro_batch_size in the sweep)")
-        self.dtype = self.cfg.dtype
-        if self.dtype == "auto":
-            self.dtype = "bf16" if self.device.type == "cuda" else "fp32"
+        self.micro_batch = _micro_batch(self.cfg, self.world.size)
+        self.dtype = self.cfg.dtype if self.cfg.dtype != "auto" else "bf16" if self.device.type == "cuda" else "fp32"
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bf16"
                          else contextlib.nullcontext())
-
-        self.stream = streams.open_stream(self.cfg.data, seed=self.cfg.seed, n_steps=self.cfg.data_steps,
-                                          seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size)
-        tokenizer.check_vocab(self.model_cfg.vocab_size)
-        if isinstance(self.stream, streams.ShardStream) and self.stream.highest >= tokenizer.VOCAB_SIZE:
-            raise DataError(
-                f"{self.cfg.data}: the shards hold token ids up to {self.stream.highest}, but evaluation "
-                f"encodes problems with matcher's {tokenizer.VOCAB_SIZE}-token character tokenizer, so its "
-                "loss and accuracy would be meaningless; write the shards with `matcher data encode`")
-        if self.cfg.eval_data == "math":
-            self.eval_problems = math_task.eval_problems(self.cfg.data_steps, self.cfg.eval_examples)
-        else:
-            self.eval_problems = problems.load_jsonl(self.cfg.eval_data)[:self.cfg.eval_examples]
-
-        torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank and every attempt
-        self.model = Model(self.model_cfg).to(self.device)
-        self.model.recompute = self.cfg.recompute == "full"
-        self.train_model = wrap(self.model, self.world, self.device, fsdp=fsdp)
-        if self.cfg.compile:
-            from matcher.models.expert_attention import compile_friendly
-
-            compile_friendly(self.model)
-            self.train_model = torch.compile(self.train_model)
+        self.stream, self.eval_problems = _open_data(self.cfg, self.model_cfg)
+        self.model, self.train_model = self._build_model()
         self.optimizer = self._make_optimizer()
-
-        predicted = self.info.get("predicted") or {}
-        if "train_flops_per_token" in predicted:
-            self.train_flops_per_token = float(predicted["train_flops_per_token"])
-        else:
-            from matcher.cost.analytic import train_flops_per_token
-
-            self.train_flops_per_token = train_flops_per_token(self.model_cfg, seq_len=self.cfg.seq_len)
+        self.train_flops_per_token = self._train_flops_per_token()
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.peak_flops = peak_flops(self.device_name if self.device.type == "cuda" else None, self.dtype)
 
-        # Loss sums since the last train line and the last eval line, checkpointed with the run.
-        self.loss_since_log = [0.0, 0]
-        self.loss_since_eval = [0.0, 0]
+        loop_state = load_checkpoint(run.checkpoint, self.model, self.optimizer) or {}
+        self.step = loop_state.get("step", 0)
+        self.meter = Meter(loop_state)
         # tokens routed per applied depth and expert since the last eval (the load an eval line reports)
-        self.load_since_eval: torch.Tensor | None = None
-        self.elapsed_before_s = 0.0
-        metrics_bytes = self._resume()
-        self.metrics = MetricsWriter(run.metrics, metrics_bytes) if self.world.is_main else None
+        load = loop_state.get("load_since_eval")
+        self.load_since_eval: torch.Tensor | None = None if load is None else load.to(self.device)
+        self.elapsed_before_s = loop_state.get("elapsed_s", 0.0)
+        self.metrics = (MetricsWriter(run.metrics, loop_state.get("metrics_bytes", 0)) if self.world.is_main
+                        else None)
 
     @property
     def tokens(self) -> int:
         return self.step * self.cfg.tokens_per_step
+
+    def _build_model(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The model (checkpointed and evaluated) and the module the training step calls (wrapped for
+        data parallelism, compiled)."""
+        from matcher.models import Model
+
+        torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank and every attempt
+        model = Model(self.model_cfg).to(self.device)
+        model.recompute = self.cfg.recompute == "full"
+        train_model = wrap(model, self.world, self.device, fsdp=self.fsdp,
+                           param_dtype=torch.bfloat16 if self.dtype == "bf16" else None)
+        if self.cfg.compile:
+            from matcher.models.expert_attention import compile_friendly
+
+            compile_friendly(model)
+            train_model = torch.compile(train_model)
+        return model, train_model
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         # Norm gains and other vectors are not decayed: shrinking them only rescales activations.
@@ -212,67 +235,25 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
                                  fused=self.device.type == "cuda")
 
-    # ------------------------------------------------------------------------------ checkpoints
-    def _resume(self) -> int:
-        """Load checkpoints/last.pt when there is one; returns the metrics.jsonl length to keep."""
-        path = self.rundir.checkpoint
-        if not path.is_file():
-            return 0
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    def _train_flops_per_token(self) -> float:
+        predicted = self.info.get("predicted") or {}
+        if "train_flops_per_token" in predicted:
+            return float(predicted["train_flops_per_token"])
+        from matcher.cost.analytic import train_flops_per_token
 
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise RunError(f"{path}: cannot be read ({describe_error(error)}); delete it to restart the run "
-                           "from its beginning") from None
-        if checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise RunError(f"{path}: written by another matcher version; delete it to restart the run")
-        set_state_dict(self.model, self.optimizer, model_state_dict=checkpoint["model"],
-                       optim_state_dict=checkpoint["optimizer"],
-                       options=StateDictOptions(full_state_dict=True, strict=True))
-        _set_rng_state(checkpoint["rng"])
-        self.step = checkpoint["step"]
-        self.loss_since_log = list(checkpoint["loss_since_log"])
-        self.loss_since_eval = list(checkpoint["loss_since_eval"])
-        load = checkpoint.get("load_since_eval")
-        self.load_since_eval = None if load is None else load.to(self.device)
-        self.elapsed_before_s = checkpoint["elapsed_s"]
-        return checkpoint["metrics_bytes"]
+        return train_flops_per_token(self.model_cfg, seq_len=self.cfg.seq_len)
 
     def _save_checkpoint(self, elapsed_s: float) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-        # Collective under FSDP: every rank gathers, rank 0 writes.
-        model_state, optim_state = get_state_dict(
-            self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if self.world.is_main:
-            checkpoint = {
-                "format": CHECKPOINT_FORMAT, "step": self.step, "tokens": self.tokens,
-                "model": model_state, "optimizer": optim_state, "rng": _rng_state(),
-                "data": {"source": self.cfg.data, "next_row": self.step * self.cfg.batch_size},
-                "loss_since_log": self.loss_since_log, "loss_since_eval": self.loss_since_eval,
-                "load_since_eval": None if self.load_since_eval is None else self.load_since_eval.cpu(),
-                "elapsed_s": elapsed_s, "metrics_bytes": self.metrics.offset_bytes,
-            }
-            write_atomic(self.rundir.checkpoint, lambda handle: torch.save(checkpoint, handle))
-        barrier()
-
-    # ----------------------------------------------------------------------------------- signals
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.stop_signal is not None:  # asked twice: stop now, without the checkpoint
-            raise KeyboardInterrupt
-        self.stop_signal = signum
+        save_checkpoint(self.rundir.checkpoint, self.model, self.optimizer, is_main=self.world.is_main, loop_state={
+            "step": self.step, "tokens": self.tokens,
+            "data": {"source": self.cfg.data, "next_row": self.step * self.cfg.batch_size},
+            **self.meter.state(),
+            "load_since_eval": None if self.load_since_eval is None else self.load_since_eval.cpu(),
+            "elapsed_s": elapsed_s, "metrics_bytes": self.metrics.offset_bytes if self.metrics else 0,
+        })
 
     def close(self) -> None:
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
-        self._previous_handlers.clear()
+        self.signals.restore()
         self._pool.shutdown(wait=True, cancel_futures=True)
         if getattr(self, "metrics", None) is not None:
             self.metrics.close()
@@ -337,11 +318,9 @@ class Trainer:
             if self.step:
                 self._write({"event": "resume", "step": self.step, "tokens": self.tokens})
             self.rundir.write_status("running", step=self.step, tokens=self.tokens)
-        self._install_signal_handlers()
+        self.signals.install()
         session_start = time.perf_counter()
         elapsed = lambda: self.elapsed_before_s + time.perf_counter() - session_start
-        train_time_since_log = train_time_since_eval = 0.0
-        steps_since_log = steps_since_eval = 0
         upcoming = self._pool.submit(self._batch, self.step) if self.step < total else None
         while self.step < total:
             started = time.perf_counter()
@@ -349,44 +328,35 @@ class Trainer:
             if self.step + 1 < total:
                 upcoming = self._pool.submit(self._batch, self.step + 1)
             loss = self._train_step(self.step, batch)
-            stop_vote = float(self.stop_signal is not None)
-            loss_sum, stop_votes = all_reduce_sum([loss.item(), stop_vote], self.device)
+            loss_sum, stop_votes = all_reduce_sum([loss.item(), float(self.signals.received is not None)],
+                                                  self.device)
             loss_value = loss_sum / self.world.size
             self.step += 1
-            step_time = time.perf_counter() - started
-            train_time_since_log += step_time
-            train_time_since_eval += step_time
-            steps_since_log += 1
-            steps_since_eval += 1
             if not math.isfinite(loss_value):
                 return self._fail_non_finite(loss_value)
-            for accumulator in (self.loss_since_log, self.loss_since_eval):
-                accumulator[0] += loss_value
-                accumulator[1] += 1
+            self.meter.add(loss_value, time.perf_counter() - started)
             if self.step % self.log_every_steps == 0:
-                self._write({"event": "train", "step": self.step, "tokens": self.tokens,
-                             "train_loss": self.loss_since_log[0] / self.loss_since_log[1],
-                             "lr": wsd_lr(self.step - 1, self.cfg),
-                             "tokens_per_s": steps_since_log * self.cfg.tokens_per_step
-                             / train_time_since_log})
-                self.loss_since_log = [0.0, 0]
-                train_time_since_log, steps_since_log = 0.0, 0
-                if self.world.is_main:
-                    self.rundir.write_status("running", step=self.step, tokens=self.tokens)
+                self._log_train()
             checkpointed = False
             if self.step in evals:
-                tokens_per_s = steps_since_eval * self.cfg.tokens_per_step / train_time_since_eval
-                self._evaluate(tokens_per_s, elapsed())
-                train_time_since_eval, steps_since_eval = 0.0, 0
+                self._evaluate(elapsed())
                 self._save_checkpoint(elapsed())
                 checkpointed = True
             if stop_votes > 0 and self.step < total:
                 if not checkpointed:
                     self._save_checkpoint(elapsed())
-                by = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal on another rank"
-                reason = f"stopped by {by}"
-                return self._finish("interrupted", reason)
+                by = signal.Signals(self.signals.received).name if self.signals.received else "a signal on another rank"
+                return self._finish("interrupted", f"stopped by {by}")
         return self._finish("finished", None)
+
+    def _log_train(self) -> None:
+        window = self.meter.since_log
+        self._write({"event": "train", "step": self.step, "tokens": self.tokens, "train_loss": window.mean_loss,
+                     "lr": wsd_lr(self.step - 1, self.cfg),
+                     "tokens_per_s": window.tokens_per_s(self.cfg.tokens_per_step)})
+        self.meter.since_log = Window()
+        if self.world.is_main:
+            self.rundir.write_status("running", step=self.step, tokens=self.tokens)
 
     def _finish(self, state: str, reason: str | None) -> RunResult:
         if self.world.is_main:
@@ -401,7 +371,9 @@ class Trainer:
         reason = f"training loss became {loss_value} at step {self.step} ({self.tokens} tokens); {advice}"
         return self._finish("failed", reason)
 
-    def _evaluate(self, tokens_per_s: float, elapsed_s: float) -> None:
+    def _evaluate(self, elapsed_s: float) -> None:
+        window = self.meter.since_eval
+        tokens_per_s = window.tokens_per_s(self.cfg.tokens_per_step)
         self.model.eval()
         kwargs = dict(seq_len=self.cfg.seq_len, device=self.device, autocast=self.autocast)
         eval_loss = answer_loss(self.model, self.eval_problems, **kwargs)
@@ -412,8 +384,7 @@ class Trainer:
         if self.load_since_eval is not None:  # each expert's share per applied depth, steps since the last eval
             shares = [[round(share, 6) for share in row] for row in expert_shares(self.load_since_eval.cpu()).tolist()]
         self._write({
-            "event": "eval", "step": self.step, "tokens": self.tokens,
-            "train_loss": self.loss_since_eval[0] / self.loss_since_eval[1],
+            "event": "eval", "step": self.step, "tokens": self.tokens, "train_loss": window.mean_loss,
             "eval_loss": eval_loss, "eval_accuracy": accuracy, "tokens_per_s": tokens_per_s,
             "mfu": mfu(self.train_flops_per_token, tokens_per_s, self.peak_flops, self.world.size),
             "peak_memory_bytes": (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
@@ -421,8 +392,38 @@ class Trainer:
             "expert_load": shares, "expert_gini": [gini(row) for row in shares] if shares else None,
             "elapsed_s": elapsed_s,
         })
-        self.loss_since_eval = [0.0, 0]
+        self.meter.since_eval = Window()
         self.load_since_eval = None
+
+
+def _micro_batch(cfg: TrainConfig, world_size: int) -> int:
+    """Sequences per forward on this rank; a batch that does not split is one clear error."""
+    if cfg.batch_size % world_size:
+        raise RunError(f"batch_size {cfg.batch_size} does not split over {world_size} "
+                       "processes; use an --nproc that divides it")
+    local_batch = cfg.batch_size // world_size
+    micro_batch = cfg.micro_batch_size or local_batch
+    if local_batch % micro_batch:
+        fits = [m for m in range(1, local_batch + 1) if local_batch % m == 0]
+        raise RunError(f"micro_batch_size {micro_batch} does not divide the {local_batch} "
+                       f"sequences each of {world_size} process(es) gets per step; use one of "
+                       f"{', '.join(map(str, fits[-8:]))} (set train.micro_batch_size in the sweep)")
+    return micro_batch
+
+
+def _open_data(cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[Any, list]:
+    """The training stream and the eval problems, checked against the vocabulary before training."""
+    stream = streams.open_stream(cfg.data, seed=cfg.seed, n_steps=cfg.data_steps, seq_len=cfg.seq_len,
+                                 vocab_size=model_cfg.vocab_size)
+    tokenizer.check_vocab(model_cfg.vocab_size)
+    if isinstance(stream, streams.ShardStream) and stream.highest >= tokenizer.VOCAB_SIZE:
+        raise DataError(
+            f"{cfg.data}: the shards hold token ids up to {stream.highest}, but evaluation "
+            f"encodes problems with matcher's {tokenizer.VOCAB_SIZE}-token character tokenizer, so its "
+            "loss and accuracy would be meaningless; write the shards with `matcher data encode`")
+    if cfg.eval_data == "math":
+        return stream, math_task.eval_problems(cfg.data_steps, cfg.eval_examples)
+    return stream, problems.load_jsonl(cfg.eval_data)[:cfg.eval_examples]
 
 
 def main(argv: list[str] | None = None) -> int:
