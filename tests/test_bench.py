@@ -1,0 +1,26 @@
+"""The prepared GPU check (bench/gpu.py) runs: its CPU smoke mode goes through the same code path
+(model, optimizer step, batch fitting, ratios, table, JSON), so the one GPU call a task gets is not
+spent on a typo."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_bench_smoke_mode_writes_every_row(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("OUT", None)
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--compile", "off",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["preset"] for row in rows] == ["la-tiny", "dr-tiny", "dr_da-tiny"]
+    assert rows[0]["time_vs_la"] == 1.0 and all(row["tokens_per_s"] > 0 for row in rows)
+    assert all(row["analytic_training_bytes"] > 0 for row in rows)
+    for preset in ("la-tiny", "dr-tiny", "dr_da-tiny"):
+        assert preset in result.stdout
