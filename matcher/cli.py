@@ -169,11 +169,12 @@ def compare(
     plot: Annotated[Path | None, typer.Option(help="Write curves and expert-load maps to this image.")] = None,
     baseline: Annotated[str | None, typer.Option(help="Compare with this group (or a run of it) instead of the "
                                                       "sweep's target, e.g. dr to price depth attention.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out or --plot file.")] = False,
 ) -> None:
     """Compare data-efficiency curves: tokens to reach each accuracy and the ratio to the baseline."""
     from matcher.commands.compare import compare_command
 
-    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline)
+    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, force=force)
 
 
 @app.command()

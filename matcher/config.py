@@ -223,22 +223,41 @@ def unknown_key(key: Any, known: Iterable[str]) -> str:
 
 
 def read_yaml(path: str | Path, missing: str = "give an existing YAML file") -> Any:
-    """Parse a YAML file; a missing file (`missing` says what to do) or a syntax error is one
-    ConfigError with the line."""
+    """Parse a YAML file; a missing file (`missing` says what to do), a syntax error or a key given twice
+    in one mapping (YAML loaders keep the last silently) is one ConfigError with the line."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; {missing}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}:{at}: not valid YAML ({problem}); fix the syntax there") from None
+        raise ConfigError(f"{path}:{at}: not valid YAML ({problem}); fix it there") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file; give a YAML config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror}); check the path and its permissions") from None
+
+
+def _unique_keys_loader() -> type:
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping; keep one", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def load_model_config(path: str | Path) -> ModelConfig:
@@ -293,8 +312,18 @@ class TrainConfig:
         if self.micro_batch_size < 0 or self.micro_batch_size > self.batch_size:
             raise ConfigError(f"micro_batch_size must be between 0 (no accumulation) and batch_size "
                               f"{self.batch_size}, got {self.micro_batch_size}")
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            fits = [m for m in range(1, self.batch_size + 1) if self.batch_size % m == 0]
+            raise ConfigError(f"micro_batch_size {self.micro_batch_size} does not divide batch_size "
+                              f"{self.batch_size}; use one of {', '.join(map(str, fits[-8:]))}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be in [0, 1) (AdamW's moment decay), got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip", "balance_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
         for name in ("min_lr_ratio", "warmup_fraction", "decay_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")

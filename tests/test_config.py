@@ -120,3 +120,26 @@ def test_train_config_validation():
         TrainConfig(total_tokens=1000, batch_size=2, seq_len=16, eval_tokens=[10, 5])
     with pytest.raises(ConfigError, match="micro_batch_size must be between 0 \\(no accumulation\\) and batch_size 2"):
         TrainConfig(total_tokens=1000, batch_size=2, seq_len=16, micro_batch_size=4)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    (dict(micro_batch_size=3), "micro_batch_size 3 does not divide batch_size 8; use one of 1, 2, 4, 8"),
+    (dict(beta1=1.0), "beta1 must be in [0, 1)"),
+    (dict(beta2=-0.1), "beta2 must be in [0, 1)"),
+    (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
+    (dict(grad_clip=-1.0), "grad_clip must be >= 0"),
+    (dict(balance_rate=-1e-3), "balance_rate must be >= 0"),
+    (dict(lr=float("nan")), "lr must be a finite number"),
+    (dict(total_tokens=float("inf")), "total_tokens must be int"),
+])
+def test_out_of_range_training_settings_are_refused(changes, message):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**{**dict(total_tokens=1000, batch_size=8, seq_len=16), **changes})
+    assert message in str(err.value)
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("vocab_size: 128\nd_model: 64\ndepth: 2\nn_heads: 4\nseq_len: 8\nd_ff: 8\nd_model: 32\n")
+    with pytest.raises(ConfigError, match="line 7, column 1: .*key 'd_model' appears twice"):
+        load_model_config(path)

@@ -330,3 +330,34 @@ def test_another_group_as_the_baseline(capsys):
     assert results.baseline == "dr-tiny"
     with pytest.raises(MatcherError, match="unknown group 'xx'.*Known groups: la-tiny, dr-tiny, dr_da-tiny"):
         with_baseline(load_results(FIXTURE), "xx")
+
+
+def test_compare_never_overwrites_without_force(tmp_path):
+    import hashlib
+
+    sweep = _copy_fixture(tmp_path)
+    metrics = sweep / "la-tiny-s0" / "metrics.jsonl"
+    before = hashlib.sha256(metrics.read_bytes()).hexdigest()
+    out, err = _consoles()
+    with pytest.raises(ResultsError, match="--out .*metrics.jsonl exists; pass --force"):
+        compare_command(sweep, out=metrics, console=out, err_console=err)
+    assert hashlib.sha256(metrics.read_bytes()).hexdigest() == before
+    with pytest.raises(ResultsError, match="--out .* is a folder; give a file name in it"):
+        compare_command(sweep, out=sweep, console=out, err_console=err)
+    table = tmp_path / "compare.md"
+    table.write_text("mine\n")
+    with pytest.raises(ResultsError, match="exists; pass --force"):
+        compare_command(sweep, out=table, console=out, err_console=err)
+    assert table.read_text() == "mine\n"
+    compare_command(sweep, out=table, force=True, console=out, err_console=err)
+    assert table.read_text().startswith("#") or "Tokens to reach" in table.read_text()
+
+
+def test_plot_into_a_folder_writes_inside_it(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "figures").mkdir()
+    out, err = _consoles()
+    compare_command(FIXTURE, plot=tmp_path / "figures", console=out, err_console=err)
+    assert (tmp_path / "figures" / "curves.png").is_file() and not (tmp_path / "figures.png").exists()
+    with pytest.raises(ResultsError, match="--plot .*curves.png exists; pass --force"):
+        compare_command(FIXTURE, plot=tmp_path / "figures", console=out, err_console=err)

@@ -26,6 +26,7 @@ def compare_command(
     plot: str | Path | None = None,
     baseline: str | None = None,
     *,
+    force: bool = False,
     console=None,
     err_console=None,
 ) -> None:
@@ -33,6 +34,7 @@ def compare_command(
     `fmt`: table (rich, the default on a terminal), markdown or csv; None with `out`: from its suffix
     (.csv: csv, anything else: markdown). `out`: a file instead of stdout. `plot`: a figure file.
     `baseline`: the group (or a run of it) the others are compared with (default: the sweep's target).
+    `force`: overwrite an existing `out` or `plot` file (refused otherwise, before anything is read).
     `console` / `err_console`: rich Consoles for the report and the warnings (default: matcher.console's
     stdout and stderr)."""
     from rich.console import Console
@@ -47,6 +49,12 @@ def compare_command(
     console = console or consoles.out()
     err_console = err_console or consoles.err()
     fmt = _format(fmt, out)
+    if out is not None:
+        out = _new_file(Path(out), force, "--out")
+    if plot is not None:
+        plot = Path(plot)
+        plot = plot / "curves.png" if plot.is_dir() else plot if plot.suffix else plot.with_suffix(".png")
+        plot = _new_file(plot, force, "--plot")
     results = load_results(results_dir)
     if baseline is not None:
         from matcher.report.results import with_baseline
@@ -93,6 +101,15 @@ def _format(fmt: str | None, out: str | Path | None) -> str:
             return "table"
         return "csv" if Path(out).suffix.lower() == ".csv" else "markdown"
     return FORMAT_ALIASES.get(normalise(fmt)) or resolve(fmt, FORMATS, "format").name
+
+
+def _new_file(path: Path, force: bool, flag: str) -> Path:
+    """`path` if it may be written: not a folder, and not an existing file unless `force`."""
+    if path.is_dir():
+        raise ResultsError(f"{flag} {path} is a folder; give a file name in it, e.g. {path / 'compare.md'}")
+    if path.exists() and not force:
+        raise ResultsError(f"{flag} {path} exists; pass --force to overwrite it, or choose another {flag}")
+    return path
 
 
 def _write(path: Path, text: str) -> None:

@@ -79,7 +79,8 @@ def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bo
     summaries = run_sweep(path, results_root)
     console.rule("[bold]3/3 compare[/]: tokens to reach each accuracy, ratio to the la baseline")
     sweep_dir = results_root / name
-    compare_command(sweep_dir, plot=sweep_dir / "curves.png" if plot else None)
+    # the demo's own figure, drawn again from the same runs each time it is run
+    compare_command(sweep_dir, plot=sweep_dir / "curves.png" if plot else None, force=True)
     if any(summary.state == "interrupted" for summary in summaries):
         notice("interrupted: the comparison above is partial; run `matcher demo` again to resume "
                "from the last checkpoints")
