@@ -3,6 +3,7 @@ never a part: the one writer that sweeps, run folders, job scripts and checkpoin
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -18,14 +19,23 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Replace `path` with what `write(binary handle)` writes, atomically and durably (a temporary file
     beside it, fsynced, then renamed; removed if anything fails)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise NotADirectoryError(errno.ENOTDIR, f"{blocked} is a file, not a folder", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # named by the file the caller asked for, not the temporary one
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

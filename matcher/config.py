@@ -20,6 +20,9 @@ from typing import Any
 from matcher.errors import ConfigError
 
 VARIANTS = ("la", "dr", "dr_da")
+# Beyond these a config is a typo, not a model (and per-application cost sums would run for hours).
+MAX_DEPTH = 1 << 14
+MAX_SIZE = 1 << 24
 MLP_ACTS = ("swiglu", "gelu")
 MIXTURES = ("sequential", "parallel")
 
@@ -87,6 +90,10 @@ class ModelConfig:
         for name in ("n_experts", "top_k", "n_shared_experts", "router_rank"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        _check_at_most(self, MAX_DEPTH, ("depth",))
+        _check_at_most(self, MAX_SIZE, ("vocab_size", "d_model", "n_heads", "n_kv_heads", "head_dim", "seq_len",
+                                        "d_ff", "n_experts", "top_k", "n_shared_experts", "da_heads", "da_head_dim",
+                                        "router_rank"))
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(
                 f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads}) for GQA"
@@ -161,6 +168,12 @@ def _type_name(annotation: Any) -> str:
     if annotation is type(None):
         return "null"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def _check_at_most(obj: Any, limit: int, names: tuple[str, ...]) -> None:
+    for name in names:
+        if getattr(obj, name) > limit:
+            raise ConfigError(f"{name} must be at most {limit:,}, got {getattr(obj, name):,}")
 
 
 def _check_types(obj: Any) -> None:
@@ -309,6 +322,8 @@ class TrainConfig:
         for name in ("total_tokens", "batch_size", "seq_len", "eval_examples", "n_evals", "data_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        _check_at_most(self, MAX_SIZE, ("batch_size", "seq_len", "eval_examples", "n_evals", "data_steps"))
+        _check_at_most(self, 1 << 60, ("total_tokens",))
         if self.micro_batch_size < 0 or self.micro_batch_size > self.batch_size:
             raise ConfigError(f"micro_batch_size must be between 0 (no accumulation) and batch_size "
                               f"{self.batch_size}, got {self.micro_batch_size}")

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from matcher.cli import main
 
 
@@ -38,6 +40,30 @@ def test_user_errors_are_one_message(capsys, tmp_path):
     bad.write_text("vocab_size: 10\n")
     assert main(["cost", str(bad), "--no-measure"]) == 2
     assert "d_model: missing (required)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tokens", "inf"], "--tokens must be a finite positive number, got inf"),
+    (["--tokens", "nan"], "--tokens"),
+    (["--max-memory-ratio", "nan"], "--max-memory-ratio must be a finite positive number, got nan"),
+    (["--batch", "100000000000"], "batch_size must be at most 16,777,216"),
+    (["--depth", str(10**12)], "depth must be at most 16,384"),  # once ran for hours
+    (["--set", "d_model=100000000000"], "d_model must be at most 16,777,216"),
+])
+def test_absurd_numbers_are_one_message(capsys, args, message):
+    assert main(["plan", "--target", "la-tiny", "--dry-run", "--no-measure", *args]) == 2
+    err = capsys.readouterr().err
+    err = " ".join(err.split())
+    assert message in err and "Traceback" not in err
+
+
+def test_an_unwritable_path_is_one_message(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["plan", "--target", "la-tiny", "--no-measure", "--out", str(blocker / "sweep.yaml")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{blocker / 'sweep.yaml'}: {blocker} is a file, not a folder" in err and "Traceback" not in err
+    assert blocker.read_text() == "" and list(tmp_path.iterdir()) == [blocker]  # nothing left behind
 
 
 def test_lookalike_name_gives_a_notice(capsys):

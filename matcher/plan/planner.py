@@ -237,6 +237,10 @@ class PlanRequest:
     activation_dtype: str = _option("bf16", "Saved activations: bf16 (GPU autocast) | fp32.")
 
     def __post_init__(self) -> None:
+        for name in ("flops", "params", "tokens", "max_memory_ratio", "tolerance"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite positive number, got {value}")
         if self.tokens is not None:
             self.tokens = round(self.tokens)  # a count, given as 1.5e6 on the command line
 
