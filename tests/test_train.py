@@ -17,6 +17,7 @@ import pytest
 from tiny_runs import comparable, prepare, tiny_run, tiny_train
 
 from matcher.data import shards, streams
+from matcher.errors import RunError
 from matcher.run.rundir import RunDir
 from matcher.run.runner import launch_run
 from matcher.run.schedule import eval_steps, wsd_lr
@@ -253,11 +254,16 @@ def assert_same_losses(run_dir: RunDir, reference: RunDir, rel: float) -> None:
             assert np.array(a["expert_load"]) == pytest.approx(np.array(b["expert_load"]), abs=0.02)
 
 
-def test_a_micro_batch_that_does_not_divide_is_one_clear_error(tmp_path):
-    run_dir = prepare(tmp_path, tiny_run("la-tiny", tiny_train(micro_batch_size=3)))
-    summary = launch_run(run_dir.path)
-    assert summary.state == "failed"
-    assert "micro_batch_size 3 does not divide the 8 sequences" in summary.note and "1, 2, 4, 8" in summary.note
+def test_a_micro_batch_that_does_not_divide_is_one_clear_error():
+    from matcher.errors import ConfigError
+    from matcher.run.trainer import _micro_batch
+
+    with pytest.raises(ConfigError, match="micro_batch_size 3 does not divide batch_size 8; use one of 1, 2, 4, 8"):
+        tiny_train(micro_batch_size=3)  # refused by the sweep file's validation, before anything trains
+    # over 2 processes each gets 4 of the 8 sequences, which a micro-batch of 8 does not divide
+    with pytest.raises(RunError, match="micro_batch_size 8 does not divide the 4 sequences each of 2 process"
+                                       "\\(es\\) gets per step; use one of 1, 2, 4"):
+        _micro_batch(tiny_train(micro_batch_size=8), world_size=2)
 
 
 def test_shards_from_another_tokenizer_are_refused_before_training(tmp_path):
@@ -280,3 +286,32 @@ def test_compiled_run_matches_the_eager_one(tmp_path, reference):
     assert train_run(run_dir.path, log_every_steps=5).state == "finished"
     assert json.loads(run_dir.env_json.read_text())["compile"] is True
     assert_same_losses(run_dir, reference, rel=1e-3)
+
+
+def test_a_damaged_checkpoint_is_named_and_nothing_is_lost(tmp_path):
+    import hashlib
+
+    run_dir = prepare(tmp_path, tiny_run("la-tiny"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_run(run_dir.path, log_every_steps=5, on_record=_crash_after(2))
+    data = bytearray(run_dir.checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit inside the tensors: torch.load alone would not notice
+    run_dir.checkpoint.write_bytes(bytes(data))
+    files = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in run_dir.path.rglob("*") if path.is_file()
+             and path.name != "status.json"}
+    with pytest.raises(RunError, match="last.pt: damaged .*restore it from a backup, or delete it"):
+        train_run(run_dir.path, log_every_steps=5)
+    assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in files} == files
+    assert run_dir.status()["state"] == "failed" and "damaged" in run_dir.status()["reason"]
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    other = prepare(tmp_path / "other", tiny_run("dr-tiny"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_run(other.path, log_every_steps=5, on_record=_crash_after(2))
+    run_dir = prepare(tmp_path, tiny_run("la-tiny"))
+    run_dir.checkpoint.parent.mkdir(parents=True)
+    for name in ("last.pt", "last.pt.sha256"):
+        shutil.copy(other.checkpoint.parent / name, run_dir.checkpoint.parent / name)
+    with pytest.raises(RunError, match="a checkpoint of another run \\(model, run differ"):
+        train_run(run_dir.path, log_every_steps=5)

@@ -5,11 +5,19 @@ Weights and optimizer state as full (unsharded) state dicts, the RNG states, and
 is a collective under FSDP (every rank gathers, rank 0 writes, atomically). Loading reads the file on
 rank 0 only and broadcasts it: a 2B run's checkpoint is ~24 GB, and eight ranks each reading it would
 hold eight copies in host memory.
+
+Integrity: `last.pt.sha256` beside it lists the checksums a reader accepts. Before the new file replaces
+the old one it lists both, afterwards only the new one, so a kill at any moment leaves a checkpoint
+that verifies; a damaged one (a flipped bit, a cut copy) is named as damaged instead of loading and
+failing later with a NaN. A checkpoint also records which model it holds, so one copied from another
+run is refused before any tensor is loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -18,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from matcher.atomic import write_atomic
+from matcher.atomic import write_atomic, write_text_atomic
 from matcher.errors import RunError
 
 CHECKPOINT_FORMAT = 1
@@ -43,24 +51,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, is_main: bool,
-                    loop_state: dict[str, Any]) -> None:
-    """Write model, optimizer, RNG and `loop_state` (step, meter, ...). Collective: every rank calls it."""
+                    identity: dict[str, Any], loop_state: dict[str, Any]) -> None:
+    """Write model, optimizer, RNG, `identity` (what the checkpoint is of: load refuses another) and
+    `loop_state` (step, meter, ...). Collective: every rank calls it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     model_state, optim_state = get_state_dict(
         model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_main:
         checkpoint = {"format": CHECKPOINT_FORMAT, "model": model_state, "optimizer": optim_state,
-                      "rng": rng_state(), **loop_state}
-        write_atomic(path, lambda handle: torch.save(checkpoint, handle))
+                      "rng": rng_state(), "identity": identity, **loop_state}
+        _write_verified(path, checkpoint)
     if dist.is_initialized():
         dist.barrier()
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-                    ) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    identity: dict[str, Any]) -> dict[str, Any] | None:
     """Restore model, optimizer and RNG from `path`; returns the loop state, or None when there is no
-    checkpoint. Collective: rank 0 reads, the others receive (a rank 0 error reaches every rank)."""
+    checkpoint. A damaged checkpoint, or one of another `identity`, is a RunError. Collective: rank 0
+    reads, the others receive (a rank 0 error reaches every rank)."""
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         set_model_state_dict,
@@ -69,7 +79,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
     distributed = dist.is_initialized()
     main = not distributed or dist.get_rank() == 0
-    checkpoint, problem = (_read(path) if main else (None, None))
+    checkpoint, problem = (_read(path, identity) if main else (None, None))
     if distributed:
         found = [checkpoint is not None, problem]
         dist.broadcast_object_list(found, src=0)
@@ -98,14 +108,76 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return checkpoint
 
 
-def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+def _read(path: Path, identity: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
         return None, None
+    restart = "delete it (and last.pt.sha256) to restart the run from its beginning"
+    accepted = _accepted_checksums(path)
+    if accepted is not None and _sha256(path) not in accepted:
+        return None, (f"{path}: damaged (its checksum is not the one written; a disk error or a cut copy?); "
+                      f"restore it from a backup, or {restart}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        return None, (f"{path}: cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}); delete it "
-                      "to restart the run from its beginning")
+        return None, f"{path}: cannot be read ({type(error).__name__}: {str(error).splitlines()[0]}); {restart}"
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        return None, f"{path}: written by another matcher version; delete it to restart the run"
+        return None, f"{path}: written by another matcher version; {restart}"
+    saved = checkpoint.get("identity")
+    if saved is not None and saved != identity:
+        differs = sorted(key for key in {**saved, **identity} if saved.get(key) != identity.get(key))
+        return None, (f"{path}: a checkpoint of another run ({', '.join(differs)} differ from this run's "
+                      f"run.yaml); put back this run's checkpoint, or {restart}")
     return checkpoint, None
+
+
+class _Hashing:
+    """A binary writer that hashes what passes through it."""
+
+    def __init__(self, handle: Any):
+        self.handle, self.digest = handle, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _accepted_checksums(path: Path) -> list[str] | None:
+    """The checksums a reader accepts for `path`; None for a checkpoint written before they existed."""
+    try:
+        accepted = json.loads(_checksum_path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        return []  # a damaged list accepts nothing: the checkpoint cannot be trusted either
+    return [value for value in accepted if isinstance(value, str)] if isinstance(accepted, list) else []
+
+
+def _write_verified(path: Path, checkpoint: dict[str, Any]) -> None:
+    accepted = _accepted_checksums(path) if path.is_file() else []
+    previous = accepted[:1] if accepted is not None else [_sha256(path)]  # one written before checksums
+    written = {}
+
+    def write(handle: Any) -> None:
+        hashing = _Hashing(handle)
+        torch.save(checkpoint, hashing)
+        written["sha256"] = hashing.digest.hexdigest()
+        # before the new file replaces the old: either of the two verifies
+        write_text_atomic(_checksum_path(path), json.dumps([written["sha256"], *previous]) + "\n")
+
+    write_atomic(path, write)
+    write_text_atomic(_checksum_path(path), json.dumps([written["sha256"]]) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -196,7 +196,7 @@ class Trainer:
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.peak_flops = peak_flops(self.device_name if self.device.type == "cuda" else None, self.dtype)
 
-        loop_state = load_checkpoint(run.checkpoint, self.model, self.optimizer) or {}
+        loop_state = load_checkpoint(run.checkpoint, self.model, self.optimizer, self._identity()) or {}
         self.step = loop_state.get("step", 0)
         self.meter = Meter(loop_state)
         # tokens routed per applied depth and expert since the last eval (the load an eval line reports)
@@ -243,14 +243,20 @@ class Trainer:
 
         return train_flops_per_token(self.model_cfg, seq_len=self.cfg.seq_len)
 
+    def _identity(self) -> dict[str, Any]:
+        """What a checkpoint of this run holds: the model, and the run's name and seed."""
+        return {"run": self.info["run"], "seed": self.cfg.seed, "model": self.model_cfg.to_dict()}
+
     def _save_checkpoint(self, elapsed_s: float) -> None:
-        save_checkpoint(self.rundir.checkpoint, self.model, self.optimizer, is_main=self.world.is_main, loop_state={
+        loop_state = {
             "step": self.step, "tokens": self.tokens,
             "data": {"source": self.cfg.data, "next_row": self.step * self.cfg.batch_size},
             **self.meter.state(),
             "load_since_eval": None if self.load_since_eval is None else self.load_since_eval.cpu(),
             "elapsed_s": elapsed_s, "metrics_bytes": self.metrics.offset_bytes if self.metrics else 0,
-        })
+        }
+        save_checkpoint(self.rundir.checkpoint, self.model, self.optimizer, is_main=self.world.is_main,
+                        identity=self._identity(), loop_state=loop_state)
 
     def close(self) -> None:
         self.signals.restore()
