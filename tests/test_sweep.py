@@ -23,7 +23,8 @@ def make_sweep() -> Sweep:
                         predicted=predict(model, train, conv)))
     meta = SweepMeta(target="la-tiny", variants=["dr", "dr_da"], matched=["flops", "params"],
                      conventions=conv.to_dict(), tool_version="0.1.0", command="matcher plan --target la-tiny",
-                     created="2026-01-01T00:00:00+00:00")
+                     created="2026-01-01T00:00:00+00:00",
+                     tolerance=0.05)  # the presets were matched at seq_len 128, this sweep trains at 32
     return Sweep(meta=meta, runs=runs)
 
 
@@ -67,7 +68,11 @@ def _edited(tmp_path, edit):
         (lambda d: d["runs"][1]["model"].update(top_k=99), "runs[1].model: top_k must be between 1 and n_experts"),
         (lambda d: d["runs"][1].update(name="la"), "run name 'la' appears more than once"),
         (lambda d: d["runs"][0].update(role="variant"), "no run has role: target"),
-        (lambda d: d["runs"][1]["model"].update(d_ff=128), "runs[1].predicted.train_flops_per_token"),
+        (lambda d: d["runs"][1]["model"].update(d_ff=128),
+         "runs[1] (dr): no longer matched to the target la: flops +"),
+        (lambda d: d["runs"][1].update(role="target"), "runs of several groups have role: target (dr, la)"),
+        (lambda d: d["runs"][2]["train"].update(data="missing.bin"), "runs[2].train (dr_da): missing.bin"),
+        (lambda d: d["runs"][0]["train"].update(eval_data="gsm.jsonl"), "runs[0].train (la): gsm.jsonl: no such eval"),
         (lambda d: (d["runs"][1]["train"].update(batch_size=4), d["runs"][1].pop("predicted")),
          "tokens per step (batch_size x seq_len) differ"),
         (lambda d: d.update(matcher_sweep=7), "matcher_sweep: must be 1"),
@@ -140,3 +145,29 @@ def test_a_missing_sweep_lists_the_sweeps_there_or_says_how_to_write_one(tmp_pat
     assert "sweeps in sweeps: sweeps/la-1b-vs-dr.yaml" in capsys.readouterr().err.replace("\n", "")
     assert main(["cost", "nowhere.yaml", "--no-measure"]) == 2
     assert "give a preset name" in capsys.readouterr().err
+
+
+def test_execution_settings_may_be_edited_and_predictions_follow(tmp_path):
+    """The README's promise: micro_batch_size and recompute may change between attempts; the stored
+    predictions are recomputed, not trusted and not an error."""
+    def edit(d):
+        for run in d["runs"]:
+            run["train"].update(micro_batch_size=1, recompute="full")
+
+    sweep = load_sweep(_edited(tmp_path, edit))
+    before = make_sweep()
+    for run, old in zip(sweep.runs, before.runs):
+        assert run.predicted == predict(run.model, run.train, Conventions())
+        assert run.predicted["training_memory_bytes"] < old.predicted["training_memory_bytes"]
+
+
+def test_data_outside_the_vocabulary_is_found_before_training(tmp_path, monkeypatch):
+    import numpy as np
+
+    from matcher.data import shards
+
+    monkeypatch.chdir(tmp_path)
+    shards.write_shard(tmp_path / "bpe.bin", np.arange(5000) % 300)
+    path = _edited(tmp_path, lambda d: d["runs"][1]["train"].update(data="bpe.bin"))
+    with pytest.raises(ConfigError, match="runs\\[1\\].train \\(dr\\): bpe.bin: token 128 at position 128 is outside"):
+        load_sweep(path)

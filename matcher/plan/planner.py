@@ -487,7 +487,7 @@ def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
         matched=list(plan.matched), conventions=conv.to_dict(), tool_version=__version__,
         command=plan.request.command_line(),
         created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        description=_describe(plan))
+        description=_describe(plan), tolerance=plan.spec.tolerance)
     return Sweep(meta=meta, runs=runs)
 
 

@@ -22,9 +22,6 @@ RUN_KEYS = ("name", "group", "role", "model", "train", "predicted")
 PREDICTED_KEYS = ("train_flops_per_token", "total_params", "active_params", "applied_params",
                   "training_memory_bytes", "inference_cache_bytes")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# Relative tolerance under which predicted costs in a file count as equal to the recomputed ones
-# (they are written rounded to integers).
-_STALE_RTOL = 1e-6
 
 
 @dataclass(kw_only=True)
@@ -37,6 +34,7 @@ class SweepMeta:
     command: str  # the command line that wrote the sweep
     created: str  # ISO 8601 time
     description: str = ""
+    tolerance: float = 0.02  # the largest matched residual the plan accepted; edits beyond it are refused
 
 
 @dataclass(kw_only=True)
@@ -89,7 +87,7 @@ def predict(model: ModelConfig, train: TrainConfig, conv: Conventions) -> dict[s
     }
 
 
-def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str], Sweep | None]:
+def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
     """All problems of a parsed sweep file, and the Sweep when there are none."""
     if not isinstance(data, dict):
         return [f"top level: expected a mapping with matcher_sweep, meta and runs, got {type(data).__name__}"], None
@@ -143,23 +141,25 @@ def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str]
                     problems.append(f"{where}.predicted.{key}: unknown cost (known: {', '.join(PREDICTED_KEYS)})")
                 elif isinstance(value, bool) or not isinstance(value, (int, float)):
                     problems.append(f"{where}.predicted.{key}: must be a number, got {value!r}")
-        if model is not None and train is not None and conv is not None and check_predicted and predicted:
-            fresh = predict(model, train, conv)
-            for key, value in predicted.items():
-                if key in fresh and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    if abs(value - fresh[key]) > _STALE_RTOL * max(1.0, abs(fresh[key])):
-                        problems.append(f"{where}.predicted.{key}: {value:g} does not match the config "
-                                        f"({fresh[key]:g}); the model or train section was edited: "
-                                        "re-plan, or delete `predicted` to have it recomputed")
         if model is not None and train is not None and not any(p.startswith(where) for p in problems):
+            # Predictions are always recomputed from the configs: stale numbers in the file are neither
+            # trusted nor an error (micro_batch_size and recompute may be edited between attempts);
+            # whether the runs are still matched is checked below, on the fresh numbers.
             runs.append(Run(name=name, group=group, role=role, model=model, train=train,
-                            predicted=predicted or predict(model, train, conv or Conventions())))
+                            predicted=predict(model, train, conv or Conventions())))
     names = [r.get("name") for r in runs_data if isinstance(r, dict)]
     for dup in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
         problems.append(f"runs: run name {dup!r} appears more than once (names must be unique)")
     roles = [r.get("role") for r in runs_data if isinstance(r, dict)]
     if runs_data and "target" not in roles:
         problems.append("runs: no run has role: target (the baseline the others are compared with)")
+    target_groups = sorted({r.group for r in runs if r.role == "target"})
+    if len(target_groups) > 1:
+        problems.append(f"runs: runs of several groups have role: target ({', '.join(target_groups)}); a sweep "
+                        "compares its variants with one target: keep one, make the others role: variant")
+    if meta is not None and len(target_groups) == 1:
+        problems += _unmatched(runs, meta)
+    problems += _data_problems(runs)
     steps = {r.train.tokens_per_step for r in runs}
     if len(steps) > 1:
         problems.append(f"runs: tokens per step (batch_size x seq_len) differ between runs ({sorted(steps)}); "
@@ -167,6 +167,59 @@ def check_sweep_data(data: Any, check_predicted: bool = True) -> tuple[list[str]
     if problems or meta is None:
         return problems, None
     return [], Sweep(meta=meta, runs=runs)
+
+
+# the predicted cost that each quantity of meta.matched compares
+MATCHED_COST = {"flops": "train_flops_per_token", "params": "total_params", "memory": "training_memory_bytes"}
+
+
+def _unmatched(runs: list[Run], meta: SweepMeta) -> list[str]:
+    """Variants whose (recomputed) matched costs are off the target's by more than the sweep's tolerance:
+    edited after planning. With budgets, target and variants were each matched to the budget, so they may
+    differ from each other by twice the tolerance."""
+    target = next(run for run in runs if run.role == "target")
+    allowed = meta.tolerance * (2 if meta.target == "budget" else 1)
+    problems = []
+    for i, run in enumerate(runs):
+        if run.role != "variant":
+            continue
+        off = {q: run.predicted[MATCHED_COST[q]] / target.predicted[MATCHED_COST[q]] - 1
+               for q in meta.matched if q in MATCHED_COST and target.predicted[MATCHED_COST[q]]}
+        worse = {q: r for q, r in off.items() if abs(r) > allowed + 1e-9}
+        if worse:
+            listing = ", ".join(f"{q} {r:+.2%}" for q, r in worse.items())
+            problems.append(f"runs[{i}] ({run.name}): no longer matched to the target {target.name}: {listing} "
+                            f"(tolerance {allowed:.1%}); the model was edited after planning: undo the edit, "
+                            f"or plan again (`{meta.command}`)")
+    return problems
+
+
+def _data_problems(runs: list[Run]) -> list[str]:
+    """Training data and eval sets that are missing, unreadable or outside the model's vocabulary: found
+    now, not after the runs before them have trained. Each (data, vocabulary) is checked once."""
+    from matcher.data import problems as eval_sets
+    from matcher.data import streams, tokenizer
+    from matcher.errors import DataError
+
+    found, checked = [], set()
+    for i, run in enumerate(runs):
+        train, vocab = run.train, run.model.vocab_size
+        checks = {
+            ("data", train.data, vocab, train.seq_len): (streams.open_stream, dict(
+                data=train.data, seed=train.seed, n_steps=train.data_steps, seq_len=train.seq_len, vocab_size=vocab)),
+            ("vocab", vocab): (tokenizer.check_vocab, dict(vocab_size=vocab)),
+        }
+        if train.eval_data != "math":
+            checks["eval", train.eval_data] = (eval_sets.load_jsonl, dict(path=train.eval_data))
+        for key, (check, arguments) in checks.items():
+            if key in checked:
+                continue
+            checked.add(key)
+            try:
+                check(**arguments)
+            except DataError as err:
+                found.append(f"runs[{i}].train ({run.name}): {err}")
+    return found
 
 
 def missing_sweep_hint(path: Path) -> str:
@@ -178,10 +231,10 @@ def missing_sweep_hint(path: Path) -> str:
     return "write one with `matcher plan --target <preset> --variants dr,dr_da`"
 
 
-def load_sweep(path: str | Path, check_predicted: bool = True) -> Sweep:
+def load_sweep(path: str | Path) -> Sweep:
     """Load and validate a sweep file; every problem is listed in one ConfigError."""
     path = Path(path)
-    problems, sweep = check_sweep_data(read_yaml(path, missing_sweep_hint(path)), check_predicted)
+    problems, sweep = check_sweep_data(read_yaml(path, missing_sweep_hint(path)))
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(
