@@ -202,9 +202,9 @@ def _hidden_width(cfg: ModelConfig, d_ff: int) -> int:
     return (4 if cfg.mlp_act == "swiglu" else 2) * d_ff
 
 
-def layer_activation_bytes_per_token(cfg: ModelConfig, depth_index: int,
-                                     conv: Conventions = Conventions()) -> dict[str, float]:
-    """Bytes one layer application at `depth_index` keeps for backward per token, by component."""
+def layer_activation_bytes_per_token(cfg: ModelConfig, conv: Conventions = Conventions()) -> dict[str, float]:
+    """Bytes one layer application keeps for backward per token, by component (the same at every depth:
+    depth attention's keys/values are stored once per forward, see depth_kv_bytes_per_token)."""
     act = DTYPE_BYTES[conv.activation_dtype]
     d, k = cfg.d_model, cfg.top_k
     q_width, kv_width = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
@@ -217,10 +217,9 @@ def layer_activation_bytes_per_token(cfg: ModelConfig, depth_index: int,
     per_token["sa"] = act * (d + 3 * q_width + 2 * kv_width) + FP32_BYTES * cfg.n_heads
     per_token["da"] = 0.0
     if cfg.has_depth_attention:
-        # input, q and output (a view feeds wo), this token's i + 1 keys and values so far, log-sum-exp
+        # input, q and output (a view feeds wo), fp32 log-sum-exp
         da_width = cfg.da_heads * cfg.da_head_dim
-        per_token["da"] = (act * ((d if sequential else 0) + 2 * da_width + 2 * da_width * (depth_index + 1))
-                       + FP32_BYTES * cfg.da_heads)
+        per_token["da"] = act * ((d if sequential else 0) + 2 * da_width) + FP32_BYTES * cfg.da_heads
     # the FFN keeps its input unless only gathers and the rotated router query read it
     keeps_input = (not cfg.is_moe or cfg.router_rank > 0 or not cfg.router_depth_rope
                    or cfg.n_shared_experts > 0)
@@ -238,6 +237,14 @@ def layer_activation_bytes_per_token(cfg: ModelConfig, depth_index: int,
     else:
         per_token["ffn"] = float(ffn_input + act * _hidden_width(cfg, cfg.d_ff))
     return per_token
+
+
+def depth_kv_bytes_per_token(cfg: ModelConfig, conv: Conventions = Conventions()) -> float:
+    """Depth attention's keys and values, one slot per depth index, stored once for the whole forward
+    (models/cache.py DepthKV) and read by every later depth: linear in depth."""
+    if not cfg.has_depth_attention:
+        return 0.0
+    return DTYPE_BYTES[conv.activation_dtype] * 2 * cfg.da_heads * cfg.da_head_dim * cfg.depth
 
 
 def head_activation_bytes_per_token(cfg: ModelConfig, conv: Conventions = Conventions()) -> float:
@@ -290,20 +297,18 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int, conv: Conventio
     """Activations of one training step of `batch` sequences of `seq_len` tokens: what the forward keeps
     for backward, plus with recompute="full" the one application rebuilt at a time during backward."""
     tokens = batch * seq_len
-    per_application = [sum(layer_activation_bytes_per_token(cfg, i, conv).values()) for i in range(cfg.depth)]
-    head = head_activation_bytes_per_token(cfg, conv)
+    per_application = sum(layer_activation_bytes_per_token(cfg, conv).values())
+    head, depth_kv = head_activation_bytes_per_token(cfg, conv), depth_kv_bytes_per_token(cfg, conv)
     weight_copies, tables = weight_copy_bytes(cfg, conv), rotary_table_bytes(cfg, seq_len)
     if conv.recompute == "none":
-        return int(round(tokens * (sum(per_application) + head) + weight_copies + tables))
-    # Kept: each application's fp32 input, the depth keys/values handed from one application to the next
-    # (1 .. depth-1 states), the head with its weight copy. Rebuilt during backward, one at a time: the
-    # largest application and its layer's weight copies.
+        return int(round(tokens * (cfg.depth * per_application + depth_kv + head) + weight_copies + tables))
+    # Kept: each application's fp32 input, the depth keys/values (outside the checkpointed layers), the
+    # head with its weight copy. Rebuilt during backward, one application at a time, with its layer's
+    # weight copies.
     act = DTYPE_BYTES[conv.activation_dtype]
-    da_width = cfg.da_heads * cfg.da_head_dim if cfg.has_depth_attention else 0
-    handed_over = act * 2 * da_width * cfg.depth * (cfg.depth - 1) / 2
     head_copy = act * cfg.vocab_size * cfg.d_model if weight_copies else 0
-    kept = tokens * (cfg.depth * FP32_BYTES * cfg.d_model + handed_over + head) + head_copy + tables
-    rebuilt = tokens * max(per_application) + (weight_copies - head_copy) / cfg.n_unique_layers
+    kept = tokens * (cfg.depth * FP32_BYTES * cfg.d_model + depth_kv + head) + head_copy + tables
+    rebuilt = tokens * per_application + (weight_copies - head_copy) / cfg.n_unique_layers
     return int(round(kept + rebuilt))
 
 

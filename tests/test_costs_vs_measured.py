@@ -100,3 +100,24 @@ def test_random_config_activations_within_ten_percent(cfg, batch, seq_len, dtype
     analytic = memory(cfg, batch, seq_len, Conventions(activation_dtype=dtype)).activations_bytes
     measured = measured_training_memory(cfg, batch, seq_len, activation_dtype=dtype)["activations"]
     assert measured == pytest.approx(analytic, rel=MEMORY_RTOL)
+
+
+@pytest.mark.parametrize("recompute", ["none", "full"])
+def test_depth_attention_memory_grows_linearly_in_depth(recompute):
+    """Depth attention's bytes (dr_da minus the same dr) are proportional to depth: each application
+    saves the same tensors and the depth keys/values are stored once, one slot per depth. Attending over
+    a concatenated prefix saved i + 1 keys/values at depth index i: quadratic."""
+    cfg = get_preset("dr_da-tiny").replace(d_model=32, n_experts=4, seq_len=16)
+    batch = 2
+    extra = {}
+    for depth in (1, 2, 4):
+        da = cfg.replace(depth=depth)
+        extra[depth] = (measured_training_memory(da, batch, 16, recompute=recompute)["activations"]
+                        - measured_training_memory(da.replace(variant="dr"), batch, 16, recompute=recompute)
+                        ["activations"])
+        if recompute == "none":
+            conv = Conventions(activation_dtype="fp32")
+            assert extra[depth] == (memory(da, batch, 16, conv).activations_bytes
+                                    - memory(da.replace(variant="dr"), batch, 16, conv).activations_bytes)
+    assert extra[1] > 0
+    assert extra[2] == 2 * extra[1] and extra[4] == 4 * extra[1]
