@@ -8,8 +8,11 @@ Conventions (`Conventions`, printed with every number):
 - 1 FLOP = one add or one multiply; a multiply-accumulate is 2 FLOPs. Only matrix products are
   counted (projections, attention scores and values, experts, router, LM head); norms, rotary,
   softmax, activations and routing bookkeeping are not, as in PaLM/Megatron accounting.
-- Training (model) FLOPs = forward + backward = 3 x forward, no recomputation. Hardware FLOPs with
-  full activation recomputation add one more forward: 4 x forward.
+- Training (model) FLOPs = forward + backward = 3 x forward, no recomputation. Hardware FLOPs are what
+  models/ executes: backward is 2 x forward, plus depth attention's recomputed scores (its backward
+  rebuilds QK^T from the log-sum-exp, flash-style); with full recomputation, plus what checkpointing
+  reruns (`recompute_flops_per_token`): each layer application up to the last tensor its backward needs,
+  never the LM head.
 - Sequence-attention scores/values are counted over the full context unless `causal_half`, which
   halves them (Megatron's convention for a causal mask).
 - Depth attention at depth index i (0-based) attends over i + 1 depth states of the same token.
@@ -52,8 +55,9 @@ class Conventions:
     def describe(self) -> list[str]:
         return [
             "1 FLOP = one add or one multiply (a multiply-accumulate = 2 FLOPs); matrix products only",
-            "training FLOPs = 3 x forward (model FLOPs, no recomputation); "
-            "hardware FLOPs with full recomputation = 4 x forward",
+            "training FLOPs = 3 x forward (model FLOPs, no recomputation); hardware FLOPs = 3 x forward "
+            "+ depth attention's QK^T again in backward + with full recomputation each layer application "
+            "rerun up to the last tensor its backward needs (no LM head, no trailing unsaved matmul)",
             "sequence-attention scores " + ("halved for the causal mask" if self.causal_half
                                             else "counted over the full context (causal mask not halved)"),
             f"memory: weights {self.weight_dtype}, gradients {self.grad_dtype}, AdamW 2 states "
@@ -181,11 +185,36 @@ def train_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions(),
     return 3.0 * sum(forward_flops_per_token(cfg, conv, seq_len).values())
 
 
+def recompute_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions(),
+                              seq_len: int | None = None) -> dict[str, float]:
+    """FLOPs per token that full recomputation reruns in backward, by component (FLOP_COMPONENTS).
+
+    torch.utils.checkpoint (non-reentrant, per layer application) reruns the application's forward only
+    until every tensor its backward saved is rebuilt, so a trailing matmul whose output nothing saves is
+    skipped: the last part of the layer loses its output projection. That is the FFN in a sequential
+    layer (a dense MLP's w2, or the shared experts' w2 when there are any; routed experts all rerun, since
+    their outputs are saved for the gates' gradient), and depth attention's wo in a parallel dr_da layer.
+    The LM head (with the embedding and final norm) lies outside the checkpointed layers: never rerun."""
+    rerun = forward_flops_per_token(cfg, conv, seq_len)
+    rerun["lm_head"] = 0.0
+    mac, d = 2.0, cfg.d_model
+    if cfg.mixture == "parallel" and cfg.has_depth_attention:
+        rerun["da_proj"] -= cfg.depth * mac * d * cfg.da_heads * cfg.da_head_dim
+    elif not cfg.is_moe:
+        rerun["dense_mlp"] -= cfg.depth * mac * d * cfg.d_ff
+    elif cfg.n_shared_experts:
+        rerun["shared_experts"] -= cfg.depth * mac * d * cfg.n_shared_experts * cfg.d_ff
+    return rerun
+
+
 def hardware_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions(),
                              seq_len: int | None = None) -> float:
-    """FLOPs the hardware executes per training token: 4 x forward with full recomputation."""
-    passes = 4.0 if conv.recompute == "full" else 3.0
-    return passes * sum(forward_flops_per_token(cfg, conv, seq_len).values())
+    """FLOPs the hardware executes per training token (see the module docstring)."""
+    forward = forward_flops_per_token(cfg, conv, seq_len)
+    flops = 3.0 * sum(forward.values()) + forward["da_scores"] / 2  # QK^T: half of QK^T and AV
+    if conv.recompute == "full":
+        flops += sum(recompute_flops_per_token(cfg, conv, seq_len).values())
+    return flops
 
 
 # --------------------------------------------------------------------------------------------- memory
