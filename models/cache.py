@@ -54,7 +54,9 @@ class DepthKV:
     keeps only the current step's tokens: constant memory in sequence length.
 
     In backward, depth index i sends key/value gradients to slots 0..i; they are summed here (fp32) until
-    depth index j's own backward, which runs after every later depth's, hands slot j's sum to its k and v."""
+    depth index j's own backward, which autograd runs after every later depth's (their inputs depend on
+    depth j's output), hands slot j's sum to its k and v. Each depth's output joins the residual stream,
+    so every depth's backward runs."""
 
     def __init__(self, depth: int):
         self.depth = depth
@@ -74,12 +76,20 @@ class DepthKV:
         self.values[:, :, depth:depth + 1] = v
         return self.keys[:, :, :depth + 1], self.values[:, :, :depth + 1]
 
-    def add_grads(self, depth: int, grad_keys: torch.Tensor, grad_values: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Add depth index `depth`'s gradients for slots 0..depth; return slot `depth`'s complete sums."""
+    def add_grads(self, depth: int, grad_scores: torch.Tensor, q: torch.Tensor, probs: torch.Tensor,
+                  grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add depth index `depth`'s key gradients dS^T q and value gradients P^T dO to slots 0..depth, from
+        its fp32 score gradients dS and probabilities P (N, nh, 1, depth+1), query q and output gradient
+        dO (N, nh, 1, hs); return slot `depth`'s complete sums, each (N, nh, 1, hs)."""
         if self.grad_keys is None:
             self.grad_keys = torch.zeros_like(self.keys, dtype=torch.float32)
             self.grad_values = torch.zeros_like(self.values, dtype=torch.float32)
-        self.grad_keys[:, :, :depth + 1] += grad_keys
-        self.grad_values[:, :, :depth + 1] += grad_values
+        N, nh, _, hs = q.shape
+        slots = depth + 1
+        # written into the sums: a separate (N, nh, depth+1, hs) product and add take twice the time. out=
+        # rather than baddbmm_, which FlopCounterMode does not count. (N, nh, 1, slots) read as
+        # (N*nh, slots, 1) is its transpose with unit strides, which CPU BLAS needs to batch the products
+        for sums, left, right in ((self.grad_keys, grad_scores, q), (self.grad_values, probs, grad_out)):
+            into = sums[:, :, :slots].view(N * nh, slots, hs)
+            torch.baddbmm(into, left.reshape(N * nh, slots, 1), right.float().reshape(N * nh, 1, hs), out=into)
         return self.grad_keys[:, :, depth:depth + 1], self.grad_values[:, :, depth:depth + 1]

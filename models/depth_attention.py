@@ -57,8 +57,8 @@ class AttendOverDepth(torch.autograd.Function):
     forward's score/value FLOPs, not 2x). Gradients for earlier depths' keys/values are summed in the
     DepthKV, since those keys/values are inputs of earlier depths' nodes.
 
-    Matmuls run in the input dtype and the softmax in fp32 (like SDPA's math path), with autocast off
-    so q, k, v keep their dtype.
+    Matmuls that read K, V run in their dtype (like SDPA's math path); scores, softmax and the gradient
+    sums in fp32. Autocast is off inside, so q, k, v keep their dtype.
     """
 
     @staticmethod
@@ -82,14 +82,12 @@ class AttendOverDepth(torch.autograd.Function):
             keys, values = depth_kv.keys[:, :, :depth + 1], depth_kv.values[:, :, :depth + 1]
             grad_out = grad_out.type_as(q)
             probs = ((q @ keys.transpose(-2, -1)).float() * scale - lse).exp()  # (N, nh, 1, i+1)
-            grad_values = probs.type_as(q).transpose(-2, -1) @ grad_out  # (N, nh, i+1, hs)
             grad_probs = (grad_out @ values.transpose(-2, -1)).float()  # (N, nh, 1, i+1)
             # softmax backward: dS = P * (dP - rowsum(dO * O))
             rowsum = (grad_out.float() * out.float()).sum(dim=-1, keepdim=True)  # (N, nh, 1, 1)
-            grad_scores = (probs * (grad_probs - rowsum) * scale).type_as(q)
-            grad_q = grad_scores @ keys  # (N, nh, 1, hs)
-            grad_keys = grad_scores.transpose(-2, -1) @ q  # (N, nh, i+1, hs)
-            grad_k, grad_v = depth_kv.add_grads(depth, grad_keys, grad_values)
+            grad_scores = probs * (grad_probs - rowsum) * scale
+            grad_q = grad_scores.type_as(q) @ keys  # (N, nh, 1, hs)
+            grad_k, grad_v = depth_kv.add_grads(depth, grad_scores, q, probs, grad_out)
         # copies: autograd may accumulate into a returned gradient in place, and the sums live on
         return grad_q, grad_k.to(q.dtype, copy=True), grad_v.to(q.dtype, copy=True), None, None
 
