@@ -86,9 +86,9 @@ class DepthKV:
             self.grad_values = torch.zeros_like(self.values, dtype=torch.float32)
         N, nh, _, hs = q.shape
         slots = depth + 1
-        # written into the sums: a separate (N, nh, depth+1, hs) product and add take twice the time. out=
-        # rather than baddbmm_, which FlopCounterMode does not count. (N, nh, 1, slots) read as
-        # (N*nh, slots, 1) is its transpose with unit strides, which CPU BLAS needs to batch the products
+        # the products go straight into the sums, without a second pass over a separate (N, nh, depth+1, hs)
+        # product; out= rather than baddbmm_, which FlopCounterMode does not count. (N, nh, 1, slots) read
+        # as (N*nh, slots, 1) is its transpose
         for sums, left, right in ((self.grad_keys, grad_scores, q), (self.grad_values, probs, grad_out)):
             into = sums[:, :, :slots].view(N * nh, slots, hs)
             torch.baddbmm(into, left.reshape(N * nh, slots, 1), right.float().reshape(N * nh, 1, hs), out=into)
