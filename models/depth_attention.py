@@ -43,7 +43,10 @@ class DepthAttention(nn.Module):
             at_depth = torch.full((1,), depth, device=x.device)
             cos, sin = rotary_cos_sin(at_depth, self.head_dim, self.rope_theta)  # (1, hs/2)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = AttendOverDepth.apply(q, k, v, depth_kv, depth)  # (B*T, nh, 1, hs); every depth so far is visible
+        if torch.is_grad_enabled():
+            y = AttendOverDepth.apply(q, k, v, depth_kv, depth)  # (B*T, nh, 1, hs); every depth so far is visible
+        else:  # decoding, evaluation, FLOP tracing: nothing to save, and jit tracing cannot record the Function
+            y, _ = _attend(q, *depth_kv.write(depth, k, v))
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.wo(y)
 
@@ -63,11 +66,7 @@ class AttendOverDepth(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, depth_kv: DepthKV, depth: int):
-        with _autocast_off(q):
-            keys, values = depth_kv.write(depth, k, v)
-            scores = (q @ keys.transpose(-2, -1)).float() * (1.0 / math.sqrt(q.shape[-1]))  # (N, nh, 1, i+1)
-            lse = scores.logsumexp(dim=-1, keepdim=True)  # (N, nh, 1, 1)
-            out = (scores - lse).exp().type_as(values) @ values  # (N, nh, 1, hs)
+        out, lse = _attend(q, *depth_kv.write(depth, k, v))
         ctx.save_for_backward(q, out, lse)
         ctx.depth_kv, ctx.depth = depth_kv, depth
         return out
@@ -90,6 +89,14 @@ class AttendOverDepth(torch.autograd.Function):
             grad_k, grad_v = depth_kv.add_grads(depth, grad_scores, q, probs, grad_out)
         # copies: autograd may accumulate into a returned gradient in place, and the sums live on
         return grad_q, grad_k.to(q.dtype, copy=True), grad_v.to(q.dtype, copy=True), None, None
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q (N, nh, 1, hs) over keys/values (N, nh, i+1, hs) -> output (N, nh, 1, hs), fp32 log-sum-exp."""
+    with _autocast_off(q):
+        scores = (q @ keys.transpose(-2, -1)).float() * (1.0 / math.sqrt(q.shape[-1]))  # (N, nh, 1, i+1)
+        lse = scores.logsumexp(dim=-1, keepdim=True)  # (N, nh, 1, 1)
+        return (scores - lse).exp().type_as(values) @ values, lse
 
 
 def _autocast_off(x: torch.Tensor):
