@@ -1,8 +1,6 @@
-"""Decode-time state: the sequence-attention KV cache (one slot per APPLIED layer, also for dr, whose
-applications share weights but see different inputs) and the depth-attention keys/values of the
-tokens in flight."""
-
-from typing import NamedTuple
+"""Attention state: the sequence-attention KV cache for decoding (one slot per APPLIED layer, also for
+dr, whose applications share weights but see different inputs) and the depth-attention keys/values of
+the tokens in one forward (training and decoding)."""
 
 import torch
 
@@ -49,10 +47,49 @@ class LayerKV:
         return keys[:, :, :end], values[:, :, :end]
 
 
-class DepthKV(NamedTuple):
-    """Depth-attention keys and values of the tokens in this forward at depth indices 0..i, each
-    (B*T, da_heads, i + 1, da_head_dim). Made fresh by each forward and carried through the depth loop,
-    so decoding keeps only the current step's tokens: constant memory in sequence length."""
+class DepthKV:
+    """Depth-attention keys and values of the tokens in one forward, each (B*T, da_heads, depth,
+    da_head_dim): depth index i writes slot i once and attends over slots 0..i, so training keeps each
+    depth's keys/values once instead of a growing copy per depth. Made fresh by each forward, so decoding
+    keeps only the current step's tokens: constant memory in sequence length.
 
-    keys: torch.Tensor
-    values: torch.Tensor
+    In backward, depth index i sends key/value gradients to slots 0..i; they are summed here (fp32) until
+    depth index j's own backward, which autograd runs after every later depth's (their inputs depend on
+    depth j's output), hands slot j's sum to its k and v. Each depth's output joins the residual stream,
+    so every depth's backward runs."""
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.grad_keys: torch.Tensor | None = None
+        self.grad_values: torch.Tensor | None = None
+
+    def write(self, depth: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (N, nh, 1, hs) at `depth`; return the keys/values so far, each (N, nh, depth+1, hs).
+        A recomputed forward (activation checkpointing) writes the same values again."""
+        if self.keys is None:
+            N, nh, _, hs = k.shape
+            self.keys = k.new_empty(N, nh, self.depth, hs)
+            self.values = v.new_empty(N, nh, self.depth, hs)
+        self.keys[:, :, depth:depth + 1] = k
+        self.values[:, :, depth:depth + 1] = v
+        return self.keys[:, :, :depth + 1], self.values[:, :, :depth + 1]
+
+    def add_grads(self, depth: int, grad_scores: torch.Tensor, q: torch.Tensor, probs: torch.Tensor,
+                  grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add depth index `depth`'s key gradients dS^T q and value gradients P^T dO to slots 0..depth, from
+        its fp32 score gradients dS and probabilities P (N, nh, 1, depth+1), query q and output gradient
+        dO (N, nh, 1, hs); return slot `depth`'s complete sums, each (N, nh, 1, hs)."""
+        if self.grad_keys is None:
+            self.grad_keys = torch.zeros_like(self.keys, dtype=torch.float32)
+            self.grad_values = torch.zeros_like(self.values, dtype=torch.float32)
+        N, nh, _, hs = q.shape
+        slots = depth + 1
+        # the products go straight into the sums, without a second pass over a separate (N, nh, depth+1, hs)
+        # product; out= rather than baddbmm_, which FlopCounterMode does not count. (N, nh, 1, slots) read
+        # as (N*nh, slots, 1) is its transpose
+        for sums, left, right in ((self.grad_keys, grad_scores, q), (self.grad_values, probs, grad_out)):
+            into = sums[:, :, :slots].view(N * nh, slots, hs)
+            torch.baddbmm(into, left.reshape(N * nh, slots, 1), right.float().reshape(N * nh, 1, hs), out=into)
+        return self.grad_keys[:, :, depth:depth + 1], self.grad_values[:, :, depth:depth + 1]

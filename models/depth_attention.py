@@ -3,13 +3,20 @@
 At depth index i a token's query attends over keys/values computed from that same token's DA inputs at
 depth indices 0..i (the current one included). Tokens never mix here (sequence attention does that), so
 the problem is a batch of B*T independent length-(i+1) attentions: per token 4*(i+1)*heads*head_dim FLOPs.
+
+Each depth's keys/values are stored once, in a DepthKV shared by all depths of one forward. Attending
+over a concatenated prefix instead would make every depth save its own (i+1)-long copy for backward:
+O(depth^2) bytes and copies in training.
 """
+
+import contextlib
+import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from matcher.models.cache import DepthKV
 from matcher.models.norm import apply_rotary, rotary_cos_sin
+from torch.autograd.function import once_differentiable
 
 from matcher.config import ModelConfig
 
@@ -25,7 +32,7 @@ class DepthAttention(nn.Module):
         self.wv = nn.Linear(cfg.d_model, width, bias=False)
         self.wo = nn.Linear(width, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, depth: int, past: DepthKV | None) -> tuple[torch.Tensor, DepthKV]:
+    def forward(self, x: torch.Tensor, depth: int, depth_kv: DepthKV) -> torch.Tensor:
         B, T, _ = x.shape
         # one token per row: (B*T, nh, 1, hs)
         q = self.wq(x).view(B * T, 1, self.n_heads, self.head_dim).transpose(1, 2)
@@ -36,9 +43,64 @@ class DepthAttention(nn.Module):
             at_depth = torch.full((1,), depth, device=x.device)
             cos, sin = rotary_cos_sin(at_depth, self.head_dim, self.rope_theta)  # (1, hs/2)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if past is not None:
-            k = torch.cat((past.keys.type_as(k), k), dim=2)  # (B*T, nh, i+1, hs)
-            v = torch.cat((past.values.type_as(v), v), dim=2)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B*T, nh, 1, hs); every depth so far is visible
+        if torch.is_grad_enabled():
+            y = AttendOverDepth.apply(q, k, v, depth_kv, depth)  # (B*T, nh, 1, hs); every depth so far is visible
+        else:  # decoding, evaluation, FLOP tracing: nothing to save, and jit tracing cannot record the Function
+            y, _ = _attend(q, *depth_kv.write(depth, k, v))
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
-        return self.wo(y), DepthKV(k, v)
+        return self.wo(y)
+
+
+class AttendOverDepth(torch.autograd.Function):
+    """softmax(q K^T / sqrt(hs)) V of one query (N, nh, 1, hs) over the keys/values K, V (N, nh, i+1, hs)
+    of depth indices 0..i, after writing this depth's k, v into the shared DepthKV.
+
+    Backward keeps q, the output and the fp32 log-sum-exp (O(1) per depth) and reads K, V from the
+    DepthKV, recomputing the scores as flash attention does (one more QK^T: backward costs 2.5x the
+    forward's score/value FLOPs, not 2x). Gradients for earlier depths' keys/values are summed in the
+    DepthKV, since those keys/values are inputs of earlier depths' nodes.
+
+    Matmuls that read K, V run in their dtype (like SDPA's math path); scores, softmax and the gradient
+    sums in fp32. Autocast is off inside, so q, k, v keep their dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, depth_kv: DepthKV, depth: int):
+        out, lse = _attend(q, *depth_kv.write(depth, k, v))
+        ctx.save_for_backward(q, out, lse)
+        ctx.depth_kv, ctx.depth = depth_kv, depth
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        q, out, lse = ctx.saved_tensors
+        depth_kv, depth = ctx.depth_kv, ctx.depth
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        with _autocast_off(q):
+            keys, values = depth_kv.keys[:, :, :depth + 1], depth_kv.values[:, :, :depth + 1]
+            grad_out = grad_out.type_as(q)
+            probs = ((q @ keys.transpose(-2, -1)).float() * scale - lse).exp()  # (N, nh, 1, i+1)
+            grad_probs = (grad_out @ values.transpose(-2, -1)).float()  # (N, nh, 1, i+1)
+            # softmax backward: dS = P * (dP - rowsum(dO * O))
+            rowsum = (grad_out.float() * out.float()).sum(dim=-1, keepdim=True)  # (N, nh, 1, 1)
+            grad_scores = probs * (grad_probs - rowsum) * scale
+            grad_q = grad_scores.type_as(q) @ keys  # (N, nh, 1, hs)
+            grad_k, grad_v = depth_kv.add_grads(depth, grad_scores, q, probs, grad_out)
+        # copies: autograd may accumulate into a returned gradient in place, and the sums live on
+        return grad_q, grad_k.to(q.dtype, copy=True), grad_v.to(q.dtype, copy=True), None, None
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q (N, nh, 1, hs) over keys/values (N, nh, i+1, hs) -> output (N, nh, 1, hs), fp32 log-sum-exp."""
+    with _autocast_off(q):
+        scores = (q @ keys.transpose(-2, -1)).float() * (1.0 / math.sqrt(q.shape[-1]))  # (N, nh, 1, i+1)
+        lse = scores.logsumexp(dim=-1, keepdim=True)  # (N, nh, 1, 1)
+        return (scores - lse).exp().type_as(values) @ values, lse
+
+
+def _autocast_off(x: torch.Tensor):
+    """Autocast exists only for real devices; on meta there is nothing to turn off."""
+    if x.device.type in ("cpu", "cuda"):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()

@@ -30,21 +30,18 @@ class Layer(nn.Module):
             self.ffn = MLP(cfg.d_model, cfg.d_ff, cfg.mlp_act)
 
     def forward(self, h: torch.Tensor, depth: int, rope: tuple[torch.Tensor, torch.Tensor],
-                kv_cache: LayerKV | None = None, depth_kv: DepthKV | None = None
-                ) -> tuple[torch.Tensor, DepthKV | None]:
-        """h (B, T, d) at depth index `depth` -> (new h, depth keys/values including this depth)."""
+                kv_cache: LayerKV | None = None, depth_kv: DepthKV | None = None) -> torch.Tensor:
+        """h (B, T, d) at depth index `depth` -> new h; depth attention adds this depth to depth_kv."""
         if self.parallel:
             x = self.norm(h)
             out = self.attn(x, rope, kv_cache) + self._ffn(x, depth)
             if self.depth_attn is not None:
-                da, depth_kv = self.depth_attn(x, depth, depth_kv)
-                out = out + da
-            return h + out, depth_kv
+                out = out + self.depth_attn(x, depth, depth_kv)
+            return h + out
         h = h + self.attn(self.attn_norm(h), rope, kv_cache)
         if self.depth_attn is not None:
-            da, depth_kv = self.depth_attn(self.da_norm(h), depth, depth_kv)
-            h = h + da
-        return h + self._ffn(self.ffn_norm(h), depth), depth_kv
+            h = h + self.depth_attn(self.da_norm(h), depth, depth_kv)
+        return h + self._ffn(self.ffn_norm(h), depth)
 
     def _ffn(self, x: torch.Tensor, depth: int) -> torch.Tensor:
         return self.ffn(x, depth) if isinstance(self.ffn, ExpertAttention) else self.ffn(x)

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from matcher.models.cache import KVCache
+from matcher.models.cache import DepthKV, KVCache
 from matcher.models.expert_attention import ExpertAttention, Experts, Router
 from matcher.models.layer import Layer
 from matcher.models.norm import RMSNorm, rotary_cos_sin
@@ -61,15 +61,17 @@ class Model(nn.Module):
         for experts in self._experts:
             experts.cast_cache = {}  # expert weights cast for autocast once per forward (see Experts)
         try:
-            depth_kv = None  # depth attention's keys/values of these tokens, grown one depth at a time
+            # depth attention's keys/values of these tokens, filled one depth at a time; outside the
+            # checkpointed layers, so recomputation rebuilds no earlier depth's
+            depth_kv = DepthKV(self.cfg.depth) if self.cfg.has_depth_attention else None
             for depth in range(self.cfg.depth):
                 layer = self.layers[depth % len(self.layers)]  # la: layer `depth`; dr/dr_da: the shared one
                 if cache is not None:
-                    h, depth_kv = layer(h, depth, rope, cache.slot(depth), depth_kv)
+                    h = layer(h, depth, rope, cache.slot(depth), depth_kv)
                 elif self.recompute and torch.is_grad_enabled():
-                    h, depth_kv = checkpoint(layer, h, depth, rope, None, depth_kv, use_reentrant=False)
+                    h = checkpoint(layer, h, depth, rope, None, depth_kv, use_reentrant=False)
                 else:
-                    h, depth_kv = layer(h, depth, rope, None, depth_kv)
+                    h = layer(h, depth, rope, None, depth_kv)
         finally:
             for experts in self._experts:
                 experts.cast_cache = None  # the casts live on only where backward saved them

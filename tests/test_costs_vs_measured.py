@@ -6,7 +6,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from model_configs import small_configs
 
-from matcher.cost.analytic import Conventions, forward_flops_per_token, memory, param_counts
+from matcher.cost.analytic import (
+    Conventions,
+    forward_flops_per_token,
+    hardware_flops_per_token,
+    memory,
+    param_counts,
+    recompute_flops_per_token,
+)
 from matcher.cost.measured import (
     FLOP_COMPONENTS,
     PARAM_COMPONENTS,
@@ -100,3 +107,78 @@ def test_random_config_activations_within_ten_percent(cfg, batch, seq_len, dtype
     analytic = memory(cfg, batch, seq_len, Conventions(activation_dtype=dtype)).activations_bytes
     measured = measured_training_memory(cfg, batch, seq_len, activation_dtype=dtype)["activations"]
     assert measured == pytest.approx(analytic, rel=MEMORY_RTOL)
+
+
+@pytest.mark.parametrize("recompute", ["none", "full"])
+def test_depth_attention_memory_grows_linearly_in_depth(recompute):
+    """Depth attention's bytes (dr_da minus the same dr) are proportional to depth: each application
+    saves the same tensors and the depth keys/values are stored once, one slot per depth. Attending over
+    a concatenated prefix saved i + 1 keys/values at depth index i: quadratic."""
+    cfg = get_preset("dr_da-tiny").replace(d_model=32, n_experts=4, seq_len=16)
+    batch = 2
+    extra = {}
+    for depth in (1, 2, 4):
+        da = cfg.replace(depth=depth)
+        extra[depth] = (measured_training_memory(da, batch, 16, recompute=recompute)["activations"]
+                        - measured_training_memory(da.replace(variant="dr"), batch, 16, recompute=recompute)
+                        ["activations"])
+        if recompute == "none":
+            conv = Conventions(activation_dtype="fp32")
+            assert extra[depth] == (memory(da, batch, 16, conv).activations_bytes
+                                    - memory(da.replace(variant="dr"), batch, 16, conv).activations_bytes)
+    assert extra[1] > 0
+    assert extra[2] == 2 * extra[1] and extra[4] == 4 * extra[1]
+
+
+def counted_training_flops_per_token(cfg, recompute: bool, batch: int = 2, seq_len: int = 16) -> float:
+    """Forward + backward FLOPs per token that FlopCounterMode counts on the meta device (where SDPA
+    decomposes into counted matmuls), with or without checkpointing per layer application."""
+    import torch
+    from matcher.models import Model
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = Model(cfg)
+    model.recompute = recompute
+    idx = torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter:
+        logits = model(idx)
+        logits.backward(torch.ones_like(logits))
+    return counter.get_total_flops() / (batch * seq_len)
+
+
+SMALL = get_preset("la-tiny").replace(d_model=32, depth=3, tie_embeddings=False)
+RECOMPUTE_STRUCTURES = {  # what ends a layer decides what recomputation skips
+    "la-tiny": get_preset("la-tiny"),
+    "dr-tiny": get_preset("dr-tiny"),
+    "dr_da-tiny": get_preset("dr_da-tiny"),
+    "dense-swiglu": SMALL.replace(n_experts=0, top_k=0),
+    "dense-gelu": SMALL.replace(n_experts=0, top_k=0, mlp_act="gelu"),
+    "moe-shared-gelu": SMALL.replace(variant="dr", n_shared_experts=2, mlp_act="gelu"),
+    "dense-parallel": SMALL.replace(n_experts=0, top_k=0, mixture="parallel"),
+    "moe-shared-parallel-lowrank": SMALL.replace(n_shared_experts=1, mixture="parallel", router_rank=4),
+    "da-dense": SMALL.replace(variant="dr_da", n_experts=0, top_k=0),
+    "da-dense-parallel": SMALL.replace(variant="dr_da", n_experts=0, top_k=0, mixture="parallel"),
+    "da-shared-parallel": SMALL.replace(variant="dr_da", n_shared_experts=1, mixture="parallel", da_heads=2),
+}
+
+
+@pytest.mark.parametrize("name", list(RECOMPUTE_STRUCTURES))
+def test_hardware_flops_equal_what_runs_with_and_without_recompute(name):
+    cfg = RECOMPUTE_STRUCTURES[name]
+    plain, recomputing = (counted_training_flops_per_token(cfg, recompute) for recompute in (False, True))
+    assert hardware_flops_per_token(cfg, Conventions(), seq_len=16) == pytest.approx(plain, rel=1e-9)
+    rerun = sum(recompute_flops_per_token(cfg, Conventions(), seq_len=16).values())
+    assert rerun == pytest.approx(recomputing - plain, rel=1e-9)
+    assert hardware_flops_per_token(cfg, Conventions(recompute="full"), seq_len=16) == pytest.approx(
+        recomputing, rel=1e-9)
+
+
+def test_recompute_never_reruns_the_lm_head():
+    """The issue's figure: la-100m with full recomputation is not 4 x forward (446,038,016 FLOPs/token)."""
+    cfg = get_preset("la-100m")
+    forward = forward_flops_per_token(cfg)
+    assert 4 * sum(forward.values()) == 446_038_016
+    assert hardware_flops_per_token(cfg, Conventions(recompute="full")) == 413_270_016
+    assert recompute_flops_per_token(cfg)["lm_head"] == 0

@@ -102,10 +102,12 @@ def test_fvcore_refuses_large_models():
 
 
 @pytest.mark.parametrize("name", ["la-tiny", "dr_da-100m"])
-def test_backward_is_twice_forward(name):
+def test_backward_is_twice_forward_plus_depth_attention_scores(name):
+    """Depth attention's backward recomputes its scores (QK^T, half of its score/value FLOPs)."""
     cfg = get_preset(name)
-    forward = measured_forward_flops(cfg, seq_len=32)["total"]
-    assert measured_backward_flops(cfg, seq_len=32) == pytest.approx(2 * forward, rel=1e-12)
+    forward = measured_forward_flops(cfg, seq_len=32)
+    expected = 2 * forward["total"] + forward["da_scores"] / 2
+    assert measured_backward_flops(cfg, seq_len=32) == pytest.approx(expected, rel=1e-12)
 
 
 def saved_for_backward_bytes(cfg, batch: int, seq_len: int, bf16: bool) -> int:
@@ -126,9 +128,24 @@ def saved_for_backward_bytes(cfg, batch: int, seq_len: int, bf16: bool) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
             torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits, loss = model(idx, idx)
-    for t in (logits, loss):
+    for t in (logits, loss, *depth_kv_of_graph(loss)):
         storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
     return sum(storages.values())
+
+
+def depth_kv_of_graph(loss) -> list:
+    """The depth keys/values that depth attention's backward nodes hold besides their saved tensors."""
+    held, seen, nodes = [], set(), [loss.grad_fn]
+    while nodes:
+        node = nodes.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        depth_kv = getattr(node, "depth_kv", None)
+        if depth_kv is not None:
+            held += [depth_kv.keys, depth_kv.values]
+        nodes += [next_node for next_node, _ in node.next_functions]
+    return held
 
 
 @pytest.mark.parametrize("name, dtype", [("la-tiny", "bf16"), ("dr_da-tiny", "fp32")])

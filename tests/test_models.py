@@ -7,7 +7,10 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from matcher.models import Model
+from matcher.models.cache import DepthKV
+from matcher.models.depth_attention import DepthAttention
 from matcher.models.expert_attention import ExpertAttention
+from matcher.models.norm import apply_rotary, rotary_cos_sin
 from model_configs import small_configs
 
 from matcher.config import ModelConfig
@@ -84,7 +87,7 @@ def test_loss_is_cross_entropy_and_ignores_masked_targets():
     torch.testing.assert_close(loss, expected)
 
 
-@pytest.mark.parametrize("variant, bf16", [("la", False), ("dr_da", False), ("dr", True)])
+@pytest.mark.parametrize("variant, bf16", [("la", False), ("dr_da", False), ("dr", True), ("dr_da", True)])
 def test_recompute_gives_the_same_loss_and_gradients(variant, bf16):
     torch.manual_seed(3)
     model = Model(tiny(variant=variant))
@@ -252,3 +255,40 @@ def test_random_configs_run_forward_and_backward_on_meta_and_cpu(cfg, batch, seq
         assert all(p.grad is not None for p in model.parameters())
         if device == "cpu":
             assert torch.isfinite(loss)
+
+
+
+def concatenated_prefix_reference(attn, x, depth, past):
+    """Depth attention as SDPA over the concatenated keys/values so far (the form that saves O(depth^2))."""
+    N = x.shape[0] * x.shape[1]
+    q, k, v = (w(x).view(N, 1, attn.n_heads, attn.head_dim).transpose(1, 2) for w in (attn.wq, attn.wk, attn.wv))
+    if attn.rope:
+        cos, sin = rotary_cos_sin(torch.full((1,), depth), attn.head_dim, attn.rope_theta)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    past.append((k, v))
+    keys, values = (torch.cat(kvs, dim=2) for kvs in zip(*past))
+    y = F.scaled_dot_product_attention(q, keys, values)
+    return attn.wo(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+
+@pytest.mark.parametrize("heads, rope", [(1, True), (3, False)])
+def test_depth_attention_equals_sdpa_over_the_concatenated_prefix(heads, rope):
+    torch.manual_seed(0)
+    attn = DepthAttention(tiny(variant="dr_da", da_heads=heads, da_head_dim=8, da_rope=rope))
+    depth = 5
+    xs = [torch.randn(2, 3, 32, requires_grad=True) for _ in range(depth)]
+    grad_outs = [torch.randn(2, 3, 32) for _ in range(depth)]
+
+    def outputs_and_grads(attend, state):
+        outs, h = [], xs[0]
+        for i in range(depth):
+            outs.append(attend(attn, h, i, state))
+            if i + 1 < depth:  # the next depth's input depends on this output, as in the model
+                h = xs[i + 1] + outs[-1]
+        grads = torch.autograd.grad(outs, xs + list(attn.parameters()), grad_outs)
+        return [o.detach() for o in outs] + list(grads)
+
+    got = outputs_and_grads(DepthAttention.forward, DepthKV(depth))
+    want = outputs_and_grads(concatenated_prefix_reference, [])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

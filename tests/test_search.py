@@ -75,8 +75,8 @@ def test_memory_in_the_objective_is_matched_too():
 def test_max_memory_is_a_hard_constraint():
     target = get_preset("la-1b")
     free = match(target.replace(variant="dr_da"), spec_for(target, batch=8))
-    limit = 1.10 * costs_of(target, MatchSpec(batch=8))["memory"]
-    assert free.costs["memory"] > limit  # depth attention keeps its depth keys: the limit binds
+    limit = 1.05 * costs_of(target, MatchSpec(batch=8))["memory"]
+    assert free.costs["memory"] > limit  # depth attention keeps its keys, values and inputs: the limit binds
     spec = spec_for(target, batch=8, max_memory_bytes=limit, tolerance=0.2)
     found = match(target.replace(variant="dr_da"), spec)
     assert found.costs["memory"] <= limit

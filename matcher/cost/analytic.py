@@ -8,8 +8,11 @@ Conventions (`Conventions`, printed with every number):
 - 1 FLOP = one add or one multiply; a multiply-accumulate is 2 FLOPs. Only matrix products are
   counted (projections, attention scores and values, experts, router, LM head); norms, rotary,
   softmax, activations and routing bookkeeping are not, as in PaLM/Megatron accounting.
-- Training (model) FLOPs = forward + backward = 3 x forward, no recomputation. Hardware FLOPs with
-  full activation recomputation add one more forward: 4 x forward.
+- Training (model) FLOPs = forward + backward = 3 x forward, no recomputation. Hardware FLOPs are what
+  models/ executes: backward is 2 x forward, plus depth attention's recomputed scores (its backward
+  rebuilds QK^T from the log-sum-exp, flash-style); with full recomputation, plus what checkpointing
+  reruns (`recompute_flops_per_token`): each layer application up to the last tensor its backward needs,
+  never the LM head.
 - Sequence-attention scores/values are counted over the full context unless `causal_half`, which
   halves them (Megatron's convention for a causal mask).
 - Depth attention at depth index i (0-based) attends over i + 1 depth states of the same token.
@@ -52,8 +55,9 @@ class Conventions:
     def describe(self) -> list[str]:
         return [
             "1 FLOP = one add or one multiply (a multiply-accumulate = 2 FLOPs); matrix products only",
-            "training FLOPs = 3 x forward (model FLOPs, no recomputation); "
-            "hardware FLOPs with full recomputation = 4 x forward",
+            "training FLOPs = 3 x forward (model FLOPs, no recomputation); hardware FLOPs = 3 x forward "
+            "+ depth attention's QK^T again in backward + with full recomputation each layer application "
+            "rerun up to the last tensor its backward needs (no LM head, no trailing unsaved matmul)",
             "sequence-attention scores " + ("halved for the causal mask" if self.causal_half
                                             else "counted over the full context (causal mask not halved)"),
             f"memory: weights {self.weight_dtype}, gradients {self.grad_dtype}, AdamW 2 states "
@@ -181,11 +185,36 @@ def train_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions(),
     return 3.0 * sum(forward_flops_per_token(cfg, conv, seq_len).values())
 
 
+def recompute_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions(),
+                              seq_len: int | None = None) -> dict[str, float]:
+    """FLOPs per token that full recomputation reruns in backward, by component (FLOP_COMPONENTS).
+
+    torch.utils.checkpoint (non-reentrant, per layer application) reruns the application's forward only
+    until every tensor its backward saved is rebuilt, so a trailing matmul whose output nothing saves is
+    skipped: the last part of the layer loses its output projection. That is the FFN in a sequential
+    layer (a dense MLP's w2, or the shared experts' w2 when there are any; routed experts all rerun, since
+    their outputs are saved for the gates' gradient), and depth attention's wo in a parallel dr_da layer.
+    The LM head (with the embedding and final norm) lies outside the checkpointed layers: never rerun."""
+    rerun = forward_flops_per_token(cfg, conv, seq_len)
+    rerun["lm_head"] = 0.0
+    mac, d = 2.0, cfg.d_model
+    if cfg.mixture == "parallel" and cfg.has_depth_attention:
+        rerun["da_proj"] -= cfg.depth * mac * d * cfg.da_heads * cfg.da_head_dim
+    elif not cfg.is_moe:
+        rerun["dense_mlp"] -= cfg.depth * mac * d * cfg.d_ff
+    elif cfg.n_shared_experts:
+        rerun["shared_experts"] -= cfg.depth * mac * d * cfg.n_shared_experts * cfg.d_ff
+    return rerun
+
+
 def hardware_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions(),
                              seq_len: int | None = None) -> float:
-    """FLOPs the hardware executes per training token: 4 x forward with full recomputation."""
-    passes = 4.0 if conv.recompute == "full" else 3.0
-    return passes * sum(forward_flops_per_token(cfg, conv, seq_len).values())
+    """FLOPs the hardware executes per training token (see the module docstring)."""
+    forward = forward_flops_per_token(cfg, conv, seq_len)
+    flops = 3.0 * sum(forward.values()) + forward["da_scores"] / 2  # QK^T: half of QK^T and AV
+    if conv.recompute == "full":
+        flops += sum(recompute_flops_per_token(cfg, conv, seq_len).values())
+    return flops
 
 
 # --------------------------------------------------------------------------------------------- memory
@@ -202,9 +231,9 @@ def _hidden_width(cfg: ModelConfig, d_ff: int) -> int:
     return (4 if cfg.mlp_act == "swiglu" else 2) * d_ff
 
 
-def layer_activation_bytes_per_token(cfg: ModelConfig, depth_index: int,
-                                     conv: Conventions = Conventions()) -> dict[str, float]:
-    """Bytes one layer application at `depth_index` keeps for backward per token, by component."""
+def layer_activation_bytes_per_token(cfg: ModelConfig, conv: Conventions = Conventions()) -> dict[str, float]:
+    """Bytes one layer application keeps for backward per token, by component (the same at every depth:
+    depth attention's keys/values are stored once per forward, see depth_kv_bytes_per_token)."""
     act = DTYPE_BYTES[conv.activation_dtype]
     d, k = cfg.d_model, cfg.top_k
     q_width, kv_width = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
@@ -217,10 +246,9 @@ def layer_activation_bytes_per_token(cfg: ModelConfig, depth_index: int,
     per_token["sa"] = act * (d + 3 * q_width + 2 * kv_width) + FP32_BYTES * cfg.n_heads
     per_token["da"] = 0.0
     if cfg.has_depth_attention:
-        # input, q and output (a view feeds wo), this token's i + 1 keys and values so far, log-sum-exp
+        # input, q and output (a view feeds wo), fp32 log-sum-exp
         da_width = cfg.da_heads * cfg.da_head_dim
-        per_token["da"] = (act * ((d if sequential else 0) + 2 * da_width + 2 * da_width * (depth_index + 1))
-                       + FP32_BYTES * cfg.da_heads)
+        per_token["da"] = act * ((d if sequential else 0) + 2 * da_width) + FP32_BYTES * cfg.da_heads
     # the FFN keeps its input unless only gathers and the rotated router query read it
     keeps_input = (not cfg.is_moe or cfg.router_rank > 0 or not cfg.router_depth_rope
                    or cfg.n_shared_experts > 0)
@@ -238,6 +266,14 @@ def layer_activation_bytes_per_token(cfg: ModelConfig, depth_index: int,
     else:
         per_token["ffn"] = float(ffn_input + act * _hidden_width(cfg, cfg.d_ff))
     return per_token
+
+
+def depth_kv_bytes_per_token(cfg: ModelConfig, conv: Conventions = Conventions()) -> float:
+    """Depth attention's keys and values, one slot per depth index, stored once for the whole forward
+    (models/cache.py DepthKV) and read by every later depth: linear in depth."""
+    if not cfg.has_depth_attention:
+        return 0.0
+    return DTYPE_BYTES[conv.activation_dtype] * 2 * cfg.da_heads * cfg.da_head_dim * cfg.depth
 
 
 def head_activation_bytes_per_token(cfg: ModelConfig, conv: Conventions = Conventions()) -> float:
@@ -290,20 +326,18 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int, conv: Conventio
     """Activations of one training step of `batch` sequences of `seq_len` tokens: what the forward keeps
     for backward, plus with recompute="full" the one application rebuilt at a time during backward."""
     tokens = batch * seq_len
-    per_application = [sum(layer_activation_bytes_per_token(cfg, i, conv).values()) for i in range(cfg.depth)]
-    head = head_activation_bytes_per_token(cfg, conv)
+    per_application = sum(layer_activation_bytes_per_token(cfg, conv).values())
+    head, depth_kv = head_activation_bytes_per_token(cfg, conv), depth_kv_bytes_per_token(cfg, conv)
     weight_copies, tables = weight_copy_bytes(cfg, conv), rotary_table_bytes(cfg, seq_len)
     if conv.recompute == "none":
-        return int(round(tokens * (sum(per_application) + head) + weight_copies + tables))
-    # Kept: each application's fp32 input, the depth keys/values handed from one application to the next
-    # (1 .. depth-1 states), the head with its weight copy. Rebuilt during backward, one at a time: the
-    # largest application and its layer's weight copies.
+        return int(round(tokens * (cfg.depth * per_application + depth_kv + head) + weight_copies + tables))
+    # Kept: each application's fp32 input, the depth keys/values (outside the checkpointed layers), the
+    # head with its weight copy. Rebuilt during backward, one application at a time, with its layer's
+    # weight copies.
     act = DTYPE_BYTES[conv.activation_dtype]
-    da_width = cfg.da_heads * cfg.da_head_dim if cfg.has_depth_attention else 0
-    handed_over = act * 2 * da_width * cfg.depth * (cfg.depth - 1) / 2
     head_copy = act * cfg.vocab_size * cfg.d_model if weight_copies else 0
-    kept = tokens * (cfg.depth * FP32_BYTES * cfg.d_model + handed_over + head) + head_copy + tables
-    rebuilt = tokens * max(per_application) + (weight_copies - head_copy) / cfg.n_unique_layers
+    kept = tokens * (cfg.depth * FP32_BYTES * cfg.d_model + depth_kv + head) + head_copy + tables
+    rebuilt = tokens * per_application + (weight_copies - head_copy) / cfg.n_unique_layers
     return int(round(kept + rebuilt))
 
 
