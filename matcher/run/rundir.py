@@ -7,6 +7,7 @@
 - status.json: {"state": running|finished|failed|interrupted, "reason", "step", "tokens", "updated"},
   replaced atomically;
 - checkpoints/last.pt: the latest checkpoint, replaced atomically;
+- tensorboard/, wandb_id, wandb/: the dashboards' copies of the metric lines (matcher.run.dashboards);
 - lock: held by the process that trains the run (see matcher.run.lock);
 - train.log: output of a training subprocess (GPU queue, torchrun, Slurm).
 """
@@ -95,6 +96,8 @@ class RunDir:
     status_json = property(lambda self: self.path / "status.json")
     checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
     slurm_json = property(lambda self: self.path / "slurm.json")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+    wandb_id = property(lambda self: self.path / "wandb_id")
     lock = property(lambda self: self.path / "lock")
     log = property(lambda self: self.path / "train.log")
 

@@ -183,7 +183,9 @@ def job_script(*, sweep_name: str, sweep_dir: Path, run_names: list[str], option
                                     endpoint='"$HEAD_NODE:$PORT"', rdzv_id='"$SLURM_JOB_ID"',
                                     run_dir='"$RUN_DIR"', fsdp=fsdp)]
         rendezvous = [
-            'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
+            'NODES=$(scontrol show hostnames "$SLURM_JOB_NODELIST")',
+            "HEAD_NODE=${NODES%%$'\\n'*}  # the first line (not `| head -n1`: under pipefail its SIGPIPE "
+            "would end the script)",
             f"PORT=$(({PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN}))  # from the job id: jobs on one head node "
             "do not clash",
             f"export TORCH_ELASTIC_SHUTDOWN_TIMEOUT={SHUTDOWN_TIMEOUT_S}  # torchrun's wait for the "
@@ -197,9 +199,9 @@ def job_script(*, sweep_name: str, sweep_dir: Path, run_names: list[str], option
         f"# matcher sweep {sweep_name}: one array task per run ({shape}), requeued until the run is finished.",
         f"# Submit from the directory that holds {sweep_dir.as_posix()}:  sbatch {script}",
         *(f"#SBATCH {directive}" for directive in _directives(sweep_name, sweep_dir, len(run_names), options)),
-        "set -eo pipefail",
-        *options.setup,
-        "set -u  # after the setup lines: environment scripts often read unset variables",
+        *(["set -eo pipefail", *options.setup,
+           "set -u  # after the setup lines: environment scripts often read unset variables"]
+          if options.setup else ["set -euo pipefail"]),
         f"RUNS=({' '.join(shlex.quote(name) for name in run_names)})",
         f'RUN_DIR={shlex.quote(sweep_dir.as_posix())}/"${{RUNS[$SLURM_ARRAY_TASK_ID]}}"',
         'TASK="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
