@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 from typing import Any, Protocol
 
 from matcher.atomic import write_text_atomic
@@ -102,7 +103,7 @@ class WandbSink:
         if run.wandb_id.is_file():
             run_id = run.wandb_id.read_text(encoding="utf-8").strip()
         else:
-            run_id = wandb.util.generate_id()
+            run_id = secrets.token_hex(6)  # W&B's id alphabet; kept so later attempts log to the same run
             write_text_atomic(run.wandb_id, run_id + "\n")
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "matcher"), id=run_id, resume="allow",
                               name=info["run"], group=info.get("sweep") or None, job_type=info["variant"],
