@@ -23,6 +23,7 @@ from tiny_runs import comparable, prepare, tiny_run, tiny_train
 from matcher.cli import main
 from matcher.commands.status import sweep_status
 from matcher.errors import ConfigError
+from matcher.run.lock import Holder, RunLock
 from matcher.run.rundir import RunDir
 from matcher.run.runner import run_sweep
 from matcher.run.slurm import PORT_BASE, PORT_SPAN, SlurmOptions, time_limit_seconds
@@ -141,6 +142,18 @@ def test_submission_records_each_runs_job_for_status(tmp_path, monkeypatch):
                                                              "dr_da-tiny": ("new", "4242_1")}
 
 
+def test_a_requeued_job_takes_over_the_lock_its_killed_attempt_left(tmp_path, monkeypatch):
+    path = tmp_path / "lock"
+    path.write_text(json.dumps({"pid": 1, "host": "node-a", "slurm_job": "4242"}))
+    monkeypatch.setenv("SLURM_JOB_ID", "9999")
+    assert RunLock(path).acquire() == Holder(pid=1, host="node-a", slurm_job="4242")  # another job: left alone
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the same job, requeued onto this node
+    lock = RunLock(path)
+    assert lock.acquire() is None
+    assert json.loads(path.read_text()) == {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": "4242"}
+    lock.release()
+
+
 # ------------------------------------------------------------------ the batch script, under stand-ins
 
 
@@ -201,7 +214,7 @@ def one_process(tmp_path_factory) -> RunDir:
 
 @pytest.mark.slow
 def test_two_nodes_train_the_losses_of_one_process(tmp_path, one_process):
-    job = BatchJob(tmp_path, tiny_run("la-tiny"), nodes=2)
+    job = BatchJob(tmp_path, tiny_run("la-tiny", tiny_train(dashboards=["tensorboard"])), nodes=2)
     done = job.start()
     output, _ = done.communicate(timeout=120)
     assert done.returncode == 0, output + job.run_dir.log.read_text()[-3000:]
@@ -211,6 +224,7 @@ def test_two_nodes_train_the_losses_of_one_process(tmp_path, one_process):
     env = json.loads(job.run_dir.env_json.read_text())
     assert (env["world_size"], env["nodes"], env["slurm_job"]) == (2, 2, "77_0")
     assert_same_losses(job.run_dir, one_process, rel=1e-3)
+    assert len(list(job.run_dir.tensorboard.glob("events.out.tfevents.*"))) == 1  # rank 0's only
     _, runs = sweep_status(job.run_dir.path.parent)
     assert (runs[0].state, runs[0].slurm_job, runs[0].eta_s) == ("finished", "77_0", None)
 
