@@ -185,13 +185,13 @@ def run(
     only: Annotated[str | None, typer.Option(help="Comma-separated run names to train.")] = None,
     results: Annotated[Path, typer.Option(help="Results root; runs go to RESULTS/<sweep>/<run>/.")] = Path("results"),
     retry_failed: Annotated[bool, typer.Option(help="Resume failed runs from their last good checkpoint.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Show what would run (slurm: write the job script only).")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would run (slurm: print and write the job script).")] = False,
     partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
     account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
     time: Annotated[str, typer.Option(help="Slurm time limit per attempt, [D-]HH:MM:SS; a run that reaches it "
                                            "checkpoints and requeues itself.")] = "24:00:00",
     nodes: Annotated[int, typer.Option(help="Slurm: nodes per run (srun + torchrun, c10d rendezvous).", min=1)] = 1,
-    gpus_per_node: Annotated[int | None, typer.Option(help="Slurm: GPUs per node [default: 1].", min=1)] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(help="Slurm: GPUs per node (default 1).", min=1)] = None,
     gpus_per_run: Annotated[int | None, typer.Option(help="Slurm: GPUs of one node per run: --nodes 1 "
                                                           "--gpus-per-node N.", min=1)] = None,
     max_parallel: Annotated[int | None, typer.Option(help="Slurm: at most this many runs at once.", min=1)] = None,
