@@ -140,6 +140,7 @@ def test_submission_records_each_runs_job_for_status(tmp_path, monkeypatch):
     _, runs = sweep_status("results/tiny")
     assert {r.run: (r.state, r.slurm_job) for r in runs} == {"dr-tiny": ("new", "4242_0"),
                                                              "dr_da-tiny": ("new", "4242_1")}
+    assert all("waiting for Slurm" in r.reason for r in runs)
 
 
 def test_a_requeued_job_takes_over_the_lock_its_killed_attempt_left(tmp_path, monkeypatch):

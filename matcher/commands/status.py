@@ -73,10 +73,13 @@ def run_status(run_dir: RunDir) -> RunStatus:
         reason = "; ".join(problems)
     elif status["state"] == "running" and live_holder(run_dir.lock) is None:
         reason = "no process holds its lock: its trainer was killed; `matcher run` resumes it"
+    slurm_job = run_dir.slurm_job()
+    if status["state"] == "new" and slurm_job and not reason:
+        reason = "submitted; waiting for Slurm to start it"
     return RunStatus(run=run_dir.name, state=status["state"], step=step, tokens=tokens, total_tokens=total_tokens,
                      eval_accuracy=evals[-1].get("eval_accuracy") if evals else None,
                      eval_tokens=evals[-1].get("tokens") if evals else None, tokens_per_s=speed, eta_s=eta,
-                     slurm_job=run_dir.slurm_job(), reason=reason, updated=status.get("updated"),
+                     slurm_job=slurm_job, reason=reason, updated=status.get("updated"),
                      role=role, variant=variant)
 
 
