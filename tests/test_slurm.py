@@ -195,7 +195,7 @@ class BatchJob:
                     "PYTHONPATH": os.pathsep.join(sys.path), "STANDIN_LOG": str(self.log),
                     "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0",
                     "SLURM_JOB_ID": str(_free_rendezvous_job_id()), "SLURM_NNODES": str(nodes),
-                    "SLURM_JOB_NODELIST": "127.0.0.[1-2]", "OMP_NUM_THREADS": "1"}
+                    "SLURM_JOB_NODELIST": "127.0.0.[1-2]", "SLURM_CPUS_PER_TASK": "1", "OMP_NUM_THREADS": "1"}
 
     def start(self) -> subprocess.Popen:
         return subprocess.Popen(["bash", str(self.script.relative_to(self.folder))], cwd=self.folder, env=self.env,
@@ -221,6 +221,7 @@ def test_two_nodes_train_the_losses_of_one_process(tmp_path, one_process):
     assert done.returncode == 0, output + job.run_dir.log.read_text()[-3000:]
     srun = [call for call in job.calls() if call.startswith("srun")]
     assert len(srun) == 1 and "--nnodes=2 --nproc-per-node=1 --rdzv-backend=c10d" in srun[0]
+    assert srun[0].startswith("srun --nodes=2 --ntasks-per-node=1 --cpus-per-task=1 ")
     assert "--rdzv-endpoint=127.0.0.1:" in srun[0] and "requeue" not in " ".join(job.calls())
     env = json.loads(job.run_dir.env_json.read_text())
     assert (env["world_size"], env["nodes"], env["slurm_job"]) == (2, 2, "77_0")

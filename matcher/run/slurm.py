@@ -178,7 +178,9 @@ def job_script(*, sweep_name: str, sweep_dir: Path, run_names: list[str], option
         launch = [*runner, "--nproc", str(options.gpus_per_node), *(["--fsdp"] if fsdp else [])]
         rendezvous = []
     else:
+        # srun no longer inherits the job's --cpus-per-task (Slurm 22.05+): without it each agent gets one core
         launch = [*runner, "--", "srun", '--nodes="$SLURM_NNODES"', "--ntasks-per-node=1",
+                  '--cpus-per-task="$SLURM_CPUS_PER_TASK"',
                   *torchrun_command(python=python, nnodes='"$SLURM_NNODES"', nproc_per_node=options.gpus_per_node,
                                     endpoint='"$HEAD_NODE:$PORT"', rdzv_id='"$SLURM_JOB_ID"',
                                     run_dir='"$RUN_DIR"', fsdp=fsdp)]
