@@ -190,23 +190,32 @@ def run(
     only: Annotated[str | None, typer.Option(help="Comma-separated run names to train.")] = None,
     results: Annotated[Path, typer.Option(help="Results root; runs go to RESULTS/<sweep>/<run>/.")] = Path("results"),
     retry_failed: Annotated[bool, typer.Option(help="Resume failed runs from their last good checkpoint.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Show what would run (slurm: write the job script only).")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would run (slurm: print and write the job script).")] = False,
     partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
     account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
-    time: Annotated[str, typer.Option(help="Slurm time limit per run, [D-]HH:MM:SS.")] = "24:00:00",
-    gpus_per_run: Annotated[int, typer.Option(help="Slurm: GPUs per run.", min=1)] = 1,
+    time: Annotated[str, typer.Option(help="Slurm time limit per attempt, [D-]HH:MM:SS; a run that reaches it "
+                                           "checkpoints and requeues itself.")] = "24:00:00",
+    nodes: Annotated[int, typer.Option(help="Slurm: nodes per run (srun + torchrun, c10d rendezvous).", min=1)] = 1,
+    gpus_per_node: Annotated[int | None, typer.Option(help="Slurm: GPUs per node (default 1).", min=1)] = None,
+    gpus_per_run: Annotated[int | None, typer.Option(help="Slurm: GPUs of one node per run: --nodes 1 "
+                                                          "--gpus-per-node N.", min=1)] = None,
     max_parallel: Annotated[int | None, typer.Option(help="Slurm: at most this many runs at once.", min=1)] = None,
     cpus_per_gpu: Annotated[int, typer.Option(help="Slurm: CPU cores per GPU.", min=1)] = 8,
     mem: Annotated[str | None, typer.Option(help="Slurm: memory per node, e.g. 64G.")] = None,
     python: Annotated[str, typer.Option(help="Slurm: the interpreter with matcher installed on the nodes.")] = "python",
+    sbatch_arg: Annotated[list[str] | None, typer.Option(help="Slurm: an extra #SBATCH option, e.g. "
+                                                              "--sbatch-arg=--qos=long (repeatable).")] = None,
+    setup: Annotated[list[str] | None, typer.Option(help="Slurm: a shell line run before training, e.g. "
+                                                         "'module load cuda' (repeatable).")] = None,
 ) -> None:
     """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
     from matcher.console import notice
     from matcher.run.runner import run_sweep
-    from matcher.run.slurm import SlurmOptions
 
-    slurm = SlurmOptions(partition=partition, account=account, time=time, gpus_per_run=gpus_per_run,
-                         max_parallel=max_parallel, cpus_per_gpu=cpus_per_gpu, mem=mem, python=python)
+    slurm = _slurm_options(launcher, partition=partition, account=account, time=time, nodes=nodes,
+                           gpus_per_node=gpus_per_node, gpus_per_run=gpus_per_run, max_parallel=max_parallel,
+                           cpus_per_gpu=cpus_per_gpu, mem=mem, python=python, sbatch_args=sbatch_arg or [],
+                           setup=setup or [])
     summaries = run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
                           retry_failed=retry_failed, slurm=slurm)
     if any(summary.state == "failed" for summary in summaries):
@@ -214,6 +223,39 @@ def run(
     if any(summary.state == "interrupted" for summary in summaries):
         notice(f"interrupted: run `matcher run {sweep}` again to resume from the last checkpoint")
         raise typer.Exit(130)  # as a shell reports SIGINT, so a script's loop stops too
+
+
+@app.command()
+def status(
+    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep).")],
+    watch: Annotated[bool, typer.Option(help="Redraw until every run is finished or failed (Ctrl-C stops).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 5.0,
+) -> None:
+    """Every run of a sweep: state, step, tokens, last accuracy, tokens/s, ETA, Slurm job, failure reason."""
+    from matcher.commands.status import status_command
+
+    status_command(results_dir, watch=watch, as_json=as_json, interval_s=interval)
+
+
+def _slurm_options(launcher: str, *, nodes: int, gpus_per_node: int | None, gpus_per_run: int | None,
+                   **options):
+    """`--gpus-per-run G` is `--nodes 1 --gpus-per-node G`; the Slurm options are checked whatever the
+    launcher, and a multi-node request without Slurm is refused rather than ignored."""
+    from matcher.errors import ConfigError
+    from matcher.run.slurm import SlurmOptions
+
+    if gpus_per_run is not None:
+        if nodes > 1:
+            raise ConfigError(f"--gpus-per-run is --nodes 1 --gpus-per-node N; with --nodes {nodes} give "
+                              "--gpus-per-node")
+        if gpus_per_node is not None and gpus_per_node != gpus_per_run:
+            raise ConfigError(f"--gpus-per-run {gpus_per_run} and --gpus-per-node {gpus_per_node} disagree; "
+                              "give one of them")
+        gpus_per_node = gpus_per_run
+    if nodes > 1 and launcher != "slurm":
+        raise ConfigError(f"--nodes {nodes} needs --launcher slurm (the local launcher trains on this machine)")
+    return SlurmOptions(nodes=nodes, gpus_per_node=gpus_per_node or 1, **options)
 
 
 @app.command()

@@ -25,6 +25,7 @@ MAX_DEPTH = 1 << 14
 MAX_SIZE = 1 << 24
 MLP_ACTS = ("swiglu", "gelu")
 MIXTURES = ("sequential", "parallel")
+DASHBOARDS = ("tensorboard", "wandb")  # train.dashboards (matcher.run.dashboards)
 
 
 @dataclass(kw_only=True)
@@ -316,6 +317,8 @@ class TrainConfig:
     dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
     compile: bool = False  # torch.compile the model
     recompute: str = "none"  # activation recomputation: none | full
+    # where metric lines also go, besides metrics.jsonl (the source of truth): tensorboard, wandb
+    dashboards: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -348,6 +351,13 @@ class TrainConfig:
             raise ConfigError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")
         if self.recompute not in ("none", "full"):
             raise ConfigError(f"recompute must be none or full, got {self.recompute!r}")
+        for name in self.dashboards:
+            if name not in DASHBOARDS:
+                close = difflib.get_close_matches(name, DASHBOARDS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"dashboards: unknown dashboard {name!r}{hint}; valid: {', '.join(DASHBOARDS)}")
+        if len(set(self.dashboards)) != len(self.dashboards):
+            raise ConfigError(f"dashboards lists one twice: {self.dashboards}")
         if any(t <= 0 for t in self.eval_tokens) or list(self.eval_tokens) != sorted(set(self.eval_tokens)):
             raise ConfigError("eval_tokens must be positive and strictly increasing")
 

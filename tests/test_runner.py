@@ -48,7 +48,7 @@ def quiet() -> Console:
 def test_sbatch_script_matches_golden(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sweep = write_tiny_sweep(Path("."))
-    options = SlurmOptions(partition="gpu", account="proj-42", time="02:00:00", gpus_per_run=2,
+    options = SlurmOptions(partition="gpu", account="proj-42", time="02:00:00", gpus_per_node=2,
                            cpus_per_gpu=6, mem="64G", max_parallel=2)
     summaries = run_sweep(sweep, "results", launcher="slurm", dry_run=True, fsdp=True, slurm=options,
                           console=quiet())

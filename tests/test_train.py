@@ -19,7 +19,7 @@ from tiny_runs import comparable, prepare, tiny_run, tiny_train
 from matcher.data import shards, streams
 from matcher.errors import RunError
 from matcher.run.rundir import RunDir
-from matcher.run.runner import launch_run
+from matcher.run.runner import EXIT_INTERRUPTED, launch_run
 from matcher.run.schedule import eval_steps, wsd_lr
 from matcher.run.throughput import gini, mfu, peak_flops
 from matcher.run.trainer import train_run
@@ -228,7 +228,7 @@ def test_two_process_resume_matches_an_uninterrupted_run(tmp_path, reference, fs
     while not run_dir.checkpoint.is_file() and launcher.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     launcher.send_signal(signal.SIGINT)  # forwarded to the trainers: they finish the step and checkpoint
-    assert launcher.wait(timeout=120) == 0
+    assert launcher.wait(timeout=120) == EXIT_INTERRUPTED
     assert run_dir.status()["state"] == "interrupted", run_dir.log.read_text()[-3000:]
     summary = launch_run(run_dir.path, nproc=2, fsdp=fsdp, log_every_steps=5)
     assert summary.state == "finished", run_dir.log.read_text()[-3000:]

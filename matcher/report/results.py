@@ -94,7 +94,7 @@ def load_results(path: str | Path) -> Results:
     """Read every run folder under `path` (a sweep's folder, or a results/ folder holding one sweep)."""
     import pandas as pd
 
-    path, run_dirs = _find_run_dirs(Path(path))
+    path, run_dirs = find_run_dirs(Path(path))
     warnings = [f"{d}: metrics but no run.yaml; run skipped" for d in sorted(path.iterdir())
                 if (d / "metrics.jsonl").is_file() and not (d / "run.yaml").is_file()]
     runs, evals, train, expert_load = [], [], [], {}
@@ -130,7 +130,8 @@ def load_results(path: str | Path) -> Results:
     return Results(path, runs, evals, train, expert_load, warnings)
 
 
-def _find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
+def find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
+    """The sweep folder `path` names (itself, or the one sweep in a results/ folder) and its run folders."""
     if not path.is_dir():
         raise ResultsError(f"{path}: no such folder; give a sweep's results folder, e.g. results/<sweep>")
     if (path / "run.yaml").is_file():

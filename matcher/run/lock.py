@@ -1,9 +1,13 @@
-"""One trainer per run: a lock file created with O_CREAT | O_EXCL holding the owner's pid and host.
+"""One trainer per run: a lock file created with O_CREAT | O_EXCL holding the owner's pid and host (and
+its Slurm job id, under Slurm).
 
 A lock whose owner is on this host and no longer alive is stale (the trainer was killed with
-SIGKILL, or the machine rebooted) and is taken over. A lock from another host is never broken:
-this host cannot tell whether that process still runs. (Two processes that break the same stale lock
-at the same instant could both win; starts are human-paced, so this is not guarded further.)
+SIGKILL, or the machine rebooted) and is taken over. So is one taken by an earlier attempt of the
+Slurm job this process runs in: Slurm runs one attempt of a job at a time, so a requeued job that
+lands on another node takes over the lock its killed attempt left. Any other lock from another host
+is never broken: this host cannot tell whether that process still runs. (Two processes that break the
+same stale lock at the same instant could both win; starts are human-paced, so this is not guarded
+further.)
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ _UNREADABLE_GRACE_S = 10.0
 class Holder:
     pid: int
     host: str
+    slurm_job: str | None = None  # SLURM_JOB_ID of the holder (kept by a requeued job)
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}"
@@ -44,14 +49,17 @@ def _is_stale(path: Path, holder: Holder | None, host: str) -> bool:
             return time.time() - path.stat().st_mtime > _UNREADABLE_GRACE_S
         except FileNotFoundError:
             return False
-    return holder.host == host and not _pid_alive(holder.pid)
+    if holder.host == host:
+        return not _pid_alive(holder.pid)
+    return holder.slurm_job is not None and holder.slurm_job == os.environ.get("SLURM_JOB_ID")
 
 
 def read_holder(path: Path) -> Holder | None:
     """The owner written in the lock file; None when there is none to read."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Holder(pid=int(data["pid"]), host=str(data["host"]))
+        job = data.get("slurm_job")
+        return Holder(pid=int(data["pid"]), host=str(data["host"]), slurm_job=None if job is None else str(job))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
 
@@ -72,7 +80,7 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> Holder | None:
-        me = Holder(pid=os.getpid(), host=socket.gethostname())
+        me = Holder(pid=os.getpid(), host=socket.gethostname(), slurm_job=os.environ.get("SLURM_JOB_ID"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
@@ -86,7 +94,7 @@ class RunLock:
                     continue  # released between our open and our read
                 return holder or Holder(pid=-1, host="(lock being written)")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"pid": me.pid, "host": me.host}, handle)
+                json.dump({"pid": me.pid, "host": me.host, "slurm_job": me.slurm_job}, handle)
             self.held = True
             return None
 

@@ -1,11 +1,13 @@
 """The files of one run under `results/<sweep>/<run>/`, as `matcher compare` reads them.
 
 - run.yaml: what the run is (run, group, seed, role, variant, sweep, model, train, predicted);
-- env.json: where it ran (torch version, device name, dtype, world size; no host names or paths);
+- env.json: where it ran (torch version, device name, dtype, world size, Slurm job; no host names or paths);
+- slurm.json: {"job", "submitted"}: the Slurm array task it was last submitted as (`matcher run --launcher slurm`);
 - metrics.jsonl: one JSON object per line, each line flushed and fsynced as it is written;
 - status.json: {"state": running|finished|failed|interrupted, "reason", "step", "tokens", "updated"},
   replaced atomically;
 - checkpoints/last.pt: the latest checkpoint, replaced atomically;
+- tensorboard/, wandb_id, wandb/: the dashboards' copies of the metric lines (matcher.run.dashboards);
 - lock: held by the process that trains the run (see matcher.run.lock);
 - train.log: output of a training subprocess (GPU queue, torchrun, Slurm).
 """
@@ -58,8 +60,8 @@ def read_run_yaml(path: Path) -> tuple[list[str], RunInfo | None]:
     return field_problems(RunInfo, read_yaml(path), str(path))
 
 
-# TrainConfig fields that change how a run executes, not what it computes
-EXECUTION_FIELDS = ("micro_batch_size", "compile", "recompute")
+# TrainConfig fields that change how a run executes or is watched, not what it computes
+EXECUTION_FIELDS = ("micro_batch_size", "compile", "recompute", "dashboards")
 
 
 def _models_differ(old: Any, new: dict[str, Any]) -> bool:
@@ -93,6 +95,9 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     status_json = property(lambda self: self.path / "status.json")
     checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
+    slurm_json = property(lambda self: self.path / "slurm.json")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+    wandb_id = property(lambda self: self.path / "wandb_id")
     lock = property(lambda self: self.path / "lock")
     log = property(lambda self: self.path / "train.log")
 
@@ -133,6 +138,22 @@ class RunDir:
     def write_env(self, env: dict[str, Any]) -> None:
         write_text_atomic(self.env_json, json.dumps(env, indent=2) + "\n")
 
+    def read_env(self) -> dict[str, Any]:
+        """env.json ({} when there is none yet, or it cannot be read: it only describes the run)."""
+        return _read_json_object(self.env_json)
+
+    def write_slurm_job(self, job: str) -> None:
+        write_text_atomic(self.slurm_json, json.dumps({"job": job, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                          + "\n")
+
+    def slurm_job(self) -> str | None:
+        """The Slurm job of the run's latest attempt: the one its trainer ran in (env.json), unless it was
+        submitted again since (slurm.json is newer); None for a run never trained through Slurm."""
+        env, submitted = self.read_env(), _read_json_object(self.slurm_json)
+        if env and (not submitted or self.env_json.stat().st_mtime >= self.slurm_json.stat().st_mtime):
+            return env.get("slurm_job")
+        return submitted.get("job")
+
     # ---------------------------------------------------------------------------- metrics.jsonl
     def read_metrics(self) -> list[dict[str, Any]]:
         """The complete metric lines (a run killed while writing leaves a cut last line: not read)."""
@@ -162,6 +183,14 @@ def read_status(path: Path) -> tuple[dict[str, Any], str | None]:
     if not isinstance(data.get("reason"), str) or not data["reason"]:
         data["reason"] = None
     return data, None
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def split_complete(data: bytes) -> tuple[list[bytes], bytes]:

@@ -9,8 +9,9 @@ training (its lock is held) is skipped with a note. Launchers:
   own CUDA_VISIBLE_DEVICES (under torchrun when `nproc` > 1: DDP, or FSDP2 with `fsdp`);
 - slurm: one sbatch job array over the runs (matcher.run.slurm), submitted unless `dry_run`.
 
-`python -m matcher.run.runner RUN_DIR [--nproc N] [--fsdp]` trains one prepared run folder; the GPU
-queue and the Slurm tasks call it.
+`python -m matcher.run.runner RUN_DIR [--nproc N] [--fsdp] [-- COMMAND...]` trains one prepared run
+folder (or, with a COMMAND, runs that under the run's lock: the multi-node Slurm task's srun + torchrun);
+the GPU queue and the Slurm tasks call it. Its exit code is the run's state (see main).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from matcher.run.rundir import RunDir
 from matcher.run.slurm import SlurmOptions, job_script, submit, write_job_script
 
 LAUNCHERS = ("local", "slurm")
+EXIT_INTERRUPTED = 3  # checkpointed and stopped before the end: the Slurm task requeues itself on it
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another process holds the run's lock
+EXIT_CODES = {"failed": 1, "interrupted": EXIT_INTERRUPTED, "locked": EXIT_LOCKED}  # by state; others: 0
 POLL_S = 1.0  # how often subprocess runs' metrics files are read for the progress bars
 
 
@@ -107,10 +110,11 @@ def _watch(process: subprocess.Popen, tail: MetricsTail, on_record: Callable | N
 
 
 def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
-               on_record: Callable[[dict[str, Any]], None] | None = None, log_every_steps: int = 10
-               ) -> RunSummary:
+               on_record: Callable[[dict[str, Any]], None] | None = None, log_every_steps: int = 10,
+               command: list[str] | None = None) -> RunSummary:
     """Train one prepared run folder under its lock: in this process when `nproc` is 1, else under
-    torchrun. Returns its summary; never raises for a run's own failure (it is in the summary)."""
+    torchrun; with `command`, that command trains it (srun + torchrun over several nodes). Returns its
+    summary; never raises for a run's own failure (it is in the summary)."""
     run = RunDir(run_dir)
     state = run.status().get("state")
     if state == "finished":
@@ -120,10 +124,10 @@ def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
     if holder is not None:
         return summarize(run, "locked", f"being trained by {holder.describe()}; skipped")
     try:
-        if nproc == 1:
+        if nproc == 1 and command is None:
             return _train_here(run, on_record, log_every_steps)
         with _Forwarder() as forwarder, run.log.open("ab") as log:
-            child = subprocess.Popen(_worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log,
+            child = subprocess.Popen(command or _worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
             forwarder.children.append(child)
             tail = MetricsTail(run.metrics)
@@ -216,13 +220,18 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     sweep_dir = Path(results_root) / sweep.name
     runs = _select(sweep.runs, only)
     planned, skipped = _plan(runs, sweep_dir, retry_failed)
+    if launcher == "slurm":  # every option checked before anything is written
+        slurm = slurm or SlurmOptions()
+        _check_world_size([item.run for item in planned], slurm.world_size)
+        script_text = job_script(sweep_name=sweep.name, sweep_dir=sweep_dir, options=slurm, fsdp=fsdp,
+                                 run_names=[item.run.name for item in planned]) if planned else None
     if not (dry_run and launcher == "local"):
         for item in planned:  # before any training: a config clash stops the sweep, not one run
             item.dir.path.mkdir(parents=True, exist_ok=True)
             item.dir.write_run_info(run_info(item.run, sweep.name))
 
     if launcher == "slurm":
-        done = _submit_slurm(sweep.name, sweep_dir, planned, slurm or SlurmOptions(), fsdp, dry_run, console)
+        done = _submit_slurm(sweep.name, sweep_dir, planned, script_text, dry_run, console)
     elif dry_run:
         done = [RunSummary(run=item.run.name, state="planned", note=f"would {item.action}")
                 for item in planned]
@@ -235,18 +244,29 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     return summaries
 
 
-def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], options: SlurmOptions,
-                  fsdp: bool, dry_run: bool, console) -> list[RunSummary]:
+def _check_world_size(runs: list[Run], world_size: int) -> None:
+    """Each run's batch must split over the job's processes: found at submission, not hours later."""
+    for run in runs:
+        if run.train.batch_size % world_size:
+            fits = [n for n in range(1, run.train.batch_size + 1) if run.train.batch_size % n == 0]
+            raise ConfigError(f"{run.name}: batch_size {run.train.batch_size} does not split over "
+                              f"{world_size} GPUs (--nodes x --gpus-per-node); use a total that divides it "
+                              f"({', '.join(map(str, fits[-6:]))})")
+
+
+def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], text: str | None, dry_run: bool,
+                  console) -> list[RunSummary]:
     if not planned:
         return []
-    text = job_script(sweep_name=sweep_name, sweep_dir=sweep_dir, run_names=[p.run.name for p in planned],
-                      options=options, fsdp=fsdp)
     script = write_job_script(text, sweep_dir, sweep_name)
     if dry_run:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {script} (dry run: not submitted; submit with `sbatch {script}`)")
         return [RunSummary(run=p.run.name, state="planned", note=f"in {script}") for p in planned]
     job = submit(script)
     console.print(f"submitted job array {job} ({len(planned)} runs): {script}")
+    for i, item in enumerate(planned):  # `matcher status` shows it until the task itself starts
+        item.dir.write_slurm_job(f"{job}_{i}")
     return [RunSummary(run=p.run.name, state="submitted", note=f"job {job}_{i}")
             for i, p in enumerate(planned)]
 
@@ -326,27 +346,33 @@ def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m matcher.run.runner RUN_DIR [--nproc N] [--fsdp]`: train one prepared run folder under its
-    lock. Exit codes: 0 finished, interrupted or already finished; 1 failed; 2 a user error;
-    75 another process holds the lock."""
+    """`python -m matcher.run.runner RUN_DIR [--nproc N] [--fsdp] [-- COMMAND...]`: train one prepared run
+    folder under its lock (with a COMMAND: run it under the lock; it trains the run). Exit codes, the run's
+    state in status.json afterwards: 0 finished or already finished; 1 failed; 2 a user error;
+    3 interrupted (checkpointed; resumes when started again); 75 another process holds the lock."""
     import argparse
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[argv.index("--") + 1:] if "--" in argv else None
+    own = argv[:argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(prog="python -m matcher.run.runner", description=main.__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for this run")
     parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 instead of DDP when nproc > 1")
     parser.add_argument("--log-every-steps", type=int, default=10, help="steps between train metric lines")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(own)
     try:
         if not RunDir(args.run_dir).run_yaml.is_file():
             raise RunError(f"{args.run_dir}: no run.yaml; prepare the run with `matcher run SWEEP`")
+        if command == []:
+            raise RunError("nothing after `--`: give the command that trains the run")
         summary = launch_run(args.run_dir, nproc=args.nproc, fsdp=args.fsdp,
-                             log_every_steps=args.log_every_steps)
+                             log_every_steps=args.log_every_steps, command=command)
     except MatcherError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{summary.run}: {summary.state}" + (f" ({summary.note})" if summary.note else ""), file=sys.stderr)
-    return {"failed": 1, "locked": EXIT_LOCKED}.get(summary.state, 0)
+    return EXIT_CODES.get(summary.state, 0)
 
 
 if __name__ == "__main__":

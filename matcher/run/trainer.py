@@ -40,6 +40,7 @@ from matcher.errors import DataError, MatcherError, RunError
 from matcher.models import IGNORE_INDEX
 from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
+from matcher.run.dashboards import open_dashboards
 from matcher.run.distributed import all_reduce_sum, close_world, gradient_sync, init_world, wrap
 from matcher.run.evaluate import answer_accuracy, answer_loss
 from matcher.run.rundir import MetricsWriter, RunDir
@@ -205,6 +206,8 @@ class Trainer:
         self.elapsed_before_s = loop_state.get("elapsed_s", 0.0)
         self.metrics = (MetricsWriter(run.metrics, loop_state.get("metrics_bytes", 0)) if self.world.is_main
                         else None)
+        self.dashboards = (open_dashboards(self.cfg.dashboards, run, self.info, resume_step=self.step)
+                           if self.world.is_main and self.cfg.dashboards else [])
 
     @property
     def tokens(self) -> int:
@@ -263,6 +266,8 @@ class Trainer:
         self._pool.shutdown(wait=True, cancel_futures=True)
         if getattr(self, "metrics", None) is not None:
             self.metrics.close()
+        for dashboard in getattr(self, "dashboards", []):
+            dashboard.close()
 
     # --------------------------------------------------------------------------------- the loop
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,6 +308,8 @@ class Trainer:
     def _write(self, record: dict[str, Any]) -> None:
         if self.world.is_main:
             self.metrics.write(record)
+            for dashboard in self.dashboards:
+                dashboard.write(record)
             if self.on_record is not None:
                 self.on_record(record)
 
@@ -314,6 +321,8 @@ class Trainer:
                 "fsdp2" if self.fsdp and self.world.size > 1 else "ddp" if self.world.size > 1 else "none"),
             "compile": self.cfg.compile, "recompute": self.cfg.recompute,
             "train_flops_per_token": self.train_flops_per_token, "peak_flops_per_device": self.peak_flops,
+            "nodes": self.world.size // int(os.environ.get("LOCAL_WORLD_SIZE", self.world.size)),
+            "slurm_job": _slurm_job(),
         })
 
     def run(self) -> RunResult:
@@ -400,6 +409,13 @@ class Trainer:
         })
         self.meter.since_eval = Window()
         self.load_since_eval = None
+
+
+def _slurm_job() -> str | None:
+    """The array task (or job) this process runs in under Slurm: what `squeue`, `sacct` and `scancel` take."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def _micro_batch(cfg: TrainConfig, world_size: int) -> int:

@@ -1,0 +1,158 @@
+"""`matcher status results/SWEEP [--watch] [--json]`: where every run of a sweep stands, wherever it
+trains (this machine, another one, a Slurm cluster): state, step, tokens, last eval accuracy, tokens/s,
+the time left at that speed, the Slurm job, and why a run failed or stopped.
+
+Read from the run folders alone (status.json, run.yaml, metrics.jsonl, env.json / slurm.json), with the
+readers of matcher.run.rundir; nothing is written, so it is safe beside a running sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from matcher import fmt
+from matcher.config import VARIANTS, TrainConfig
+from matcher.errors import ConfigError, MatcherError
+from matcher.run.lock import live_holder
+from matcher.run.rundir import RunDir, read_run_yaml
+
+DONE_STATES = ("finished", "failed")  # --watch stops when every run is in one of them
+WATCH_INTERVAL_S = 5.0
+
+
+@dataclass
+class RunStatus:
+    run: str
+    state: str  # new | running | finished | failed | interrupted | unknown
+    step: int
+    tokens: int
+    total_tokens: int | None  # the run's budget (None: its run.yaml cannot be read)
+    eval_accuracy: float | None  # of the last eval line
+    eval_tokens: int | None  # where that eval was taken
+    tokens_per_s: float | None  # of the last line that measured it
+    eta_s: float | None  # the remaining tokens at that speed (runs not finished or failed)
+    slurm_job: str | None  # the array task of its latest Slurm attempt
+    reason: str | None  # why it failed, stopped, or cannot be read
+    updated: str | None  # when status.json was last written
+    role: str | None  # target | variant (None: its run.yaml cannot be read)
+    variant: str | None
+
+
+def run_status(run_dir: RunDir) -> RunStatus:
+    status = run_dir.status()
+    reason = status.get("reason")
+    total_tokens, role, variant = None, None, None
+    try:
+        problems, info = read_run_yaml(run_dir.run_yaml)
+    except ConfigError as error:
+        problems, info = [str(error)], None
+    if info is not None:
+        role, variant = info.role, info.variant
+        try:
+            train = TrainConfig.from_dict(info.train, f"{run_dir.run_yaml} train")
+            total_tokens = train.total_steps * train.tokens_per_step
+        except MatcherError as error:
+            problems = [str(error)]
+    try:
+        records = run_dir.read_metrics()
+    except ValueError as error:
+        records, problems = [], [*problems, f"{run_dir.metrics}: a line is not valid JSON ({error})"]
+    evals = [line for line in records if line.get("event") == "eval"]
+    speeds = [line["tokens_per_s"] for line in records if isinstance(line.get("tokens_per_s"), (int, float))]
+    tokens = max([status["tokens"], *(line["tokens"] for line in records if isinstance(line.get("tokens"), int))])
+    step = max([status["step"], *(line["step"] for line in records if isinstance(line.get("step"), int))])
+    speed = speeds[-1] if speeds else None
+    eta = None
+    if status["state"] not in DONE_STATES and speed and total_tokens is not None:
+        eta = max(0, total_tokens - tokens) / speed
+    if problems:
+        reason = "; ".join(problems)
+    elif status["state"] == "running" and live_holder(run_dir.lock) is None:
+        reason = "no process holds its lock: its trainer was killed; `matcher run` resumes it"
+    slurm_job = run_dir.slurm_job()
+    if status["state"] == "new" and slurm_job and not reason:
+        reason = "submitted; waiting for Slurm to start it"
+    return RunStatus(run=run_dir.name, state=status["state"], step=step, tokens=tokens, total_tokens=total_tokens,
+                     eval_accuracy=evals[-1].get("eval_accuracy") if evals else None,
+                     eval_tokens=evals[-1].get("tokens") if evals else None, tokens_per_s=speed, eta_s=eta,
+                     slurm_job=slurm_job, reason=reason, updated=status.get("updated"),
+                     role=role, variant=variant)
+
+
+def sweep_status(results_dir: str | Path) -> tuple[Path, list[RunStatus]]:
+    """The sweep folder and its runs: the target first, then by variant (la, dr, dr_da) and name."""
+    from matcher.report.results import find_run_dirs
+
+    sweep_dir, run_dirs = find_run_dirs(Path(results_dir))
+    runs = [run_status(RunDir(path)) for path in run_dirs]
+    order = {variant: i for i, variant in enumerate(VARIANTS)}
+    runs.sort(key=lambda r: (r.role != "target", order.get(r.variant, len(order)), r.run))
+    return sweep_dir, runs
+
+
+def duration(seconds: float | None) -> str:
+    """3725 -> '1h02m'; None -> '-'."""
+    if seconds is None:
+        return "-"
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f}s"
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+
+
+def status_table(sweep_dir: Path, runs: list[RunStatus]):
+    from rich.table import Table
+
+    table = Table(title=f"{sweep_dir.name}: {sum(r.state == 'finished' for r in runs)}/{len(runs)} finished",
+                  title_justify="left")
+    for column in ("run", "state", "step", "tokens", "accuracy", "tokens/s", "ETA", "job", "note"):
+        table.add_column(column, justify="right" if column in ("step", "tokens", "accuracy", "tokens/s", "ETA")
+                         else "left", overflow="fold")
+    colours = {"finished": "green", "failed": "red", "interrupted": "yellow", "unknown": "red", "running": "cyan"}
+    for r in runs:
+        colour = colours.get(r.state)
+        state = f"[{colour}]{r.state}[/]" if colour else r.state
+        tokens = fmt.si(r.tokens) + (f"/{fmt.si(r.total_tokens)}" if r.total_tokens else "")
+        accuracy = "-" if r.eval_accuracy is None else f"{r.eval_accuracy:.1%} @{fmt.si(r.eval_tokens)}"
+        table.add_row(r.run, state, str(r.step), tokens, accuracy, fmt.si(r.tokens_per_s), duration(r.eta_s),
+                      r.slurm_job or "-", r.reason or "")
+    return table
+
+
+def status_command(results_dir: str | Path, *, watch: bool = False, as_json: bool = False,
+                   interval_s: float = WATCH_INTERVAL_S, console=None) -> None:
+    """Print the table (or JSON) once; with `watch`, redraw it every `interval_s` until every run is
+    finished or failed, or Ctrl-C."""
+    from matcher import console as consoles
+
+    if watch and as_json:
+        raise ConfigError("--watch redraws a table; --json prints the status once (call it again to poll)")
+    if interval_s <= 0:
+        raise ConfigError(f"--interval must be positive, got {interval_s}")
+    console = console or consoles.out()
+    sweep_dir, runs = sweep_status(results_dir)
+    if as_json:
+        console.print_json(json.dumps({"sweep": sweep_dir.name, "path": str(sweep_dir),
+                                       "runs": [dataclasses.asdict(r) for r in runs]}))
+        return
+    if not watch:
+        console.print(status_table(sweep_dir, runs))
+        return
+    from rich.live import Live
+
+    with Live(status_table(sweep_dir, runs), console=console, auto_refresh=False) as live:
+        try:
+            while not all(r.state in DONE_STATES for r in runs):
+                time.sleep(interval_s)
+                sweep_dir, runs = sweep_status(sweep_dir)
+                live.update(status_table(sweep_dir, runs), refresh=True)
+        except KeyboardInterrupt:  # the way to stop watching: not an error
+            pass
