@@ -262,13 +262,21 @@ def _unique_keys_loader() -> type:
 
     class UniqueKeyLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice in one mapping; keep one", key_node.start_mark)
-                seen.add(key)
+            if isinstance(node, yaml.MappingNode):
+                # keys written here; those brought in by a merge key (<<: *defaults) may be overridden
+                written = [key_node for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge"]
+                seen = set()
+                for key_node in written:
+                    if not isinstance(key_node, yaml.ScalarNode):
+                        raise yaml.constructor.ConstructorError(
+                            None, None, "a mapping key must be a plain value, not a list or mapping",
+                            key_node.start_mark)
+                    key = self.construct_object(key_node, deep=deep)
+                    duplicate = key in seen
+                    seen.add(key)
+                    if duplicate:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key!r} appears twice in one mapping; keep one", key_node.start_mark)
             return super().construct_mapping(node, deep=deep)
 
     return UniqueKeyLoader

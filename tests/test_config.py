@@ -143,3 +143,15 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
     path.write_text("vocab_size: 128\nd_model: 64\ndepth: 2\nn_heads: 4\nseq_len: 8\nd_ff: 8\nd_model: 32\n")
     with pytest.raises(ConfigError, match="line 7, column 1: .*key 'd_model' appears twice"):
         load_model_config(path)
+
+
+def test_merge_keys_may_be_overridden_and_list_keys_are_one_message(tmp_path):
+    from matcher.config import read_yaml
+
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &base\n  d_model: 64\n  depth: 2\nmodel:\n  <<: *base\n  d_model: 32\n")
+    assert read_yaml(merged)["model"] == {"d_model": 32, "depth": 2}
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("? [1]\n: 2\n")
+    with pytest.raises(ConfigError, match="a mapping key must be a plain value"):
+        read_yaml(odd)

@@ -171,3 +171,43 @@ def test_data_outside_the_vocabulary_is_found_before_training(tmp_path, monkeypa
     path = _edited(tmp_path, lambda d: d["runs"][1]["train"].update(data="bpe.bin"))
     with pytest.raises(ConfigError, match="runs\\[1\\].train \\(dr\\): bpe.bin: token 128 at position 128 is outside"):
         load_sweep(path)
+
+
+def test_a_planned_sweep_with_a_held_variable_validates(tmp_path):
+    """--set n_experts holds one free variable: params is then only reported, not matched, and
+    validation checks what the search matched, not everything --match named."""
+    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+
+    plan = make_plan(PlanRequest(target="la-tiny", variants="dr", set_fields=["n_experts=4"]))
+    path = write_sweep(build_sweep(plan), tmp_path / "held.yaml")
+    sweep = load_sweep(path)
+    assert sweep.meta.solved == {"dr": ["flops"]}
+
+
+def test_memory_matched_sweeps_take_a_micro_batch_edit(tmp_path):
+    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+
+    plan = make_plan(PlanRequest(target="la-tiny", variants="dr", match="flops,memory", tolerance=0.05))
+    data = build_sweep(plan).to_dict()
+    for run in data["runs"]:
+        run["train"]["micro_batch_size"] = 1
+    path = tmp_path / "mem.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_sweep(path).runs[1].train.micro_batch_size == 1
+
+
+def test_shards_of_another_tokenizer_are_found_before_training(tmp_path, monkeypatch):
+    import numpy as np
+
+    from matcher.data import shards
+
+    monkeypatch.chdir(tmp_path)
+    shards.write_shard(tmp_path / "bpe.bin", np.arange(5000) % 300)
+
+    def edit(d):
+        d["runs"][2]["train"]["data"] = "bpe.bin"
+        d["runs"][2]["model"]["vocab_size"] = 512
+
+    with pytest.raises(ConfigError,
+                       match="runs\\[2\\].train \\(dr_da\\): bpe.bin: the shards hold token ids up to 299"):
+        load_sweep(_edited(tmp_path, edit))

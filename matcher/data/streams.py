@@ -12,7 +12,7 @@ import numpy as np
 
 from matcher.data import math_task, shards
 from matcher.data.problems import document_text
-from matcher.data.tokenizer import check_vocab, encode_document
+from matcher.data.tokenizer import VOCAB_SIZE, check_vocab, encode_document
 from matcher.errors import DataError
 
 
@@ -62,6 +62,26 @@ def open_stream(data: str, *, seed: int, n_steps: int, seq_len: int, vocab_size:
     if data == "math":
         return MathStream(seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size)
     return ShardStream(data, seed=seed, seq_len=seq_len, vocab_size=vocab_size)
+
+
+def open_training_data(data: str, eval_data: str, *, seed: int, n_steps: int, seq_len: int, vocab_size: int,
+                       eval_examples: int) -> tuple[MathStream | ShardStream, list]:
+    """A run's training stream and eval problems, checked before anything trains (the trainer and
+    `sweep validate` both call this): data readable and inside the model's vocabulary, a vocabulary that
+    holds the character tokenizer's, shards written with that tokenizer (evaluation encodes with it),
+    and a readable eval set."""
+    from matcher.data import math_task, problems
+
+    stream = open_stream(data, seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size)
+    check_vocab(vocab_size)
+    if isinstance(stream, ShardStream) and stream.highest >= VOCAB_SIZE:
+        raise DataError(
+            f"{data}: the shards hold token ids up to {stream.highest}, but evaluation "
+            f"encodes problems with matcher's {VOCAB_SIZE}-token character tokenizer, so its "
+            "loss and accuracy would be meaningless; write the shards with `matcher data encode`")
+    if eval_data == "math":
+        return stream, math_task.eval_problems(n_steps, eval_examples)
+    return stream, problems.load_jsonl(eval_data)[:eval_examples]
 
 
 def batch_rows(stream: MathStream | ShardStream, *, step: int, batch_size: int, rank: int = 0,

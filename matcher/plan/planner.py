@@ -487,7 +487,9 @@ def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
         matched=list(plan.matched), conventions=conv.to_dict(), tool_version=__version__,
         command=plan.request.command_line(),
         created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        description=_describe(plan), tolerance=plan.spec.tolerance)
+        description=_describe(plan), tolerance=plan.spec.tolerance,
+        solved={r.label: list(r.match.solved) for r in plan.runs if r.match is not None},
+        memory_batch=plan.spec.batch)
     return Sweep(meta=meta, runs=runs)
 
 

@@ -35,6 +35,10 @@ class SweepMeta:
     created: str  # ISO 8601 time
     description: str = ""
     tolerance: float = 0.02  # the largest matched residual the plan accepted; edits beyond it are refused
+    # group -> the quantities the search matched for it (a quantity with no free variable left is only
+    # reported); empty in sweeps written before: then every quantity of `matched`
+    solved: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    memory_batch: int = 0  # sequences per forward that memory was matched at (0: each run's own)
 
 
 @dataclass(kw_only=True)
@@ -141,7 +145,8 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
                     problems.append(f"{where}.predicted.{key}: unknown cost (known: {', '.join(PREDICTED_KEYS)})")
                 elif isinstance(value, bool) or not isinstance(value, (int, float)):
                     problems.append(f"{where}.predicted.{key}: must be a number, got {value!r}")
-        if model is not None and train is not None and not any(p.startswith(where) for p in problems):
+        own = (f"{where}.", f"{where}:")  # this run's problems, not those of runs[10] when where is runs[1]
+        if model is not None and train is not None and not any(p.startswith(own) for p in problems):
             # Predictions are always recomputed from the configs: stale numbers in the file are neither
             # trusted nor an error (micro_batch_size and recompute may be edited between attempts);
             # whether the runs are still matched is checked below, on the fresh numbers.
@@ -158,7 +163,7 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
         problems.append(f"runs: runs of several groups have role: target ({', '.join(target_groups)}); a sweep "
                         "compares its variants with one target: keep one, make the others role: variant")
     if meta is not None and len(target_groups) == 1:
-        problems += _unmatched(runs, meta)
+        problems += _unmatched(runs, meta, conv or Conventions())
     problems += _data_problems(runs)
     steps = {r.train.tokens_per_step for r in runs}
     if len(steps) > 1:
@@ -173,18 +178,25 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
 MATCHED_COST = {"flops": "train_flops_per_token", "params": "total_params", "memory": "training_memory_bytes"}
 
 
-def _unmatched(runs: list[Run], meta: SweepMeta) -> list[str]:
+def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]:
     """Variants whose (recomputed) matched costs are off the target's by more than the sweep's tolerance:
-    edited after planning. With budgets, target and variants were each matched to the budget, so they may
-    differ from each other by twice the tolerance."""
+    edited after planning. Memory is compared at the micro-batch it was matched at, so an edited
+    micro_batch_size (an execution setting) does not unmatch a sweep. With budgets, target and variants
+    were each matched to the budget, so they may differ from each other by twice the tolerance."""
     target = next(run for run in runs if run.role == "target")
     allowed = meta.tolerance * (2 if meta.target == "budget" else 1)
+
+    def cost(run: Run, quantity: str) -> float:
+        if quantity == "memory" and meta.memory_batch:
+            return memory(run.model, batch=meta.memory_batch, seq_len=run.train.seq_len, conv=conv).training_bytes
+        return run.predicted[MATCHED_COST[quantity]]
+
     problems = []
     for i, run in enumerate(runs):
         if run.role != "variant":
             continue
-        off = {q: run.predicted[MATCHED_COST[q]] / target.predicted[MATCHED_COST[q]] - 1
-               for q in meta.matched if q in MATCHED_COST and target.predicted[MATCHED_COST[q]]}
+        quantities = [q for q in meta.solved.get(run.group, meta.matched) if q in MATCHED_COST]
+        off = {q: cost(run, q) / cost(target, q) - 1 for q in quantities if cost(target, q)}
         worse = {q: r for q, r in off.items() if abs(r) > allowed + 1e-9}
         if worse:
             listing = ", ".join(f"{q} {r:+.2%}" for q, r in worse.items())
@@ -195,30 +207,23 @@ def _unmatched(runs: list[Run], meta: SweepMeta) -> list[str]:
 
 
 def _data_problems(runs: list[Run]) -> list[str]:
-    """Training data and eval sets that are missing, unreadable or outside the model's vocabulary: found
-    now, not after the runs before them have trained. Each (data, vocabulary) is checked once."""
-    from matcher.data import problems as eval_sets
-    from matcher.data import streams, tokenizer
+    """What the trainer would refuse at its start (matcher.data.streams.open_training_data), found for
+    every run now, not after the runs before it have trained. Each distinct setting is checked once."""
+    from matcher.data import streams
     from matcher.errors import DataError
 
     found, checked = [], set()
     for i, run in enumerate(runs):
-        train, vocab = run.train, run.model.vocab_size
-        checks = {
-            ("data", train.data, vocab, train.seq_len): (streams.open_stream, dict(
-                data=train.data, seed=train.seed, n_steps=train.data_steps, seq_len=train.seq_len, vocab_size=vocab)),
-            ("vocab", vocab): (tokenizer.check_vocab, dict(vocab_size=vocab)),
-        }
-        if train.eval_data != "math":
-            checks["eval", train.eval_data] = (eval_sets.load_jsonl, dict(path=train.eval_data))
-        for key, (check, arguments) in checks.items():
-            if key in checked:
-                continue
-            checked.add(key)
-            try:
-                check(**arguments)
-            except DataError as err:
-                found.append(f"runs[{i}].train ({run.name}): {err}")
+        train = run.train
+        key = (train.data, train.eval_data, train.seed, train.data_steps, train.seq_len, run.model.vocab_size)
+        if key in checked:
+            continue
+        checked.add(key)
+        try:
+            streams.open_training_data(train.data, train.eval_data, seed=train.seed, n_steps=train.data_steps,
+                                       seq_len=train.seq_len, vocab_size=run.model.vocab_size, eval_examples=1)
+        except DataError as err:
+            found.append(f"runs[{i}].train ({run.name}): {err}")
     return found
 
 

@@ -27,7 +27,8 @@ import torch
 import torch.distributed as dist
 
 from matcher.atomic import write_atomic, write_text_atomic
-from matcher.errors import RunError
+from matcher.config import ModelConfig
+from matcher.errors import MatcherError, RunError
 
 CHECKPOINT_FORMAT = 1
 
@@ -112,6 +113,13 @@ def _read(path: Path, identity: dict[str, Any]) -> tuple[dict[str, Any] | None, 
     if not path.is_file():
         return None, None
     restart = "delete it (and last.pt.sha256) to restart the run from its beginning"
+    try:
+        return _verified(path, identity, restart)
+    except OSError as error:  # returned, not raised: the other ranks wait for rank 0's answer
+        return None, f"{path}: cannot be read ({error.strerror or error}); check its permissions, or {restart}"
+
+
+def _verified(path: Path, identity: dict[str, Any], restart: str) -> tuple[dict[str, Any] | None, str | None]:
     accepted = _accepted_checksums(path)
     if accepted is not None and _sha256(path) not in accepted:
         return None, (f"{path}: damaged (its checksum is not the one written; a disk error or a cut copy?); "
@@ -123,11 +131,27 @@ def _read(path: Path, identity: dict[str, Any]) -> tuple[dict[str, Any] | None, 
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         return None, f"{path}: written by another matcher version; {restart}"
     saved = checkpoint.get("identity")
-    if saved is not None and saved != identity:
-        differs = sorted(key for key in {**saved, **identity} if saved.get(key) != identity.get(key))
+    if saved is not None and not _same_run(saved, identity):
+        differs = sorted(key for key in {**saved, **identity} if not _same_value(key, saved.get(key),
+                                                                                identity.get(key)))
         return None, (f"{path}: a checkpoint of another run ({', '.join(differs)} differ from this run's "
                       f"run.yaml); put back this run's checkpoint, or {restart}")
     return checkpoint, None
+
+
+def _same_run(saved: dict[str, Any], identity: dict[str, Any]) -> bool:
+    return all(_same_value(key, saved.get(key), identity.get(key)) for key in {**saved, **identity})
+
+
+def _same_value(key: str, saved: Any, current: Any) -> bool:
+    """Model configs compare as configs, so a field added to ModelConfig since the checkpoint was
+    written counts at its default (as run.yaml's own check does)."""
+    if key == "model" and isinstance(saved, dict) and isinstance(current, dict):
+        try:
+            return ModelConfig.from_dict(saved) == ModelConfig.from_dict(current)
+        except MatcherError:
+            return False
+    return saved == current
 
 
 class _Hashing:
@@ -154,14 +178,16 @@ def _accepted_checksums(path: Path) -> list[str] | None:
         accepted = json.loads(_checksum_path(path).read_text())
     except FileNotFoundError:
         return None
-    except (ValueError, UnicodeDecodeError):
-        return []  # a damaged list accepts nothing: the checkpoint cannot be trusted either
+    except (ValueError, UnicodeDecodeError, OSError):
+        return []  # a damaged or unreadable list accepts nothing: the checkpoint cannot be trusted either
     return [value for value in accepted if isinstance(value, str)] if isinstance(accepted, list) else []
 
 
 def _write_verified(path: Path, checkpoint: dict[str, Any]) -> None:
+    # Every checksum still accepted stays accepted until this save completes: after a kill between the
+    # list and the rename, the file on disk may be any of them (a second kill must not strand it).
     accepted = _accepted_checksums(path) if path.is_file() else []
-    previous = accepted[:1] if accepted is not None else [_sha256(path)]  # one written before checksums
+    previous = accepted if accepted is not None else [_sha256(path)]  # one written before checksums
     written = {}
 
     def write(handle: Any) -> None:

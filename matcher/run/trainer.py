@@ -35,8 +35,8 @@ import torch
 
 from matcher import __version__
 from matcher.config import ModelConfig, TrainConfig
-from matcher.data import math_task, problems, streams, tokenizer
-from matcher.errors import DataError, MatcherError, RunError
+from matcher.data import streams
+from matcher.errors import MatcherError, RunError
 from matcher.models import IGNORE_INDEX
 from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
@@ -434,18 +434,9 @@ def _micro_batch(cfg: TrainConfig, world_size: int) -> int:
 
 
 def _open_data(cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[Any, list]:
-    """The training stream and the eval problems, checked against the vocabulary before training."""
-    stream = streams.open_stream(cfg.data, seed=cfg.seed, n_steps=cfg.data_steps, seq_len=cfg.seq_len,
-                                 vocab_size=model_cfg.vocab_size)
-    tokenizer.check_vocab(model_cfg.vocab_size)
-    if isinstance(stream, streams.ShardStream) and stream.highest >= tokenizer.VOCAB_SIZE:
-        raise DataError(
-            f"{cfg.data}: the shards hold token ids up to {stream.highest}, but evaluation "
-            f"encodes problems with matcher's {tokenizer.VOCAB_SIZE}-token character tokenizer, so its "
-            "loss and accuracy would be meaningless; write the shards with `matcher data encode`")
-    if cfg.eval_data == "math":
-        return stream, math_task.eval_problems(cfg.data_steps, cfg.eval_examples)
-    return stream, problems.load_jsonl(cfg.eval_data)[:cfg.eval_examples]
+    return streams.open_training_data(cfg.data, cfg.eval_data, seed=cfg.seed, n_steps=cfg.data_steps,
+                                      seq_len=cfg.seq_len, vocab_size=model_cfg.vocab_size,
+                                      eval_examples=cfg.eval_examples)
 
 
 def main(argv: list[str] | None = None) -> int:
