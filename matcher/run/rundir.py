@@ -73,7 +73,6 @@ def _models_differ(old: Any, new: dict[str, Any]) -> bool:
 
 
 def _trainings_differ(old: Any, new: dict[str, Any]) -> bool:
-
     try:
         before, after = TrainConfig.from_dict(old), TrainConfig.from_dict(new)
     except MatcherError:
