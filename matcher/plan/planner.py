@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from matcher import __version__, fmt
-from matcher.config import VARIANTS, ModelConfig, TrainConfig
+from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig
 from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, MatchError
 from matcher.names import resolve
@@ -127,6 +127,8 @@ def parse_match(text: str) -> tuple[str, ...]:
 def variant_config(target: ModelConfig, variant: str, overrides: Overrides) -> tuple[ModelConfig, set[str]]:
     """The variant's config before the search, and the free variables the user held with --set."""
     changes = overrides.changes()
+    if isinstance(changes.get("d_model"), int) and changes["d_model"] > MAX_SIZE:  # before the head search
+        raise ConfigError(f"{variant}: d_model must be at most {MAX_SIZE:,}, got {changes['d_model']:,}")
     if "d_model" in changes and not {"n_heads", "head_dim"} & set(overrides.fields):
         changes.update(_heads_for(target, changes["d_model"], "n_kv_heads" in overrides.fields))
     if isinstance(changes.get("top_k"), int) and target.is_moe and "n_experts" not in changes:
