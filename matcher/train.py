@@ -175,9 +175,6 @@ class Trainer:
         self.model.recompute = self.cfg.recompute == "full"
         self.train_model = wrap(self.model, self.world, self.device, fsdp=fsdp)
         if self.cfg.compile:
-            from models.expert_attention import compile_friendly
-
-            compile_friendly(self.model)
             self.train_model = torch.compile(self.train_model)
         self.optimizer = self._make_optimizer()
 
