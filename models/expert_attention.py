@@ -7,11 +7,13 @@ normalised over the selected experts. The bias is a buffer moved outside the gra
 expert load (auxiliary-loss-free balancing, DeepSeek-V3).
 """
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from matcher.models.norm import apply_rotary, compute_dtype, rotary_cos_sin
-from torch._subclasses.fake_tensor import is_fake
+from torch.utils.flop_counter import register_flop_formula
 
 from matcher.config import ModelConfig
 
@@ -92,46 +94,34 @@ class Experts(nn.Module):
         self.w3 = nn.Parameter(torch.empty(E, d, f)) if cfg.mlp_act == "swiglu" else None
         self.w2 = nn.Parameter(torch.empty(E, f, d))
         # Model.forward sets a dict for the length of one forward: the weights cast to autocast's dtype,
-        # shared by every application of this layer. Autocast's own cache covers only whole leaf tensors
-        # passed to an op; casting expert slices instead would save a copy per application for backward
-        # (for dr at depth 32, 32 copies of the shared experts).
+        # shared by every application of this layer. Autocast does not cast grouped_mm's arguments, and a
+        # cast per application would save a copy per application for backward (for dr at depth 32, 32
+        # copies of the shared experts).
         self.cast_cache: dict[torch.dtype, tuple] | None = None
 
     def forward(self, x: torch.Tensor, chosen: torch.Tensor, gates: torch.Tensor,
-                counts: list[int] | None) -> torch.Tensor:
-        """x (N, d), chosen/gates (N, k), counts: assignments per expert (None: unknown, see below)."""
-        N, k = chosen.shape
-        E = self.w1.shape[0]
-        expert_of = chosen.flatten()  # (N*k,)
-        order = expert_of.argsort(stable=True)  # assignments grouped by expert
+                tokens_per_expert: torch.Tensor) -> torch.Tensor:
+        """x (N, d), chosen/gates (N, k), tokens_per_expert (E,) assignments per expert -> (N, d)."""
+        N, d = x.shape
+        k = chosen.shape[1]
+        order = chosen.flatten().argsort(stable=True)  # (N*k,) assignments grouped by expert
         token_of = order // k  # (N*k,) the token of each sorted assignment
+        # where each expert's rows end, kept on the device: no host sync, and shapes do not depend on
+        # the routing (compiles once, runs on meta)
+        offsets = tokens_per_expert.cumsum(0, dtype=torch.int32)  # (E,)
         w1, w3, w2 = self._weights(x)
-        rows = x[token_of]  # (N*k, d)
-        if counts is None:
-            # meta/fake tensors have no data to count: split the rows evenly, the first r experts taking
-            # one row more, as two batched matmuls. The matmul work summed over experts is (N*k) rows times
-            # one expert's FLOPs per row whatever the split, so the FLOP count is exact; only the split is
-            # made up.
-            q, r = divmod(N * k, E)
-            more, fewer = rows.split([r * (q + 1), (E - r) * q])
-            d = x.shape[1]
-            outputs = [_mlp(more.view(r, q + 1, d), *_select(w1, w3, w2, slice(0, r))).flatten(0, 1),
-                       _mlp(fewer.view(E - r, q, d), *_select(w1, w3, w2, slice(r, E))).flatten(0, 1)]
-        else:
-            # unbind once: one stack in backward, not a full-size zero gradient per indexed expert
-            w1, w3, w2 = (w if w is None else w.unbind(0) for w in (w1, w3, w2))
-            outputs = [_mlp(xe, *_select(w1, w3, w2, e))
-                       for e, xe in enumerate(rows.split(counts))
-                       if xe.shape[0] > 0]  # an unused expert costs nothing
-        y = torch.cat(outputs) * gates.flatten()[order, None]  # (N*k, d), weighted by gate
-        return y.new_zeros(N, y.shape[1]).index_add_(0, token_of, y)  # (N, d), summed over each token's k
+        rows = x[token_of].to(w1.dtype)  # (N*k, d)
+        h = grouped_mm(rows, w1, offsets)  # (N*k, f)
+        h = F.gelu(h) if w3 is None else F.silu(h) * grouped_mm(rows, w3, offsets)
+        y = grouped_mm(h, w2, offsets) * gates.flatten()[order, None]  # (N*k, d), weighted by gate
+        return y.new_zeros(N, d).index_add_(0, token_of, y)  # (N, d), summed over each token's k
 
     def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """w1, w3, w2 in the dtype the matmuls run in (autocast's, when it is on for x's device)."""
         weights = (self.w1, self.w3, self.w2)
         dtype = compute_dtype(x)
-        if dtype == self.w1.dtype or not torch.is_grad_enabled():
-            return weights  # without grad nothing is saved: autocast casts just the slices used
+        if dtype == self.w1.dtype:
+            return weights
         if self.cast_cache is not None and dtype in self.cast_cache:
             return self.cast_cache[dtype]
         cast = tuple(w if w is None else w.to(dtype) for w in weights)
@@ -140,16 +130,60 @@ class Experts(nn.Module):
         return cast
 
 
-def _select(w1, w3, w2, experts):
-    """The weights of one expert (an int) or a range of them (a slice); w3 is None for gelu."""
-    return w1[experts], None if w3 is None else w3[experts], w2[experts]
+@torch.library.custom_op("matcher::grouped_mm", mutates_args=())
+def grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """torch.nn.functional.grouped_mm: a (M, K) @ b (G, K, N) -> (M, N), rows offsets[g-1]:offsets[g] of a
+    times b[g]; or, for weight gradients, a (K, M) @ b (M, N) -> (G, K, N), each group summing its own
+    columns of a and rows of b.
+
+    A custom op rather than the aten op because the aten op's meta kernel (meta and fake tensors, so also
+    torch.compile and the meta-device counters) takes bf16 only, while the CPU and CUDA kernels also run
+    fp32; its fake kernel below takes every dtype. Also the one place that meets the kernels' layout rule.
+    """
+    return F.grouped_mm(_kernel_layout(a), _kernel_layout(b), offs=offsets).contiguous()
 
 
-def _mlp(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor | None, w2: torch.Tensor) -> torch.Tensor:
-    """One expert: x (n, d) -> (n, d); or G experts at once: x (G, n, d), weights (G, ...) -> (G, n, d)."""
-    if w3 is None:
-        return F.gelu(x @ w1) @ w2
-    return (F.silu(x @ w1) * (x @ w3)) @ w2
+@grouped_mm.register_fake
+def _(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    if b.dim() == 3:
+        return a.new_empty(a.shape[0], b.shape[2])
+    return a.new_empty(offsets.shape[0], a.shape[0], b.shape[1])
+
+
+def _grouped_mm_setup(ctx, inputs, output) -> None:
+    a, b, offsets = inputs
+    ctx.save_for_backward(a, b, offsets)
+
+
+def _grouped_mm_backward(ctx, grad: torch.Tensor):
+    """The gradients of the (M, K) @ (G, K, N) form, as aten's own derivative of _grouped_mm computes them."""
+    a, b, offsets = ctx.saved_tensors
+    grad_a = grouped_mm(grad, b.transpose(-2, -1), offsets) if ctx.needs_input_grad[0] else None
+    grad_b = grouped_mm(a.transpose(0, 1), grad, offsets) if ctx.needs_input_grad[1] else None
+    return grad_a, grad_b, None
+
+
+grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
+
+
+@register_flop_formula(torch.ops.matcher.grouped_mm)
+def _grouped_mm_flops(a_shape, b_shape, offsets_shape, out_shape=None, **kwargs) -> int:
+    """2 x M x K x N in both forms: each of a's M rows (or K x M entries) meets one group's N columns."""
+    return 2 * math.prod(a_shape) * b_shape[-1]
+
+
+def _kernel_layout(t: torch.Tensor) -> torch.Tensor:
+    """t, or a copy the grouped GEMM kernels accept: the last two dimensions row- or column-major with the
+    other stride a multiple of 16 bytes (odd d_model or d_ff, or an expanded gradient such as that of
+    y.sum(), are not). The copy keeps t's shape and pads only the row stride, so FLOPs do not change."""
+    align = 16 // t.element_size()
+    rows_stride, cols_stride = t.stride(-2), t.stride(-1)
+    if cols_stride == 1 and rows_stride % align == 0 and rows_stride >= t.shape[-1]:
+        return t
+    if rows_stride == 1 and cols_stride % align == 0 and cols_stride >= t.shape[-2]:
+        return t
+    cols = t.shape[-1]
+    return t.new_empty(*t.shape[:-1], cols + -cols % align)[..., :cols].copy_(t)
 
 
 class ExpertAttention(nn.Module):
@@ -171,29 +205,13 @@ class ExpertAttention(nn.Module):
         x = x.reshape(B * T, d)
         application = depth % self.n_applications  # la: its only row; the shared layer: the depth index
         chosen, gates = self.router(x, application, depth)
-        y = self.routed(x, chosen, gates, application)
+        # scatter_add_, not bincount: bincount has no meta kernel, and its output size would be data
+        tokens_per_expert = torch.zeros(self.n_experts, dtype=torch.int64, device=x.device)
+        tokens_per_expert.scatter_add_(0, chosen.flatten(), torch.ones_like(chosen.flatten()))  # (E,)
+        if self.training:
+            # with recomputation this runs again in backward: every count doubles, shares are unchanged
+            self.router.load[application] += tokens_per_expert
+        y = self.experts(x, chosen, gates, tokens_per_expert)
         if self.shared is not None:
             y = y + self.shared(x)
         return y.view(B, T, d)
-
-    def routed(self, x: torch.Tensor, chosen: torch.Tensor, gates: torch.Tensor, application: int) -> torch.Tensor:
-        """The routed experts' output (N, d); counts the load. The split sizes are data (a host sync), so
-        under torch.compile this runs eagerly (see compile_friendly): compiling it would recompile for
-        every new split of the tokens."""
-        counts = None
-        if x.device.type != "meta" and not is_fake(x):
-            per_expert = torch.bincount(chosen.flatten(), minlength=self.n_experts)  # (E,)
-            if self.training:
-                # with recomputation this runs again in backward: every count doubles, shares are unchanged
-                self.router.load[application] += per_expert
-            counts = per_expert.tolist()
-        return self.experts(x, chosen, gates, counts)
-
-
-def compile_friendly(model: nn.Module) -> None:
-    """Before torch.compile: run each MoE dispatch eagerly (torch.compiler.disable), so the graph
-    breaks once around it instead of recompiling for each data-dependent expert split (the recompile
-    limit is hit within steps). Attention, norms, router and shared experts still compile."""
-    for module in model.modules():
-        if isinstance(module, ExpertAttention):
-            module.routed = torch.compiler.disable(module.routed)

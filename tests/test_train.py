@@ -280,8 +280,7 @@ def test_shards_from_another_tokenizer_are_refused_before_training(tmp_path):
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")),
                     reason="torch.compile on CPU (inductor) needs a C++ compiler")
 def test_compiled_run_matches_the_eager_one(tmp_path, reference):
-    """compile: true takes the same steps; the MoE dispatch runs eagerly inside the compiled model
-    (matcher.models.expert_attention.compile_friendly), so data-dependent expert splits do not recompile."""
+    """compile: true takes the same steps, the experts' grouped GEMMs compiled with the rest."""
     run_dir = prepare(tmp_path, tiny_run("dr_da-tiny", tiny_train(compile=True, micro_batch_size=4)))
     assert train_run(run_dir.path, log_every_steps=5).state == "finished"
     assert json.loads(run_dir.env_json.read_text())["compile"] is True

@@ -118,10 +118,12 @@ def measured_forward_flops(cfg: ModelConfig, seq_len: int, batch: int = 1, causa
     """Forward FLOPs per token by component, and "total".
 
     counter="torch": torch.utils.flop_counter.FlopCounterMode on the meta device, where SDPA decomposes
-    into batched matmuls and is counted exactly, and MoE dispatch splits rows evenly over experts (the
-    same total work as any real routing without token dropping). Works for any size.
-    counter="fvcore": fvcore's FlopCountAnalysis jit-traces the model on small real CPU tensors, with a
-    handle for scaled_dot_product_attention, which it does not know; MACs are converted to FLOPs.
+    into batched matmuls and is counted exactly, and the experts' grouped GEMMs are counted by the formula
+    registered with their op (models/expert_attention.py): their work is the routed rows times one
+    expert's FLOPs per row whatever the (here unknown) routing. Works for any size.
+    counter="fvcore": fvcore's FlopCountAnalysis jit-traces the model on small real CPU tensors, with
+    handles for scaled_dot_product_attention and the grouped GEMM, which it does not know; MACs are
+    converted to FLOPs.
     """
     if counter == "torch":
         inclusive, total = _flop_counter_forward(cfg, seq_len, batch)
@@ -184,6 +186,14 @@ def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return 2 * batch_heads * q[-2] * k[-2] * q[-1]
 
 
+def _grouped_mm_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore handle: a (M, K) @ b (G, K, N) is M * K * N MACs, each row meeting one group's weights."""
+    from fvcore.nn.jit_handles import get_shape
+
+    a, b = get_shape(inputs[0]), get_shape(inputs[1])
+    return a[0] * a[1] * b[-1]
+
+
 def _fvcore_forward(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[dict[str, float], float]:
     import warnings
 
@@ -206,9 +216,10 @@ def _fvcore_forward(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[dict[st
     idx = torch.randint(0, cfg.vocab_size, (batch, seq_len), generator=generator)
     analysis = FlopCountAnalysis(model, (idx,))
     analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_macs)
+    analysis.set_op_handle("matcher::grouped_mm", _grouped_mm_macs)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the trace fixes data-dependent expert slice sizes: intended
+        warnings.simplefilter("ignore")  # the tracer's warnings about the model's Python ints: intended
         macs_by_module = analysis.by_module()
         total_macs = analysis.total()
     return {name: 2.0 * macs for name, macs in macs_by_module.items()}, 2.0 * total_macs
@@ -220,7 +231,7 @@ def measured_training_memory(cfg: ModelConfig, batch: int, seq_len: int, recompu
 
     device="fake" (default, any size, no memory used): the model and data are FakeTensorMode tensors
     on the CPU, so every op runs its shape-only kernel (SDPA takes the same flash path as a real CPU
-    run; MoE rows split evenly over experts, the same bytes as any real routing), and the LiveBytes
+    run; the experts' grouped GEMMs save the same bytes whatever the routing), and the LiveBytes
     dispatch mode (matcher/cost/live_bytes.py) follows every storage from its creation to its release. Two
     steps run and the second is measured, so AdamW's fp32 states already exist.
     - weights, gradients, optimizer: parameter (fp32), .grad (fp32) and AdamW state bytes (exp_avg,

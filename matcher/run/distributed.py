@@ -76,9 +76,9 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device, *, fsdp: bo
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    # A routed expert that no token of this rank's batch chose gets no gradient in this step.
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=model.cfg.is_moe)
+    # no find_unused_parameters: every parameter gets a gradient in every step, also a routed expert that
+    # no token of this rank's batch chose (the grouped GEMM's weight gradient covers all experts: zero)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def gradient_sync(train_model: torch.nn.Module, enabled: bool):

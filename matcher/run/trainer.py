@@ -224,9 +224,6 @@ class Trainer:
         train_model = wrap(model, self.world, self.device, fsdp=self.fsdp,
                            param_dtype=torch.bfloat16 if self.dtype == "bf16" else None)
         if self.cfg.compile:
-            from matcher.models.expert_attention import compile_friendly
-
-            compile_friendly(model)
             train_model = torch.compile(train_model)
         return model, train_model
 

@@ -1,0 +1,73 @@
+"""CPU forward + backward time of the FLOP-matched 100m presets (la-100m, dr-100m, dr_da-100m): fp32, one
+batch of 2 x 256 tokens, the three models alternated in one process so that a busy machine slows them
+alike; the median of `--repeats` rounds after one warm-up round, and the ratios to la. At matched
+FLOPs the ratios show what the shared layer's dispatch (dr: many narrow experts) and depth attention
+(dr_da) cost beyond their FLOPs. `--profile` adds the top ops of one dr_da step (torch.profiler).
+
+    python bench/dispatch.py [--repeats 5] [--threads 2] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from matcher.models import Model
+
+from matcher.plan.presets import get_preset
+
+PRESETS = ("la-100m", "dr-100m", "dr_da-100m")
+BATCH, SEQ_LEN = 2, 256
+
+
+def step(model: Model, idx: torch.Tensor) -> None:
+    _, loss = model(idx, idx)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def timed(model: Model, idx: torch.Tensor) -> float:
+    start = time.perf_counter()
+    step(model, idx)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    models = {name: Model(get_preset(name)) for name in PRESETS}
+    idx = torch.randint(0, get_preset(PRESETS[0]).vocab_size, (BATCH, SEQ_LEN))
+    times: dict[str, list[float]] = {name: [] for name in PRESETS}
+    for round_ in range(args.repeats + 1):
+        for name, model in models.items():
+            seconds = timed(model, idx)
+            if round_:  # the first round warms the allocator and the kernels
+                times[name].append(seconds)
+
+    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, fp32, batch {BATCH} x {SEQ_LEN}, "
+          f"forward + backward, median of {args.repeats}")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    for name in PRESETS:
+        spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
+        print(f"{name:12s} {median[name]:6.2f} s  (range {spread} s)")
+    for name in PRESETS[1:]:
+        print(f"{name.split('-')[0]}/la: {median[name] / median['la-100m']:.2f}")
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(models["dr_da-100m"], idx)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
