@@ -14,8 +14,8 @@ import statistics
 import time
 
 import torch
-from matcher.models import Model
 
+from matcher.models import Model
 from matcher.plan.presets import get_preset
 
 PRESETS = ("la-100m", "dr-100m", "dr_da-100m")

@@ -14,11 +14,11 @@ import math
 
 import torch
 import torch.nn as nn
-from matcher.models.cache import DepthKV
-from matcher.models.norm import apply_rotary, rotary_cos_sin
 from torch.autograd.function import once_differentiable
 
 from matcher.config import ModelConfig
+from matcher.models.cache import DepthKV
+from matcher.models.norm import apply_rotary, rotary_cos_sin
 
 
 class DepthAttention(nn.Module):

@@ -12,10 +12,10 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from matcher.models.norm import apply_rotary, compute_dtype, rotary_cos_sin
 from torch.utils.flop_counter import register_flop_formula
 
 from matcher.config import ModelConfig
+from matcher.models.norm import apply_rotary, compute_dtype, rotary_cos_sin
 
 
 class MLP(nn.Module):

@@ -3,13 +3,13 @@ expert attention), mixed sequentially (each pre-norm residual) or in parallel (a
 
 import torch
 import torch.nn as nn
+
+from matcher.config import ModelConfig
 from matcher.models.cache import DepthKV, LayerKV
 from matcher.models.depth_attention import DepthAttention
 from matcher.models.expert_attention import MLP, ExpertAttention
 from matcher.models.norm import RMSNorm
 from matcher.models.sequence_attention import SequenceAttention
-
-from matcher.config import ModelConfig
 
 
 class Layer(nn.Module):

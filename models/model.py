@@ -10,13 +10,13 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from matcher.config import ModelConfig
 from matcher.models.cache import DepthKV, KVCache
 from matcher.models.expert_attention import ExpertAttention, Experts, Router
 from matcher.models.layer import Layer
 from matcher.models.norm import RMSNorm, rotary_cos_sin
-from torch.utils.checkpoint import checkpoint
-
-from matcher.config import ModelConfig
 
 IGNORE_INDEX = -100  # target value excluded from the loss (prompt or padding tokens)
 

@@ -3,10 +3,10 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from matcher.models.cache import LayerKV
-from matcher.models.norm import apply_rotary
 
 from matcher.config import ModelConfig
+from matcher.models.cache import LayerKV
+from matcher.models.norm import apply_rotary
 
 
 class SequenceAttention(nn.Module):

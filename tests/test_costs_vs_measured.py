@@ -134,8 +134,9 @@ def counted_training_flops_per_token(cfg, recompute: bool, batch: int = 2, seq_l
     """Forward + backward FLOPs per token that FlopCounterMode counts on the meta device (where SDPA
     decomposes into counted matmuls), with or without checkpointing per layer application."""
     import torch
-    from matcher.models import Model
     from torch.utils.flop_counter import FlopCounterMode
+
+    from matcher.models import Model
 
     with torch.device("meta"):
         model = Model(cfg)

@@ -5,12 +5,12 @@ and fake tensors in fp32, and under torch.compile without graph breaks or recomp
 import pytest
 import torch
 import torch.nn.functional as F
-from matcher.models import Model
-from matcher.models.expert_attention import Experts, grouped_mm
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from matcher.models import Model
+from matcher.models.expert_attention import Experts, grouped_mm
 from matcher.plan.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

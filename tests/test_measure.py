@@ -3,7 +3,6 @@
 
 import pytest
 import torch
-from matcher.models import Model
 
 from matcher.cost.measured import (
     FLOP_COMPONENTS,
@@ -14,6 +13,7 @@ from matcher.cost.measured import (
     measured_training_memory,
 )
 from matcher.errors import MatcherError
+from matcher.models import Model
 from matcher.plan.presets import PRESETS, get_preset
 
 TINY = ["la-tiny", "dr-tiny", "dr_da-tiny"]

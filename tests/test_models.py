@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_configs import small_configs
+
+from matcher.config import ModelConfig
 from matcher.models import Model
 from matcher.models.cache import DepthKV
 from matcher.models.depth_attention import DepthAttention
 from matcher.models.expert_attention import ExpertAttention
 from matcher.models.norm import apply_rotary, rotary_cos_sin
-from model_configs import small_configs
-
-from matcher.config import ModelConfig
 from matcher.plan.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
