@@ -148,10 +148,13 @@ def test_a_requeued_job_takes_over_the_lock_its_killed_attempt_left(tmp_path, mo
     path.write_text(json.dumps({"pid": 1, "host": "node-a", "slurm_job": "4242"}))
     monkeypatch.setenv("SLURM_JOB_ID", "9999")
     assert RunLock(path).acquire() == Holder(pid=1, host="node-a", slurm_job="4242")  # another job: left alone
-    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the same job, requeued onto this node
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the same job, same attempt: a step on another node, alive
+    assert RunLock(path).acquire() == Holder(pid=1, host="node-a", slurm_job="4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the same job, requeued onto this node
     lock = RunLock(path)
     assert lock.acquire() is None
-    assert json.loads(path.read_text()) == {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": "4242"}
+    assert json.loads(path.read_text()) == {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": "4242",
+                                            "slurm_restart": 1}
     lock.release()
 
 

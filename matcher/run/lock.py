@@ -28,6 +28,7 @@ class Holder:
     pid: int
     host: str
     slurm_job: str | None = None  # SLURM_JOB_ID of the holder (kept by a requeued job)
+    slurm_restart: int = 0  # SLURM_RESTART_COUNT of the holder: how often its job had been requeued
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}"
@@ -51,7 +52,17 @@ def _is_stale(path: Path, holder: Holder | None, host: str) -> bool:
             return False
     if holder.host == host:
         return not _pid_alive(holder.pid)
-    return holder.slurm_job is not None and holder.slurm_job == os.environ.get("SLURM_JOB_ID")
+    # Another host: stale only when it is an earlier attempt of this same job (a requeue restarts the job
+    # under its id, one count higher); a step of the same attempt on another node is alive.
+    return (holder.slurm_job is not None and holder.slurm_job == os.environ.get("SLURM_JOB_ID")
+            and holder.slurm_restart < _restart_count())
+
+
+def _restart_count() -> int:
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
 
 
 def read_holder(path: Path) -> Holder | None:
@@ -59,7 +70,8 @@ def read_holder(path: Path) -> Holder | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         job = data.get("slurm_job")
-        return Holder(pid=int(data["pid"]), host=str(data["host"]), slurm_job=None if job is None else str(job))
+        return Holder(pid=int(data["pid"]), host=str(data["host"]), slurm_job=None if job is None else str(job),
+                      slurm_restart=int(data.get("slurm_restart", 0)))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
 
@@ -80,7 +92,8 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> Holder | None:
-        me = Holder(pid=os.getpid(), host=socket.gethostname(), slurm_job=os.environ.get("SLURM_JOB_ID"))
+        me = Holder(pid=os.getpid(), host=socket.gethostname(), slurm_job=os.environ.get("SLURM_JOB_ID"),
+                    slurm_restart=_restart_count())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
@@ -94,7 +107,8 @@ class RunLock:
                     continue  # released between our open and our read
                 return holder or Holder(pid=-1, host="(lock being written)")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"pid": me.pid, "host": me.host, "slurm_job": me.slurm_job}, handle)
+                json.dump({"pid": me.pid, "host": me.host, "slurm_job": me.slurm_job,
+                           "slurm_restart": me.slurm_restart}, handle)
             self.held = True
             return None
 
