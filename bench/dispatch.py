@@ -1,10 +1,12 @@
 """CPU forward + backward time of the FLOP-matched 100m presets (la-100m, dr-100m, dr_da-100m): fp32, one
-batch of 2 x 256 tokens, the three models alternated in one process so that a busy machine slows them
-alike; the median of `--repeats` rounds after one warm-up round, and the ratios to la. At matched
+batch (default 2 x 256 tokens), the three models alternated in one process so that a busy machine slows
+them alike; the median of `--repeats` rounds after one warm-up round, and the ratios to la. At matched
 FLOPs the ratios show what the shared layer's dispatch (dr: many narrow experts) and depth attention
-(dr_da) cost beyond their FLOPs. `--profile` adds the top ops of one dr_da step (torch.profiler).
+(dr_da) cost beyond their FLOPs. Each expert sees batch x seq_len x top_k / n_experts rows per
+application (dr-100m: ~10 at 2 x 256, la-100m: 128), so a larger `--batch` shows how much of a ratio is
+the small-matrix regime rather than the dispatch. `--profile` adds the top ops of one dr_da step.
 
-    python bench/dispatch.py [--repeats 5] [--threads 2] [--profile]
+    python bench/dispatch.py [--repeats 5] [--threads 2] [--batch 2] [--seq-len 256] [--profile]
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from matcher.models import Model
 from matcher.plan.presets import get_preset
 
 PRESETS = ("la-100m", "dr-100m", "dr_da-100m")
-BATCH, SEQ_LEN = 2, 256
 
 
 def step(model: Model, idx: torch.Tensor) -> None:
@@ -38,13 +39,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2, help="sequences per forward")
+    parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     models = {name: Model(get_preset(name)) for name in PRESETS}
-    idx = torch.randint(0, get_preset(PRESETS[0]).vocab_size, (BATCH, SEQ_LEN))
+    idx = torch.randint(0, get_preset(PRESETS[0]).vocab_size, (args.batch, args.seq_len))
     times: dict[str, list[float]] = {name: [] for name in PRESETS}
     for round_ in range(args.repeats + 1):
         for name, model in models.items():
@@ -52,8 +55,8 @@ def main() -> None:
             if round_:  # the first round warms the allocator and the kernels
                 times[name].append(seconds)
 
-    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, fp32, batch {BATCH} x {SEQ_LEN}, "
-          f"forward + backward, median of {args.repeats}")
+    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, fp32, "
+          f"batch {args.batch} x {args.seq_len}, forward + backward, median of {args.repeats}")
     median = {name: statistics.median(values) for name, values in times.items()}
     for name in PRESETS:
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"

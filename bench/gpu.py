@@ -69,22 +69,19 @@ def measure(preset: str, *, device: torch.device, dtype: str, compile: bool, seq
         optimizer.zero_grad(set_to_none=True)
         model.update_router_bias(1e-3)
 
-    def sync() -> None:
+    def timed(n_steps: int) -> float:
+        """Seconds for n_steps steps, the device drained before the clock stops."""
+        started = time.perf_counter()
+        for _ in range(n_steps):
+            step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        return time.perf_counter() - started
 
-    started = time.perf_counter()
-    for _ in range(warmup_steps):
-        step()
-    sync()
-    warmup_s = time.perf_counter() - started
+    warmup_s = timed(warmup_steps)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    step_s = (time.perf_counter() - started) / steps
+    step_s = timed(steps) / steps
     tokens_per_s = batch * seq_len / step_s
     flops = train_flops_per_token(cfg, conv, seq_len)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
