@@ -57,6 +57,9 @@ class ModelConfig:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.head_dim is None and _is_int(self.d_model) and _is_int(self.n_heads) and self.n_heads > 0:
+            if self.d_model % self.n_heads:  # a floor here would silently shrink the attention
+                raise ConfigError(f"d_model ({self.d_model}) is not a multiple of n_heads ({self.n_heads}): "
+                                  "choose heads that divide it, or give head_dim explicitly")
             self.head_dim = self.d_model // self.n_heads
         if self.da_head_dim is None:
             self.da_head_dim = self.head_dim

@@ -38,6 +38,7 @@ def test_derived_defaults():
         (dict(top_k=5), "top_k must be between 1 and n_experts (4), got 5"),
         (dict(n_heads=6, n_kv_heads=4, head_dim=16), "n_heads (6) must be a multiple of n_kv_heads (4)"),
         (dict(head_dim=15), "head_dim must be even for rotary"),
+        (dict(n_heads=3, n_kv_heads=1), "d_model (64) is not a multiple of n_heads (3)"),
         (dict(n_experts=0), "top_k is 2 but n_experts is 0 (a dense MLP): set top_k: 0"),
         (dict(mlp_act="relu"), "mlp_act must be one of swiglu, gelu"),
         (dict(mixture="mixed"), "mixture must be one of sequential, parallel"),
