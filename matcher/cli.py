@@ -221,7 +221,10 @@ def run(
     if any(summary.state == "failed" for summary in summaries):
         raise typer.Exit(1)  # scripts notice; the reasons are in the summary table
     if any(summary.state == "interrupted" for summary in summaries):
-        notice(f"interrupted: run `matcher run {sweep}` again to resume from the last checkpoint")
+        again = " ".join(["matcher run", str(sweep), *([f"--results {results}"] if results != Path("results") else []),
+                          *([f"--only {only}"] if only else []), *([f"--nproc {nproc}"] if nproc != 1 else []),
+                          *(["--fsdp"] if fsdp else [])])
+        notice(f"interrupted: run `{again}` again to resume from the last checkpoint")
         raise typer.Exit(130)  # as a shell reports SIGINT, so a script's loop stops too
 
 

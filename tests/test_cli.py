@@ -82,12 +82,16 @@ def test_an_interrupted_sweep_exits_130_and_says_how_to_resume(capsys, tmp_path,
     import matcher.run.runner
     from matcher.run.progress import RunSummary
 
-    states = iter([["finished", "interrupted"], ["finished", "failed"], ["finished", "finished"]])
+    states = iter([["finished", "interrupted"]] * 2 + [["finished", "failed"], ["finished", "finished"]])
     monkeypatch.setattr(matcher.run.runner, "run_sweep",
                         lambda *a, **k: [RunSummary(f"r{i}", s) for i, s in enumerate(next(states))])
     sweep = tmp_path / "s.yaml"
     assert main(["run", str(sweep)]) == 130
     assert f"matcher run {sweep}` again to resume" in capsys.readouterr().err.replace("\n", "")
+    # the hint keeps what decides which runs resume, and where
+    assert main(["run", str(sweep), "--results", str(tmp_path / "r"), "--only", "r1", "--nproc", "2"]) == 130
+    assert (f"matcher run {sweep} --results {tmp_path / 'r'} --only r1 --nproc 2` again to resume"
+            in " ".join(capsys.readouterr().err.split()))
     assert main(["run", str(sweep)]) == 1
     assert main(["run", str(sweep)]) == 0
 

@@ -107,15 +107,18 @@ def test_parse_targets():
 
 # --- the committed results folder -----------------------------------------------------------------
 
-def test_fixture_loads_with_states_and_one_warning():
+def test_fixture_loads_with_states_and_two_warnings():
     results = load_results(FIXTURE)
     assert list(results.runs["run"]) == ["la-tiny-s0", "dr-tiny-s0", "dr-tiny-s1", "dr_da-tiny-s0"]
     assert results.groups == ["la-tiny", "dr-tiny", "dr_da-tiny"]
     assert results.baseline == "la-tiny"
     assert list(results.runs["state"]) == ["finished", "finished", "finished", "failed"]
     # dr_da crashed while writing its last line: reported with file and line, the rest is used.
-    assert len(results.warnings) == 1
-    assert results.warnings[0].startswith(str(FIXTURE / "dr_da-tiny-s0" / "metrics.jsonl") + ":7: cut off")
+    # dr-tiny-s1's file holds step 32 twice (an older resume): said, not hidden.
+    assert len(results.warnings) == 2
+    assert results.warnings[0].startswith(str(FIXTURE / "dr-tiny-s1" / "metrics.jsonl") + ": 1 point(s) logged "
+                                          "more than once (tokens 32,768): the file holds two trajectories")
+    assert results.warnings[1].startswith(str(FIXTURE / "dr_da-tiny-s0" / "metrics.jsonl") + ":7: cut off")
     dr_da = results.runs.set_index("run").loc["dr_da-tiny-s0"]
     assert dr_da["tokens"] == 40960 and dr_da["reason"].startswith("train loss is NaN")
     # dr-tiny-s1 was resumed and evaluated step 32 twice: the later line (0.40, not 0.38) counts.

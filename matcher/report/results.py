@@ -180,6 +180,7 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dic
     evals: dict[float, dict] = {}
     train: dict[float, dict] = {}
     loads: dict[float, list[list[float]]] = {}
+    repeated: dict[str, list[float]] = {"eval": [], "train": []}
     raw_lines, cut = split_complete(path.read_bytes())
     if cut.strip():
         warnings.append(f"{path}:{len(raw_lines) + 1}: cut off (the run stopped while writing it); skipped")
@@ -202,6 +203,8 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dic
             if problem is None and load is not None and not _is_load(load):
                 problem = "expert_load must be null or a list per depth of equally long lists of numbers"
             if problem is None:
+                if row["tokens"] in evals:
+                    repeated["eval"].append(row["tokens"])
                 evals[row["tokens"]] = row
                 loads.pop(row["tokens"], None)
                 if load is not None:
@@ -209,11 +212,19 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dic
         elif line.get("event") == "train":
             row, problem = _fields(line, TRAIN_REQUIRED, TRAIN_OPTIONAL)
             if problem is None:
+                if row["tokens"] in train:
+                    repeated["train"].append(row["tokens"])
                 train[row["tokens"]] = row
         else:
             continue
         if problem is not None:
             warnings.append(f"{path}:{number}: {line['event']} line {problem}; skipped")
+    twice = sorted(set(repeated["eval"] + repeated["train"]))
+    if twice:
+        points = ", ".join(f"{t:,}" for t in twice[:5]) + (", ..." if len(twice) > 5 else "")
+        warnings.append(f"{path}: {len(twice)} point(s) logged more than once (tokens {points}): the file holds "
+                        "two trajectories (two trainers wrote it, or an older matcher resumed without cutting "
+                        "it); the last line of each point is used")
     last_load = loads[max(loads)] if loads else None
     return [evals[t] for t in sorted(evals)], [train[t] for t in sorted(train)], last_load
 
