@@ -78,12 +78,7 @@ def test_wandb_gets_every_line_and_a_resumed_run_continues_its_wandb_run(tmp_pat
     monkeypatch.setitem(sys.modules, "wandb", fake)
     run_dir = prepare(tmp_path, tiny_run("dr-tiny", tiny_train(dashboards=["wandb"])))
 
-    def interrupt(line):
-        if line["event"] == "train" and line["step"] == 10:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    assert train_run(run_dir.path, log_every_steps=5, on_record=interrupt).state == "interrupted"
-    assert train_run(run_dir.path, log_every_steps=5).state == "finished"
+    _interrupt_then_resume(run_dir, at_step=10)
     run_id = run_dir.wandb_id.read_text().strip()
     assert len(run_id) == 12
     info = run_dir.read_run_info()[0]
@@ -103,12 +98,7 @@ def test_offline_wandb_needs_no_network_and_resumes_the_same_run(tmp_path, monke
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = prepare(tmp_path, tiny_run("la-tiny", tiny_train(dashboards=["wandb"], total_tokens=12 * 8 * 64)))
 
-    def interrupt(line):
-        if line["event"] == "train" and line["step"] == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    assert train_run(run_dir.path, log_every_steps=5, on_record=interrupt).state == "interrupted"
-    assert train_run(run_dir.path, log_every_steps=5).state == "finished"
+    _interrupt_then_resume(run_dir, at_step=5)
     run_id = run_dir.wandb_id.read_text().strip()
     attempts = sorted((run_dir.path / "wandb").glob(f"offline-run-*-{run_id}*"))
     assert len(attempts) == 2 and all((a / f"run-{run_id}.wandb").is_file() for a in attempts)
@@ -138,3 +128,13 @@ def test_scalars_of_a_metrics_line():
     assert dashboards.scalars(line) == {"eval/tokens": 2560.0, "eval/eval_accuracy": 0.5,
                                         "eval/expert_gini/0": 0.1, "eval/expert_gini/1": 0.2}
     assert json.dumps(dashboards.scalars({"event": "resume", "step": 3, "tokens": 9})) == '{"resume/tokens": 9.0}'
+
+
+def _interrupt_then_resume(run_dir, at_step: int) -> None:
+    """SIGINT after train step `at_step`, then resume to the end."""
+    def interrupt(line):
+        if line["event"] == "train" and line["step"] == at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert train_run(run_dir.path, log_every_steps=5, on_record=interrupt).state == "interrupted"
+    assert train_run(run_dir.path, log_every_steps=5).state == "finished"
