@@ -2,9 +2,7 @@
 bias update), in tokens/s and MFU.
 
 - CPU: the tiny presets in fp32, without and with torch.compile (MFU is not defined on a CPU: no
-  peak in the table).
-- CUDA, when available: la-100m, dr-100m and dr_da-100m in bf16, without and with torch.compile, and
-  the dr_da/dr throughput ratio (the price of depth attention at matched FLOPs).
+  peak in the table). The GPU figures (100m and 1b in bf16, MFU, peak memory) are bench/gpu.py's.
 
 Each measurement trains a throwaway run for `--warmup-steps` + `--steps` optimizer steps and reads
 the tokens/s of the steps after the warmup (compilation and allocator warm-up excluded) from the
@@ -86,17 +84,6 @@ def main() -> None:
     for name in ("la-tiny", "dr-tiny", "dr_da-tiny"):
         eager, compiled = (next(r for r in cpu if r["preset"] == name and r["compile"] == c) for c in (False, True))
         print(f"{name}: compiled / eager tokens/s {compiled['tokens_per_s'] / eager['tokens_per_s']:.2f}")
-    if not torch.cuda.is_available():
-        print("\nno CUDA device: the 100m presets in bf16 are measured only on a GPU")
-        return
-    print(f"\n{torch.cuda.get_device_name()}, 100m presets, bf16, seq_len 1024")
-    rows = [measure(name, device="cuda", seq_len=1024, compile=compile, dtype="bf16", **common)
-            for compile in (False, True) for name in ("la-100m", "dr-100m", "dr_da-100m")]
-    show(rows)
-    for compile in (False, True):
-        by_name = {row["preset"]: row for row in rows if row["compile"] == compile}
-        ratio = by_name["dr_da-100m"]["tokens_per_s"] / by_name["dr-100m"]["tokens_per_s"]
-        print(f"dr_da/dr throughput ratio, compile={compile}: {ratio:.3f}")
 
 
 if __name__ == "__main__":

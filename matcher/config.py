@@ -174,6 +174,11 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def divisors(n: int, most: int = 8) -> str:
+    """The largest `most` divisors of n, for a message that says which micro-batch would fit."""
+    return ", ".join(map(str, [m for m in range(1, n + 1) if n % m == 0][-most:]))
+
+
 def _check_at_most(obj: Any, limit: int, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(obj, name) > limit:
@@ -342,9 +347,8 @@ class TrainConfig:
             raise ConfigError(f"micro_batch_size must be between 0 (no accumulation) and batch_size "
                               f"{self.batch_size}, got {self.micro_batch_size}")
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
-            fits = [m for m in range(1, self.batch_size + 1) if self.batch_size % m == 0]
             raise ConfigError(f"micro_batch_size {self.micro_batch_size} does not divide batch_size "
-                              f"{self.batch_size}; use one of {', '.join(map(str, fits[-8:]))}")
+                              f"{self.batch_size}; use one of {divisors(self.batch_size)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         for name in ("beta1", "beta2"):

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from matcher import __version__
-from matcher.config import ModelConfig, TrainConfig
+from matcher.config import TrainConfig, divisors
 from matcher.data import streams
 from matcher.errors import MatcherError, RunError
 from matcher.models import IGNORE_INDEX
@@ -190,7 +190,9 @@ class Trainer:
         self.dtype = self.cfg.dtype if self.cfg.dtype != "auto" else "bf16" if self.device.type == "cuda" else "fp32"
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bf16"
                          else contextlib.nullcontext())
-        self.stream, self.eval_problems = _open_data(self.cfg, self.model_cfg)
+        self.stream, self.eval_problems = streams.open_training_data(
+            self.cfg.data, self.cfg.eval_data, seed=self.cfg.seed, n_steps=self.cfg.data_steps,
+            seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size, eval_examples=self.cfg.eval_examples)
         self.model, self.train_model = self._build_model()
         self.optimizer = self._make_optimizer()
         self.train_flops_per_token = self._train_flops_per_token()
@@ -423,17 +425,10 @@ def _micro_batch(cfg: TrainConfig, world_size: int) -> int:
     local_batch = cfg.batch_size // world_size
     micro_batch = cfg.micro_batch_size or local_batch
     if local_batch % micro_batch:
-        fits = [m for m in range(1, local_batch + 1) if local_batch % m == 0]
         raise RunError(f"micro_batch_size {micro_batch} does not divide the {local_batch} "
                        f"sequences each of {world_size} process(es) gets per step; use one of "
-                       f"{', '.join(map(str, fits[-8:]))} (set train.micro_batch_size in the sweep)")
+                       f"{divisors(local_batch)} (set train.micro_batch_size in the sweep)")
     return micro_batch
-
-
-def _open_data(cfg: TrainConfig, model_cfg: ModelConfig) -> tuple[Any, list]:
-    return streams.open_training_data(cfg.data, cfg.eval_data, seed=cfg.seed, n_steps=cfg.data_steps,
-                                      seq_len=cfg.seq_len, vocab_size=model_cfg.vocab_size,
-                                      eval_examples=cfg.eval_examples)
 
 
 def main(argv: list[str] | None = None) -> int:
