@@ -228,3 +228,18 @@ def check_vocab(vocab_size: int) -> None:
 encode = CHAR.encode
 encode_document = CHAR.encode_document
 decode = CHAR.decode
+
+
+def tokenizer_for(train) -> Tokenizer:
+    """The tokenizer of a run's training settings: `train.tokenizer` is `char` (the default) or a
+    mapping {path, hash} recorded at planning; a file whose hash no longer matches is refused (its
+    ids would not be the ones the data and the model were made with)."""
+    spec = getattr(train, "tokenizer", "char")
+    if isinstance(spec, dict):
+        tokenizer = load_tokenizer(spec.get("path"))
+        if spec.get("hash") and spec["hash"] != tokenizer.content_hash:
+            raise DataError(f"{spec.get('path')}: the tokenizer file changed since this sweep was planned "
+                            f"(hash {tokenizer.content_hash[:12]}, recorded {str(spec['hash'])[:12]}); "
+                            "restore it, or re-plan with --tokenizer")
+        return tokenizer
+    return load_tokenizer(spec)
