@@ -383,6 +383,11 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
 
     bar = Progress(TextColumn("encoding"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                    console=err(), transient=True, disable=not progress)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The library tokenizes a batch (on all cores, without the GIL) while the next one is read.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher-encode")
+    pending = None
     try:
         with bar:
             task = bar.add_task("encode", total=total_bytes)
@@ -394,13 +399,16 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
                     batch.append((where, piece))
                     chars += len(piece[1])
                     if chars >= BATCH_CHARS:  # pieces are tokenized one by one: any boundary will do
-                        _encode_batch(batch, tokenizer, writer, unrepresentable)
+                        pending = _submit(pool, pending, batch, tokenizer, writer, unrepresentable)
                         batch, chars = [], 0
-            _encode_batch(batch, tokenizer, writer, unrepresentable)
+            pending = _submit(pool, pending, batch, tokenizer, writer, unrepresentable)
+            _write_batch(pending, tokenizer, writer)
             writer.finish()
     except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
         writer.abandon()
         raise
+    pool.shutdown()
     if writer.tokens == 0 or not manifest["shards"]:
         raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents")
     manifest.update(complete=True, documents=writer.documents, tokens=writer.tokens,
@@ -409,15 +417,23 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
     return EncodeResult(out, manifest, resumed)
 
 
-def _encode_batch(batch: list[tuple[str, Piece]], tokenizer: Tokenizer, writer: ShardWriter,
-                  unrepresentable: Unrepresentable) -> None:
-    if not batch:
-        return
+def _submit(pool, pending, batch: list[tuple[str, Piece]], tokenizer: Tokenizer, writer: ShardWriter,
+            unrepresentable: Unrepresentable):
+    """Start tokenizing `batch`, then write the batch before it (in order); returns the new pending one."""
     texts = [piece[1] for _, piece in batch if piece[0] == TEXT]
     for where, (kind, text, _) in batch:
         if kind == TEXT:
             unrepresentable.add(tokenizer, where, text)
-    encoded = iter(tokenizer.encode_batch(texts))
+    started = (batch, pool.submit(tokenizer.encode_batch, texts))
+    _write_batch(pending, tokenizer, writer)
+    return started
+
+
+def _write_batch(pending, tokenizer: Tokenizer, writer: ShardWriter) -> None:
+    if pending is None or not pending[0]:
+        return
+    batch, future = pending
+    encoded = iter(future.result())
     flat: list[int] = []
     lengths, counted, starts = [], [], []
     for _, (kind, _, count) in batch:
