@@ -7,7 +7,8 @@ A byte-level BPE (vocabulary 8,192) is trained here on generated text, so nothin
 corpus is generated JSONL `{"text": ...}` of the given size. Throughput: the library encodes the
 documents in batches of the same size matcher uses (`encode_batch`, all cores), then `matcher data
 encode`'s encode_corpus (the same tokenizer, reading, batching, writing shards and the manifest),
-alternated in one process over --repeats rounds, best of each. Peak memory: each encode in its own process (ru_maxrss of the child).
+alternated in one process over --repeats rounds, best of each. Peak memory: each encode in its own
+process (ru_maxrss of the child).
 Goals: encode >= 0.8 x the library's throughput; peak memory flat between the two sizes.
 """
 
@@ -53,6 +54,7 @@ def train_tokenizer(path: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=8192, special_tokens=["<|endoftext|>"],
+                                                       show_progress=False,
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.save(str(path))
 

@@ -233,7 +233,8 @@ def test_encode_plan_train_and_evaluate_with_one_bpe(tmp_path, bpe, capsys):
     assert main(["plan", "--target", "la-tiny", "--variants", "dr", "--tokenizer", bpe.spec, "--no-measure",
                  "--tokens", str(6 * 8 * 64), "--batch", "8", "--seq-len", "64",
                  "--set", f"train.data={tmp_path / 'shards'}", "--set", f"train.eval_data={eval_jsonl}",
-                 "--set", "train.loss_on=answers", "--set", "train.eval_examples=3", "--set", "train.eval_tokens=[3072]",
+                 "--set", "train.loss_on=answers", "--set", "train.eval_examples=3",
+                 "--set", "train.eval_tokens=[3072]",
                  "--out", str(sweep_path)]) == 0
     sweep = load_sweep(sweep_path)
     assert all(run.model.vocab_size == 320 and run.train.tokenizer["hash"] == bpe.content_hash for run in sweep.runs)
@@ -260,8 +261,8 @@ def test_encode_plan_train_and_evaluate_with_one_bpe(tmp_path, bpe, capsys):
 
     import torch
 
-    from matcher.models import Model
     from matcher.data.problems import load_jsonl
+    from matcher.models import Model
     model = Model(sweep.runs[0].model).eval()
     answer_accuracy(model, load_jsonl(eval_jsonl), seq_len=64, device=torch.device("cpu"),
                     autocast=contextlib.nullcontext(), tokenizer=Recorder())

@@ -1,5 +1,6 @@
 """Token shards on disk. A folder written by `matcher data encode` (matcher/data/encode.py) holds a
-manifest.json that lists its shards; the older form, still read, is `<name>.bin` holds the tokens as a flat little-endian array, and a sidecar
+manifest.json that lists its shards (`open_data` reads it). The older form, still read with the
+character tokenizer: `<name>.bin` holds the tokens as a flat little-endian array, and a sidecar
 `<name>.json` beside it says how to read them:
 
     {"dtype": "uint16"}        # or "uint32" for vocabularies above 65,536
