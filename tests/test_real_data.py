@@ -210,6 +210,10 @@ def test_plan_with_a_tokenizer_sets_every_vocabulary_before_matching(tmp_path, b
     # the embeddings are parameters: the matched variants differ from a plan with the char vocabulary
     assert plan.runs[1].config.d_ff != char.runs[1].config.d_ff or plan.runs[1].match.costs != char.runs[1].match.costs
     assert "--tokenizer" in build_sweep(plan).meta.command
+    via_set = make_plan(PlanRequest(target="la-tiny", set_fields=[f"train.tokenizer={bpe.spec}",
+                                                                  "train.data={a: 3, b: 1}"]))
+    assert via_set.train.tokenizer == plan.train.tokenizer and via_set.runs[1].config == plan.runs[1].config
+    assert via_set.train.data == {"a": 3, "b": 1}
     for bad, message in [(["train.lrr=1"], "did you mean 'train.lr'"), (["train.loss_on=x"], "loss_on must be one of"),
                          (["train.seq_len=64"], "--seq-len"), (["seq_len=64"], "use --seq-len"),
                          (["train.data={a: -1}"], "weight of a must be a positive number")]:

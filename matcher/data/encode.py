@@ -370,7 +370,8 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
         "format": FORMAT, "complete": False, "tokenizer": tokenizer.record(),
         "dtype": dtype_for(tokenizer.vocab_size), "shard_tokens": shard_tokens,
         "loss_mask": any(p.suffix in MASKED_SUFFIXES for p in inputs),
-        "inputs": [{"path": str(p), "bytes": p.stat().st_size} for p in inputs],
+        # what a rerun must find unchanged to resume
+        "inputs": [{"path": str(p), "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in inputs],
         "documents": 0, "tokens": 0, "shards": [],
     }
     resumed = _prepare_out(out, manifest, force)
