@@ -288,3 +288,26 @@ def test_a_sweep_whose_shards_name_another_tokenizer_is_refused_by_validate(tmp_
     err = " ".join(capsys.readouterr().err.split())
     assert "the shards were encoded with" in err and "re-encode the corpus with the run's tokenizer" in err
     assert CHAR.vocab_size == 128
+
+
+def test_loss_on_answers_makes_only_answer_tokens_targets(tmp_path):
+    from matcher.models import IGNORE_INDEX
+    from matcher.run.trainer import Trainer
+    from tests.tiny_runs import prepare, tiny_run, tiny_train
+
+    for loss_on in ("all", "answers"):
+        run_dir = prepare(tmp_path / loss_on, tiny_run("la-tiny", tiny_train(loss_on=loss_on)))
+        trainer = Trainer(run_dir, fsdp=False, log_every_steps=1, on_record=None, device="cpu")
+        try:
+            inputs, targets = trainer._batch(3)
+            rows = streams.batch_rows(trainer.stream, step=3, batch_size=8)
+            mask = streams.batch_masks(trainer.stream, step=3, batch_size=8)[:, 1:]
+        finally:
+            trainer.close()
+        assert np.array_equal(inputs.numpy(), rows[:, :-1])
+        expected = rows[:, 1:] if loss_on == "all" else np.where(mask == 1, rows[:, 1:], IGNORE_INDEX)
+        assert np.array_equal(targets.numpy(), expected)
+        if loss_on == "answers":  # the prompts' tokens ("Q: ... A:") are not targets, the answers' are
+            assert 0.2 < (targets != IGNORE_INDEX).float().mean() < 0.9
+            kept = CHAR.decode([t for t in targets[0].tolist() if t != IGNORE_INDEX])
+            assert "Q:" not in kept and "####" in kept

@@ -276,13 +276,13 @@ class Trainer:
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         where = dict(step=step, batch_size=self.cfg.batch_size, rank=self.world.rank, world_size=self.world.size)
         rows = torch.from_numpy(streams.batch_rows(self.stream, **where))
-        inputs, targets = rows[:, :-1], rows[:, 1:].clone()
+        targets = rows[:, 1:].contiguous()
         if self.cfg.loss_on == "answers":  # only answer tokens are targets (the mask beside the shards)
             mask = torch.from_numpy(streams.batch_masks(self.stream, **where))[:, 1:]
             targets[mask == 0] = IGNORE_INDEX
         if self.device.type == "cuda":
-            inputs, targets = inputs.pin_memory(), targets.pin_memory()
-        return inputs, targets
+            rows, targets = rows.pin_memory(), targets.pin_memory()
+        return rows[:, :-1], targets
 
     def _train_step(self, step: int, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         lr = wsd_lr(step, self.cfg)
