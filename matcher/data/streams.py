@@ -95,11 +95,16 @@ class ShardStream:
                             f"({self.row_tokens} tokens)")
         self.windows = int(windows.sum())
         self.first_window = np.concatenate([[0], np.cumsum(windows)])
+        self._keys: dict[int, int] = {}  # epoch -> permutation key
+
+    def _epoch_key(self, epoch: int) -> int:
+        if epoch not in self._keys:
+            self._keys[epoch] = int(np.random.default_rng([self.seed, epoch, 0x5EED]).integers(1 << 62))
+        return self._keys[epoch]
 
     def _locate(self, index: int) -> tuple[int, int]:
         epoch, position = divmod(index, self.windows)
-        key = int(np.random.default_rng([self.seed, epoch, 0x5EED]).integers(1 << 62))
-        window = feistel_permute(position, self.windows, key)
+        window = feistel_permute(position, self.windows, self._epoch_key(epoch))
         shard = int(np.searchsorted(self.first_window, window, side="right")) - 1
         return shard, (window - int(self.first_window[shard])) * self.seq_len
 
