@@ -153,6 +153,10 @@ def test_a_kill_between_manifest_and_rename_is_recovered(tmp_path, bpe):
     (tmp_path / "out" / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
     resumed = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", shard_tokens=1000, progress=False)
     assert resumed.resumed_tokens == manifest["tokens"] and last.is_file()
+    (tmp_path / "early").mkdir()  # killed before its first shard was listed: no manifest, a partial shard
+    (tmp_path / "early" / "shard-00000.bin.tmp").write_bytes(b"\x01\x00" * 10)
+    again = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "early", shard_tokens=1000, progress=False)
+    assert again.manifest["shards"] == manifest["shards"] and not list((tmp_path / "early").glob("*.tmp"))
 
 
 def test_shards_of_another_tokenizer_or_a_smaller_model_are_refused(tmp_path, bpe):

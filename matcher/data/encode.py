@@ -305,8 +305,8 @@ def _prepare_out(out: Path, manifest: dict, force: bool) -> int:
     others = [p for p in out.iterdir() if p not in ours and not p.name.startswith(f".{MANIFEST}.")]
     if others:
         raise DataError(f"--out {out} holds other files ({others[0].name}, ...); give an empty or new folder")
-    if not path.is_file():
-        if ours and not force:
+    if not path.is_file():  # partial shards (.tmp) of an encode killed before its first shard: ours to remove
+        if any(not p.name.endswith(".tmp") for p in ours) and not force:
             raise DataError(f"--out {out} holds shards but no manifest; pass --force to replace them")
         for p in ours:
             p.unlink()
