@@ -83,10 +83,12 @@ def plan_result(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, wri
         if run.match is not None:
             m = run.match
             row.update(costs=m.costs, residuals=m.residuals, solved=list(m.solved), free=list(m.free),
-                       steps=m.steps, evaluations=m.evaluations, converged=m.converged, notes=list(m.notes))
+                       steps=m.steps, evaluations=m.evaluations, converged=m.converged, notes=list(m.notes),
+                       align=m.align)
         runs.append(row)
     return {"target": plan.target_label, "variants": plan.variants, "matched": list(plan.matched),
-            "targets": plan.spec.targets, "align": plan.spec.align, "train": plan.train.to_dict(),
+            "targets": plan.spec.targets, "align": plan.spec.align, "tolerance": plan.spec.tolerance,
+            "memory_matched": memory_matched(plan), "train": plan.train.to_dict(),
             "seeds": plan.seeds, "runs": runs, "measured": checks, "sweep": path.as_posix(),
             "written": written, "command": plan.request.command_line()}
 
@@ -95,25 +97,41 @@ def _ratio(value: float, reference: float) -> float | None:
     return value / reference if reference else None
 
 
+def memory_matched(plan: Plan) -> str:
+    """Which memory the plan matched, in words, with the batch and context it was matched at."""
+    train = plan.train
+    named = []
+    if "inference_memory" in plan.matched:
+        context = plan.spec.inference_context or train.seq_len
+        named.append(f"inference memory (weights {plan.spec.conventions.inference_weight_dtype} + SA KV + DA "
+                     f"caches, {plan.spec.inference_batch} x {context} tokens)")
+    if "train_memory" in plan.matched:
+        named.append(f"training memory (one step of {plan.spec.batch} x {train.seq_len} tokens)")
+    return "; ".join(named) or "none (memory is reported, not matched)"
+
+
 def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, written: bool) -> None:
     from rich.table import Table
 
     console = out()
     reference = plan.target.predicted
     console.print(f"[bold]plan[/]: {', '.join(plan.variants)} matched to [bold]{plan.target_label}[/] on "
-                  f"{', '.join(plan.matched)} (d_ff a multiple of {plan.spec.align})")
+                  f"{', '.join(plan.matched)} within {plan.spec.tolerance:.1%}")
+    console.print(f"memory matched: {memory_matched(plan)}")
     table = Table()
     for col in ("run", "role", "depth", "d_ff", "experts", "params", "Δ params", "train FLOPs/token",
-                "Δ FLOPs", "train memory", "KV+DA cache", "steps", "evals"):
+                "Δ FLOPs", "Δ inference mem", "train memory", "KV+DA cache", "steps", "evals"):
         table.add_column(col, justify="left" if col in ("run", "role") else "right")
     for run in plan.runs:
         m, p, cfg = run.match, run.predicted, run.config
         residuals = m.residuals if m is not None else {}
         experts = f"{cfg.n_experts} (top-{cfg.top_k})" if cfg.is_moe else "dense"
+        d_ff = f"{cfg.d_ff} (/{m.align})" if m else str(cfg.d_ff)
         table.add_row(
-            run.label, run.role, str(cfg.depth), str(cfg.d_ff), experts,
+            run.label, run.role, str(cfg.depth), d_ff, experts,
             fmt.params(p["total_params"]), fmt.percent(residuals.get("params")),
             fmt.si(p["train_flops_per_token"]), fmt.percent(residuals.get("flops")),
+            fmt.percent(residuals.get("inference_memory")),
             fmt.ratio(p["training_memory_bytes"] / reference["training_memory_bytes"]),
             fmt.ratio(_ratio(p["inference_cache_bytes"], reference["inference_cache_bytes"])),
             str(m.steps) if m else "-", str(m.evaluations) if m else "-")
@@ -125,7 +143,8 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
                   f"inference: one sequence of {train.seq_len})")
     console.print("[dim]search: coordinate descent (d_ff on FLOPs, n_experts on params and memory), then the "
                   f"best point within d_ff +-{NEIGHBOURHOOD_STEPS} aligned steps; score: max |Δ| over the "
-                  "matched quantities, ties by the sum of Δ²[/]")
+                  "matched quantities, ties by the sum of Δ²; d_ff (/N): d_ff a multiple of N; the lattice and "
+                  "any third free variable chosen are in the notices above[/]")
     console.print(f"training (every run): {fmt.si(train.total_tokens)} tokens, {train.batch_size} x "
                   f"{train.seq_len} tokens per step ({train.total_steps} steps), peak lr {train.lr:g}, "
                   f"evals at {', '.join(fmt.si(t) for t in train.eval_tokens)} tokens, data {train.data}, "

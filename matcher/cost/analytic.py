@@ -44,11 +44,13 @@ class Conventions:
     optimizer_dtype: str = "fp32"  # AdamW keeps two states per parameter
     activation_dtype: str = "bf16"  # saved activations (bf16 autocast on GPU; fp32 on CPU)
     cache_dtype: str = "bf16"  # inference KV and depth-attention caches
+    inference_weight_dtype: str = "bf16"  # weights as served (inference memory)
 
     def __post_init__(self) -> None:
         if self.recompute not in ("none", "full"):
             raise ConfigError(f"recompute must be none or full, got {self.recompute!r}")
-        for name in ("weight_dtype", "grad_dtype", "optimizer_dtype", "activation_dtype", "cache_dtype"):
+        for name in ("weight_dtype", "grad_dtype", "optimizer_dtype", "activation_dtype", "cache_dtype",
+                     "inference_weight_dtype"):
             if getattr(self, name) not in DTYPE_BYTES:
                 raise ConfigError(f"{name} must be one of {', '.join(DTYPE_BYTES)}, got {getattr(self, name)!r}")
 
@@ -62,7 +64,8 @@ class Conventions:
                                             else "counted over the full context (causal mask not halved)"),
             f"memory: weights {self.weight_dtype}, gradients {self.grad_dtype}, AdamW 2 states "
             f"{self.optimizer_dtype}, activations {self.activation_dtype} (recompute {self.recompute}), "
-            f"caches {self.cache_dtype}",
+            f"caches {self.cache_dtype}; inference memory = weights {self.inference_weight_dtype} + SA KV + "
+            "DA caches at the stated batch and context",
             "parameters: total = unique; active = per application of each unique layer (top_k routed "
             "experts) + embeddings; applied = summed over all depth applications + embeddings",
         ]
@@ -351,6 +354,13 @@ def da_cache_bytes(cfg: ModelConfig, batch: int, conv: Conventions = Conventions
     if not cfg.has_depth_attention:
         return 0
     return batch * cfg.depth * 2 * cfg.da_heads * cfg.da_head_dim * DTYPE_BYTES[conv.cache_dtype]
+
+
+def inference_memory_bytes(cfg: ModelConfig, batch: int, context: int, conv: Conventions = Conventions()) -> int:
+    """Serving `batch` sequences of `context` tokens: the weights (inference_weight_dtype), every applied
+    layer's SA KV cache and the DA cache of the tokens in flight."""
+    weights = param_counts(cfg).total * DTYPE_BYTES[conv.inference_weight_dtype]
+    return weights + sa_kv_cache_bytes(cfg, batch, context, conv) + da_cache_bytes(cfg, batch, conv)
 
 
 def memory(cfg: ModelConfig, batch: int, seq_len: int | None = None, conv: Conventions = Conventions(),
