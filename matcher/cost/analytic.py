@@ -85,7 +85,16 @@ def expert_params(cfg: ModelConfig) -> int:
 
 
 def sa_params(cfg: ModelConfig) -> int:
+    """The four projection matrices (what the FLOPs multiply by)."""
     return cfg.d_model * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
+
+
+def sa_vector_params(cfg: ModelConfig) -> int:
+    """QK-norm gains and q/k/v biases: parameters without matrix-product FLOPs."""
+    qk_width = (cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim
+    norms = {"none": 0, "head": 2 * cfg.head_dim, "full": qk_width}[cfg.qk_norm]
+    biases = (qk_width + cfg.n_kv_heads * cfg.head_dim) if cfg.qkv_bias else 0
+    return norms + biases
 
 
 def da_params(cfg: ModelConfig) -> int:
@@ -110,7 +119,7 @@ def layer_params(cfg: ModelConfig) -> dict[str, int]:
     """Parameters of ONE unique layer, by component."""
     return {
         "norms": norms_per_layer(cfg) * cfg.d_model,
-        "sa": sa_params(cfg),
+        "sa": sa_params(cfg) + sa_vector_params(cfg),
         "da": da_params(cfg),
         "router": router_params(cfg),
         "experts": cfg.n_experts * expert_params(cfg),

@@ -14,8 +14,10 @@ Sizes and why:
   FLOPs per token, total parameters and inference memory: what `matcher plan --target la-<size>` finds
   (d_ff a multiple of 64, or 32 where 64 misses 0.5%; of 16 for tiny, whose whole expert is 64 wide). The router of several hundred experts costs
   FLOPs, so the shared layer gets narrower experts than la's. tests/test_presets.py re-runs the match.
-- `llama2-7b`, `mixtral-8x7b`: published dense and MoE models expressed as `la`; their parameter
-  counts (6,738,415,616 and 46,702,792,704) are tests of the cost model.
+- `llama2-7b`, `mixtral-8x7b`, `olmoe-1b-7b`, `qwen3-0.6b`: published dense and MoE models expressed as
+  `la`; their parameter counts (6,738,415,616, 46,702,792,704, 6,919,161,856 and Qwen3-0.6B's 0.44B
+  non-embedding) are tests of the cost model. OLMoE and Qwen3 need QK-norm (over the whole projection,
+  and per head).
 """
 
 from __future__ import annotations
@@ -100,3 +102,18 @@ def load_target(spec: str) -> tuple[ModelConfig, Resolved | None]:
         return load_model_config(spec), None
     resolved = resolve_preset(spec)
     return PRESETS[resolved.name](), resolved
+
+
+@preset("olmoe-1b-7b")
+def olmoe_1b_7b() -> ModelConfig:
+    # allenai/OLMoE-1B-7B-0924: 64 experts of width 1024, top-8, QK-norm over all heads' width
+    return ModelConfig(variant="la", vocab_size=50304, d_model=2048, depth=16, n_heads=16, seq_len=4096,
+                       d_ff=1024, n_experts=64, top_k=8, tie_embeddings=False, qk_norm="full")
+
+
+@preset("qwen3-0.6b")
+def qwen3_0_6b() -> ModelConfig:
+    # Qwen/Qwen3-0.6B: head_dim 128 wider than d_model / n_heads, per-head QK-norm, tied embeddings
+    return ModelConfig(variant="la", vocab_size=151936, d_model=1024, depth=28, n_heads=16, n_kv_heads=8,
+                       head_dim=128, seq_len=40960, d_ff=3072, n_experts=0, top_k=0, tie_embeddings=True,
+                       qk_norm="head", rope_theta=1e6, norm_eps=1e-6)
