@@ -44,8 +44,9 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
 def measured_check(plan: Plan) -> list[dict[str, Any]]:
     """Parameters and forward FLOPs per token of every chosen (matched) config, counted on the real
     module (meta device) beside the analytic values; a difference above MEASURE_RTOL is an error,
-    because then the match was made on numbers the models do not have. A given target model is not
-    re-counted here (`matcher cost <target>` does): counting costs 1-2 s per config on 2 cores."""
+    because then the match was made on numbers the models do not have. The modules are counted at depths
+    1-3 and extrapolated exactly (measured.measured_costs_from_three_depths). A given target model is not
+    re-counted here (`matcher cost <target>` does)."""
     from matcher.cost import measured as measure
 
     conv, seq_len = plan.spec.conventions, plan.train.seq_len
@@ -53,10 +54,10 @@ def measured_check(plan: Plan) -> list[dict[str, Any]]:
     for run in (run for run in plan.runs if run.match is not None):
         cfg = run.config
         flops = sum(forward_flops_per_token(cfg, conv, seq_len).values())
-        measured_flops = measure.measured_forward_flops(
-            cfg, seq_len=seq_len, batch=1, causal_half=conv.causal_half, counter="torch")["total"]
+        counted_params, counted_flops = measure.measured_costs_from_three_depths(
+            cfg, seq_len=seq_len, batch=1, causal_half=conv.causal_half)
+        measured_flops, measured_params = counted_flops["total"], counted_params["total"]
         params = param_counts(cfg).total
-        measured_params = measure.measured_params(cfg)["total"]
         rows.append({"run": run.label, "params": params, "measured_params": measured_params,
                      "params_diff": fmt.rel_diff(measured_params, params),
                      "forward_flops_per_token": flops, "measured_forward_flops_per_token": measured_flops,
