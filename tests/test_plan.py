@@ -366,3 +366,37 @@ def test_inference_memory_is_weights_and_caches_counted_independently():
     plan = make_plan(PlanRequest(target="la-2b", variants="dr_da", inference_batch=8, inference_context=4096))
     assert plan.spec.targets["inference_memory"] == inference_memory_bytes(plan.target.config, 8, 4096)
     assert abs(plan.runs[1].match.residuals["inference_memory"]) <= 0.005
+
+
+def test_a_ladder_writes_one_consistent_sweep_per_rung_and_a_manifest(tmp_path, capsys):
+    from matcher.plan.ladder import load_ladder
+
+    out = tmp_path / "ladder" / "ladder.yaml"
+    result = plan_json(capsys, "--ladder", "la-100m,la-1b,la-2b", "--variants", "dr,dr_da", "--out", str(out))
+    data = load_ladder(out)
+    assert [r["target"] for r in data["rungs"]] == ["la-100m", "la-1b", "la-2b"]
+    assert data["rules"]["vocab_size"] == 50304 and data["rules"]["tokens_per_param"] == 20
+    sweeps = [load_sweep(out.parent / rung["sweep"]) for rung in data["rungs"]]
+    for rung, sweep in zip(data["rungs"], sweeps):
+        assert {run.model.vocab_size for run in sweep.runs} == {50304}  # one vocabulary, la-100m's 32000 raised
+        target = sweep.target
+        assert rung["total_params"] == param_counts(target.model).total
+        # one rule: 20 tokens per target parameter, in whole steps
+        assert abs(target.train.total_tokens / (20 * rung["total_params"]) - 1) < 0.01
+        assert rung["train_flops"] == train_flops_per_token(target.model) * target.train.total_tokens
+        assert sweep.meta.command == f"matcher plan --target {rung['target']} --vocab-size 50304"
+        assert [r.group for r in sweep.runs] == [rung["target"], "dr", "dr_da"]
+    lrs = [rung["lr"] for rung in data["rungs"]]
+    assert lrs == sorted(lrs, reverse=True)  # the compute fit: bigger rungs, smaller rates
+    assert result["written"] and [p["target"] for p in result["plans"]] == ["la-100m", "la-1b", "la-2b"]
+
+
+def test_a_ladder_refuses_what_would_break_its_rule():
+    from matcher.plan.ladder import plan_ladder
+
+    with pytest.raises(ConfigError, match="drop --tokens"):
+        plan_ladder(PlanRequest(ladder="la-100m,la-1b", tokens=1e9))
+    with pytest.raises(ConfigError, match="must grow in parameters, smallest first"):
+        plan_ladder(PlanRequest(ladder="la-1b,la-100m"))
+    with pytest.raises(ConfigError, match="two or more"):
+        plan_ladder(PlanRequest(ladder="la-1b"))

@@ -19,6 +19,8 @@ MEASURE_RTOL = 1e-3  # analytic and measured counts of the chosen configs must a
 
 def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
                  measure: bool) -> dict[str, Any]:
+    if request.ladder is not None:
+        return ladder_command(request, out_path, force, dry_run, as_json, measure)
     with err().status("planning", spinner="dots") as status:
         plan = make_plan(request, progress=status.update)
         checks = None
@@ -169,3 +171,59 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
                       f"check it with `matcher sweep show {path.as_posix()}`")
     else:
         console.print(f"dry run: would write {path.as_posix()} ({runs} runs)")
+
+
+def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
+                   measure: bool) -> dict[str, Any]:
+    """`matcher plan --ladder`: one sweep per rung beside a ladder manifest (--out names the manifest)."""
+    from datetime import datetime, timezone
+
+    from matcher.atomic import write_text_atomic
+    from matcher.config import dump_yaml
+    from matcher.plan.ladder import manifest, plan_ladder
+    from matcher.plan.sweep import write_sweep
+
+    with err().status("planning the ladder", spinner="dots") as status:
+        ladder = plan_ladder(request, progress=status.update)
+        checks = [measured_check(plan) for plan in ladder.plans] if measure else [None] * len(ladder.plans)
+    path = out_path or ladder.default_path()
+    sweep_paths = [ladder.sweep_path(plan, path.parent) for plan in ladder.plans]
+    existing = [p for p in [path, *sweep_paths] if p.exists()]
+    if existing and not force and not dry_run:
+        raise MatcherError(f"{', '.join(p.as_posix() for p in existing)} exist; pass --force to overwrite them "
+                           "or --out to write the ladder elsewhere")
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for plan in ladder.plans:
+        for line in plan.notices:
+            notice(f"{plan.target_label}: {line}")
+    data = manifest(ladder, sweep_paths, created)
+    if not dry_run:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for plan, sweep_path in zip(ladder.plans, sweep_paths):
+            write_sweep(build_sweep(plan, created), sweep_path, force=True)
+        write_text_atomic(path, "# matcher ladder: one sweep per rung under one rule set.\n" + dump_yaml(data))
+    result = {**data, "manifest": path.as_posix(), "written": not dry_run,
+              "plans": [plan_result(plan, check, sweep_path, not dry_run)
+                        for plan, check, sweep_path in zip(ladder.plans, checks, sweep_paths)]}
+    if as_json:
+        out().print_json(json.dumps(result))
+        return result
+    from rich.table import Table
+
+    console = out()
+    rules = data["rules"]
+    console.print(f"[bold]ladder[/]: {', '.join(ladder.plans[0].variants)} matched to {', '.join(ladder.rungs)} on "
+                  f"{', '.join(data['matched'])}; one vocabulary ({rules['vocab_size']}), "
+                  f"{rules['tokens_per_param']} tokens per target parameter, batch and lr from the compute fits")
+    table = Table()
+    for col in ("rung", "params", "train FLOPs", "tokens", "batch", "lr", "worst |Δ|", "sweep"):
+        table.add_column(col, justify="left" if col in ("rung", "sweep") else "right")
+    for rung, plan, sweep_path in zip(data["rungs"], ladder.plans, sweep_paths):
+        worst = max(abs(run.match.residuals[q]) for run in plan.runs[1:] for q in run.match.solved)
+        table.add_row(rung["target"], fmt.params(rung["total_params"]), f"{rung['train_flops']:.3g}",
+                      fmt.si(rung["total_tokens"]), str(rung["batch_size"]), f"{rung['lr']:g}",
+                      fmt.percent(worst), sweep_path.as_posix())
+    console.print(table)
+    verb = "wrote" if not dry_run else "dry run: would write"
+    console.print(f"{verb} [bold]{path.as_posix()}[/] and {len(sweep_paths)} sweeps beside it")
+    return result

@@ -252,6 +252,10 @@ class PlanRequest:
     micro_batch: int | None = _option(None, "Sequences per forward on one GPU: gradient accumulation (same "
                                       "steps, less memory).", min=1)
     seq_len: int | None = _option(None, "Tokens per sequence (default: the target's).", min=1)
+    vocab_size: int | None = _option(None, "Vocabulary of the target and variants (default: the target's).",
+                                     min=1)
+    ladder: str | None = _option(None, "Instead of --target: comma-separated targets, smallest first (such as "
+                                 "la-100m,la-1b,la-2b): one sweep per rung and a ladder manifest.")
     seeds: str = _option("0", "Comma-separated seeds; several give runs <variant>-s<seed>.")
     base: str = _option("la-1b", "Shape of the family when budgets are given.")
     depth: int | None = _option(None, "Variants' depth (default: the target's).", min=1)
@@ -362,6 +366,8 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
         notices.append(resolved.notice)
     if request.seq_len is not None:
         shape = shape.replace(seq_len=request.seq_len)
+    if request.vocab_size is not None:
+        shape = shape.replace(vocab_size=request.vocab_size)
     align = request.align if request.align is not None else default_align(shape)
     conv = request.conventions
     tolerance = request.tolerance
