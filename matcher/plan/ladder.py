@@ -32,7 +32,9 @@ class Ladder:
     plans: list[Plan]
 
     def sweep_path(self, plan: Plan, folder: Path) -> Path:
-        return folder / plan.default_path().name
+        """<folder>/<folder name>-<rung>.yaml: the sweep's name is its results folder's
+        (results/<sweep>/), so it names the ladder as well as the rung."""
+        return folder / f"{folder.name}-{plan.target_label}.yaml"
 
     def default_path(self, folder: Path = Path("sweeps")) -> Path:
         """sweeps/ladder-<rungs>-vs-<variants>/ladder.yaml: a folder of its own, so a rung's sweep never
@@ -92,6 +94,7 @@ def manifest(ladder: Ladder, sweep_paths: list[Path], created: str) -> dict[str,
                   "seq_len": sorted({plan.train.seq_len for plan in ladder.plans})},
         "command": ladder.request.command_line(),
         "created": created,
+        "results_root": "results",  # `matcher run` writes each rung to <results_root>/<sweep name>/
         "rungs": rungs,
     }
 
