@@ -68,6 +68,7 @@ class ModelConfig:
     # full (OLMoE: one gain over all heads' width, n_heads*head_dim for q, n_kv_heads*head_dim for k)
     qk_norm: str = "none"
     qkv_bias: bool = False  # biases on the query, key and value projections (Qwen2); none on the output
+    norm_bias: bool = False  # a learned bias in every norm beside its gain (LayerNorm-style)
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:

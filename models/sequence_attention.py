@@ -21,8 +21,9 @@ class SequenceAttention(nn.Module):
         self.qk_norm = cfg.qk_norm
         if cfg.qk_norm != "none":
             full = cfg.qk_norm == "full"
-            self.q_norm = RMSNorm(cfg.n_heads * cfg.head_dim if full else cfg.head_dim, cfg.norm_eps)
-            self.k_norm = RMSNorm(cfg.n_kv_heads * cfg.head_dim if full else cfg.head_dim, cfg.norm_eps)
+            self.q_norm = RMSNorm(cfg.n_heads * cfg.head_dim if full else cfg.head_dim, cfg.norm_eps, cfg.norm_bias)
+            self.k_norm = RMSNorm(cfg.n_kv_heads * cfg.head_dim if full else cfg.head_dim, cfg.norm_eps,
+                                  cfg.norm_bias)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                 kv_cache: LayerKV | None = None) -> torch.Tensor:

@@ -36,6 +36,9 @@ def test_qkv_biases_are_parameters_without_flops():
     biased = cfg.replace(qkv_bias=True)
     assert param_counts(biased).total - param_counts(cfg).total == cfg.depth * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
     assert forward_flops_per_token(biased) == forward_flops_per_token(cfg)
+    # a bias beside every norm's gain: 2 per layer (SA, FFN) and the final norm, d_model each
+    with_norm_bias = cfg.replace(norm_bias=True)
+    assert param_counts(with_norm_bias).total - param_counts(cfg).total == (2 * cfg.depth + 1) * cfg.d_model
 
 
 def test_decoders_out_of_scope_get_one_clear_message():

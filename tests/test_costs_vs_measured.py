@@ -63,9 +63,9 @@ def test_preset_forward_flops_match_with_causal_halving(name):
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=small_configs(), qk_norm=st.sampled_from(["head", "full"]), qkv_bias=st.booleans(),
-       seq_len=st.integers(1, 24))
-def test_qk_norm_and_biases_match(cfg, qk_norm, qkv_bias, seq_len):
-    cfg = cfg.replace(qk_norm=qk_norm, qkv_bias=qkv_bias)
+       norm_bias=st.booleans(), seq_len=st.integers(1, 24))
+def test_qk_norm_and_biases_match(cfg, qk_norm, qkv_bias, norm_bias, seq_len):
+    cfg = cfg.replace(qk_norm=qk_norm, qkv_bias=qkv_bias, norm_bias=norm_bias)
     assert_params_match(cfg)
     assert_flops_match(cfg, seq_len, causal_half=False)
 

@@ -35,7 +35,7 @@ DECODE_CASES = {
     "dr_da-shared-lowrank": dict(variant="dr_da", n_shared_experts=1, router_rank=6, da_rope=False),
     "dr-no-router-rope": dict(variant="dr", router_depth_rope=False, n_kv_heads=1),
     "la-qk-norm-full-bias": dict(qk_norm="full", qkv_bias=True),
-    "dr_da-qk-norm-head": dict(variant="dr_da", qk_norm="head", n_kv_heads=1),
+    "dr_da-qk-norm-head-norm-bias": dict(variant="dr_da", qk_norm="head", n_kv_heads=1, norm_bias=True),
 }
 
 
@@ -304,3 +304,15 @@ def test_qk_norm_normalises_queries_and_keys_per_head_or_over_the_projection():
         assert attn.q_norm.weight.shape == ((attn.n_heads * attn.head_dim,) if kind == "full" else (attn.head_dim,))
     plain, biased = Model(tiny()).layers[0].attn, Model(tiny(qkv_bias=True)).layers[0].attn
     assert plain.wq.bias is None and biased.wq.bias is not None and biased.wo.bias is None
+
+
+def test_biases_start_at_zero_and_norm_biases_shift_the_output():
+    model = Model(tiny(qkv_bias=True, norm_bias=True, qk_norm="head"))
+    biases = {name: p for name, p in model.named_parameters() if name.endswith(".bias")}
+    assert {"norm.bias", "layers.0.attn_norm.bias", "layers.0.attn.wq.bias", "layers.0.attn.q_norm.bias"} <= set(biases)
+    assert all(torch.count_nonzero(p) == 0 for p in biases.values())
+    norm = model.norm
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        norm.bias.fill_(0.5)
+    torch.testing.assert_close(norm(x), torch.nn.functional.rms_norm(x, (32,), norm.weight, norm.eps) + 0.5)

@@ -92,7 +92,7 @@ def sa_params(cfg: ModelConfig) -> int:
 def sa_vector_params(cfg: ModelConfig) -> int:
     """QK-norm gains and q/k/v biases: parameters without matrix-product FLOPs."""
     qk_width = (cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim
-    norms = {"none": 0, "head": 2 * cfg.head_dim, "full": qk_width}[cfg.qk_norm]
+    norms = {"none": 0, "head": 2 * cfg.head_dim, "full": qk_width}[cfg.qk_norm] * _norm_vectors(cfg)
     biases = (qk_width + cfg.n_kv_heads * cfg.head_dim) if cfg.qkv_bias else 0
     return norms + biases
 
@@ -109,6 +109,11 @@ def router_params(cfg: ModelConfig) -> int:
     return cfg.d_model * cfg.n_experts
 
 
+def _norm_vectors(cfg: ModelConfig) -> int:
+    """Parameter vectors per norm: the gain, and the bias with norm_bias."""
+    return 2 if cfg.norm_bias else 1
+
+
 def norms_per_layer(cfg: ModelConfig) -> int:
     if cfg.mixture == "parallel":
         return 1
@@ -118,7 +123,7 @@ def norms_per_layer(cfg: ModelConfig) -> int:
 def layer_params(cfg: ModelConfig) -> dict[str, int]:
     """Parameters of ONE unique layer, by component."""
     return {
-        "norms": norms_per_layer(cfg) * cfg.d_model,
+        "norms": norms_per_layer(cfg) * cfg.d_model * _norm_vectors(cfg),
         "sa": sa_params(cfg) + sa_vector_params(cfg),
         "da": da_params(cfg),
         "router": router_params(cfg),
@@ -147,7 +152,7 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
     by_component = {
         "embedding": cfg.vocab_size * cfg.d_model,
         "lm_head": 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model,
-        "final_norm": cfg.d_model,
+        "final_norm": cfg.d_model * _norm_vectors(cfg),
         **{name: n_layers * count for name, count in layer.items()},
     }
     total = sum(by_component.values())
@@ -159,8 +164,8 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
         total=total,
         embedding=embedding,
         non_embedding=total - embedding,
-        active=n_layers * layer_active + embedding + cfg.d_model,
-        applied=cfg.depth * layer_active + embedding + cfg.d_model,
+        active=n_layers * layer_active + embedding + by_component["final_norm"],
+        applied=cfg.depth * layer_active + embedding + by_component["final_norm"],
     )
 
 

@@ -25,8 +25,8 @@ FVCORE_MAX_PARAMS = 300_000_000  # fvcore runs real weights on the CPU: 300M fp3
 _PARAM_RULES = [
     (r"tok_emb\.weight", "embedding"),
     (r"lm_head\.weight", "lm_head"),
-    (r"norm\.weight", "final_norm"),
-    (r"layers\.\d+\.(attn_norm|da_norm|ffn_norm|norm)\.weight", "norms"),
+    (r"norm\.(weight|bias)", "final_norm"),
+    (r"layers\.\d+\.(attn_norm|da_norm|ffn_norm|norm)\.(weight|bias)", "norms"),
     (r"layers\.\d+\.attn\..+", "sa"),
     (r"layers\.\d+\.depth_attn\..+", "da"),
     (r"layers\.\d+\.ffn\.router\..+", "router"),

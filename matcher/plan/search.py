@@ -503,8 +503,14 @@ def _finish(found: Match, spec: MatchSpec, label: str) -> Match:
     config = found.config
     cause = "under the memory limit" if spec.max_memory_bytes is not None else "together"
     closers = [name for name in _closers(worst, config) if name not in found.free]
-    hint = (f"; a third free variable would close the gap: --free {','.join(found.free[:2])},{closers[0]} "
-            f"({THIRD_VARIABLES[closers[0]]})" if closers else "")
+    if spec.auto:  # the lattice and every third variable were tried already
+        hint = (f"; the search tried d_ff multiples down to {AUTO_ALIGN_FLOOR} and the third free variables "
+                f"{', '.join(THIRD_VARIABLES)}")
+    elif closers:
+        hint = (f"; a third free variable would close the gap: --free {','.join(found.free[:2])},{closers[0]} "
+                f"({THIRD_VARIABLES[closers[0]]})")
+    else:
+        hint = ""
     raise MatchError(f"{label}: {' and '.join(QUANTITY_LABELS[q] for q in worst)} cannot be matched "
                      f"{cause}: the best config (d_ff {config.d_ff}, n_experts {config.n_experts}) has "
                      f"{_listing(found)} (tolerance {spec.tolerance:.1%}){hint}")
