@@ -423,7 +423,7 @@ def _match_auto(base: ModelConfig, spec: MatchSpec, held: set[str], label: str) 
                     f"{_worst(found):.2%} (tolerance {spec.tolerance:.1%})")
             return dataclasses.replace(finer, evaluations=evaluations, notes=finer.notes + (note,))
         tried.append(f"a multiple of {align}: {_listing(finer)}")
-    for third in _third_candidates(base, best, held):
+    for third in _third_candidates(base, best, held, spec.tolerance):
         for align in aligns:  # the coarsest lattice that meets the tolerance with this variable
             try:
                 scanned = _match_third(base, dataclasses.replace(spec, align=align), held, label, third)
@@ -440,10 +440,10 @@ def _match_auto(base: ModelConfig, spec: MatchSpec, held: set[str], label: str) 
     return dataclasses.replace(best, evaluations=evaluations)
 
 
-def _third_candidates(base: ModelConfig, found: Match, held: set[str]) -> list[str]:
-    """Third free variables worth trying, most useful first: n_kv_heads when a memory quantity that
-    includes the SA KV cache is off, then the low-rank router (fine steps), then top_k."""
-    off = {q for q in found.solved if abs(found.residuals[q]) > 0}
+def _third_candidates(base: ModelConfig, found: Match, held: set[str], tolerance: float) -> list[str]:
+    """Third free variables worth trying, most useful first: n_kv_heads when inference memory (which
+    holds the SA KV cache) misses the tolerance, then the low-rank router (fine steps), then top_k."""
+    off = {q for q in found.solved if abs(found.residuals[q]) > tolerance}
     order = []
     if "inference_memory" in off:
         order.append("n_kv_heads")
