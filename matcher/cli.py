@@ -153,14 +153,18 @@ def sweep_show(path: Annotated[Path, typer.Argument(help="Sweep YAML file.")]) -
 
 @data_app.command("encode")
 def data_encode(
-    inputs: Annotated[list[Path], typer.Argument(help="Text files, or JSONL with question/answer or text.")],
-    out: Annotated[Path, typer.Option(help="The shard to write (a .bin, with a .json sidecar).")],
-    force: Annotated[bool, typer.Option(help="Overwrite an existing shard.")] = False,
+    inputs: Annotated[list[Path], typer.Argument(help="Text files; JSONL with text, question/answer or chat "
+                                                      "messages; parquet with the same columns.")],
+    out: Annotated[Path, typer.Option(help="Folder for the shards and manifest.json (train.data: OUT).")],
+    tokenizer: Annotated[str, typer.Option(help="`char` or a Hugging Face tokenizer.json.")] = "char",
+    shard_tokens: Annotated[int, typer.Option(help="Tokens per shard (the last one may hold fewer).",
+                                              min=1)] = 1 << 26,
+    force: Annotated[bool, typer.Option(help="Replace what OUT holds (another or a finished encode).")] = False,
 ) -> None:
-    """Tokenize text into a shard with the character tokenizer evaluation uses (train.data: OUT)."""
+    """Tokenize a corpus into fixed-size shards with a manifest; a rerun resumes an interrupted encode."""
     from matcher.commands.data import encode_command
 
-    encode_command(inputs, out, force)
+    encode_command(inputs, out, tokenizer, shard_tokens, force)
 
 
 @app.command()

@@ -327,6 +327,39 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
+LOSS_ON = ("all", "answers")
+TOKENIZER_KEYS = ("path", "hash", "vocab_size")
+
+
+def _check_data(data: Any) -> None:
+    if isinstance(data, dict):
+        if not data:
+            raise ConfigError("data: a mixture needs at least one `path: weight`")
+        for source, weight in data.items():
+            if not isinstance(source, str) or source == "":
+                raise ConfigError(f"data: a mixture's keys are data paths (or math), got {source!r}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+                    math.isfinite(weight) and weight > 0):
+                raise ConfigError(f"data: the weight of {source} must be a positive number, got {weight!r}")
+    elif data == "":
+        raise ConfigError("data must be math, a folder of `matcher data encode`, or a mixture {path: weight}")
+
+
+def _check_tokenizer(tokenizer: Any) -> None:
+    if isinstance(tokenizer, dict):
+        unknown = [k for k in tokenizer if k not in TOKENIZER_KEYS]
+        if unknown:
+            raise ConfigError(f"tokenizer.{unknown[0]}: {unknown_key(unknown[0], TOKENIZER_KEYS)}")
+        if not isinstance(tokenizer.get("path"), str) or not tokenizer["path"]:
+            raise ConfigError("tokenizer: a mapping needs `path` (the tokenizer.json); plan with --tokenizer PATH")
+        if "hash" in tokenizer and not isinstance(tokenizer["hash"], str):
+            raise ConfigError(f"tokenizer.hash must be a string, got {tokenizer['hash']!r}")
+        if "vocab_size" in tokenizer and not (_is_int(tokenizer["vocab_size"]) and tokenizer["vocab_size"] > 0):
+            raise ConfigError(f"tokenizer.vocab_size must be a positive integer, got {tokenizer['vocab_size']!r}")
+    elif tokenizer == "":
+        raise ConfigError("tokenizer must be char or the path of a tokenizer.json")
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     """How one run trains. Runs of one sweep share `tokens_per_step` so their curves are comparable."""
@@ -347,8 +380,14 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     balance_rate: float = 1e-3  # step of the auxiliary-loss-free expert-bias update
     seed: int = 0
-    data: str = "math"  # "math" (embedded generator) or a path to a .bin token shard
+    # "math" (embedded generator), a folder of `matcher data encode` (or a legacy .bin shard), or a
+    # mixture {path: weight, ...} sampled by weight
+    data: str | dict = "math"
     data_steps: int = 3  # reasoning steps in generated math problems
+    # "char" (the built-in character tokenizer) or {path, hash[, vocab_size]} of a tokenizer.json, as
+    # `matcher plan --tokenizer` records it (matcher.data.tokenizer.tokenizer_for reads it)
+    tokenizer: str | dict = "char"
+    loss_on: str = "all"  # all: every token is a target; answers: only the loss-masked answer tokens
     eval_data: str = "math"  # "math" (held-out generated problems) or a GSM8K-style JSONL path
     eval_examples: int = 64  # problems scored at each checkpoint
     eval_tokens: list[int] = field(default_factory=list)  # token checkpoints; empty: log-spaced
@@ -385,6 +424,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.warmup_fraction + self.decay_fraction > 1:
             raise ConfigError("warmup_fraction + decay_fraction must be at most 1")
+        _check_data(self.data)
+        _check_tokenizer(self.tokenizer)
+        if self.loss_on not in LOSS_ON:
+            raise ConfigError(f"loss_on must be one of {', '.join(LOSS_ON)}, got {self.loss_on!r}")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"dtype must be auto, fp32 or bf16, got {self.dtype!r}")
         if self.recompute not in ("none", "full"):

@@ -24,3 +24,16 @@ def test_gpu_bench_smoke_mode_writes_every_row(tmp_path):
     assert all(row["analytic_training_bytes"] > 0 for row in rows)
     for preset in ("la-tiny", "dr-tiny", "dr_da-tiny"):
         assert preset in result.stdout
+
+
+def test_data_bench_runs_and_reports_both_rows(tmp_path):
+    out = tmp_path / "data.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "data.py"), "--throughput-mb", "0.2",
+                             "--sizes", "0.1,0.3", "--repeats", "1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())
+    assert rows["library_tokens_per_s"] > 0 and rows["matcher_tokens_per_s"] > 0
+    assert set(rows["peak_rss_bytes"]) == {"0.1", "0.3"} and all(v > 0 for v in rows["peak_rss_bytes"].values())
+    assert "x (goal >= 0.8x)" in result.stdout

@@ -223,39 +223,77 @@ def test_jsonl_errors(tmp_path, content, message):
     assert "\n" not in str(info.value)
 
 
+def _encode(inputs, out, **options):
+    from matcher.data.encode import encode_corpus
+
+    return encode_corpus(inputs, tokenizer.CHAR, out, progress=False, **options).manifest
+
+
 def test_encode_writes_documents_in_the_eval_format(tmp_path):
     jsonl = tmp_path / "train.jsonl"
     jsonl.write_text('{"question": "x=2; x?", "answer": "x=2 #### 2"}\n\n{"text": "café\\tbar"}\n')
     (tmp_path / "notes.txt").write_text("plain text")
-    path, documents, count = shards.encode_files([jsonl, tmp_path / "notes.txt"], tmp_path / "out" / "t.bin")
-    tokens = np.asarray(shards.open_shard(path, vocab_size=128)[0])
+    manifest = _encode([jsonl, tmp_path / "notes.txt"], tmp_path / "out")
+    data = shards.open_data(tmp_path / "out", 128, tokenizer.CHAR)
+    tokens = np.concatenate(data.tokens)
     documents_text = ["Q: x=2; x? A: x=2 #### 2", "cafe\tbar", "plain text"]  # as the eval prompts, NFKD
     expected = [t for text in documents_text for t in tokenizer.encode_document(text)]
-    assert (documents, count) == (3, len(expected)) and tokens.tolist() == expected
+    assert (manifest["documents"], manifest["tokens"]) == (3, len(expected)) and tokens.tolist() == expected
     # the eval's prompt is a prefix of the training document: the model learns what it is asked
     doc = tokenizer.decode(tokens[1:])
     assert doc.startswith(problems.prompt_text("x=2; x?"))
 
 
 @pytest.mark.parametrize("content,message", [
-    ('{"q": 1}\n', 'train.jsonl:1: expected an object with a string "text", or string "question" and "answer"'),
+    ('{"q": 1}\n', 'train.jsonl:1: expected an object with a string "text", string "question" and "answer", or'),
     ("{oops\n", "train.jsonl:1: not valid JSON"),
     ("\n", "the files hold no documents"),
 ])
 def test_encode_errors_name_the_line(tmp_path, content, message):
     (tmp_path / "train.jsonl").write_text(content)
     with pytest.raises(DataError, match=re.escape(message)):
-        shards.encode_files([tmp_path / "train.jsonl"], tmp_path / "t.bin")
+        _encode([tmp_path / "train.jsonl"], tmp_path / "out")
+
+
+def _err(capsys) -> str:
+    return " ".join(capsys.readouterr().err.split())  # rich wraps long lines
 
 
 def test_encode_cli_never_overwrites_without_force(tmp_path, capsys):
     from matcher.cli import main
 
     (tmp_path / "a.txt").write_text("hello")
-    out = tmp_path / "t.bin"
+    out = tmp_path / "shards"
     assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(out)]) == 0
     assert "1 documents, 7 tokens" in capsys.readouterr().out
+    before = (out / "shard-00000.bin").read_bytes()
     assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(out)]) == 2
-    assert "exists; pass --force" in capsys.readouterr().err
+    assert "already holds a complete encode" in _err(capsys)
+    (tmp_path / "a.txt").write_text("other text")
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(out)]) == 2
+    assert "holds an encode of other inputs" in _err(capsys)
+    assert (out / "shard-00000.bin").read_bytes() == before
     assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(out), "--force"]) == 0
+    (tmp_path / "t.txt").write_text("x")
     assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(tmp_path / "t.txt")]) == 2
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("keep me")
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(tmp_path / "mine")]) == 2
+    assert "holds other files" in _err(capsys)
+
+
+def test_encode_reports_unrepresentable_text_and_refuses_binary_files(tmp_path, capsys):
+    from matcher.cli import main
+
+    (tmp_path / "a.txt").write_text("price 5€, café\n")
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(tmp_path / "a")]) == 0
+    err = _err(capsys)
+    assert "1 characters could not be represented" in err and "a.txt:1" in err and "5€" in err
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["unrepresentable"]["characters"] == 1
+    (tmp_path / "b.txt").write_bytes(b"ELF\x00\x01\x02text")
+    assert main(["data", "encode", str(tmp_path / "b.txt"), "--out", str(tmp_path / "b")]) == 2
+    assert "looks like a binary file" in _err(capsys)
+    (tmp_path / "c.txt").write_bytes(b"ok \xff\xfe")
+    assert main(["data", "encode", str(tmp_path / "c.txt"), "--out", str(tmp_path / "c")]) == 2
+    assert "not UTF-8 text (byte 3)" in _err(capsys)

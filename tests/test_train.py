@@ -82,10 +82,11 @@ def test_tiny_run_learns_and_writes_the_results_format(tmp_path):
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 1.0
     assert trains[-1]["train_loss"] < trains[0]["train_loss"] - 1.0
     for e in evals:
-        assert set(e) == {"event", "step", "tokens", "train_loss", "eval_loss", "eval_accuracy",
+        assert set(e) == {"event", "step", "tokens", "unique_tokens", "train_loss", "eval_loss", "eval_accuracy",
                           "tokens_per_s", "mfu", "peak_memory_bytes", "expert_load", "expert_gini",
                           "elapsed_s"}
         assert e["tokens"] == e["step"] * 16 * 64 and 0 <= e["eval_accuracy"] <= 1
+        assert e["unique_tokens"] == e["tokens"]  # generated data never repeats
         assert e["mfu"] is None and e["peak_memory_bytes"] is None  # CPU
         assert np.array(e["expert_load"]).shape == (4, 4)  # 4 applied depths x 4 experts
         assert np.allclose(np.sum(e["expert_load"], axis=1), 1, atol=1e-4)
@@ -273,7 +274,7 @@ def test_shards_from_another_tokenizer_are_refused_before_training(tmp_path):
     run_dir = prepare(tmp_path, dataclasses.replace(run, model=run.model.replace(vocab_size=512)))
     summary = launch_run(run_dir.path)
     assert summary.state == "failed"
-    assert "hold token ids up to 299" in summary.note and "`matcher data encode`" in summary.note
+    assert "hold token ids up to 299" in summary.note and "`matcher data encode" in summary.note
 
 
 @pytest.mark.slow

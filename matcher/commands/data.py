@@ -1,20 +1,34 @@
-"""`matcher data encode`: token shards for real corpora."""
+"""`matcher data encode`: token shards for real corpora (matcher/data/encode.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from matcher.console import out
-from matcher.errors import DataError
+import typer
+
+from matcher.console import err, notice, out
 
 
-def encode_command(inputs: list[Path], shard: Path, force: bool) -> None:
-    from matcher.data.shards import encode_files
+def encode_command(inputs: list[Path], folder: Path, tokenizer_spec: str, shard_tokens: int, force: bool) -> None:
+    from matcher.data.encode import encode_corpus
+    from matcher.data.tokenizer import load_tokenizer
 
-    if shard.suffix != ".bin":
-        raise DataError(f"--out {shard}: a shard is a .bin file, e.g. data/train.bin")
-    if shard.exists() and not force:
-        raise DataError(f"{shard} exists; pass --force to overwrite it, or choose another --out")
-    path, documents, tokens = encode_files(inputs, shard)
-    out().print(f"wrote {path}: {documents:,} documents, {tokens:,} tokens (uint16, character tokenizer); "
-                f"train on it with `data: {path}` in a sweep's train settings")
+    tokenizer = load_tokenizer(tokenizer_spec)
+    try:
+        result = encode_corpus(inputs, tokenizer, folder, shard_tokens=shard_tokens, force=force)
+    except KeyboardInterrupt:
+        err().print(f"interrupted: {folder} keeps the shards already listed in its manifest; run the same "
+                    "command again to resume")
+        raise typer.Exit(130) from None
+    manifest = result.manifest
+    lost = manifest["unrepresentable"]
+    if lost["characters"]:
+        notice(f"{lost['characters']:,} characters could not be represented by the {tokenizer.describe()} and "
+               f"were replaced (the first: {lost['first']}); use a tokenizer that covers them (a byte-level "
+               "BPE represents any text)")
+    if result.resumed_tokens:
+        notice(f"resumed: {result.resumed_tokens:,} tokens were already in complete shards")
+    mask = ", with a loss mask (train.loss_on: answers)" if manifest["loss_mask"] else ""
+    out().print(f"wrote {folder}: {manifest['documents']:,} documents, {manifest['tokens']:,} tokens in "
+                f"{len(manifest['shards'])} shard(s) ({manifest['dtype']}, {tokenizer.describe()}){mask}; "
+                f"train on it with `--set train.data={folder}` at plan time or `data: {folder}` in a sweep")

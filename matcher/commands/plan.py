@@ -151,6 +151,8 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
     console.print(f"training (every run): {fmt.si(train.total_tokens)} tokens, {train.batch_size} x "
                   f"{train.seq_len} tokens per step ({train.total_steps} steps), peak lr {train.lr:g}, "
                   f"evals at {', '.join(fmt.si(t) for t in train.eval_tokens)} tokens, data {train.data}, "
+                  f"tokenizer {train.tokenizer['path'] if isinstance(train.tokenizer, dict) else train.tokenizer} "
+                  f"(vocab_size {plan.target.config.vocab_size:,}), "
                   f"seeds {', '.join(map(str, plan.seeds))}")
     if checks:
         measured = Table(title="Measured check (real modules on the meta device)", title_justify="left")

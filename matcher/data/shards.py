@@ -1,4 +1,6 @@
-"""Token shards on disk: `<name>.bin` holds the tokens as a flat little-endian array, and a sidecar
+"""Token shards on disk. A folder written by `matcher data encode` (matcher/data/encode.py) holds a
+manifest.json that lists its shards (`open_data` reads it). The older form, still read with the
+character tokenizer: `<name>.bin` holds the tokens as a flat little-endian array, and a sidecar
 `<name>.json` beside it says how to read them:
 
     {"dtype": "uint16"}        # or "uint32" for vocabularies above 65,536
@@ -10,10 +12,12 @@ writes both. Shards are read through numpy memmaps, so they may be larger than m
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from matcher.data.encode import FORMAT, MANIFEST
 from matcher.errors import DataError
 
 DTYPES = ("uint16", "uint32")
@@ -88,36 +92,68 @@ def open_shard(path: Path, vocab_size: int) -> tuple[np.memmap, int]:
     return tokens, highest
 
 
-def encode_files(inputs: list[Path], out: Path) -> tuple[Path, int, int]:
-    """Tokenize text into one shard with matcher's character tokenizer, the one evaluation uses, so a
-    model trained on it can be scored on GSM8K-style JSONL. Each document becomes BOS text EOS:
-    - .jsonl with "question" and "answer": each problem as `Q: <question> A: <answer>` (the format the
-      eval prompts with);
-    - .jsonl with "text": each record's text;
-    - any other file: its whole text, one document.
-    Returns (shard path, documents, tokens)."""
-    from matcher.data.problems import Problem, document_text, is_problem, jsonl_records
-    from matcher.data.tokenizer import encode_document
+@dataclass
+class ShardSet:
+    """The shards of one data source, memory-mapped: tokens, and the loss mask beside them (None: every
+    token is a target), with the manifest that describes them (None: legacy .bin + sidecar shards)."""
 
-    tokens: list[int] = []
-    documents = 0
-    for path in inputs:
-        if not path.is_file():
-            raise DataError(f"{path}: no such file to encode")
-        if path.suffix != ".jsonl":
-            tokens += encode_document(path.read_text(encoding="utf-8", errors="replace"))
-            documents += 1
-            continue
-        for where, record in jsonl_records(path):
-            if isinstance(record, dict) and isinstance(record.get("text"), str):
-                text = record["text"]
-            elif is_problem(record):
-                text = document_text(Problem(record["question"].strip(), record["answer"].strip(), ""))
-            else:
-                raise DataError(f'{where}: expected an object with a string "text", or string "question" '
-                                'and "answer"')
-            tokens += encode_document(text)
-            documents += 1
+    spec: str
+    tokens: list[np.memmap]
+    masks: list[np.memmap] | None
+    manifest: dict | None
+    highest: int  # the largest token id the data may hold
+
+
+def open_data(spec: str | Path, vocab_size: int, tokenizer=None) -> ShardSet:
+    """The shards of `spec`: a folder written by `matcher data encode` (with manifest.json), or legacy
+    .bin shards with .json sidecars. Checked before anything trains: the manifest's tokenizer is the
+    run's (same hash), its vocabulary fits the model, every listed file is there and whole."""
+    path = Path(spec)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        return _open_manifest(path, vocab_size, tokenizer)
+    if tokenizer is not None and tokenizer.kind != "char":
+        if path.is_dir() or path.is_file():
+            raise DataError(f"{spec}: no {MANIFEST}, so nothing says which tokenizer wrote these tokens; "
+                            f"encode the corpus with `matcher data encode ... --tokenizer {tokenizer.spec} --out DIR`")
+    scanned = [open_shard(p, vocab_size) for p in shard_paths(spec)]
+    return ShardSet(str(spec), [t for t, _ in scanned], None, None, max(h for _, h in scanned))
+
+
+def _open_manifest(folder: Path, vocab_size: int, tokenizer) -> ShardSet:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{folder / MANIFEST}: not valid JSON; encode the corpus again with matcher data encode "
+                        "--force") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("dtype") not in DTYPES:
+        raise DataError(f"{folder / MANIFEST}: not a manifest of `matcher data encode`; encode the corpus again")
+    if not manifest.get("complete"):
+        raise DataError(f"{folder}: the encode did not finish ({len(manifest.get('shards', []))} shards written); "
+                        "run the same `matcher data encode` command again to finish it")
+    recorded = manifest.get("tokenizer") or {}
+    if tokenizer is not None and recorded.get("hash") != tokenizer.content_hash:
+        raise DataError(f"{folder}: the shards were encoded with {recorded.get('path')} (hash "
+                        f"{str(recorded.get('hash'))[:12]}), but the run's tokenizer is {tokenizer.spec} (hash "
+                        f"{tokenizer.content_hash[:12]}); set train.tokenizer to the one that wrote them, or "
+                        "re-encode the corpus with the run's tokenizer")
+    highest = int(recorded.get("vocab_size", 0)) - 1
+    if highest >= vocab_size:
+        raise DataError(f"{folder}: the shards' tokenizer has {highest + 1:,} tokens, but the model's vocab_size "
+                        f"is {vocab_size:,}; plan with --tokenizer {recorded.get('path')} (it pads the vocabulary)")
+    dtype = "<" + np.dtype(manifest["dtype"]).str[1:]
+    tokens, masks = [], [] if manifest.get("loss_mask") else None
+    for entry in manifest.get("shards", []):
+        for name, itemsize, into, kind in ((entry["file"], np.dtype(dtype).itemsize, tokens, dtype),
+                                           (entry.get("mask_file"), 1, masks, np.uint8)):
+            if into is None:
+                continue
+            file = folder / str(name)
+            if not file.is_file():
+                raise DataError(f"{file}: listed in {MANIFEST} but missing; restore it, or encode the corpus again")
+            if file.stat().st_size != entry["tokens"] * itemsize:
+                raise DataError(f"{file}: {file.stat().st_size:,} bytes, but {MANIFEST} lists {entry['tokens']:,} "
+                                "tokens; the file is damaged: encode the corpus again")
+            into.append(np.memmap(file, dtype=kind, mode="r"))
     if not tokens:
-        raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents")
-    return write_shard(out, tokens, "uint16"), documents, len(tokens)
+        raise DataError(f"{folder}: the manifest lists no shards; encode the corpus again")
+    return ShardSet(str(folder), tokens, masks, manifest, highest)

@@ -1,92 +1,231 @@
 """Training streams: fixed-length token rows, each a pure function of (seed, row index).
 
 Row `i` of the stream is the same on every run with the same seed, so the stream's whole state is
-the step count: resuming at step s reads rows from s * batch_size on, and rank r of a data-parallel
-group reads its slice of the step's rows. A row holds seq_len + 1 tokens (inputs and the shifted
-targets).
+the step count: resuming at step s reads rows from s * batch_size on, rank r of a data-parallel
+group reads its slice of the step's rows, and every run of a sweep (one seed) sees the same rows. A
+row holds seq_len + 1 tokens (inputs and the shifted targets).
+
+Shards are cut into windows of seq_len + 1 tokens at a stride of seq_len (each token is a target
+once). They are sampled without replacement: epoch e visits every window once, in the order of a
+seeded permutation of the windows (a Feistel bijection of the window index, so no table is held
+however many windows there are). A mixture `{PATH: WEIGHT, ...}` gives each source its share of every
+block of rows, each source sampled without replacement on its own.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from matcher.data import math_task, shards
-from matcher.data.problems import document_text
-from matcher.data.tokenizer import VOCAB_SIZE, check_vocab, encode_document
+from matcher.data.problems import prompt_text
+from matcher.data.tokenizer import CHAR, VOCAB_SIZE, Tokenizer
 from matcher.errors import DataError
+
+MIXTURE_BLOCK_ROWS = 1000  # a mixture's shares are exact over every block of this many rows
 
 
 class MathStream:
     """Generated problems packed back to back (BOS text EOS BOS text EOS ...); the last problem of a row
-    is cut where the row ends. Row i draws its problems from its own generator."""
+    is cut where the row ends. Row i draws its problems from its own generator. The answer tokens (and
+    EOS) are the row's answers (train.loss_on: answers)."""
 
-    def __init__(self, *, seed: int, n_steps: int, seq_len: int, vocab_size: int):
+    has_mask = True
+
+    def __init__(self, *, seed: int, n_steps: int, seq_len: int, vocab_size: int, tokenizer: Tokenizer = CHAR):
         math_task.check_steps(n_steps)
-        check_vocab(vocab_size)
-        self.seed, self.n_steps, self.row_tokens = seed, n_steps, seq_len + 1
+        tokenizer.check_vocab(vocab_size)
+        self.seed, self.n_steps, self.row_tokens, self.tokenizer = seed, n_steps, seq_len + 1, tokenizer
 
-    def row(self, index: int) -> np.ndarray:
+    def _row(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = math_task.problem_rng(self.seed, "train", index)
         tokens: list[int] = []
+        mask: list[int] = []
+        tok = self.tokenizer
         while len(tokens) < self.row_tokens:
-            tokens += encode_document(document_text(math_task.make_problem(rng, self.n_steps)))
-        return np.asarray(tokens[:self.row_tokens], dtype=np.int64)
+            problem = math_task.make_problem(rng, self.n_steps)
+            prompt = [tok.bos_id, *tok.encode(prompt_text(problem.question))]
+            answer = [*tok.encode(" " + problem.answer), tok.eos_id]
+            tokens += prompt + answer
+            mask += [0] * len(prompt) + [1] * len(answer)
+        return (np.asarray(tokens[:self.row_tokens], dtype=np.int64),
+                np.asarray(mask[:self.row_tokens], dtype=np.uint8))
+
+    def row(self, index: int) -> np.ndarray:
+        return self._row(index)[0]
+
+    def row_mask(self, index: int) -> np.ndarray:
+        return self._row(index)[1]
+
+    def unique_tokens(self, rows: int) -> int:
+        return rows * (self.row_tokens - 1)  # generated: every row is new
+
+
+def feistel_permute(index: int, n: int, key: int) -> int:
+    """Position `index` of a seeded permutation of range(n): a 4-round Feistel network on the smallest
+    even number of bits that holds n, cycle-walked back into range (a bijection, O(1) memory)."""
+    bits = max(2, math.ceil(math.log2(max(2, n))))
+    bits += bits % 2
+    half, mask = bits // 2, (1 << (bits // 2)) - 1
+    keys = [(key >> (16 * r)) & 0xFFFF for r in range(4)]
+    value = index
+    while True:
+        left, right = value >> half, value & mask
+        for round_key in keys:
+            mixed = ((right * 0x9E3779B1) ^ (round_key * 0x85EBCA6B) ^ (right >> 3)) & 0xFFFFFFFF
+            mixed ^= mixed >> 15
+            left, right = right, left ^ (mixed & mask)
+        value = (left << half) | right
+        if value < n:
+            return value
 
 
 class ShardStream:
-    """Windows of seq_len + 1 tokens at random offsets in the shards; a window's shard is drawn in
-    proportion to the windows it holds, so every window of the data is equally likely."""
+    """Windows of the shards, without replacement (see the module docstring)."""
 
-    def __init__(self, spec: str, *, seed: int, seq_len: int, vocab_size: int):
-        self.seed, self.row_tokens = seed, seq_len + 1
-        scanned = [shards.open_shard(path, vocab_size) for path in shards.shard_paths(spec)]
-        self.shards = [tokens for tokens, _ in scanned]
-        self.highest = max(highest for _, highest in scanned)  # the largest token id in the data
-        windows = np.array([max(0, len(tokens) - self.row_tokens + 1) for tokens in self.shards])
+    def __init__(self, spec: str, *, seed: int, seq_len: int, vocab_size: int, tokenizer: Tokenizer | None = None):
+        self.seed, self.seq_len, self.row_tokens = seed, seq_len, seq_len + 1
+        self.data = shards.open_data(spec, vocab_size, tokenizer)
+        self.shards, self.masks, self.highest = self.data.tokens, self.data.masks, self.data.highest
+        self.has_mask = self.masks is not None
+        windows = np.array([max(0, (len(tokens) - 1) // seq_len) for tokens in self.shards])
         if windows.sum() == 0:
             raise DataError(f"{spec}: every shard is shorter than one training row "
                             f"({self.row_tokens} tokens)")
+        self.windows = int(windows.sum())
         self.first_window = np.concatenate([[0], np.cumsum(windows)])
+        self._keys: dict[int, int] = {}  # epoch -> permutation key
+
+    def _epoch_key(self, epoch: int) -> int:
+        if epoch not in self._keys:
+            self._keys[epoch] = int(np.random.default_rng([self.seed, epoch, 0x5EED]).integers(1 << 62))
+        return self._keys[epoch]
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        epoch, position = divmod(index, self.windows)
+        window = feistel_permute(position, self.windows, self._epoch_key(epoch))
+        shard = int(np.searchsorted(self.first_window, window, side="right")) - 1
+        return shard, (window - int(self.first_window[shard])) * self.seq_len
 
     def row(self, index: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, index])
-        window = int(rng.integers(self.first_window[-1]))
-        shard = int(np.searchsorted(self.first_window, window, side="right")) - 1
-        offset = window - int(self.first_window[shard])
+        shard, offset = self._locate(index)
         return np.asarray(self.shards[shard][offset:offset + self.row_tokens], dtype=np.int64)
 
+    def row_mask(self, index: int) -> np.ndarray:
+        if self.masks is None:
+            return np.ones(self.row_tokens, dtype=np.uint8)
+        shard, offset = self._locate(index)
+        return np.asarray(self.masks[shard][offset:offset + self.row_tokens], dtype=np.uint8)
 
-def open_stream(data: str, *, seed: int, n_steps: int, seq_len: int, vocab_size: int
-                ) -> MathStream | ShardStream:
-    """`data` is "math" (the embedded generator) or a .bin shard / folder of shards."""
+    def unique_tokens(self, rows: int) -> int:
+        return min(rows, self.windows) * self.seq_len
+
+
+class MixtureStream:
+    """Several sources by weight: of every block of MIXTURE_BLOCK_ROWS rows, each source gets its share
+    (largest remainder), interleaved evenly; row i of the mixture is row j of its source, j a function of i."""
+
+    def __init__(self, sources: list, weights: list[float]):
+        self.sources, self.row_tokens = sources, sources[0].row_tokens
+        self.has_mask = any(s.has_mask for s in sources)
+        self.highest = max(getattr(s, "highest", 0) for s in sources)
+        shares = np.asarray(weights, dtype=float) / sum(weights) * MIXTURE_BLOCK_ROWS
+        quota = np.maximum(1, np.floor(shares)).astype(int)
+        for i in np.argsort(-(shares - np.floor(shares))):
+            if quota.sum() >= MIXTURE_BLOCK_ROWS:
+                break
+            quota[i] += 1
+        self.quota = quota
+        slots = sorted((( k + 0.5) / q, s, k) for s, q in enumerate(quota) for k in range(q))
+        self.slot_source = np.array([s for _, s, _ in slots])
+        self.slot_rank = np.array([k for _, _, k in slots])
+        self.block = len(slots)
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        block, slot = divmod(index, self.block)
+        source = int(self.slot_source[slot])
+        return source, block * int(self.quota[source]) + int(self.slot_rank[slot])
+
+    def row(self, index: int) -> np.ndarray:
+        source, local = self._locate(index)
+        return self.sources[source].row(local)
+
+    def row_mask(self, index: int) -> np.ndarray:
+        source, local = self._locate(index)
+        return self.sources[source].row_mask(local)
+
+    def rows_of(self, rows: int) -> list[int]:
+        """Rows each source has given among the mixture's first `rows`."""
+        block, rest = divmod(rows, self.block)
+        return [block * int(q) + int((self.slot_source[:rest] == s).sum()) for s, q in enumerate(self.quota)]
+
+    def unique_tokens(self, rows: int) -> int:
+        return sum(source.unique_tokens(n) for source, n in zip(self.sources, self.rows_of(rows)))
+
+
+Stream = MathStream | ShardStream | MixtureStream
+
+
+def open_stream(data: str | dict, *, seed: int, n_steps: int, seq_len: int, vocab_size: int,
+                tokenizer: Tokenizer | None = None) -> Stream:
+    """`data` is "math" (the embedded generator), a shard folder / .bin shard, or a mixture
+    {source: weight}."""
+    if isinstance(data, dict):
+        if not data:
+            raise DataError("data: a mixture needs at least one {path: weight}")
+        sources = [open_stream(source, seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size,
+                               tokenizer=tokenizer) for source in data]
+        return MixtureStream(sources, [float(w) for w in data.values()])
     if data == "math":
-        return MathStream(seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size)
-    return ShardStream(data, seed=seed, seq_len=seq_len, vocab_size=vocab_size)
+        return MathStream(seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size,
+                          tokenizer=tokenizer or CHAR)
+    return ShardStream(data, seed=seed, seq_len=seq_len, vocab_size=vocab_size, tokenizer=tokenizer)
 
 
-def open_training_data(data: str, eval_data: str, *, seed: int, n_steps: int, seq_len: int, vocab_size: int,
-                       eval_examples: int) -> tuple[MathStream | ShardStream, list]:
+def _legacy_sources(stream: Stream) -> list[ShardStream]:
+    sources = stream.sources if isinstance(stream, MixtureStream) else [stream]
+    return [s for s in sources if isinstance(s, ShardStream) and s.data.manifest is None]
+
+
+def open_training_data(data: str | dict, eval_data: str, *, seed: int, n_steps: int, seq_len: int, vocab_size: int,
+                       eval_examples: int, tokenizer: Tokenizer = CHAR, loss_on: str = "all") -> tuple[Stream, list]:
     """A run's training stream and eval problems, checked before anything trains (the trainer and
-    `sweep validate` both call this): data readable and inside the model's vocabulary, a vocabulary that
-    holds the character tokenizer's, shards written with that tokenizer (evaluation encodes with it),
-    and a readable eval set."""
+    `sweep validate` both call this): the tokenizer fits the model's vocabulary; shards were written with
+    the run's tokenizer (their manifest's hash; shards without one only with the character tokenizer, and
+    then every id inside its vocabulary); a loss mask where loss_on is answers; a readable eval set."""
     from matcher.data import math_task, problems
 
-    stream = open_stream(data, seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size)
-    check_vocab(vocab_size)
-    if isinstance(stream, ShardStream) and stream.highest >= VOCAB_SIZE:
-        raise DataError(
-            f"{data}: the shards hold token ids up to {stream.highest}, but evaluation "
-            f"encodes problems with matcher's {VOCAB_SIZE}-token character tokenizer, so its "
-            "loss and accuracy would be meaningless; write the shards with `matcher data encode`")
+    tokenizer.check_vocab(vocab_size)
+    stream = open_stream(data, seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size,
+                         tokenizer=tokenizer)
+    for source in _legacy_sources(stream):
+        if source.highest >= VOCAB_SIZE:
+            raise DataError(
+                f"{source.data.spec}: the shards hold token ids up to {source.highest}, but the run's tokenizer is "
+                f"matcher's {VOCAB_SIZE}-token character tokenizer, so loss and accuracy would be meaningless; "
+                "encode the corpus with `matcher data encode ... --tokenizer PATH --out DIR` and plan with "
+                "--tokenizer PATH")
+    if loss_on == "answers" and not stream.has_mask:
+        raise DataError(f"{data}: train.loss_on is answers, but the data has no loss mask (it holds no "
+                        "question/answer or chat records); use loss_on: all, or encode JSONL question/answer "
+                        "or chat data with `matcher data encode`")
     if eval_data == "math":
         return stream, math_task.eval_problems(n_steps, eval_examples)
     return stream, problems.load_jsonl(eval_data)[:eval_examples]
 
 
-def batch_rows(stream: MathStream | ShardStream, *, step: int, batch_size: int, rank: int = 0,
-               world_size: int = 1) -> np.ndarray:
-    """This rank's rows of optimizer step `step`: (batch_size // world_size, seq_len + 1) int64."""
+def _rank_rows(step: int, batch_size: int, rank: int, world_size: int) -> range:
     per_rank = batch_size // world_size
     first = step * batch_size + rank * per_rank
-    return np.stack([stream.row(first + i) for i in range(per_rank)])
+    return range(first, first + per_rank)
+
+
+def batch_rows(stream: Stream, *, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """This rank's rows of optimizer step `step`: (batch_size // world_size, seq_len + 1) int64."""
+    return np.stack([stream.row(i) for i in _rank_rows(step, batch_size, rank, world_size)])
+
+
+def batch_masks(stream: Stream, *, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """The loss mask of batch_rows' rows (1: an answer token, trained on under loss_on: answers)."""
+    return np.stack([stream.row_mask(i) for i in _rank_rows(step, batch_size, rank, world_size)])

@@ -1,8 +1,8 @@
 """A ladder: the same comparison planned at several target sizes, for scaling curves.
 
 Every rung is an ordinary sweep (matcher.plan.planner), planned with one shared rule set so that the
-rungs differ only in size: one vocabulary (the largest rung's unless --vocab-size is given; embeddings
-are parameters, so it is fixed before matching), training tokens = TOKENS_PER_PARAM x the rung's
+rungs differ only in size: one vocabulary (--tokenizer's, else --vocab-size, else the largest rung's;
+embeddings are parameters, so it is fixed before matching), training tokens = TOKENS_PER_PARAM x the rung's
 target parameters, and the batch and learning rate from the same compute fits (default_training). A
 manifest next to the sweeps lists the rungs with their sizes and training compute, so `matcher
 compare` can put them on one axis. The manifest and the rung sweeps share a folder
@@ -62,12 +62,14 @@ def plan_ladder(request: PlanRequest, progress=lambda text: None) -> Ladder:
                           f"({TOKENS_PER_PARAM} tokens per parameter, compute-scaled batch and rate): drop {flags}")
     rungs = parse_ladder(request.ladder)
     shapes = [load_target(rung)[0] for rung in rungs]
-    vocab = request.vocab_size or max(shape.vocab_size for shape in shapes)
+    # a tokenizer (--tokenizer) fixes one vocabulary for every rung itself; otherwise the largest rung's
+    vocab = None if request.tokenizer else request.vocab_size or max(shape.vocab_size for shape in shapes)
     plans = []
     for rung in rungs:
         progress(f"planning the {rung} rung")
         rung_request = dataclasses.replace(request, ladder=None, target=rung, vocab_size=vocab)
         plans.append(make_plan(rung_request, progress))
+    vocab = plans[0].target.config.vocab_size
     sizes = [plan.target.predicted["total_params"] for plan in plans]
     if any(b <= a for a, b in zip(sizes, sizes[1:])):
         listing = ", ".join(f"{rung} {size / 1e6:.0f}M" for rung, size in zip(rungs, sizes))

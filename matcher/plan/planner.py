@@ -61,8 +61,16 @@ class Overrides:
         return {**{k: v for k, v in named.items() if v is not None}, **self.fields}
 
 
+TRAIN_PREFIX = "train."
+# training settings that another option gives, so that a run's model and training agree
+TRAIN_SET_ELSEWHERE = {"seq_len": "--seq-len (the model's context and the training one are one setting)",
+                       "seed": "--seeds"}
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """`--set key=value` pairs: any ModelConfig field but `variant`, values read as YAML scalars."""
+    """`--set key=value` pairs: any ModelConfig field but `variant`, values read as YAML scalars
+    (`train.FIELD=VALUE` items are parse_train_set's)."""
+    items = [item for item in items or [] if not item.strip().startswith(TRAIN_PREFIX)]
     if not items:
         return {}
     import yaml
@@ -76,6 +84,9 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set takes key=value, got {item!r}")
         if key == "variant":
             raise ConfigError("--set variant=...: the variants come from --variants")
+        if key == "seq_len":  # shadowed by train.seq_len: a variant-only context would not be trained on
+            raise ConfigError("--set seq_len: the context is shared by the model and the training of every run; "
+                              "use --seq-len")
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -85,6 +96,34 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             raise ConfigError(f"--set {item}: the value is not a YAML scalar") from None
         parsed[key] = _yaml_1_2_float(value)
+    return parsed
+
+
+def parse_train_set(items: list[str]) -> dict[str, Any]:
+    """`--set train.FIELD=VALUE` pairs: any TrainConfig field, values read as YAML (a mixture may be
+    given as a flow mapping: train.data={a: 1, b: 2}); checked by TrainConfig like the sweep file."""
+    import yaml
+
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    parsed = {}
+    for item in items or []:
+        if not item.strip().startswith(TRAIN_PREFIX):
+            continue
+        key, sep, raw = item.strip()[len(TRAIN_PREFIX):].partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set takes train.FIELD=VALUE, got {item!r}")
+        if key in TRAIN_SET_ELSEWHERE:
+            raise ConfigError(f"--set train.{key}: give it with {TRAIN_SET_ELSEWHERE[key]}")
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean 'train.{close[0]}'?)" if close else ""
+            raise ConfigError(f"--set train.{key}: unknown training setting{hint}. Valid: {', '.join(names)}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item}: the value is not valid YAML") from None
+        parsed[key] = _yaml_1_2_float(value) if not isinstance(value, (dict, list)) else value
     return parsed
 
 
@@ -262,8 +301,11 @@ class PlanRequest:
     d_model: int | None = _option(None, "Variants' width; keeps the head width.", min=1)
     top_k: int | None = _option(None, "Variants' experts per token.", min=1)
     da_heads: int | None = _option(None, "Depth-attention heads (dr_da).", min=1)
-    set_fields: list[str] | None = _option(None, "Any model field of the variants: key=value; setting d_ff "
-                                           "or n_experts holds it.", flag="--set")
+    set_fields: list[str] | None = _option(None, "Any model field of the variants: key=value (setting d_ff "
+                                           "or n_experts holds it); train.FIELD=VALUE: a training setting of "
+                                           "every run (data, eval_data, lr, loss_on, ...).", flag="--set")
+    tokenizer: str | None = _option(None, "A Hugging Face tokenizer.json (or char): every run's vocab_size is "
+                                    "its size padded to a multiple of 64, set before matching.")
     causal_half: bool = _option(False, "Halve sequence-attention score FLOPs (causal mask).",
                                 flag="--causal-half")
     recompute: str = _option("none", "Activation recomputation in training: none | full.")
@@ -366,8 +408,18 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
         notices.append(resolved.notice)
     if request.seq_len is not None:
         shape = shape.replace(seq_len=request.seq_len)
+    train_sets = parse_train_set(request.set_fields or [])
+    tokenizer = _plan_tokenizer(request.tokenizer, train_sets.pop("tokenizer", None))
+    if tokenizer is not None and request.vocab_size is not None:
+        raise ConfigError("--tokenizer fixes the vocabulary (padded to a multiple of 64): drop --vocab-size")
     if request.vocab_size is not None:
         shape = shape.replace(vocab_size=request.vocab_size)
+    if tokenizer is not None:  # the embeddings are parameters: the vocabulary is fixed before matching
+        from matcher.data.tokenizer import padded_vocab
+
+        shape = shape.replace(vocab_size=padded_vocab(tokenizer.vocab_size))
+        notices.append(f"vocabulary: the {tokenizer.describe()} has {tokenizer.vocab_size:,} tokens; every run's "
+                       f"vocab_size is {shape.vocab_size:,} (padded to a multiple of 64)")
     align = request.align if request.align is not None else default_align(shape)
     conv = request.conventions
     tolerance = request.tolerance
@@ -407,6 +459,10 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
             raise ConfigError(f"--micro-batch {request.micro_batch} does not divide the batch of "
                               f"{train.batch_size} sequences; give a divisor (or --batch)")
         train = dataclasses.replace(train, micro_batch_size=request.micro_batch)
+    if tokenizer is not None:
+        train = dataclasses.replace(train, tokenizer=tokenizer.record())
+    if train_sets:
+        train = TrainConfig.from_dict({**train.to_dict(), **train_sets}, where="--set train")
     # Variants are matched to the budgets where given, otherwise to the target run's costs. Memory is
     # one process's: the sequences of one forward/backward (a micro-batch when accumulating).
     mem_batch = train.micro_batch_size or train.batch_size
@@ -427,6 +483,18 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
             notices.append(f"{variant}: {hint}")
     return Plan(request=request, target_label=label, variants=variants, matched=spec.matched, spec=spec,
                 train=train, seeds=seeds, runs=runs, notices=notices)
+
+
+def _plan_tokenizer(option: str | None, from_set: Any):
+    """The tokenizer of --tokenizer (or --set train.tokenizer=PATH), loaded; None: keep the target's vocabulary."""
+    from matcher.data.tokenizer import load_tokenizer
+
+    if from_set is not None and not isinstance(from_set, str):
+        raise ConfigError("--set train.tokenizer takes char or the path of a tokenizer.json (or use --tokenizer)")
+    if option is not None and from_set is not None and option != from_set:
+        raise ConfigError(f"--tokenizer {option} and --set train.tokenizer={from_set} disagree; give one")
+    spec = option if option is not None else from_set
+    return None if spec is None else load_tokenizer(spec)
 
 
 CLOSE_RESIDUAL = 0.005  # a match looser than this on a 64-aligned lattice gets a hint to refine it

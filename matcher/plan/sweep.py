@@ -216,18 +216,21 @@ def _data_problems(runs: list[Run]) -> list[str]:
     """What the trainer would refuse at its start (matcher.data.streams.open_training_data), found for
     every run now, not after the runs before it have trained. Each distinct setting is checked once."""
     from matcher.data import streams
+    from matcher.data.tokenizer import tokenizer_for
     from matcher.errors import DataError
 
     found, checked = [], set()
     for i, run in enumerate(runs):
         train = run.train
-        key = (train.data, train.eval_data, train.seed, train.data_steps, train.seq_len, run.model.vocab_size)
+        key = repr((train.data, train.eval_data, train.seed, train.data_steps, train.seq_len, run.model.vocab_size,
+                    train.tokenizer, train.loss_on))
         if key in checked:
             continue
         checked.add(key)
         try:
             streams.open_training_data(train.data, train.eval_data, seed=train.seed, n_steps=train.data_steps,
-                                       seq_len=train.seq_len, vocab_size=run.model.vocab_size, eval_examples=1)
+                                       seq_len=train.seq_len, vocab_size=run.model.vocab_size, eval_examples=1,
+                                       tokenizer=tokenizer_for(train), loss_on=train.loss_on)
         except DataError as err:
             found.append(f"runs[{i}].train ({run.name}): {err}")
     return found

@@ -5,7 +5,8 @@ alone or as one rank of a torchrun group (`python -m matcher.run.trainer RUN_DIR
   bf16 autocast on CUDA / fp32 on CPU, optional torch.compile and activation recomputation, the
   auxiliary-loss-free expert-bias update after every optimizer step.
 - At every evaluation checkpoint (matcher.run.schedule.eval_steps): answer loss, greedy exact-match
-  accuracy, throughput, MFU, peak memory and expert load; then a checkpoint.
+  accuracy, throughput, MFU, peak memory and expert load, tokens seen (`tokens`) and unique tokens
+  seen (`unique_tokens`: below `tokens` once the data repeats); then a checkpoint.
 - A checkpoint holds everything the rest of the run depends on: weights, optimizer state, the step
   (which fixes the LR and the data: streams are functions of the step), RNG states, the loss
   accumulators and the length of metrics.jsonl. A resumed run cuts metrics.jsonl back to that length
@@ -36,6 +37,7 @@ import torch
 from matcher import __version__
 from matcher.config import TrainConfig, divisors
 from matcher.data import streams
+from matcher.data.tokenizer import tokenizer_for
 from matcher.errors import MatcherError, RunError
 from matcher.models import IGNORE_INDEX
 from matcher.models.model import shares as expert_shares
@@ -190,9 +192,11 @@ class Trainer:
         self.dtype = self.cfg.dtype if self.cfg.dtype != "auto" else "bf16" if self.device.type == "cuda" else "fp32"
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bf16"
                          else contextlib.nullcontext())
+        self.tokenizer = tokenizer_for(self.cfg)
         self.stream, self.eval_problems = streams.open_training_data(
             self.cfg.data, self.cfg.eval_data, seed=self.cfg.seed, n_steps=self.cfg.data_steps,
-            seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size, eval_examples=self.cfg.eval_examples)
+            seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size, eval_examples=self.cfg.eval_examples,
+            tokenizer=self.tokenizer, loss_on=self.cfg.loss_on)
         self.model, self.train_model = self._build_model()
         self.optimizer = self._make_optimizer()
         self.train_flops_per_token = self._train_flops_per_token()
@@ -270,11 +274,15 @@ class Trainer:
 
     # --------------------------------------------------------------------------------- the loop
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.from_numpy(streams.batch_rows(self.stream, step=step, batch_size=self.cfg.batch_size,
-                                                   rank=self.world.rank, world_size=self.world.size))
+        where = dict(step=step, batch_size=self.cfg.batch_size, rank=self.world.rank, world_size=self.world.size)
+        rows = torch.from_numpy(streams.batch_rows(self.stream, **where))
+        targets = rows[:, 1:].contiguous()
+        if self.cfg.loss_on == "answers":  # only answer tokens are targets (the mask beside the shards)
+            mask = torch.from_numpy(streams.batch_masks(self.stream, **where))[:, 1:]
+            targets[mask == 0] = IGNORE_INDEX
         if self.device.type == "cuda":
-            rows = rows.pin_memory()
-        return rows[:, :-1], rows[:, 1:]
+            rows, targets = rows.pin_memory(), targets.pin_memory()
+        return rows[:, :-1], targets
 
     def _train_step(self, step: int, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         lr = wsd_lr(step, self.cfg)
@@ -390,6 +398,7 @@ class Trainer:
         tokens_per_s = window.tokens_per_s(self.cfg.tokens_per_step)
         self.model.eval()
         kwargs = dict(seq_len=self.cfg.seq_len, device=self.device, autocast=self.autocast)
+        kwargs = dict(kwargs, tokenizer=self.tokenizer)
         eval_loss = answer_loss(self.model, self.eval_problems, **kwargs)
         # Under FSDP every rank runs the same decoding steps, so the collectives inside stay paired.
         accuracy = answer_accuracy(self.model, self.eval_problems, early_stop=not self.fsdp, **kwargs)
@@ -398,7 +407,9 @@ class Trainer:
         if self.load_since_eval is not None:  # each expert's share per applied depth, steps since the last eval
             shares = [[round(share, 6) for share in row] for row in expert_shares(self.load_since_eval.cpu()).tolist()]
         self._write({
-            "event": "eval", "step": self.step, "tokens": self.tokens, "train_loss": window.mean_loss,
+            "event": "eval", "step": self.step, "tokens": self.tokens,
+            "unique_tokens": self.stream.unique_tokens(self.step * self.cfg.batch_size),
+            "train_loss": window.mean_loss,
             "eval_loss": eval_loss, "eval_accuracy": accuracy, "tokens_per_s": tokens_per_s,
             "mfu": mfu(self.train_flops_per_token, tokens_per_s, self.peak_flops, self.world.size),
             "peak_memory_bytes": (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"

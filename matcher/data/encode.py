@@ -1,0 +1,452 @@
+"""`matcher data encode`: a corpus into fixed-size token shards with a manifest.
+
+Inputs, by suffix:
+- `.jsonl`: one JSON object per line: `{"text": ...}` (every token is trained on), `{"question",
+  "answer"}` (rendered as the eval prompts: `Q: <question> A: <answer>`; only the answer is an answer),
+  or chat `{"messages": [{"role", "content"}, ...]}` (each message as `<role>: <content>` on its own
+  line; the assistant's contents are the answers);
+- `.parquet`: the same fields as columns (needs `pyarrow`: pip install 'matcher[parquet]');
+- anything else: a UTF-8 text file, one document (a binary or non-UTF-8 file is refused).
+
+Every document is BOS, its text, EOS. Text is read and tokenized in batches (the library's parallel
+batch encoding) and written as it comes, so memory is flat in the corpus size.
+
+The output folder holds `shard-NNNNN.bin` (little-endian uint16 below 65,536 ids, else uint32), for
+JSONL/parquet inputs a `shard-NNNNN.mask` beside each (one uint8 per token: 1 where the token is a
+training target under `train.loss_on: answers`), and `manifest.json`: the tokenizer (path, hash,
+size), documents, tokens, and each shard's sha256. A shard is written under a temporary name and
+renamed only after the manifest lists it; the manifest says `complete: true` only at the end. An
+interrupted encode is resumed by running the same command again (shards already listed are checked
+and kept; the text before them is tokenized again but not rewritten); a folder of another encode is
+replaced only with --force.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from matcher.atomic import write_text_atomic
+from matcher.data.problems import prompt_text
+from matcher.data.tokenizer import Tokenizer
+from matcher.errors import DataError
+
+MANIFEST = "manifest.json"
+FORMAT = "matcher-shards-1"
+DEFAULT_SHARD_TOKENS = 1 << 26  # 64 Mi tokens: 128 MiB as uint16; few files even at 100B tokens
+BATCH_CHARS = 1 << 20  # text tokenized per encode_batch call
+READ_BYTES = 1 << 20  # a text file is read (and split at a line end) in pieces of about this size
+MASKED_SUFFIXES = (".jsonl", ".parquet")
+
+# A piece of a document: (BOS/TEXT/EOS, text, counted under loss_on: answers)
+BOS, TEXT, EOS = 0, 1, 2
+Piece = tuple[int, str, bool]
+
+
+def dtype_for(vocab_size: int) -> str:
+    return "uint16" if vocab_size <= 1 << 16 else "uint32"
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+def record_pieces(record, where: str) -> list[Piece]:
+    """The pieces of one JSONL/parquet record (see the module docstring)."""
+    if isinstance(record, dict) and isinstance(record.get("text"), str):
+        return [(TEXT, record["text"], True)]
+    if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("question", "answer")):
+        return [(TEXT, prompt_text(record["question"].strip()), False), (TEXT, " " + record["answer"].strip(), True)]
+    messages = record.get("messages") if isinstance(record, dict) else None
+    if isinstance(messages, list) and messages and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        pieces: list[Piece] = []
+        for message in messages:
+            if message["role"] == "assistant":
+                pieces += [(TEXT, "assistant:", False), (TEXT, " " + message["content"] + "\n", True)]
+            else:
+                pieces.append((TEXT, f"{message['role']}: {message['content']}\n", False))
+        return pieces
+    raise DataError(f'{where}: expected an object with a string "text", string "question" and "answer", '
+                    'or "messages": a list of {"role", "content"} strings')
+
+
+def _check_not_binary(path: Path, head: bytes) -> None:
+    if b"\0" in head:
+        raise DataError(f"{path}: looks like a binary file (it holds NUL bytes); give UTF-8 text, .jsonl "
+                        "or .parquet files")
+
+
+def _text_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    line, offset, carry = 1, 0, ""
+    yield f"{path}:1", (BOS, "", False)
+    with path.open("rb") as handle:
+        while True:
+            raw = handle.read(READ_BYTES)
+            if offset == 0:
+                _check_not_binary(path, raw[:8192])
+            try:
+                text = carry + decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path}: not UTF-8 text (byte {offset + error.start}); give UTF-8 text, "
+                                ".jsonl or .parquet files") from None
+            offset += len(raw)
+            advance(len(raw))
+            cut = text.rfind("\n") + 1 if raw else len(text)
+            if cut:
+                yield f"{path}:{line}", (TEXT, text[:cut], True)
+                line += text.count("\n", 0, cut)
+            carry = text[cut:]
+            if not raw:
+                break
+    yield f"{path}:{line}", (EOS, "", True)
+
+
+def _jsonl_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
+    with path.open("rb") as handle:
+        _check_not_binary(path, handle.read(8192))
+        handle.seek(0)
+        for number, raw in enumerate(handle, start=1):
+            advance(len(raw))
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{number}: not UTF-8 text; each line must be one JSON object") from None
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg}); each line must be one JSON object") from None
+            yield from _document(where, record_pieces(record, where))
+
+
+def _parquet_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading parquet needs pyarrow: pip install 'matcher[parquet]' "
+                        "(or pyarrow)") from None
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises its own ArrowInvalid on a damaged file
+        raise DataError(f"{path}: not a readable parquet file ({error})") from None
+    names = set(table.schema_arrow.names)
+    columns = next((c for c in (["text"], ["question", "answer"], ["messages"]) if set(c) <= names), None)
+    if columns is None:
+        raise DataError(f"{path}: expected a column text, question and answer, or messages; "
+                        f"it has {', '.join(sorted(names))}")
+    rows = max(1, table.metadata.num_rows)
+    size = path.stat().st_size
+    number = 0
+    for batch in table.iter_batches(batch_size=1024, columns=columns):
+        for record in batch.to_pylist():
+            number += 1
+            where = f"{path}: row {number}"
+            yield from _document(where, record_pieces(record, where))
+        advance(size * batch.num_rows // rows)
+
+
+def _document(where: str, pieces: list[Piece]) -> Iterator[tuple[str, Piece]]:
+    yield where, (BOS, "", False)
+    for piece in pieces:
+        yield where, piece
+    yield where, (EOS, "", True)
+
+
+def input_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file to encode")
+    if path.suffix == ".jsonl":
+        return _jsonl_pieces(path, advance)
+    if path.suffix == ".parquet":
+        return _parquet_pieces(path, advance)
+    return _text_pieces(path, advance)
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+@dataclass
+class Unrepresentable:
+    """Characters the tokenizer could not represent (and replaced), and where the first one was."""
+
+    characters: int = 0
+    first: str | None = None
+
+    def add(self, tokenizer: Tokenizer, where: str, text: str) -> None:
+        count = tokenizer.unrepresentable(text)
+        if not count:
+            return
+        self.characters += count
+        if self.first is None:
+            at = next((i for i, c in enumerate(text) if tokenizer.unrepresentable(c)), 0)
+            self.first = f"{where}: {text[max(0, at - 20):at + 20]!r}"
+
+
+@dataclass
+class ShardWriter:
+    """Tokens (and masks) into fixed-size shards under temporary names; a shard is renamed to its final
+    name only after the manifest, written atomically, lists it with its sha256."""
+
+    out: Path
+    manifest: dict
+    shard_tokens: int
+    masked: bool
+    skip_tokens: int = 0  # already in listed shards (a resumed encode)
+    documents: int = 0
+    tokens: int = 0
+    _handle: object = None
+    _mask_handle: object = None
+    _hashes: list = field(default_factory=list)
+    _in_shard: int = 0
+    _docs_in_shard: int = 0
+
+    def _name(self, index: int, suffix: str) -> str:
+        return f"shard-{index:05d}{suffix}"
+
+    def _open(self) -> None:
+        index = len(self.manifest["shards"])
+        self._handle = (self.out / (self._name(index, ".bin") + ".tmp")).open("wb")
+        self._mask_handle = (self.out / (self._name(index, ".mask") + ".tmp")).open("wb") if self.masked else None
+        self._hashes = [hashlib.sha256(), hashlib.sha256()]
+        self._in_shard = self._docs_in_shard = 0
+
+    def add(self, tokens: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> None:
+        """A batch of tokens, their mask, and the offsets where its documents begin."""
+        self.documents += len(starts)
+        self.tokens += len(tokens)
+        if self.skip_tokens:  # a resumed encode: these are in shards already listed
+            cut = min(self.skip_tokens, len(tokens))
+            self.skip_tokens -= cut
+            tokens, mask, starts = tokens[cut:], mask[cut:], starts[starts >= cut] - cut
+        position = 0
+        while position < len(tokens):
+            if self._handle is None:
+                self._open()
+            take = min(len(tokens) - position, self.shard_tokens - self._in_shard)
+            part = tokens[position:position + take].astype(self.manifest["dtype"]).astype(
+                "<" + np.dtype(self.manifest["dtype"]).str[1:]).tobytes()
+            self._handle.write(part)
+            self._hashes[0].update(part)
+            if self.masked:
+                mask_part = mask[position:position + take].astype(np.uint8).tobytes()
+                self._mask_handle.write(mask_part)
+                self._hashes[1].update(mask_part)
+            self._docs_in_shard += int(((starts >= position) & (starts < position + take)).sum())
+            self._in_shard += take
+            position += take
+            if self._in_shard == self.shard_tokens:
+                self._close_shard()
+
+    def _close_shard(self) -> None:
+        index = len(self.manifest["shards"])
+        entry = {"file": self._name(index, ".bin"), "tokens": self._in_shard, "documents": self._docs_in_shard,
+                 "sha256": self._hashes[0].hexdigest()}
+        handles = [self._handle] + ([self._mask_handle] if self.masked else [])
+        if self.masked:
+            entry.update(mask_file=self._name(index, ".mask"), mask_sha256=self._hashes[1].hexdigest())
+        for handle in handles:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        self._handle = self._mask_handle = None
+        self.manifest["shards"].append(entry)
+        self.manifest["tokens"] = sum(s["tokens"] for s in self.manifest["shards"])
+        self.manifest["documents"] = sum(s["documents"] for s in self.manifest["shards"])
+        write_manifest(self.out, self.manifest)
+        for name in filter(None, (entry["file"], entry.get("mask_file"))):
+            os.replace(self.out / (name + ".tmp"), self.out / name)
+
+    def finish(self) -> None:
+        if self._handle is not None and self._in_shard:
+            self._close_shard()
+
+    def abandon(self) -> None:
+        """After an interrupt: the shard being written is removed (a rerun writes it again)."""
+        for handle in (self._handle, self._mask_handle):
+            if handle is not None:
+                handle.close()
+                Path(handle.name).unlink(missing_ok=True)
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _identity(manifest: dict) -> dict:
+    return {k: manifest.get(k) for k in ("format", "tokenizer", "dtype", "shard_tokens", "loss_mask", "inputs")}
+
+
+def _prepare_out(out: Path, manifest: dict, force: bool) -> int:
+    """Make `out` ready for this encode; returns the tokens already written (a resume)."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder for the shards and their manifest")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / MANIFEST
+    ours = [p for p in out.iterdir() if p.name == MANIFEST or p.name.startswith("shard-")]
+    others = [p for p in out.iterdir() if p not in ours and not p.name.startswith(f".{MANIFEST}.")]
+    if others:
+        raise DataError(f"--out {out} holds other files ({others[0].name}, ...); give an empty or new folder")
+    if not path.is_file():  # partial shards (.tmp) of an encode killed before its first shard: ours to remove
+        if any(not p.name.endswith(".tmp") for p in ours) and not force:
+            raise DataError(f"--out {out} holds shards but no manifest; pass --force to replace them")
+        for p in ours:
+            p.unlink()
+        return 0
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = {}
+    same = isinstance(old, dict) and _identity(old) == _identity(manifest)
+    if same and old.get("complete") and not force:
+        raise DataError(f"{out} already holds a complete encode of these inputs ({old.get('tokens', 0):,} tokens); "
+                        f"train on it with `data: {out}`, or pass --force to encode again")
+    if not same and not force:
+        raise DataError(f"{out} holds an encode of other inputs or settings; pass --force to replace it, "
+                        "or choose another --out")
+    if not same or old.get("complete"):
+        for p in ours:
+            p.unlink()
+        return 0
+    kept = []  # a resume: keep each listed shard that is whole (a kill between manifest and rename: rename now)
+    for entry in old.get("shards", []):
+        files = [(entry["file"], entry["sha256"])] + ([(entry["mask_file"], entry["mask_sha256"])]
+                                                       if entry.get("mask_file") else [])
+        whole = True
+        for name, digest in files:
+            final, tmp = out / name, out / (name + ".tmp")
+            if not final.is_file() and tmp.is_file() and _sha256(tmp) == digest:
+                os.replace(tmp, final)
+            whole = whole and final.is_file() and _sha256(final) == digest
+        if not whole:
+            break
+        kept.append(entry)
+    keep_names = {name for e in kept for name in (e["file"], e.get("mask_file")) if name}
+    for p in out.iterdir():
+        if p.name.startswith("shard-") and p.name not in keep_names:
+            p.unlink()
+    manifest["shards"] = kept
+    write_manifest(out, {**manifest, "tokens": sum(e["tokens"] for e in kept),
+                         "documents": sum(e["documents"] for e in kept)})
+    return sum(e["tokens"] for e in kept)
+
+
+@dataclass
+class EncodeResult:
+    out: Path
+    manifest: dict
+    resumed_tokens: int
+
+
+def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_tokens: int = DEFAULT_SHARD_TOKENS,
+                  force: bool = False, progress: bool = True) -> EncodeResult:
+    """Encode `inputs` into shards in `out` (see the module docstring)."""
+    if not inputs:
+        raise DataError("give at least one input file to encode")
+    if shard_tokens < 1:
+        raise DataError(f"--shard-tokens must be positive, got {shard_tokens}")
+    for path in inputs:
+        if not path.is_file():
+            raise DataError(f"{path}: no such file to encode")
+    manifest = {
+        "format": FORMAT, "complete": False, "tokenizer": tokenizer.record(),
+        "dtype": dtype_for(tokenizer.vocab_size), "shard_tokens": shard_tokens,
+        "loss_mask": any(p.suffix in MASKED_SUFFIXES for p in inputs),
+        # what a rerun must find unchanged to resume
+        "inputs": [{"path": str(p), "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in inputs],
+        "documents": 0, "tokens": 0, "shards": [],
+    }
+    resumed = _prepare_out(out, manifest, force)
+    writer = ShardWriter(out, manifest, shard_tokens, manifest["loss_mask"], skip_tokens=resumed)
+    unrepresentable = Unrepresentable()
+    total_bytes = sum(p.stat().st_size for p in inputs)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from matcher.console import err
+
+    bar = Progress(TextColumn("encoding"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                   console=err(), transient=True, disable=not progress)
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The library tokenizes a batch (on all cores, without the GIL) while the next one is read.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher-encode")
+    pending = None
+    try:
+        with bar:
+            task = bar.add_task("encode", total=total_bytes)
+            advance = lambda n: bar.advance(task, n)  # noqa: E731
+            batch: list[tuple[str, Piece]] = []
+            chars = 0
+            for path in inputs:
+                for where, piece in input_pieces(path, advance):
+                    batch.append((where, piece))
+                    chars += len(piece[1])
+                    if chars >= BATCH_CHARS:  # pieces are tokenized one by one: any boundary will do
+                        pending = _submit(pool, pending, batch, tokenizer, writer, unrepresentable)
+                        batch, chars = [], 0
+            pending = _submit(pool, pending, batch, tokenizer, writer, unrepresentable)
+            _write_batch(pending, tokenizer, writer)
+            writer.finish()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        writer.abandon()
+        raise
+    pool.shutdown()
+    if writer.tokens == 0 or not manifest["shards"]:
+        raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents")
+    manifest.update(complete=True, documents=writer.documents, tokens=writer.tokens,
+                    unrepresentable={"characters": unrepresentable.characters, "first": unrepresentable.first})
+    write_manifest(out, manifest)
+    return EncodeResult(out, manifest, resumed)
+
+
+def _submit(pool, pending, batch: list[tuple[str, Piece]], tokenizer: Tokenizer, writer: ShardWriter,
+            unrepresentable: Unrepresentable):
+    """Start tokenizing `batch`, then write the batch before it (in order); returns the new pending one."""
+    texts = [piece[1] for _, piece in batch if piece[0] == TEXT]
+    for where, (kind, text, _) in batch:
+        if kind == TEXT:
+            unrepresentable.add(tokenizer, where, text)
+    started = (batch, pool.submit(tokenizer.encode_batch, texts))
+    _write_batch(pending, tokenizer, writer)
+    return started
+
+
+def _write_batch(pending, tokenizer: Tokenizer, writer: ShardWriter) -> None:
+    if pending is None or not pending[0]:
+        return
+    batch, future = pending
+    encoded = iter(future.result())
+    flat: list[int] = []
+    lengths, counted, starts = [], [], []
+    for _, (kind, _, count) in batch:
+        if kind == TEXT:
+            ids = next(encoded)
+        else:
+            ids = [tokenizer.bos_id if kind == BOS else tokenizer.eos_id]
+            if kind == BOS:
+                starts.append(len(flat))
+        flat.extend(ids)
+        lengths.append(len(ids))
+        counted.append(count)
+    tokens = np.asarray(flat, dtype=np.int64)
+    mask = np.repeat(np.asarray(counted, dtype=np.uint8), lengths)
+    writer.add(tokens, mask, np.asarray(starts, dtype=np.int64))
