@@ -400,3 +400,13 @@ def test_a_ladder_refuses_what_would_break_its_rule():
         plan_ladder(PlanRequest(ladder="la-1b,la-100m"))
     with pytest.raises(ConfigError, match="two or more"):
         plan_ladder(PlanRequest(ladder="la-1b"))
+
+
+def test_a_ladder_with_a_tokenizer_takes_its_vocabulary_on_every_rung():
+    from matcher.plan.ladder import plan_ladder
+
+    ladder = plan_ladder(PlanRequest(ladder="la-100m,la-1b", variants="dr", tokenizer="char"))
+    assert ladder.vocab_size == 128
+    assert {run.config.vocab_size for plan in ladder.plans for run in plan.runs} == {128}
+    with pytest.raises(ConfigError, match="drop --vocab-size"):
+        make_plan(PlanRequest(target="la-1b", variants="dr", tokenizer="char", vocab_size=1024))
