@@ -261,6 +261,12 @@ def layer_activation_bytes_per_token(cfg: ModelConfig, conv: Conventions = Conve
     # SA: input, rotated q and k, v, the attention output and its (B, T, heads*hd) copy for wo; fp32
     # log-sum-exp per head
     per_token["sa"] = act * (d + 3 * q_width + 2 * kv_width) + FP32_BYTES * cfg.n_heads
+    if cfg.qk_norm != "none":
+        # each QK-norm keeps, like the layer norms, its fp32 input and normalised state and 1/rms per row
+        # (a row: the whole projection for "full", one head for "head"); its output replaces the
+        # projection as rotary's input, counted above. Norm biases keep nothing more.
+        rows = 2 if cfg.qk_norm == "full" else cfg.n_heads + cfg.n_kv_heads
+        per_token["sa"] += 2 * FP32_BYTES * (q_width + kv_width) + FP32_BYTES * rows
     per_token["da"] = 0.0
     if cfg.has_depth_attention:
         # input, q and output (a view feeds wo), fp32 log-sum-exp
