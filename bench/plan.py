@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "PYTHONPATH": str(ROOT)}
 
 # The reference: every (d_ff, n_experts) of the box [align, 2 x d_ff*] x [top_k, 2 x n_experts*] around
-# the search's answer (*), scored by the search's own objective.
+# the search's answer (*) on the lattice it chose (any third free variable held at its choice), scored by
+# the search's own objective.
 SCAN = """
 import json, sys, time
 from matcher.plan.planner import PlanRequest, make_plan
@@ -34,7 +35,7 @@ start = time.perf_counter()
 plan = make_plan(PlanRequest(target=sys.argv[1], variants=sys.argv[2]))
 rows = []
 for run in plan.runs[1:]:
-    found, align = run.config, plan.spec.align
+    found, align = run.config, run.match.align  # the lattice the search chose for this variant
     d_ff, n_experts, evaluations = brute_force(found, plan.spec, range(align, 2 * found.d_ff + 1, align),
                                                range(found.top_k, 2 * found.n_experts + 1))
     rows.append(dict(variant=run.label, d_ff=d_ff, n_experts=n_experts, evaluations=evaluations,

@@ -169,7 +169,8 @@ def data_encode(
 
 @app.command()
 def compare(
-    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep).")],
+    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep), or a "
+                                                    "ladder manifest (matcher plan --ladder).")],
     targets: Annotated[str | None, typer.Option(help="Target accuracies, e.g. 0.2,0.4 or 20%,40% (default: "
                                                      "25/50/75% of the baseline's best accuracy).")] = None,
     format: Annotated[str | None, typer.Option("--format", help="table | markdown | csv.")] = None,
@@ -234,7 +235,8 @@ def run(
 
 @app.command()
 def status(
-    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep).")],
+    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep), or a "
+                                                    "ladder manifest (matcher plan --ladder).")],
     watch: Annotated[bool, typer.Option(help="Redraw until every run is finished or failed (Ctrl-C stops).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 5.0,

@@ -25,6 +25,18 @@ MAX_DEPTH = 1 << 14
 MAX_SIZE = 1 << 24
 MLP_ACTS = ("swiglu", "gelu")
 MIXTURES = ("sequential", "parallel")
+QK_NORMS = ("none", "head", "full")
+# Fields of other decoders' configs (Hugging Face names) that matcher's model cannot express, and why:
+# every layer here runs full causal attention with plain K/V heads and the same FFN kind.
+OUT_OF_SCOPE = {
+    "kv_lora_rank": "multi-head latent attention (MLA, DeepSeek-V2/V3)",
+    "q_lora_rank": "multi-head latent attention (MLA, DeepSeek-V2/V3)",
+    "sliding_window": "sliding-window attention (Mistral, Gemma, Qwen2 with use_sliding_window)",
+    "first_k_dense_replace": "a mixed dense/MoE stack (DeepSeek's first dense layers)",
+    "moe_layer_freq": "a mixed dense/MoE stack (MoE every n-th layer)",
+    "decoder_sparse_step": "a mixed dense/MoE stack (Qwen-MoE's decoder_sparse_step)",
+    "mlp_only_layers": "a mixed dense/MoE stack (dense layers listed by index)",
+}
 DASHBOARDS = ("tensorboard", "wandb")  # train.dashboards (matcher.run.dashboards)
 
 
@@ -52,6 +64,11 @@ class ModelConfig:
     da_rope: bool = True  # rotary encoding of the depth index in depth attention
     router_depth_rope: bool = True  # router query rotated by the depth index (no parameters)
     norm_eps: float = 1e-5  # RMSNorm epsilon
+    # RMSNorm of queries and keys before rotary: none; head (Qwen3: one gain of head_dim shared by all heads);
+    # full (OLMoE: one gain over all heads' width, n_heads*head_dim for q, n_kv_heads*head_dim for k)
+    qk_norm: str = "none"
+    qkv_bias: bool = False  # biases on the query, key and value projections (Qwen2); none on the output
+    norm_bias: bool = False  # a learned bias in every norm beside its gain (LayerNorm-style)
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -87,6 +104,8 @@ class ModelConfig:
             raise ConfigError(f"mlp_act must be one of {', '.join(MLP_ACTS)}, got {self.mlp_act!r}")
         if self.mixture not in MIXTURES:
             raise ConfigError(f"mixture must be one of {', '.join(MIXTURES)}, got {self.mixture!r}")
+        if self.qk_norm not in QK_NORMS:
+            raise ConfigError(f"qk_norm must be one of {', '.join(QK_NORMS)}, got {self.qk_norm!r}")
         for name in ("vocab_size", "d_model", "depth", "n_heads", "n_kv_heads", "head_dim", "seq_len",
                      "d_ff", "da_heads", "da_head_dim"):
             if getattr(self, name) <= 0:
@@ -240,6 +259,10 @@ def _check_mapping(cls: type, data: Any) -> tuple[list[tuple[str | None, str]], 
 def unknown_key(key: Any, known: Iterable[str]) -> str:
     """What to say of a key that is not a field: the closest field, or all of them."""
     known = list(known)
+    if key in OUT_OF_SCOPE and "d_model" in known:
+        return (f"{OUT_OF_SCOPE[key]} is out of scope: matcher's model has full causal attention with plain "
+                "K/V heads and the same FFN (all MoE or all dense) in every layer; MLA, sliding-window attention "
+                "and mixed dense/MoE stacks cannot be expressed, so drop the field (and compare a model without it)")
     close = difflib.get_close_matches(str(key), known, n=1)
     return f"unknown field (did you mean {close[0]!r}?)" if close else f"unknown field; valid: {', '.join(known)}"
 

@@ -17,11 +17,11 @@ class Layer(nn.Module):
         super().__init__()
         self.parallel = cfg.mixture == "parallel"
         if self.parallel:
-            self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+            self.norm = RMSNorm(cfg.d_model, cfg.norm_eps, bias=cfg.norm_bias)
         else:
-            self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-            self.da_norm = RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.has_depth_attention else None
-            self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+            self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, bias=cfg.norm_bias)
+            self.da_norm = RMSNorm(cfg.d_model, cfg.norm_eps, bias=cfg.norm_bias) if cfg.has_depth_attention else None
+            self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, bias=cfg.norm_bias)
         self.attn = SequenceAttention(cfg)
         self.depth_attn = DepthAttention(cfg) if cfg.has_depth_attention else None
         if cfg.is_moe:

@@ -29,7 +29,7 @@ class Model(nn.Module):
         n_applications = cfg.depth // cfg.n_unique_layers  # times each unique layer is applied
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(Layer(cfg, n_applications) for _ in range(cfg.n_unique_layers))
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps, bias=cfg.norm_bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight  # one matrix, counted once
@@ -39,11 +39,13 @@ class Model(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """normal(0, 0.02); projections into the residual stream scaled by 1/sqrt(2*depth) (GPT-2), so
-        the residual's variance does not grow with the number of applications; norm gains 1."""
+        the residual's variance does not grow with the number of applications; norm gains 1, biases 0."""
         out_std = 0.02 / math.sqrt(2 * self.cfg.depth)
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
             elif name.endswith(("wo.weight", "w2.weight", "experts.w2")):
                 p.normal_(0.0, out_std)
             else:

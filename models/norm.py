@@ -6,17 +6,21 @@ import torch.nn.functional as F
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm with a learned gain and no bias."""
+    """Root-mean-square norm with a learned gain and, optionally (norm_bias), a learned bias."""
 
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float, bias: bool = False):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # in fp32 so bf16 activations do not lose the small mean square; the result goes to matmuls
         # only, so it leaves in their dtype: one low-precision copy, not one cast per consuming matmul
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(compute_dtype(x))
+        y = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+        if self.bias is not None:
+            y = y + self.bias.float()
+        return y.to(compute_dtype(x))
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:

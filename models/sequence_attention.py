@@ -1,4 +1,5 @@
-"""Causal multi-head attention over token positions, with RoPE and grouped-query KV heads."""
+"""Causal multi-head attention over token positions, with RoPE, grouped-query KV heads and optional
+QK-norm (per head as in Qwen3, or over the whole projection as in OLMoE) and q/k/v biases (Qwen2)."""
 
 import torch
 import torch.nn as nn
@@ -6,24 +7,36 @@ import torch.nn.functional as F
 
 from matcher.config import ModelConfig
 from matcher.models.cache import LayerKV
-from matcher.models.norm import apply_rotary
+from matcher.models.norm import RMSNorm, apply_rotary
 
 
 class SequenceAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
-        self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
-        self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wk = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wv = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm != "none":
+            full = cfg.qk_norm == "full"
+            self.q_norm = RMSNorm(cfg.n_heads * cfg.head_dim if full else cfg.head_dim, cfg.norm_eps, cfg.norm_bias)
+            self.k_norm = RMSNorm(cfg.n_kv_heads * cfg.head_dim if full else cfg.head_dim, cfg.norm_eps,
+                                  cfg.norm_bias)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                 kv_cache: LayerKV | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         cos, sin = rope  # (T, hs/2) for the positions of this chunk
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k = self.wq(x), self.wk(x)  # (B, T, nh*hs), (B, T, nkv*hs)
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, self.n_heads, self.head_dim)  # (B, T, nh, hs)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, nkv, hs)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 

@@ -3,6 +3,7 @@
 import pytest
 
 from matcher.config import ModelConfig
+from matcher.errors import ConfigError
 from matcher.cost.analytic import (
     Conventions,
     activation_bytes,
@@ -18,6 +19,36 @@ from matcher.plan.presets import PRESETS, get_preset
 
 def test_llama2_7b_published_parameter_count():
     assert param_counts(get_preset("llama2-7b")).total == 6_738_415_616
+
+
+def test_olmoe_and_qwen3_published_parameter_counts():
+    # allenai/OLMoE-1B-7B-0924: 6,919,161,856 parameters (65,536 of them the QK-norm gains)
+    olmoe = get_preset("olmoe-1b-7b")
+    assert param_counts(olmoe).total == 6_919_161_856
+    assert param_counts(olmoe).total - param_counts(olmoe.replace(qk_norm="none")).total == 16 * 2 * 2048
+    # Qwen/Qwen3-0.6B: "Number of Parameters (Non-Embedding): 0.44B", per-head QK-norm, tied embeddings
+    qwen = param_counts(get_preset("qwen3-0.6b"))
+    assert round(qwen.non_embedding / 1e9, 2) == 0.44 and qwen.total == 596_049_920
+
+
+def test_qkv_biases_are_parameters_without_flops():
+    cfg = get_preset("la-tiny")
+    biased = cfg.replace(qkv_bias=True)
+    assert param_counts(biased).total - param_counts(cfg).total == cfg.depth * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
+    assert forward_flops_per_token(biased) == forward_flops_per_token(cfg)
+    # a bias beside every norm's gain: 2 per layer (SA, FFN) and the final norm, d_model each
+    with_norm_bias = cfg.replace(norm_bias=True)
+    assert param_counts(with_norm_bias).total - param_counts(cfg).total == (2 * cfg.depth + 1) * cfg.d_model
+
+
+def test_decoders_out_of_scope_get_one_clear_message():
+    from matcher.config import from_mapping
+
+    base = get_preset("la-tiny").to_dict()
+    for key, what in (("kv_lora_rank", "multi-head latent attention"), ("sliding_window", "sliding-window"),
+                      ("first_k_dense_replace", "mixed dense/MoE")):
+        with pytest.raises(ConfigError, match=f"{what}.* is out of scope: .*drop the field"):
+            from_mapping(ModelConfig, {**base, key: 4}, "model")
 
 
 def test_mixtral_8x7b_published_parameter_counts():

@@ -196,3 +196,34 @@ def test_memory_options_are_checked():
         measured_training_memory(get_preset("la-tiny"), 1, 8, recompute="some")
     with pytest.raises(MatcherError, match="activation_dtype"):
         measured_training_memory(get_preset("la-tiny"), 1, 8, activation_dtype="fp16")
+
+
+def _assert_three_depths_equal_the_whole_model(cfg, seq_len, causal_half=False):
+    from matcher.cost.measured import measured_costs_from_three_depths, measured_forward_flops, measured_params
+
+    params, flops = measured_costs_from_three_depths(cfg, seq_len=seq_len, causal_half=causal_half)
+    assert params == measured_params(cfg)  # exactly, component by component
+    whole = measured_forward_flops(cfg, seq_len=seq_len, causal_half=causal_half)
+    assert set(flops) == set(whole)
+    for component, value in whole.items():
+        assert flops[component] == pytest.approx(value, rel=1e-12, abs=1e-9), component
+
+
+@pytest.mark.parametrize("name, depth", [("la-tiny", 7), ("dr-tiny", 9), ("dr_da-tiny", 8), ("dr_da-tiny", 3),
+                                         ("la-tiny", 1)])
+def test_counting_three_depths_and_extrapolating_equals_the_whole_model(name, depth, one_thread):
+    _assert_three_depths_equal_the_whole_model(get_preset(name).replace(depth=depth), seq_len=24)
+
+
+def test_three_depths_extrapolate_every_option(one_thread):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from model_configs import small_configs
+
+    @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(cfg=small_configs(), depth=st.integers(4, 7), qk_norm=st.sampled_from(["none", "head", "full"]),
+           causal_half=st.booleans())
+    def check(cfg, depth, qk_norm, causal_half):
+        _assert_three_depths_equal_the_whole_model(cfg.replace(depth=depth, qk_norm=qk_norm), 8, causal_half)
+
+    check()

@@ -34,6 +34,8 @@ DECODE_CASES = {
     "la-tied-gelu": dict(tie_embeddings=True, mlp_act="gelu"),
     "dr_da-shared-lowrank": dict(variant="dr_da", n_shared_experts=1, router_rank=6, da_rope=False),
     "dr-no-router-rope": dict(variant="dr", router_depth_rope=False, n_kv_heads=1),
+    "la-qk-norm-full-bias": dict(qk_norm="full", qkv_bias=True),
+    "dr_da-qk-norm-head-norm-bias": dict(variant="dr_da", qk_norm="head", n_kv_heads=1, norm_bias=True),
 }
 
 
@@ -159,7 +161,8 @@ def test_tied_embeddings_are_one_matrix():
     assert n_params(model) == n_params(Model(tiny())) - 128 * 32
 
 
-@pytest.mark.parametrize("name, expected", [("llama2-7b", 6_738_415_616), ("mixtral-8x7b", 46_702_792_704)])
+@pytest.mark.parametrize("name, expected", [("llama2-7b", 6_738_415_616), ("mixtral-8x7b", 46_702_792_704),
+                                            ("olmoe-1b-7b", 6_919_161_856)])
 def test_published_parameter_counts_on_meta(name, expected):
     with torch.device("meta"):
         model = Model(get_preset(name))
@@ -287,3 +290,29 @@ def test_depth_attention_equals_sdpa_over_the_concatenated_prefix(heads, rope):
     want = outputs_and_grads(concatenated_prefix_reference, [])
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_qk_norm_normalises_queries_and_keys_per_head_or_over_the_projection():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 32)
+    for kind in ("head", "full"):
+        attn = Model(tiny(qk_norm=kind)).layers[0].attn
+        q = attn.wq(x)
+        normed = attn.q_norm(q if kind == "full" else q.view(2, 5, attn.n_heads, attn.head_dim))
+        rms = normed.pow(2).mean(-1).sqrt()  # unit gains at init: unit RMS over the normalised axis
+        torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-3, rtol=0)
+        assert attn.q_norm.weight.shape == ((attn.n_heads * attn.head_dim,) if kind == "full" else (attn.head_dim,))
+    plain, biased = Model(tiny()).layers[0].attn, Model(tiny(qkv_bias=True)).layers[0].attn
+    assert plain.wq.bias is None and biased.wq.bias is not None and biased.wo.bias is None
+
+
+def test_biases_start_at_zero_and_norm_biases_shift_the_output():
+    model = Model(tiny(qkv_bias=True, norm_bias=True, qk_norm="head"))
+    biases = {name: p for name, p in model.named_parameters() if name.endswith(".bias")}
+    assert {"norm.bias", "layers.0.attn_norm.bias", "layers.0.attn.wq.bias", "layers.0.attn.q_norm.bias"} <= set(biases)
+    assert all(torch.count_nonzero(p) == 0 for p in biases.values())
+    norm = model.norm
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        norm.bias.fill_(0.5)
+    torch.testing.assert_close(norm(x), torch.nn.functional.rms_norm(x, (32,), norm.weight, norm.eps) + 0.5)

@@ -364,3 +364,74 @@ def test_plot_into_a_folder_writes_inside_it(tmp_path):
     assert (tmp_path / "figures" / "curves.png").is_file() and not (tmp_path / "figures.png").exists()
     with pytest.raises(ResultsError, match="--plot .*curves.png exists; pass --force"):
         compare_command(FIXTURE, plot=tmp_path / "figures", console=out, err_console=err)
+
+
+# --- a ladder (matcher plan --ladder) --------------------------------------------------------------
+
+def _ladder_fixture(tmp_path) -> Path:
+    """Three rungs made of the committed results folder, the tokens of rung r scaled by 2^r and its
+    training FLOPs by 4^r: every tokens-to-target doubles per rung, the final accuracies stay."""
+    import json
+
+    import yaml
+
+    folder = tmp_path / "sweeps" / "ladder-x"
+    folder.mkdir(parents=True)
+    rungs = []
+    for r, name in enumerate(("la-a", "la-b", "la-c")):
+        stem = f"ladder-x-{name}"
+        (folder / f"{stem}.yaml").write_text("# the rung's sweep\n")
+        results = tmp_path / "results" / stem
+        shutil.copytree(FIXTURE, results)
+        for metrics in results.glob("*/metrics.jsonl"):
+            lines = []
+            for line in metrics.read_text().splitlines():
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    lines.append(line)  # the fixture's cut-off line stays cut off
+                    continue
+                event["tokens"] = event["tokens"] * 2**r
+                lines.append(json.dumps(event))
+            metrics.write_text("\n".join(lines) + "\n")
+        rungs.append({"target": name, "sweep": f"{stem}.yaml", "train_flops": 1e15 * 4**r})
+    manifest = folder / "ladder.yaml"
+    manifest.write_text(yaml.safe_dump({"matcher_ladder": 1, "results_root": str(tmp_path / "results"),
+                                        "rungs": rungs}))
+    return manifest
+
+
+def test_a_ladder_fits_a_power_law_per_variant(tmp_path):
+    from matcher.commands.compare import ladder_compare
+    from matcher.report.efficiency import tokens_to_reach
+
+    manifest = _ladder_fixture(tmp_path)
+    out, err = _consoles()
+    result = ladder_compare(manifest, "0.3", tmp_path / "ladder.png", console=out, err_console=err)
+    assert (tmp_path / "ladder.png").stat().st_size > 0
+    assert result["target"] == 0.3
+    points = [p for p in result["points"] if p.variant == "la"]
+    assert [p.rung for p in points] == ["la-a", "la-b", "la-c"]
+    results = load_results(tmp_path / "results" / "ladder-x-la-a")
+    evals = results.evals[results.evals["run"] == "la-tiny-s0"]
+    by_hand = tokens_to_reach(list(evals["tokens"]), list(evals["eval_accuracy"]), 0.3)
+    assert points[0].tokens_to_target == pytest.approx(by_hand)
+    assert [p.tokens_to_target for p in points] == pytest.approx([by_hand, 2 * by_hand, 4 * by_hand])
+    laws = {(law.variant, law.quantity): law for law in result["laws"]}
+    # tokens x2 while C x4 per rung: FLOPs to target ~ C^0.5 exactly; final accuracy flat
+    assert laws[("la", "flops_to_target")].exponent == pytest.approx(0.5, abs=1e-9)
+    assert laws[("la", "flops_to_target")].r_squared == pytest.approx(1.0)
+    assert laws[("dr", "final_accuracy")].exponent == pytest.approx(0.0, abs=1e-9)
+    text = out.file.getvalue()
+    assert "power laws y = a C^b" in text and "+0.5000" in text
+
+
+def test_a_ladder_without_results_says_what_to_run(tmp_path):
+    from matcher.commands.compare import ladder_compare
+
+    manifest = _ladder_fixture(tmp_path)
+    shutil.rmtree(tmp_path / "results" / "ladder-x-la-c")
+    out, err = _consoles()
+    result = ladder_compare(manifest, "0.3", None, console=out, err_console=err)
+    assert {p.rung for p in result["points"]} == {"la-a", "la-b"}
+    assert "la-c: no results at" in err.file.getvalue() and "matcher run" in err.file.getvalue()

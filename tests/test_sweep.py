@@ -211,3 +211,23 @@ def test_shards_of_another_tokenizer_are_found_before_training(tmp_path, monkeyp
     with pytest.raises(ConfigError,
                        match="runs\\[2\\].train \\(dr_da\\): bpe.bin: the shards hold token ids up to 299"):
         load_sweep(_edited(tmp_path, edit))
+
+
+def test_inference_memory_is_recorded_and_an_edit_that_unmatches_it_is_refused(tmp_path):
+    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+
+    plan = make_plan(PlanRequest(target="la-1b", variants="dr_da", depth=16, inference_batch=2))
+    data = build_sweep(plan).to_dict()
+    meta = data["meta"]
+    assert meta["matched"] == ["flops", "params", "inference_memory"]
+    assert (meta["inference_batch"], meta["inference_context"]) == (2, 2048)
+    assert "inference memory: 2 x 2048 tokens" in meta["description"]
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_sweep(path).meta.inference_batch == 2
+    # back to the target's 4 KV heads: the SA KV cache halves, inference memory drops by ~3.5% (parameters by 0.03%)
+    assert data["runs"][1]["model"]["n_kv_heads"] == 8
+    data["runs"][1]["model"]["n_kv_heads"] = 4
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"no longer matched to the target la-1b: .*inference_memory -3\.\d+%"):
+        load_sweep(path)

@@ -41,6 +41,10 @@ def compare_command(
     from rich.text import Text
 
     from matcher import console as consoles
+
+    if Path(results_dir).is_file():  # a ladder manifest (matcher plan --ladder), not a results folder
+        return ladder_compare(Path(results_dir), targets, plot, force=force, console=console,
+                              err_console=err_console)
     from matcher.report.comparison import baseline_targets, build_report
     from matcher.report.efficiency import parse_targets
     from matcher.report.render import print_rich, to_csv, to_markdown
@@ -118,3 +122,55 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as err:
         raise ResultsError(f"cannot write {path}: {err.strerror}; choose another --out file") from None
+
+
+def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | None, *, force: bool = False,
+                   console=None, err_console=None, results_root: Path | None = None) -> dict:
+    """`matcher compare sweeps/ladder-.../ladder.yaml`: per rung and variant the FLOPs to one target
+    accuracy and the final accuracy against the rung's training FLOPs, and a power law per variant."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from matcher import console as consoles
+    from matcher import fmt as numbers
+    from matcher.plan.ladder import load_ladder
+    from matcher.report.efficiency import parse_targets
+    from matcher.report.ladder import fit_power_laws, ladder_points, plot_ladder
+
+    console = console or consoles.out()
+    err_console = err_console or consoles.err()
+    if plot is not None:
+        plot = Path(plot)
+        plot = plot / "ladder.png" if plot.is_dir() else plot if plot.suffix else plot.with_suffix(".png")
+        plot = _new_file(plot, force, "--plot")
+    manifest = load_ladder(manifest_path)
+    target = None
+    if targets is not None:
+        chosen = parse_targets(targets)
+        if len(chosen) != 1:
+            raise ResultsError("a ladder is compared at one target accuracy: give one, e.g. --targets 0.3")
+        target = chosen[0]
+    points, target, warnings = ladder_points(manifest, manifest_path, target, results_root)
+    for warning in warnings:
+        err_console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
+    laws = fit_power_laws(points)
+    table = Table(title=f"ladder {manifest_path.parent.name}: target accuracy {target:g}", title_justify="left")
+    for col in ("rung", "variant", "train FLOPs C", "tokens to target", "FLOPs to target", "final accuracy"):
+        table.add_column(col, justify="left" if col in ("rung", "variant") else "right")
+    for p in points:
+        table.add_row(p.rung, p.variant, f"{p.train_flops:.3g}",
+                      numbers.si(p.tokens_to_target) if p.tokens_to_target else "not reached",
+                      f"{p.flops_to_target:.3g}" if p.flops_to_target else "-",
+                      f"{p.final_accuracy:.3f}" if p.final_accuracy is not None else "-")
+    console.print(table)
+    fits = Table(title="power laws y = a C^b (least squares in log-log, scipy.stats.linregress)",
+                 title_justify="left")
+    for col in ("variant", "quantity", "a", "b", "R²", "rungs"):
+        fits.add_column(col, justify="left" if col in ("variant", "quantity") else "right")
+    for law in laws:
+        fits.add_row(law.variant, law.quantity, f"{law.coefficient:.4g}", f"{law.exponent:+.4f}",
+                     f"{law.r_squared:.3f}" if law.r_squared is not None else "- (2 points)", str(law.points))
+    console.print(fits)
+    if plot is not None:
+        console.print(Text(f"wrote {plot_ladder(points, laws, target, plot)}"))
+    return {"target": target, "points": points, "laws": laws}

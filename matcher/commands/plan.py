@@ -19,6 +19,8 @@ MEASURE_RTOL = 1e-3  # analytic and measured counts of the chosen configs must a
 
 def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
                  measure: bool) -> dict[str, Any]:
+    if request.ladder is not None:
+        return ladder_command(request, out_path, force, dry_run, as_json, measure)
     with err().status("planning", spinner="dots") as status:
         plan = make_plan(request, progress=status.update)
         checks = None
@@ -44,8 +46,9 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
 def measured_check(plan: Plan) -> list[dict[str, Any]]:
     """Parameters and forward FLOPs per token of every chosen (matched) config, counted on the real
     module (meta device) beside the analytic values; a difference above MEASURE_RTOL is an error,
-    because then the match was made on numbers the models do not have. A given target model is not
-    re-counted here (`matcher cost <target>` does): counting costs 1-2 s per config on 2 cores."""
+    because then the match was made on numbers the models do not have. The modules are counted at depths
+    1-3 and extrapolated exactly (measured.measured_costs_from_three_depths). A given target model is not
+    re-counted here (`matcher cost <target>` does)."""
     from matcher.cost import measured as measure
 
     conv, seq_len = plan.spec.conventions, plan.train.seq_len
@@ -53,10 +56,10 @@ def measured_check(plan: Plan) -> list[dict[str, Any]]:
     for run in (run for run in plan.runs if run.match is not None):
         cfg = run.config
         flops = sum(forward_flops_per_token(cfg, conv, seq_len).values())
-        measured_flops = measure.measured_forward_flops(
-            cfg, seq_len=seq_len, batch=1, causal_half=conv.causal_half, counter="torch")["total"]
+        counted_params, counted_flops = measure.measured_costs_from_three_depths(
+            cfg, seq_len=seq_len, batch=1, causal_half=conv.causal_half)
+        measured_flops, measured_params = counted_flops["total"], counted_params["total"]
         params = param_counts(cfg).total
-        measured_params = measure.measured_params(cfg)["total"]
         rows.append({"run": run.label, "params": params, "measured_params": measured_params,
                      "params_diff": fmt.rel_diff(measured_params, params),
                      "forward_flops_per_token": flops, "measured_forward_flops_per_token": measured_flops,
@@ -83,10 +86,12 @@ def plan_result(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, wri
         if run.match is not None:
             m = run.match
             row.update(costs=m.costs, residuals=m.residuals, solved=list(m.solved), free=list(m.free),
-                       steps=m.steps, evaluations=m.evaluations, converged=m.converged, notes=list(m.notes))
+                       steps=m.steps, evaluations=m.evaluations, converged=m.converged, notes=list(m.notes),
+                       align=m.align)
         runs.append(row)
     return {"target": plan.target_label, "variants": plan.variants, "matched": list(plan.matched),
-            "targets": plan.spec.targets, "align": plan.spec.align, "train": plan.train.to_dict(),
+            "targets": plan.spec.targets, "align": plan.spec.align, "tolerance": plan.spec.tolerance,
+            "memory_matched": memory_matched(plan), "train": plan.train.to_dict(),
             "seeds": plan.seeds, "runs": runs, "measured": checks, "sweep": path.as_posix(),
             "written": written, "command": plan.request.command_line()}
 
@@ -95,25 +100,41 @@ def _ratio(value: float, reference: float) -> float | None:
     return value / reference if reference else None
 
 
+def memory_matched(plan: Plan) -> str:
+    """Which memory the plan matched, in words, with the batch and context it was matched at."""
+    train = plan.train
+    named = []
+    if "inference_memory" in plan.matched:
+        context = plan.spec.inference_context or train.seq_len
+        named.append(f"inference memory (weights {plan.spec.conventions.inference_weight_dtype} + SA KV + DA "
+                     f"caches, {plan.spec.inference_batch} x {context} tokens)")
+    if "train_memory" in plan.matched:
+        named.append(f"training memory (one step of {plan.spec.batch} x {train.seq_len} tokens)")
+    return "; ".join(named) or "none (memory is reported, not matched)"
+
+
 def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, written: bool) -> None:
     from rich.table import Table
 
     console = out()
     reference = plan.target.predicted
     console.print(f"[bold]plan[/]: {', '.join(plan.variants)} matched to [bold]{plan.target_label}[/] on "
-                  f"{', '.join(plan.matched)} (d_ff a multiple of {plan.spec.align})")
+                  f"{', '.join(plan.matched)} within {plan.spec.tolerance:.1%}")
+    console.print(f"memory matched: {memory_matched(plan)}")
     table = Table()
     for col in ("run", "role", "depth", "d_ff", "experts", "params", "Δ params", "train FLOPs/token",
-                "Δ FLOPs", "train memory", "KV+DA cache", "steps", "evals"):
+                "Δ FLOPs", "Δ inference mem", "train memory", "KV+DA cache", "steps", "evals"):
         table.add_column(col, justify="left" if col in ("run", "role") else "right")
     for run in plan.runs:
         m, p, cfg = run.match, run.predicted, run.config
         residuals = m.residuals if m is not None else {}
         experts = f"{cfg.n_experts} (top-{cfg.top_k})" if cfg.is_moe else "dense"
+        d_ff = f"{cfg.d_ff} (/{m.align})" if m else str(cfg.d_ff)
         table.add_row(
-            run.label, run.role, str(cfg.depth), str(cfg.d_ff), experts,
+            run.label, run.role, str(cfg.depth), d_ff, experts,
             fmt.params(p["total_params"]), fmt.percent(residuals.get("params")),
             fmt.si(p["train_flops_per_token"]), fmt.percent(residuals.get("flops")),
+            fmt.percent(residuals.get("inference_memory")),
             fmt.ratio(p["training_memory_bytes"] / reference["training_memory_bytes"]),
             fmt.ratio(_ratio(p["inference_cache_bytes"], reference["inference_cache_bytes"])),
             str(m.steps) if m else "-", str(m.evaluations) if m else "-")
@@ -125,7 +146,8 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
                   f"inference: one sequence of {train.seq_len})")
     console.print("[dim]search: coordinate descent (d_ff on FLOPs, n_experts on params and memory), then the "
                   f"best point within d_ff +-{NEIGHBOURHOOD_STEPS} aligned steps; score: max |Δ| over the "
-                  "matched quantities, ties by the sum of Δ²[/]")
+                  "matched quantities, ties by the sum of Δ²; d_ff (/N): d_ff a multiple of N; the lattice and "
+                  "any third free variable chosen are in the notices above[/]")
     console.print(f"training (every run): {fmt.si(train.total_tokens)} tokens, {train.batch_size} x "
                   f"{train.seq_len} tokens per step ({train.total_steps} steps), peak lr {train.lr:g}, "
                   f"evals at {', '.join(fmt.si(t) for t in train.eval_tokens)} tokens, data {train.data}, "
@@ -151,3 +173,59 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
                       f"check it with `matcher sweep show {path.as_posix()}`")
     else:
         console.print(f"dry run: would write {path.as_posix()} ({runs} runs)")
+
+
+def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
+                   measure: bool) -> dict[str, Any]:
+    """`matcher plan --ladder`: one sweep per rung beside a ladder manifest (--out names the manifest)."""
+    from datetime import datetime, timezone
+
+    from matcher.atomic import write_text_atomic
+    from matcher.config import dump_yaml
+    from matcher.plan.ladder import manifest, plan_ladder
+    from matcher.plan.sweep import write_sweep
+
+    with err().status("planning the ladder", spinner="dots") as status:
+        ladder = plan_ladder(request, progress=status.update)
+        checks = [measured_check(plan) for plan in ladder.plans] if measure else [None] * len(ladder.plans)
+    path = out_path or ladder.default_path()
+    sweep_paths = [ladder.sweep_path(plan, path.parent) for plan in ladder.plans]
+    existing = [p for p in [path, *sweep_paths] if p.exists()]
+    if existing and not force and not dry_run:
+        raise MatcherError(f"{', '.join(p.as_posix() for p in existing)} exist; pass --force to overwrite them "
+                           "or --out to write the ladder elsewhere")
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for plan in ladder.plans:
+        for line in plan.notices:
+            notice(f"{plan.target_label}: {line}")
+    data = manifest(ladder, sweep_paths, created)
+    if not dry_run:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for plan, sweep_path in zip(ladder.plans, sweep_paths):
+            write_sweep(build_sweep(plan, created), sweep_path, force=True)
+        write_text_atomic(path, "# matcher ladder: one sweep per rung under one rule set.\n" + dump_yaml(data))
+    result = {**data, "manifest": path.as_posix(), "written": not dry_run,
+              "plans": [plan_result(plan, check, sweep_path, not dry_run)
+                        for plan, check, sweep_path in zip(ladder.plans, checks, sweep_paths)]}
+    if as_json:
+        out().print_json(json.dumps(result))
+        return result
+    from rich.table import Table
+
+    console = out()
+    rules = data["rules"]
+    console.print(f"[bold]ladder[/]: {', '.join(ladder.plans[0].variants)} matched to {', '.join(ladder.rungs)} on "
+                  f"{', '.join(data['matched'])}; one vocabulary ({rules['vocab_size']}), "
+                  f"{rules['tokens_per_param']} tokens per target parameter, batch and lr from the compute fits")
+    table = Table()
+    for col in ("rung", "params", "train FLOPs", "tokens", "batch", "lr", "worst |Δ|", "sweep"):
+        table.add_column(col, justify="left" if col in ("rung", "sweep") else "right")
+    for rung, plan, sweep_path in zip(data["rungs"], ladder.plans, sweep_paths):
+        worst = max(abs(run.match.residuals[q]) for run in plan.runs[1:] for q in run.match.solved)
+        table.add_row(rung["target"], fmt.params(rung["total_params"]), f"{rung['train_flops']:.3g}",
+                      fmt.si(rung["total_tokens"]), str(rung["batch_size"]), f"{rung['lr']:g}",
+                      fmt.percent(worst), sweep_path.as_posix())
+    console.print(table)
+    verb = "wrote" if not dry_run else "dry run: would write"
+    console.print(f"{verb} [bold]{path.as_posix()}[/] and {len(sweep_paths)} sweeps beside it")
+    return result

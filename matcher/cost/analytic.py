@@ -44,11 +44,13 @@ class Conventions:
     optimizer_dtype: str = "fp32"  # AdamW keeps two states per parameter
     activation_dtype: str = "bf16"  # saved activations (bf16 autocast on GPU; fp32 on CPU)
     cache_dtype: str = "bf16"  # inference KV and depth-attention caches
+    inference_weight_dtype: str = "bf16"  # weights as served (inference memory)
 
     def __post_init__(self) -> None:
         if self.recompute not in ("none", "full"):
             raise ConfigError(f"recompute must be none or full, got {self.recompute!r}")
-        for name in ("weight_dtype", "grad_dtype", "optimizer_dtype", "activation_dtype", "cache_dtype"):
+        for name in ("weight_dtype", "grad_dtype", "optimizer_dtype", "activation_dtype", "cache_dtype",
+                     "inference_weight_dtype"):
             if getattr(self, name) not in DTYPE_BYTES:
                 raise ConfigError(f"{name} must be one of {', '.join(DTYPE_BYTES)}, got {getattr(self, name)!r}")
 
@@ -62,7 +64,8 @@ class Conventions:
                                             else "counted over the full context (causal mask not halved)"),
             f"memory: weights {self.weight_dtype}, gradients {self.grad_dtype}, AdamW 2 states "
             f"{self.optimizer_dtype}, activations {self.activation_dtype} (recompute {self.recompute}), "
-            f"caches {self.cache_dtype}",
+            f"caches {self.cache_dtype}; inference memory = weights {self.inference_weight_dtype} + SA KV + "
+            "DA caches at the stated batch and context",
             "parameters: total = unique; active = per application of each unique layer (top_k routed "
             "experts) + embeddings; applied = summed over all depth applications + embeddings",
         ]
@@ -82,7 +85,16 @@ def expert_params(cfg: ModelConfig) -> int:
 
 
 def sa_params(cfg: ModelConfig) -> int:
+    """The four projection matrices (what the FLOPs multiply by)."""
     return cfg.d_model * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
+
+
+def sa_vector_params(cfg: ModelConfig) -> int:
+    """QK-norm gains and q/k/v biases: parameters without matrix-product FLOPs."""
+    qk_width = (cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim
+    norms = {"none": 0, "head": 2 * cfg.head_dim, "full": qk_width}[cfg.qk_norm] * _norm_vectors(cfg)
+    biases = (qk_width + cfg.n_kv_heads * cfg.head_dim) if cfg.qkv_bias else 0
+    return norms + biases
 
 
 def da_params(cfg: ModelConfig) -> int:
@@ -97,6 +109,11 @@ def router_params(cfg: ModelConfig) -> int:
     return cfg.d_model * cfg.n_experts
 
 
+def _norm_vectors(cfg: ModelConfig) -> int:
+    """Parameter vectors per norm: the gain, and the bias with norm_bias."""
+    return 2 if cfg.norm_bias else 1
+
+
 def norms_per_layer(cfg: ModelConfig) -> int:
     if cfg.mixture == "parallel":
         return 1
@@ -106,8 +123,8 @@ def norms_per_layer(cfg: ModelConfig) -> int:
 def layer_params(cfg: ModelConfig) -> dict[str, int]:
     """Parameters of ONE unique layer, by component."""
     return {
-        "norms": norms_per_layer(cfg) * cfg.d_model,
-        "sa": sa_params(cfg),
+        "norms": norms_per_layer(cfg) * cfg.d_model * _norm_vectors(cfg),
+        "sa": sa_params(cfg) + sa_vector_params(cfg),
         "da": da_params(cfg),
         "router": router_params(cfg),
         "experts": cfg.n_experts * expert_params(cfg),
@@ -135,7 +152,7 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
     by_component = {
         "embedding": cfg.vocab_size * cfg.d_model,
         "lm_head": 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model,
-        "final_norm": cfg.d_model,
+        "final_norm": cfg.d_model * _norm_vectors(cfg),
         **{name: n_layers * count for name, count in layer.items()},
     }
     total = sum(by_component.values())
@@ -147,8 +164,8 @@ def param_counts(cfg: ModelConfig) -> ParamCounts:
         total=total,
         embedding=embedding,
         non_embedding=total - embedding,
-        active=n_layers * layer_active + embedding + cfg.d_model,
-        applied=cfg.depth * layer_active + embedding + cfg.d_model,
+        active=n_layers * layer_active + embedding + by_component["final_norm"],
+        applied=cfg.depth * layer_active + embedding + by_component["final_norm"],
     )
 
 
@@ -244,6 +261,12 @@ def layer_activation_bytes_per_token(cfg: ModelConfig, conv: Conventions = Conve
     # SA: input, rotated q and k, v, the attention output and its (B, T, heads*hd) copy for wo; fp32
     # log-sum-exp per head
     per_token["sa"] = act * (d + 3 * q_width + 2 * kv_width) + FP32_BYTES * cfg.n_heads
+    if cfg.qk_norm != "none":
+        # each QK-norm keeps, like the layer norms, its fp32 input and normalised state and 1/rms per row
+        # (a row: the whole projection for "full", one head for "head"); its output replaces the
+        # projection as rotary's input, counted above. Norm biases keep nothing more.
+        rows = 2 if cfg.qk_norm == "full" else cfg.n_heads + cfg.n_kv_heads
+        per_token["sa"] += 2 * FP32_BYTES * (q_width + kv_width) + FP32_BYTES * rows
     per_token["da"] = 0.0
     if cfg.has_depth_attention:
         # input, q and output (a view feeds wo), fp32 log-sum-exp
@@ -351,6 +374,13 @@ def da_cache_bytes(cfg: ModelConfig, batch: int, conv: Conventions = Conventions
     if not cfg.has_depth_attention:
         return 0
     return batch * cfg.depth * 2 * cfg.da_heads * cfg.da_head_dim * DTYPE_BYTES[conv.cache_dtype]
+
+
+def inference_memory_bytes(cfg: ModelConfig, batch: int, context: int, conv: Conventions = Conventions()) -> int:
+    """Serving `batch` sequences of `context` tokens: the weights (inference_weight_dtype), every applied
+    layer's SA KV cache and the DA cache of the tokens in flight."""
+    weights = param_counts(cfg).total * DTYPE_BYTES[conv.inference_weight_dtype]
+    return weights + sa_kv_cache_bytes(cfg, batch, context, conv) + da_cache_bytes(cfg, batch, conv)
 
 
 def memory(cfg: ModelConfig, batch: int, seq_len: int | None = None, conv: Conventions = Conventions(),

@@ -25,8 +25,8 @@ FVCORE_MAX_PARAMS = 300_000_000  # fvcore runs real weights on the CPU: 300M fp3
 _PARAM_RULES = [
     (r"tok_emb\.weight", "embedding"),
     (r"lm_head\.weight", "lm_head"),
-    (r"norm\.weight", "final_norm"),
-    (r"layers\.\d+\.(attn_norm|da_norm|ffn_norm|norm)\.weight", "norms"),
+    (r"norm\.(weight|bias)", "final_norm"),
+    (r"layers\.\d+\.(attn_norm|da_norm|ffn_norm|norm)\.(weight|bias)", "norms"),
     (r"layers\.\d+\.attn\..+", "sa"),
     (r"layers\.\d+\.depth_attn\..+", "da"),
     (r"layers\.\d+\.ffn\.router\..+", "router"),
@@ -62,8 +62,38 @@ def _meta_model(cfg: ModelConfig):
 
     from matcher.models import Model
 
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipInit():
         return Model(cfg)
+
+
+_INIT_OPS = ("normal_", "uniform_", "fill_", "zero_", "trunc_normal_")
+
+
+def _skip_init_mode():
+    from torch.overrides import TorchFunctionMode
+
+    class SkipInit(TorchFunctionMode):
+        """Meta tensors hold no values, so initialising them is moot; and the meta path of `normal_`
+        imports torch._dynamo (~3 s on 2 cores, more than the whole count takes), so it is skipped."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if getattr(func, "__name__", "") in _INIT_OPS:
+                tensor = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by keyword
+                if getattr(tensor, "is_meta", False):
+                    return tensor
+            return func(*args, **kwargs)
+
+    return SkipInit()
+
+
+class _SkipInit:
+    def __enter__(self):
+        self.mode = _skip_init_mode()
+        return self.mode.__enter__()
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
 
 
 def measured_params(cfg: ModelConfig) -> dict[str, int]:
@@ -132,6 +162,34 @@ def measured_forward_flops(cfg: ModelConfig, seq_len: int, batch: int = 1, causa
     else:
         raise ConfigError(f"counter must be torch or fvcore, got {counter!r}")
     return _per_token(_by_component(inclusive, total), batch * seq_len, causal_half)
+
+
+EXTRAPOLATION_DEPTHS = (1, 2, 3)
+
+
+def measured_costs_from_three_depths(cfg: ModelConfig, seq_len: int, batch: int = 1,
+                                     causal_half: bool = False) -> tuple[dict[str, int], dict[str, float]]:
+    """Parameters and forward FLOPs per token by component (as measured_params and measured_forward_flops)
+    of `cfg`, counted on the real module at depths 1, 2 and 3 only and extrapolated to cfg.depth.
+
+    Every count is a polynomial of degree at most 2 in depth: la adds one identical layer per depth,
+    dr/dr_da apply one layer once more (parameters constant, FLOPs linear), and depth attention at depth
+    index i attends over i + 1 states (its scores quadratic). Three points fix such a polynomial, so
+    the extrapolation is exact (tests/test_measure.py checks it against the whole model), and the count
+    costs three shallow models instead of one `depth`-deep one."""
+    if cfg.depth <= len(EXTRAPOLATION_DEPTHS):
+        return measured_params(cfg), measured_forward_flops(cfg, seq_len, batch, causal_half)
+    points = [cfg.replace(depth=d) for d in EXTRAPOLATION_DEPTHS]
+    params = [measured_params(p) for p in points]
+    flops = [measured_forward_flops(p, seq_len, batch, causal_half) for p in points]
+    steps = cfg.depth - 1  # f(D) = f1 + (D-1) (f2 - f1) + (D-1)(D-2)/2 (f3 - 2 f2 + f1)
+    curvature = steps * (steps - 1) // 2
+
+    def extrapolate(f1, f2, f3):
+        return f1 + steps * (f2 - f1) + curvature * (f3 - 2 * f2 + f1)
+
+    return ({k: extrapolate(*(p[k] for p in params)) for k in params[0]},
+            {k: extrapolate(*(f[k] for f in flops)) for k in flops[0]})
 
 
 def _meta_tokens(seq_len: int, batch: int):

@@ -24,10 +24,17 @@ from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig
 from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, MatchError
 from matcher.names import resolve
-from matcher.plan.search import Match, MatchSpec, check_matched, costs_of, match
+from matcher.plan.search import (ALIASES, AUTO_ALIGN_FLOOR, DEFAULT_MATCHED, THIRD_VARIABLES, Match, MatchSpec,
+                                  check_matched, costs_of, match)
 from matcher.plan.sweep import Run, Sweep, SweepMeta, predict
 
 DEFAULT_ALIGN = 64  # d_ff alignment: tensor-core and kernel friendly widths
+# The default tolerance: 0.5%, which the automatic lattice (d_ff multiples of 64, then 32) and third free
+# variable reach; a target whose expert is narrower than 4 x 32 (la-tiny's is 64 wide) cannot be
+# resolved on such a lattice and keeps 2%, as do budgets (--flops/--params), whose la baseline repeats
+# every lattice step in each of its layers.
+DEFAULT_TOLERANCE = 0.005
+NARROW_TOLERANCE = 0.02
 FREE_FIELDS = ("d_ff", "n_experts")
 # Chinchilla (Hoffmann et al. 2022): compute-optimal training uses ~20 tokens per parameter.
 TOKENS_PER_PARAM = 20
@@ -157,10 +164,23 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_match(text: str) -> tuple[str, ...]:
-    """--match as quantities in the user's order (checked by search.check_matched, the one check)."""
-    matched = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    """--match as quantities in the user's order (checked by search.check_matched, the one check);
+    `memory` is the training memory, as sweeps written before inference memory existed call it."""
+    typed = (part.strip().lower() for part in text.split(",") if part.strip())
+    matched = tuple(dict.fromkeys(ALIASES.get(q, q) for q in typed))
     check_matched(matched)
     return matched
+
+
+def parse_free(text: str) -> tuple[set[str], str | None]:
+    """--free: which of d_ff and n_experts stay free (the others are held) and the third free variable."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in FREE_FIELDS and n not in THIRD_VARIABLES]
+    thirds = [n for n in names if n in THIRD_VARIABLES]
+    if unknown or len(thirds) > 1 or not any(n in FREE_FIELDS for n in names):
+        raise ConfigError(f"--free takes d_ff and/or n_experts and at most one third variable of "
+                          f"{', '.join(THIRD_VARIABLES)}, such as d_ff,n_experts,router_rank; got {text!r}")
+    return {n for n in FREE_FIELDS if n not in names}, (thirds[0] if thirds else None)
 
 
 def variant_config(target: ModelConfig, variant: str, overrides: Overrides) -> tuple[ModelConfig, set[str]]:
@@ -255,15 +275,26 @@ class PlanRequest:
     params: float | None = _option(None, "Budget instead of --target: total parameters.")
     align: int | None = _option(None, "d_ff is a multiple of this (default 64; d_ff/4 for targets narrower "
                                 "than 256).", min=1)
-    match: str = _option("flops,params", "Quantities to match: flops, params, memory.")
+    match: str = _option(",".join(DEFAULT_MATCHED), "Quantities to match: flops, params, inference_memory "
+                         "(weights + SA KV + DA caches), train_memory (one step at the micro-batch).")
+    free: str | None = _option(None, "Free variables: d_ff,n_experts and optionally one of router_rank, "
+                               "n_kv_heads, top_k (default: chosen by the search when needed).")
+    inference_batch: int = _option(1, "Sequences decoded at once, for inference memory.", min=1)
+    inference_context: int | None = _option(None, "Context tokens per sequence, for inference memory "
+                                            "(default: seq_len).", min=1)
     max_memory_ratio: float | None = _option(None, "Hard limit: training memory at most R x the target's.")
-    tolerance: float = _option(0.02, "Largest residual that counts as matched.", min=0)
+    tolerance: float | None = _option(None, "Largest residual that counts as matched (default 0.5%; 2% for "
+                                      "targets whose expert is narrower than 128 and for budgets).", min=0)
     tokens: float | None = _option(None, "Training tokens per run (default 20 x the target's parameters).",
                                    min=1)
     batch: int | None = _option(None, "Sequences per step (default: scaled to compute).", min=1)
     micro_batch: int | None = _option(None, "Sequences per forward on one GPU: gradient accumulation (same "
                                       "steps, less memory).", min=1)
     seq_len: int | None = _option(None, "Tokens per sequence (default: the target's).", min=1)
+    vocab_size: int | None = _option(None, "Vocabulary of the target and variants (default: the target's).",
+                                     min=1)
+    ladder: str | None = _option(None, "Instead of --target: comma-separated targets, smallest first (such as "
+                                 "la-100m,la-1b,la-2b): one sweep per rung and a ladder manifest.")
     seeds: str = _option("0", "Comma-separated seeds; several give runs <variant>-s<seed>.")
     base: str = _option("la-1b", "Shape of the family when budgets are given.")
     depth: int | None = _option(None, "Variants' depth (default: the target's).", min=1)
@@ -379,6 +410,10 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
         shape = shape.replace(seq_len=request.seq_len)
     train_sets = parse_train_set(request.set_fields or [])
     tokenizer = _plan_tokenizer(request.tokenizer, train_sets.pop("tokenizer", None))
+    if tokenizer is not None and request.vocab_size is not None:
+        raise ConfigError("--tokenizer fixes the vocabulary (padded to a multiple of 64): drop --vocab-size")
+    if request.vocab_size is not None:
+        shape = shape.replace(vocab_size=request.vocab_size)
     if tokenizer is not None:  # the embeddings are parameters: the vocabulary is fixed before matching
         from matcher.data.tokenizer import padded_vocab
 
@@ -387,13 +422,21 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
                        f"vocab_size is {shape.vocab_size:,} (padded to a multiple of 64)")
     align = request.align if request.align is not None else default_align(shape)
     conv = request.conventions
+    tolerance = request.tolerance
+    if tolerance is None:  # budgets: la's lattice steps repeat in each of its `depth` layers, too coarse for 0.5%
+        fine = default_align(shape) >= AUTO_ALIGN_FLOOR and not budgets
+        tolerance = DEFAULT_TOLERANCE if fine else NARROW_TOLERANCE
+    held_free, third = parse_free(request.free) if request.free is not None else (set(), None)
     spec = MatchSpec(matched=matched, align=align, conventions=conv, seq_len=shape.seq_len,
-                     tolerance=request.tolerance)
+                     tolerance=tolerance, inference_batch=request.inference_batch,
+                     inference_context=request.inference_context, third=third,
+                     auto=request.align is None and request.free is None, held=frozenset(held_free))
 
     if budgets:
-        if "memory" in matched:
-            raise ConfigError("memory cannot be matched to budgets: give --target, "
-                              "or drop memory from --match")
+        memories = [q for q in matched if q.endswith("_memory")]
+        if memories and request.match != PlanRequest.match:
+            raise ConfigError(f"{', '.join(memories)} cannot be matched to budgets: give --target, "
+                              f"or drop {', '.join(memories)} from --match")
         label, target_label = "budget", "la"
         matched = tuple(q for q in matched if q in budgets) or tuple(budgets)
         spec = dataclasses.replace(spec, targets=budgets, matched=matched)
@@ -426,7 +469,7 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
     reference = costs_of(target_config, dataclasses.replace(spec, batch=mem_batch))
     spec = dataclasses.replace(spec, batch=mem_batch, targets={**reference, **budgets})
     if request.max_memory_ratio is not None:
-        spec = dataclasses.replace(spec, max_memory_bytes=request.max_memory_ratio * reference["memory"])
+        spec = dataclasses.replace(spec, max_memory_bytes=request.max_memory_ratio * reference["train_memory"])
 
     target_predicted = predict(target_config, train, conv)
     runs = [PlannedRun(target_label, "target", target_config, target_match, target_predicted)]
@@ -463,7 +506,7 @@ def _finer_align_hint(shape: ModelConfig, variant: str, overrides: Overrides, sp
     halving --align would give. d_ff steps of `align` move FLOPs by a fixed amount; the best lattice
     point can be off by half a step whatever the search does."""
     worst = max(abs(found.residuals[q]) for q in found.solved) if found.solved else 0.0
-    if worst <= CLOSE_RESIDUAL or spec.align % 2 or spec.align < 16 or "d_ff" not in found.free:
+    if spec.auto or spec.third or worst <= CLOSE_RESIDUAL or spec.align % 2 or spec.align < 16 or "d_ff" not in found.free:
         return None
     finer = dataclasses.replace(spec, align=spec.align // 2)
     try:
@@ -500,8 +543,8 @@ def _suggestions(shape: ModelConfig, base: ModelConfig, held: set[str], variant:
     if spec.max_memory_bytes is not None:
         try:
             unlimited = match(base, dataclasses.replace(spec, max_memory_bytes=None), held, label)
-            ratio = math.ceil(unlimited.costs["memory"] / spec.targets["memory"] * 1000) / 1000
-            limit_bytes = ratio * spec.targets["memory"]
+            ratio = math.ceil(unlimited.costs["train_memory"] / spec.targets["train_memory"] * 1000) / 1000
+            limit_bytes = ratio * spec.targets["train_memory"]
             candidates.append((f"--max-memory-ratio {ratio:.3f}", overrides,
                                dataclasses.replace(spec, max_memory_bytes=limit_bytes)))
         except MatchError:
@@ -557,16 +600,21 @@ def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
         created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         description=_describe(plan), tolerance=plan.spec.tolerance,
         solved={r.label: list(r.match.solved) for r in plan.runs if r.match is not None},
-        memory_batch=plan.spec.batch)
+        memory_batch=plan.spec.batch, inference_batch=plan.spec.inference_batch,
+        inference_context=plan.spec.inference_context or plan.train.seq_len)
     return Sweep(meta=meta, runs=runs)
 
 
 def _describe(plan: Plan) -> str:
     matched = [
-        f"{run.label}: d_ff {run.config.d_ff}, n_experts {run.config.n_experts}, "
+        f"{run.label}: d_ff {run.config.d_ff} (a multiple of {run.match.align}), n_experts "
+        f"{run.config.n_experts}"
+        + "".join(f", {name} {getattr(run.config, name)}" for name in run.match.free[2:]) + ", "
         + ", ".join(f"{q} {r:+.3%}" for q, r in run.match.residuals.items() if q in plan.matched)
         for run in plan.runs if run.match is not None
     ]
-    head = (f"matched to {plan.target_label} on {', '.join(plan.matched)} "
-            f"(d_ff a multiple of {plan.spec.align})")
+    head = f"matched to {plan.target_label} on {', '.join(plan.matched)}"
+    if "inference_memory" in plan.matched:
+        head += (f" (inference memory: {plan.spec.inference_batch} x "
+                 f"{plan.spec.inference_context or plan.train.seq_len} tokens)")
     return "; ".join([head, *matched])

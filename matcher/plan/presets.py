@@ -11,11 +11,13 @@ Sizes and why:
   totals at 0.99B and 2.02B parameters (`matcher presets` prints them).
 - `dr-*`, `dr_da-*`: one shared layer applied `depth` times, with the target's d_model, heads,
   top_k and depth, and `d_ff`/`n_experts` matched to the `la-*` preset of the same size on training
-  FLOPs per token and total parameters: what `matcher plan --target la-<size>` finds (d_ff a multiple
-  of 64; of 16 for tiny, whose whole expert is 64 wide). The router of several hundred experts costs
+  FLOPs per token, total parameters and inference memory: what `matcher plan --target la-<size>` finds
+  (d_ff a multiple of 64, or 32 where 64 misses 0.5%; of 16 for tiny, whose whole expert is 64 wide). The router of several hundred experts costs
   FLOPs, so the shared layer gets narrower experts than la's. tests/test_presets.py re-runs the match.
-- `llama2-7b`, `mixtral-8x7b`: published dense and MoE models expressed as `la`; their parameter
-  counts (6,738,415,616 and 46,702,792,704) are tests of the cost model.
+- `llama2-7b`, `mixtral-8x7b`, `olmoe-1b-7b`, `qwen3-0.6b`: published dense and MoE models expressed as
+  `la`; their parameter counts (6,738,415,616, 46,702,792,704, 6,919,161,856 and Qwen3-0.6B's 0.44B
+  non-embedding) are tests of the cost model. OLMoE and Qwen3 need QK-norm (over the whole projection,
+  and per head).
 """
 
 from __future__ import annotations
@@ -39,17 +41,19 @@ FAMILIES: dict[str, dict] = {
 }
 # (d_ff, n_experts) of each variant, side by side: la is the baseline, dr and dr_da what
 # `matcher plan --target la-<size>` finds for it (tests/test_presets.py re-runs the match).
-MATCHED: dict[str, dict[str, tuple[int, int]]] = {
+# A third entry holds the fields the search chose as a third free variable (dr-100m: a rank-16 router,
+# because no (d_ff, n_experts) on a 64- or 32-step lattice is within 0.5% of la-100m).
+MATCHED: dict[str, dict[str, tuple]] = {
     "tiny": {"la": (64, 4), "dr": (64, 19), "dr_da": (48, 25)},
-    "100m": {"la": (512, 8), "dr": (512, 104), "dr_da": (448, 120)},
+    "100m": {"la": (512, 8), "dr": (512, 105, {"router_rank": 16}), "dr_da": (448, 120)},
     "1b": {"la": (512, 16), "dr": (384, 753), "dr_da": (320, 902)},
-    "2b": {"la": (704, 16), "dr": (576, 699), "dr_da": (512, 788)},
+    "2b": {"la": (704, 16), "dr": (608, 655), "dr_da": (544, 735)},
 }
 
 
 def family_preset(size: str, variant: str) -> ModelConfig:
-    d_ff, n_experts = MATCHED[size][variant]
-    return ModelConfig(variant=variant, d_ff=d_ff, n_experts=n_experts, **FAMILIES[size])
+    d_ff, n_experts, *chosen = MATCHED[size][variant]
+    return ModelConfig(variant=variant, d_ff=d_ff, n_experts=n_experts, **FAMILIES[size], **(chosen[0] if chosen else {}))
 
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
@@ -98,3 +102,18 @@ def load_target(spec: str) -> tuple[ModelConfig, Resolved | None]:
         return load_model_config(spec), None
     resolved = resolve_preset(spec)
     return PRESETS[resolved.name](), resolved
+
+
+@preset("olmoe-1b-7b")
+def olmoe_1b_7b() -> ModelConfig:
+    # allenai/OLMoE-1B-7B-0924: 64 experts of width 1024, top-8, QK-norm over all heads' width
+    return ModelConfig(variant="la", vocab_size=50304, d_model=2048, depth=16, n_heads=16, seq_len=4096,
+                       d_ff=1024, n_experts=64, top_k=8, tie_embeddings=False, qk_norm="full")
+
+
+@preset("qwen3-0.6b")
+def qwen3_0_6b() -> ModelConfig:
+    # Qwen/Qwen3-0.6B: head_dim 128 wider than d_model / n_heads, per-head QK-norm, tied embeddings
+    return ModelConfig(variant="la", vocab_size=151936, d_model=1024, depth=28, n_heads=16, n_kv_heads=8,
+                       head_dim=128, seq_len=40960, d_ff=3072, n_experts=0, top_k=0, tie_embeddings=True,
+                       qk_norm="head", rope_theta=1e6, norm_eps=1e-6)

@@ -30,17 +30,32 @@ neighbourhood.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from matcher.config import ModelConfig
-from matcher.cost.analytic import Conventions, memory, param_counts, train_flops_per_token
-from matcher.errors import MatchError
+from matcher.cost.analytic import (Conventions, inference_memory_bytes, memory, param_counts,
+                                   train_flops_per_token)
+from matcher.errors import ConfigError, MatchError
 
-QUANTITIES = ("flops", "params", "memory")
+QUANTITIES = ("flops", "params", "inference_memory", "train_memory")
 QUANTITY_LABELS = {"flops": "training FLOPs per token", "params": "total parameters",
-                   "memory": "training memory per step"}
+                   "inference_memory": "inference memory (weights + SA KV + DA caches)",
+                   "train_memory": "training memory per step"}
+ALIASES = {"memory": "train_memory"}  # the name sweeps written before inference memory existed use
+DEFAULT_MATCHED = ("flops", "params", "inference_memory")
 COMPUTE = ("flops",)  # the quantities d_ff is paired with; n_experts takes the others
+# Third free variables (--free d_ff,n_experts,<one of these>) and why each helps: d_ff and n_experts
+# move FLOPs and parameters in coarse steps (a d_ff step of 32 is ~0.3% of la-2b's FLOPs), and neither
+# moves the SA KV cache, which depth and n_kv_heads fix.
+THIRD_VARIABLES = {
+    "router_rank": "a low-rank router moves FLOPs and parameters in steps of 16 x (d_model + n_experts) "
+                   "per layer, far finer than d_ff's lattice",
+    "n_kv_heads": "the SA KV cache grows with n_kv_heads, which d_ff and n_experts cannot change",
+    "top_k": "experts per token move FLOPs without moving parameters",
+}
+AUTO_ALIGN_FLOOR = 32  # the automatic lattice choice never goes below d_ff multiples of 32
 NEIGHBOURHOOD_STEPS = 2  # the final scan covers d_ff +- this many aligned steps
 MAX_STEPS = 50  # the descent converges in a handful of steps; this only stops a cycle
 _LARGEST = 1 << 40  # no lattice coordinate goes beyond this (d_ff of 2^46 is no model)
@@ -58,6 +73,13 @@ class MatchSpec:
     seq_len: int | None = None  # tokens per sequence (FLOPs, memory); None: the config's
     max_memory_bytes: float | None = None  # hard limit on training memory per step
     tolerance: float = 0.02  # a solved residual beyond this means the target cannot be matched
+    inference_batch: int = 1  # sequences decoded at once (inference memory)
+    inference_context: int | None = None  # tokens of context per sequence (inference memory); None: seq_len
+    third: str | None = None  # a third free variable (THIRD_VARIABLES), scanned around the 2-D search
+    # choose the lattice (align, halved down to AUTO_ALIGN_FLOOR) and a third free variable when the
+    # tolerance is not met otherwise; each choice is noted in the match
+    auto: bool = False
+    held: frozenset[str] = frozenset()  # d_ff / n_experts left out of --free: kept at the base's values
 
     def check(self) -> None:
         check_matched(self.matched)
@@ -70,7 +92,7 @@ class MatchSpec:
 
 
 def check_matched(matched: tuple[str, ...]) -> None:
-    """The one check of --match: a non-empty subset of QUANTITIES."""
+    """The one check of --match: a non-empty subset of QUANTITIES (aliases resolved before)."""
     unknown = [q for q in matched if q not in QUANTITIES]
     if unknown or not matched:
         raise MatchError(f"--match takes a comma-separated subset of {', '.join(QUANTITIES)}, "
@@ -80,10 +102,13 @@ def check_matched(matched: tuple[str, ...]) -> None:
 def costs_of(cfg: ModelConfig, spec: MatchSpec, quantities: Iterable[str] = QUANTITIES) -> dict[str, float]:
     """The matched quantities of one config, from matcher.cost.analytic."""
     seq_len = cfg.seq_len if spec.seq_len is None else spec.seq_len
+    context = seq_len if spec.inference_context is None else spec.inference_context
     compute = {
         "flops": lambda: train_flops_per_token(cfg, spec.conventions, seq_len),
         "params": lambda: float(param_counts(cfg).total),
-        "memory": lambda: float(memory(cfg, spec.batch, seq_len, spec.conventions).training_bytes),
+        "inference_memory": lambda: float(inference_memory_bytes(cfg, spec.inference_batch, context,
+                                                                 spec.conventions)),
+        "train_memory": lambda: float(memory(cfg, spec.batch, seq_len, spec.conventions).training_bytes),
     }
     return {q: compute[q]() for q in quantities}
 
@@ -109,6 +134,7 @@ class Match:
     evaluations: int  # distinct configurations whose costs were computed
     converged: bool  # the descent stopped because neither variable moved
     notes: tuple[str, ...] = ()  # what the user should know (held variables, unmatched quantities)
+    align: int = 64  # the d_ff lattice the match was made on
 
 
 class _Lattice:
@@ -138,7 +164,7 @@ class _Lattice:
 
     def fits_memory(self, k: int, experts: int) -> bool:
         limit = self.spec.max_memory_bytes
-        return limit is None or self.costs(k, experts)["memory"] <= limit
+        return limit is None or self.costs(k, experts)["train_memory"] <= limit
 
 
 def bracket_root(g: Callable[[int], float], lo: int, hi: int | None, start: int) -> tuple[int, int]:
@@ -188,7 +214,7 @@ class _Search:
         self.spec = spec
         self.groups = groups  # variable ("k" or "E") -> the quantities it is solved for
         self.solved = tuple(q for q in spec.matched if q in groups["k"] + groups["E"])
-        needed = set(self.solved) | ({"memory"} if spec.max_memory_bytes is not None else set())
+        needed = set(self.solved) | ({"train_memory"} if spec.max_memory_bytes is not None else set())
         # A held d_ff is kept exactly, even off the alignment: its lattice has step 1 and never moves.
         align = spec.align if groups["k"] else 1
         self.lattice = _Lattice(base, spec, tuple(q for q in QUANTITIES if q in needed), align)
@@ -200,14 +226,14 @@ class _Search:
         if self.spec.max_memory_bytes is None:
             return None
         limit = self.spec.max_memory_bytes
-        return bracket_root(lambda k: self.lattice.costs(k, experts)["memory"] - limit, 1, None, start)[0]
+        return bracket_root(lambda k: self.lattice.costs(k, experts)["train_memory"] - limit, 1, None, start)[0]
 
     def max_experts(self, k: int, start: int) -> int | None:
         """The largest n_experts that fits the memory limit at this k (None: no limit)."""
         if self.spec.max_memory_bytes is None:
             return None
         limit = self.spec.max_memory_bytes
-        over = lambda e: self.lattice.costs(k, e)["memory"] - limit
+        over = lambda e: self.lattice.costs(k, e)["train_memory"] - limit
         return bracket_root(over, self.min_experts, None, start)[0]
 
     def solve(self, variable: str, k: int, experts: int, quantities: tuple[str, ...]) -> int:
@@ -300,7 +326,8 @@ def _groups(base: ModelConfig, spec: MatchSpec,
 def _amount(quantity: str, value: float) -> str:
     from matcher import fmt
 
-    return {"flops": fmt.si, "params": fmt.params, "memory": fmt.bytes_}[quantity](value)
+    return {"flops": fmt.si, "params": fmt.params, "inference_memory": fmt.bytes_,
+            "train_memory": fmt.bytes_}[quantity](value)
 
 
 def _check_reachable(search: _Search, base: ModelConfig, label: str) -> None:
@@ -311,12 +338,12 @@ def _check_reachable(search: _Search, base: ModelConfig, label: str) -> None:
     where = f"d_ff {smallest.d_ff}" + (f", n_experts {smallest.n_experts}" if base.is_moe else "")
     limit = spec.max_memory_bytes
     if limit is not None:
-        need = costs_of(smallest, spec, ("memory",))["memory"]
+        need = costs_of(smallest, spec, ("train_memory",))["train_memory"]
         if need > limit:
             raise MatchError(
-                f"{label}: training memory cannot be kept under the limit of {_amount('memory', limit)}: "
-                f"its smallest config ({where}) already needs {_amount('memory', need)} "
-                f"({need / limit - 1:+.1%}; fixed part: {_fixed_part(smallest, spec, 'memory')})")
+                f"{label}: training memory cannot be kept under the limit of {_amount('train_memory', limit)}: "
+                f"its smallest config ({where}) already needs {_amount('train_memory', need)} "
+                f"({need / limit - 1:+.1%}; fixed part: {_fixed_part(smallest, spec, 'train_memory')})")
     costs = costs_of(smallest, spec, search.solved)
     for q in search.solved:
         if costs[q] > spec.targets[q]:
@@ -336,6 +363,12 @@ def _fixed_part(cfg: ModelConfig, spec: MatchSpec, quantity: str) -> str:
         parts["embedding"] += parts.pop("lm_head")
     elif quantity == "flops":
         parts = forward_flops_per_token(cfg, spec.conventions, seq_len)
+    elif quantity == "inference_memory":
+        context = seq_len if spec.inference_context is None else spec.inference_context
+        report = memory(cfg, spec.inference_batch, seq_len, spec.conventions, context=context)
+        weights = inference_memory_bytes(cfg, spec.inference_batch, context, spec.conventions)
+        parts = {"weights": weights - report.inference_cache_bytes, "SA KV cache": report.sa_kv_cache_bytes,
+                 "DA cache": report.da_cache_bytes}
     else:
         report = memory(cfg, spec.batch, seq_len, spec.conventions)
         parts = {"weights, gradients and optimizer": report.training_bytes - report.activations_bytes,
@@ -347,10 +380,150 @@ def _fixed_part(cfg: ModelConfig, spec: MatchSpec, quantity: str) -> str:
 
 def match(base: ModelConfig, spec: MatchSpec, held: Iterable[str] = (), label: str | None = None) -> Match:
     """Match `base` (the variant with everything but the free variables set) to `spec.targets`.
-    `held`: free variables the user fixed ("d_ff", "n_experts"); they keep base's values."""
+    `held`: free variables the user fixed ("d_ff", "n_experts"); they keep base's values.
+
+    With spec.third, that variable is scanned (third_values) and the 2-D search run at each value; the
+    best point wins. With spec.auto, the lattice is spec.align, halved while the tolerance is missed
+    (down to AUTO_ALIGN_FLOOR), and then each third variable in turn until one meets it; the notes say
+    what was chosen and why."""
     spec.check()
     label = label or base.variant
-    groups, notes = _groups(base, spec, set(held))
+    held = set(held) | spec.held
+    if spec.third is not None:
+        return _finish(_match_third(base, spec, held, label, spec.third), spec, label)
+    if not spec.auto:
+        return _finish(_match_lattice(base, spec, held, label), spec, label)
+    return _finish(_match_auto(base, spec, held, label), spec, label)
+
+
+def _worst(found: Match) -> float:
+    return max((abs(found.residuals[q]) for q in found.solved), default=0.0)
+
+
+def _listing(found: Match) -> str:
+    return ", ".join(f"{q} {found.residuals[q]:+.2%}" for q in found.solved)
+
+
+def _match_auto(base: ModelConfig, spec: MatchSpec, held: set[str], label: str) -> Match:
+    found = _match_lattice(base, spec, held, label)
+    evaluations = found.evaluations
+    if _worst(found) <= spec.tolerance or "d_ff" not in found.free and "n_experts" not in found.free:
+        return found
+    tried = [f"d_ff a multiple of {found.align}: {_listing(found)}"]
+    best, aligns, align = found, [spec.align], spec.align
+    while "d_ff" in found.free and align // 2 >= AUTO_ALIGN_FLOOR and align % 2 == 0:
+        align //= 2
+        aligns.append(align)
+        finer = _match_lattice(base, dataclasses.replace(spec, align=align), held, label)
+        evaluations += finer.evaluations
+        if _worst(finer) < _worst(best):
+            best = finer
+        if _worst(finer) <= spec.tolerance:
+            note = (f"lattice: d_ff a multiple of {align}, because with {spec.align} the best point was off by "
+                    f"{_worst(found):.2%} (tolerance {spec.tolerance:.1%})")
+            return dataclasses.replace(finer, evaluations=evaluations, notes=finer.notes + (note,))
+        tried.append(f"a multiple of {align}: {_listing(finer)}")
+    for third in _third_candidates(base, best, held, spec.tolerance):
+        for align in aligns:  # the coarsest lattice that meets the tolerance with this variable
+            try:
+                scanned = _match_third(base, dataclasses.replace(spec, align=align), held, label, third)
+            except MatchError:
+                continue
+            evaluations += scanned.evaluations
+            if _worst(scanned) <= spec.tolerance:
+                note = (f"third free variable {third} = {getattr(scanned.config, third)} (the target's "
+                        f"{getattr(base, third)}), d_ff a multiple of {align}: with d_ff and n_experts alone the "
+                        f"best was {'; '.join(tried)}; {THIRD_VARIABLES[third]}")
+                return dataclasses.replace(scanned, evaluations=evaluations, notes=scanned.notes + (note,))
+            if _worst(scanned) < _worst(best):
+                best = scanned
+    return dataclasses.replace(best, evaluations=evaluations)
+
+
+def _third_candidates(base: ModelConfig, found: Match, held: set[str], tolerance: float) -> list[str]:
+    """Third free variables worth trying, most useful first: n_kv_heads when inference memory (which
+    holds the SA KV cache) misses the tolerance, then the low-rank router (fine steps), then top_k."""
+    off = {q for q in found.solved if abs(found.residuals[q]) > tolerance}
+    order = []
+    if "inference_memory" in off:
+        order.append("n_kv_heads")
+    if base.is_moe:
+        order += ["router_rank", "top_k"]
+    return [name for name in order if name not in held]
+
+
+def third_values(base: ModelConfig, third: str) -> list[int]:
+    """The values a third free variable is scanned over, the target's first (so ties keep it):
+    router_rank 0 (full rank) or a multiple of 16 up to d_model / 2; n_kv_heads a divisor of n_heads;
+    top_k from 1 to twice the target's."""
+    if third not in THIRD_VARIABLES:
+        raise MatchError(f"--free takes d_ff, n_experts and at most one of {', '.join(THIRD_VARIABLES)}, "
+                         f"got {third}")
+    if third in ("router_rank", "top_k") and not base.is_moe:
+        raise MatchError(f"--free {third}: a dense MLP (n_experts 0) has no router; drop {third} from --free")
+    if third == "router_rank":
+        values = [0, *range(16, base.d_model // 2 + 1, 16)]
+    elif third == "n_kv_heads":
+        values = [d for d in range(1, base.n_heads + 1) if base.n_heads % d == 0]
+    else:
+        values = list(range(1, 2 * base.top_k + 1))
+    current = getattr(base, third)
+    return [current, *(v for v in values if v != current)]
+
+
+def _match_third(base: ModelConfig, spec: MatchSpec, held: set[str], label: str, third: str) -> Match:
+    """The 2-D search at every value of `third`; the best point over all of them (ties: the earlier
+    value, so the target's own value wins a tie)."""
+    plain = dataclasses.replace(spec, third=None, auto=False)
+    best, evaluations = None, 0
+    for value in third_values(base, third):
+        changes = {third: value}
+        if third == "top_k" and base.is_moe:
+            changes["n_experts"] = max(base.n_experts, value)
+        try:
+            candidate = base.replace(**changes)
+            found = _match_lattice(candidate, plain, held, label)
+        except (MatchError, ConfigError):
+            continue
+        evaluations += found.evaluations
+        if best is None or objective(found.residuals, found.solved) < objective(best.residuals, best.solved):
+            best = found
+    if best is None:
+        raise MatchError(f"{label}: no value of {third} gives a configuration that reaches the targets")
+    free = tuple(dict.fromkeys((*best.free, third)))
+    return dataclasses.replace(best, free=free, evaluations=evaluations)
+
+
+def _finish(found: Match, spec: MatchSpec, label: str) -> Match:
+    """The tolerance check: a solved quantity beyond it is an error that gives each gap and the
+    variable that would close it."""
+    worst = [q for q in found.solved if abs(found.residuals[q]) > spec.tolerance]
+    if not worst:
+        return found
+    config = found.config
+    cause = "under the memory limit" if spec.max_memory_bytes is not None else "together"
+    closers = [name for name in _closers(worst, config) if name not in found.free]
+    if spec.auto:  # the lattice and every third variable were tried already
+        hint = (f"; the search tried d_ff multiples down to {AUTO_ALIGN_FLOOR} and the third free variables "
+                f"{', '.join(THIRD_VARIABLES)}")
+    elif closers:
+        hint = (f"; a third free variable would close the gap: --free {','.join(found.free[:2])},{closers[0]} "
+                f"({THIRD_VARIABLES[closers[0]]})")
+    else:
+        hint = ""
+    raise MatchError(f"{label}: {' and '.join(QUANTITY_LABELS[q] for q in worst)} cannot be matched "
+                     f"{cause}: the best config (d_ff {config.d_ff}, n_experts {config.n_experts}) has "
+                     f"{_listing(found)} (tolerance {spec.tolerance:.1%}){hint}")
+
+
+def _closers(worst: list[str], config: ModelConfig) -> list[str]:
+    order = ["n_kv_heads"] if "inference_memory" in worst else []
+    return order + (["router_rank", "top_k"] if config.is_moe else [])
+
+
+def _match_lattice(base: ModelConfig, spec: MatchSpec, held: set[str], label: str) -> Match:
+    """The bivariate coordinate descent on the spec.align lattice (no tolerance check)."""
+    groups, notes = _groups(base, spec, held)
     search = _Search(base, spec, groups)
     _check_reachable(search, base, label)
     k, experts, steps, converged = search.descend()
@@ -361,16 +534,10 @@ def match(base: ModelConfig, spec: MatchSpec, held: Iterable[str] = (), label: s
     config = base.replace(d_ff=k * search.lattice.align, n_experts=experts)
     costs = costs_of(config, spec)
     residuals = residuals_of(costs, spec.targets)
-    worst = [q for q in search.solved if abs(residuals[q]) > spec.tolerance]
-    if worst:
-        listing = ", ".join(f"{q} {residuals[q]:+.2%}" for q in search.solved)
-        cause = "under the memory limit" if spec.max_memory_bytes is not None else "together"
-        raise MatchError(f"{label}: {' and '.join(QUANTITY_LABELS[q] for q in worst)} cannot be matched "
-                         f"{cause}: the best config (d_ff {config.d_ff}, n_experts {config.n_experts}) has "
-                         f"{listing} (tolerance {spec.tolerance:.1%})")
     free = tuple(name for name, variable in (("d_ff", "k"), ("n_experts", "E")) if groups[variable])
     return Match(config=config, costs=costs, residuals=residuals, solved=search.solved, free=free,
-                 steps=steps, evaluations=len(search.lattice.cache), converged=converged, notes=tuple(notes))
+                 steps=steps, evaluations=len(search.lattice.cache), converged=converged, notes=tuple(notes),
+                 align=search.lattice.align)
 
 
 def brute_force(base: ModelConfig, spec: MatchSpec, d_ff_values: Iterable[int],
@@ -378,7 +545,7 @@ def brute_force(base: ModelConfig, spec: MatchSpec, d_ff_values: Iterable[int],
     """The reference for the search: every (d_ff, n_experts) pair scored by the same objective over
     spec.matched, within the memory limit. Returns (d_ff, n_experts, evaluations)."""
     quantities = tuple(q for q in QUANTITIES if q in spec.matched
-                       or (q == "memory" and spec.max_memory_bytes is not None))
+                       or (q == "train_memory" and spec.max_memory_bytes is not None))
     lattice = _Lattice(base, spec, quantities, align=1)
     experts_values = list(n_experts_values)
     best = None

@@ -13,7 +13,7 @@ from typing import Any
 
 from matcher.atomic import write_text_atomic
 from matcher.config import ModelConfig, TrainConfig, dump_yaml, field_problems, read_yaml, unknown_key
-from matcher.cost.analytic import Conventions, memory, param_counts, train_flops_per_token
+from matcher.cost.analytic import Conventions, inference_memory_bytes, memory, param_counts, train_flops_per_token
 from matcher.errors import ConfigError, MatcherError
 
 SWEEP_FORMAT = 1
@@ -28,7 +28,7 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class SweepMeta:
     target: str  # preset name, config path, or "budget" when --flops/--params were given
     variants: list[str]
-    matched: list[str]  # quantities matched: flops, params, memory
+    matched: list[str]  # quantities matched: flops, params, inference_memory, train_memory (memory: train_memory)
     conventions: dict[str, Any]  # matcher.cost.analytic.Conventions fields
     tool_version: str
     command: str  # the command line that wrote the sweep
@@ -39,6 +39,8 @@ class SweepMeta:
     # reported); empty in sweeps written before: then every quantity of `matched`
     solved: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     memory_batch: int = 0  # sequences per forward that memory was matched at (0: each run's own)
+    inference_batch: int = 1  # sequences decoded at once, for inference memory
+    inference_context: int = 0  # context tokens per sequence, for inference memory (0: each run's seq_len)
 
 
 @dataclass(kw_only=True)
@@ -175,7 +177,8 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
 
 
 # the predicted cost that each quantity of meta.matched compares
-MATCHED_COST = {"flops": "train_flops_per_token", "params": "total_params", "memory": "training_memory_bytes"}
+MATCHED_COST = {"flops": "train_flops_per_token", "params": "total_params", "memory": "training_memory_bytes",
+                "train_memory": "training_memory_bytes", "inference_memory": "inference_memory_bytes"}
 
 
 def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]:
@@ -187,8 +190,11 @@ def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]
     allowed = meta.tolerance * (2 if meta.target == "budget" else 1)
 
     def cost(run: Run, quantity: str) -> float:
-        if quantity == "memory" and meta.memory_batch:
+        if quantity in ("memory", "train_memory") and meta.memory_batch:
             return memory(run.model, batch=meta.memory_batch, seq_len=run.train.seq_len, conv=conv).training_bytes
+        if quantity == "inference_memory":
+            return inference_memory_bytes(run.model, meta.inference_batch,
+                                          meta.inference_context or run.train.seq_len, conv)
         return run.predicted[MATCHED_COST[quantity]]
 
     problems = []
