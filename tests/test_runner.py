@@ -165,7 +165,8 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
     path = tmp_path / "lock"
     first, second = RunLock(path), RunLock(path)
     assert first.acquire() is None
-    assert second.acquire() == Holder(pid=os.getpid(), host=socket.gethostname())
+    holder = second.acquire()
+    assert (holder.pid, holder.host) == (os.getpid(), socket.gethostname())
     first.release()
     assert second.acquire() is None and live_holder(path) is not None
     second.release()

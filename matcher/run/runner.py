@@ -31,6 +31,7 @@ from typing import Any
 from matcher.errors import ConfigError, MatcherError, RunError
 from matcher.names import resolve
 from matcher.plan.sweep import Run, load_sweep
+from matcher.run import parent
 from matcher.run.lock import RunLock, live_holder
 from matcher.run.progress import MetricsTail, RunSummary, SweepProgress, summary_table
 from matcher.run.rundir import RunDir
@@ -62,8 +63,9 @@ def summarize(run_dir: RunDir, state: str | None = None, note: str | None = None
 
 # ------------------------------------------------------------------------------------- one run
 class _Forwarder:
-    """Passes SIGINT/SIGTERM that reach this process on to a child in its own session, once per
-    signal, so a terminal's Ctrl-C reaches the trainer exactly once (a second one aborts it)."""
+    """Passes SIGINT/SIGTERM/SIGHUP that reach this process on to a child in its own session, once per
+    signal, so a terminal's Ctrl-C reaches the trainer exactly once (a second one aborts it), and a
+    closed terminal (SIGHUP) stops it the graceful way (SIGTERM: it checkpoints)."""
 
     def __init__(self):
         self.children: list[subprocess.Popen] = []
@@ -72,7 +74,7 @@ class _Forwarder:
 
     def __enter__(self) -> _Forwarder:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._previous[signum] = signal.signal(signum, self._forward)
         return self
 
@@ -84,17 +86,47 @@ class _Forwarder:
         self.stopping = True
         for child in self.children:
             if child.poll() is None:
-                child.send_signal(signum)
+                child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
 
 def _worker_command(run_dir: Path, nproc: int, fsdp: bool, log_every_steps: int) -> list[str]:
-    train = ["-m", "matcher.run.trainer", str(run_dir), "--log-every-steps", str(log_every_steps),
+    """The trainer's command: through matcher.run.parent, so torchrun and each of its workers end with
+    the process that started them (a launcher killed with kill -9 leaves no trainer behind)."""
+    train = ["matcher.run.trainer", str(run_dir), "--log-every-steps", str(log_every_steps),
              *(["--fsdp"] if fsdp else [])]
     if nproc == 1:
-        return [sys.executable, *train]
+        return parent.command(*train)
     # --standalone: a private rendezvous on a free local port, so concurrent runs do not collide.
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            *train]
+    return parent.command("torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                          "-m", "matcher.run.parent", *train)
+
+
+def _start(command: list[str], lock: Path | None, log, *, own_command: bool, env: dict[str, str] | None = None):
+    """Start a training subprocess in its own session (its process group: `_stop` ends it as one).
+    Our own commands end with this process, and join `lock` (one this process holds); a given command
+    (srun + torchrun) runs on other nodes too, so it is told neither."""
+    if own_command:
+        env = parent.child_env(lock, env)
+    else:
+        env = {k: v for k, v in (env or os.environ).items() if k not in (parent.PARENT_ENV, parent.LOCK_ENV)}
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(child: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """End a training subprocess this process leaves (an error in the launcher): SIGTERM to its process
+    group (a checkpoint), SIGKILL after `grace_s`; its workers end with it (matcher.run.parent)."""
+    if child.poll() is not None:
+        return
+    for signum, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(child.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            child.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _watch(process: subprocess.Popen, tail: MetricsTail, on_record: Callable | None) -> int:
@@ -122,19 +154,22 @@ def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
     lock = RunLock(run.lock)
     holder = lock.acquire()
     if holder is not None:
-        return summarize(run, "locked", f"being trained by {holder.describe()}; skipped")
+        return summarize(run, "locked", f"{holder.describe()}; skipped")
+    child = None
     try:
         if nproc == 1 and command is None:
             return _train_here(run, on_record, log_every_steps)
         with _Forwarder() as forwarder, run.log.open("ab") as log:
-            child = subprocess.Popen(command or _worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+            child = _start(command or _worker_command(run.path, nproc, fsdp, log_every_steps), run.lock, log,
+                           own_command=command is None)
             forwarder.children.append(child)
             tail = MetricsTail(run.metrics)
             tail.new_records()  # skip what earlier attempts wrote
             code = _watch(child, tail, on_record)
         return _after_subprocess(run, code)
     finally:
+        if child is not None:
+            _stop(child)
         lock.release()
 
 
@@ -196,7 +231,7 @@ def _plan(runs: list[Run], sweep_dir: Path, retry_failed: bool) -> tuple[list[_P
             skipped.append(summarize(run_dir, "skipped", f"failed earlier ({status.get('reason')}); "
                                                           "pass --retry-failed to resume it"))
         elif holder is not None:
-            skipped.append(summarize(run_dir, "locked", f"being trained by {holder.describe()}; skipped"))
+            skipped.append(summarize(run_dir, "locked", f"{holder.describe()}; skipped"))
         else:
             planned.append(_Planned(run, run_dir, "resume" if run_dir.checkpoint.is_file() else "train"))
     return planned, skipped
@@ -317,11 +352,10 @@ def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bo
             while waiting and free and not forwarder.stopping:
                 item, devices = waiting.pop(0), free.pop(0)
                 env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(devices)}
-                command = [sys.executable, "-m", "matcher.run.runner", str(item.dir.path), "--nproc", str(nproc),
-                           "--log-every-steps", str(log_every_steps), *(["--fsdp"] if fsdp else [])]
+                command = parent.command("matcher.run.runner", str(item.dir.path), "--nproc", str(nproc),
+                                         "--log-every-steps", str(log_every_steps), *(["--fsdp"] if fsdp else []))
                 log = item.dir.log.open("ab")
-                child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                child = _start(command, None, log, own_command=True, env=env)  # it takes the lock
                 forwarder.children.append(child)
                 tail = MetricsTail(item.dir.metrics)
                 tail.new_records()
