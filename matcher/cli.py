@@ -219,13 +219,18 @@ def run(
     summaries = run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
                           retry_failed=retry_failed, slurm=slurm)
     if any(summary.state == "failed" for summary in summaries):
-        raise typer.Exit(1)  # scripts notice; the reasons are in the summary table
+        raise typer.Exit(1)  # scripts notice (failed now or earlier); the reasons are in the summary table
     if any(summary.state == "interrupted" for summary in summaries):
         again = " ".join(["matcher run", str(sweep), *([f"--results {results}"] if results != Path("results") else []),
                           *([f"--only {only}"] if only else []), *([f"--nproc {nproc}"] if nproc != 1 else []),
                           *(["--fsdp"] if fsdp else [])])
         notice(f"interrupted: run `{again}` again to resume from the last checkpoint")
         raise typer.Exit(130)  # as a shell reports SIGINT, so a script's loop stops too
+    locked = [summary.run for summary in summaries if summary.state == "locked"]
+    if locked:
+        notice(f"not trained: {', '.join(locked)} (another process holds the lock; see the table); run again "
+               "once it has stopped")
+        raise typer.Exit(75)  # EX_TEMPFAIL, as `python -m matcher.run.runner` exits for a locked run
 
 
 @app.command()

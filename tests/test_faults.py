@@ -1,17 +1,25 @@
 """Faults a careful user expects handled (issue 13): a killed launcher leaves no trainer behind, stale
 results are refused, a full disk ends in one message; each test checks that nothing was lost."""
 
+import hashlib
+import json
 import os
-import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from tiny_runs import prepare, tiny_run
+from test_runner import quiet, write_tiny_sweep
+from tiny_runs import prepare, tiny_run, tiny_train
 
-from matcher.run.lock import _pid_alive, live_holder, read_holder
-from matcher.run.runner import launch_run
+from matcher.cli import main
+from matcher.errors import ResultsError, RunError
+from matcher.report.results import load_results
+from matcher.run.lock import RunLock, _pid_alive, live_holder, read_holder
+from matcher.run.rundir import RunDir
+from matcher.run.runner import launch_run, run_info, run_sweep
 from matcher.run.schedule import eval_steps
 
 
@@ -26,6 +34,12 @@ def _wait_for(condition, timeout_s: float, poll_s: float = 0.05) -> bool:
             return True
         time.sleep(poll_s)
     return condition()
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by its content hash: compared before and after, nothing lost or changed."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def assert_each_step_once(run_dir, log_every_steps: int = 5) -> None:
@@ -61,3 +75,91 @@ def test_a_killed_launcher_leaves_no_trainer_and_the_rerun_resumes(tmp_path):
     assert summary.state == "finished", run_dir.log.read_text()[-3000:]
     assert [line["event"] for line in run_dir.read_metrics()].count("resume") == 1
     assert_each_step_once(run_dir)
+
+
+# ----------------------------------------------------------------------------------- stale results
+def _finished(results: Path, sweep: Path, run) -> RunDir:
+    """A run folder as a finished run leaves it (without training: only its records matter here)."""
+    run_dir = RunDir(results / sweep.stem / run.name)
+    run_dir.path.mkdir(parents=True)
+    run_dir.write_run_info(run_info(run, sweep.stem, str(sweep.resolve())))
+    run_dir.metrics.write_text(json.dumps({"event": "eval", "step": 24, "tokens": 24 * 8 * 64, "train_loss": 1.0,
+                                           "eval_loss": 1.0, "eval_accuracy": 0.5}) + "\n")
+    run_dir.write_status("finished", step=24, tokens=24 * 8 * 64)
+    return run_dir
+
+
+def _edit(sweep: Path, runs) -> None:
+    sweep.unlink()
+    write_tiny_sweep(sweep.parent, runs, name=sweep.stem)
+
+
+def test_an_edited_sweep_entry_is_not_reported_as_already_finished(tmp_path, capsys):
+    sweep = write_tiny_sweep(tmp_path, [tiny_run("la-tiny")])
+    results = tmp_path / "results"
+    _finished(results, sweep, tiny_run("la-tiny"))
+    before = tree_hashes(results)
+    _edit(sweep, [tiny_run("la-tiny", tiny_train(lr=1e-4))])  # edited after it trained
+    with pytest.raises(RunError, match=r"trained with a different config: train.lr: 0.003 -> 0.0001.*--results DIR"):
+        run_sweep(sweep, results, console=quiet())
+    assert main(["run", str(sweep), "--results", str(results)]) == 2
+    assert "different config" in capsys.readouterr().err
+    with pytest.raises(ResultsError, match=r"la-tiny \(train.lr: 0.003 -> 0.0001\).*restore the entries"):
+        load_results(results / "tiny")
+    assert main(["compare", str(results / "tiny")]) == 2
+    assert tree_hashes(results) == before  # nothing written, nothing lost
+
+    # how a run executes may change between attempts (the README's promise): still the same results
+    _edit(sweep, [tiny_run("la-tiny", tiny_train(micro_batch_size=4, recompute="full"))])
+    assert [s.state for s in run_sweep(sweep, results, console=quiet())] == ["skipped"]
+    assert load_results(results / "tiny").warnings == []
+
+
+def test_another_sweep_file_of_the_same_name_is_refused(tmp_path):
+    first = write_tiny_sweep(tmp_path, [tiny_run("la-tiny")])
+    results = tmp_path / "results"
+    _finished(results, first, tiny_run("la-tiny"))
+    (tmp_path / "copy").mkdir()
+    second = write_tiny_sweep(tmp_path / "copy", [tiny_run("dr-tiny")])  # also named "tiny"
+    before = tree_hashes(results)
+    with pytest.raises(RunError, match=r"holds runs of another sweep file named tiny: .*--results DIR"):
+        run_sweep(second, results, console=quiet())
+    assert tree_hashes(results) == before
+    run_sweep(second, tmp_path / "elsewhere", dry_run=True, console=quiet())  # what the message says works
+
+
+def test_run_exits_non_zero_for_runs_it_skipped_as_locked_or_failed(tmp_path, capsys):
+    sweep = write_tiny_sweep(tmp_path, [tiny_run("la-tiny")])
+    results = tmp_path / "results"
+    run_dir = _finished(results, sweep, tiny_run("la-tiny"))
+    run_dir.write_status("failed", step=3, tokens=3 * 8 * 64, reason="training loss became nan")
+    before = tree_hashes(results)
+    assert main(["run", str(sweep), "--results", str(results)]) == 1
+    assert "--retry-failed" in capsys.readouterr().out
+    run_dir.write_status("interrupted", step=3, tokens=3 * 8 * 64)
+    lock = RunLock(run_dir.lock)
+    assert lock.acquire() is None
+    assert main(["run", str(sweep), "--results", str(results)]) == 75
+    assert "another process holds the lock" in capsys.readouterr().err
+    lock.release()
+    assert {k: v for k, v in tree_hashes(results).items() if k != "tiny/la-tiny/status.json"} == {
+        k: v for k, v in before.items() if k != "tiny/la-tiny/status.json"}
+
+
+def test_locks_this_host_cannot_check_say_how_to_clear_them(tmp_path):
+    run_dir = prepare(tmp_path)
+    run_dir.lock.write_text(json.dumps({"pid": 1, "host": "another-host"}) + "\n")
+    summary = launch_run(run_dir.path)
+    assert summary.state == "locked"
+    assert f"pid 1 on another-host; if that process no longer runs, delete {run_dir.lock}" in summary.note
+    run_dir.lock.write_text("{not json")
+    old = time.time() - 60
+    os.utime(run_dir.lock, (old, old))
+    summary = launch_run(run_dir.path)
+    assert summary.state == "locked" and f"{run_dir.lock} cannot be read; if no process trains" in summary.note
+    assert run_dir.lock.read_text() == "{not json" and not run_dir.metrics.exists()  # left alone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir.lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}) + "\n"
+                            + json.dumps({"pid": dead.pid}) + "\n")
+    assert live_holder(run_dir.lock) is None  # every process of it is gone: taken over

@@ -114,6 +114,7 @@ def load_results(path: str | Path) -> Results:
             expert_load[meta["run"]] = load
         logged = [row["tokens"] for row in run_evals + run_train]
         runs.append({**meta, **status, "tokens": max([status["tokens"], *logged])})
+    _check_against_sweep_files(path, run_dirs, warnings)
     sweeps = sorted({r["sweep"] for r in runs if r["sweep"]})
     if len(sweeps) > 1:
         warnings.append(f"{path}: runs of several sweeps ({', '.join(sweeps)}) are compared together")
@@ -128,6 +129,50 @@ def load_results(path: str | Path) -> Results:
     evals = _in_run_order(pd.DataFrame(evals, columns=[*keys, *EVAL_REQUIRED, *EVAL_OPTIONAL]), order)
     train = _in_run_order(pd.DataFrame(train, columns=[*keys, *TRAIN_REQUIRED, *TRAIN_OPTIONAL]), order)
     return Results(path, runs, evals, train, expert_load, warnings)
+
+
+def _check_against_sweep_files(path: Path, run_dirs: list[Path], warnings: list[str]) -> None:
+    """Runs whose sweep entry has changed since they trained are refused (their curve is not the entry's);
+    runs of several sweep files, or no longer in theirs, are warned about. Checked against each
+    recorded sweep file that exists here (results copied to another machine are not checked)."""
+    from matcher.config import read_yaml
+    from matcher.errors import MatcherError
+    from matcher.plan.sweep import load_sweep
+    from matcher.run.rundir import config_changes
+
+    by_file: dict[str, list[tuple[Path, dict]]] = {}
+    for run_dir in run_dirs:
+        try:
+            info = read_yaml(run_dir / "run.yaml")
+        except MatcherError:
+            continue  # reported by _read_run_yaml
+        if isinstance(info, dict) and isinstance(info.get("sweep_file"), str):
+            by_file.setdefault(info["sweep_file"], []).append((run_dir, info))
+    if len(by_file) > 1:
+        listing = "; ".join(f"{file}: {', '.join(d.name for d, _ in runs)}" for file, runs in by_file.items())
+        warnings.append(f"{path}: runs of {len(by_file)} different sweep files are compared together ({listing})")
+    stale = []
+    for file, runs in by_file.items():
+        if not Path(file).is_file():
+            continue
+        try:
+            entries = {run.name: run for run in load_sweep(file).runs}
+        except MatcherError as err:
+            warnings.append(f"{file}: cannot be read to check the runs against it ({str(err).splitlines()[0]})")
+            continue
+        for run_dir, info in runs:
+            entry = entries.get(info.get("run"))
+            if entry is None:
+                warnings.append(f"{run_dir}: no longer a run of {file}")
+                continue
+            changes = config_changes(info, {"model": entry.model.to_dict(), "train": entry.train.to_dict()})
+            if changes:
+                stale.append(f"{run_dir.name} ({'; '.join(changes[:3])})")
+    if stale:
+        raise ResultsError(f"{path}: {len(stale)} run(s) were trained with another config than their sweep file "
+                           f"now gives them: {', '.join(stale)}. Their curves are not those of the edited entries: "
+                           "restore the entries to compare these results, or train the edited sweep into another "
+                           "folder (`matcher run SWEEP --results DIR`) and compare that")
 
 
 def find_run_dirs(path: Path) -> tuple[Path, list[Path]]:

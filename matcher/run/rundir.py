@@ -41,6 +41,7 @@ class RunInfo:
     role: str  # target | variant
     variant: str  # la | dr | dr_da (the model's)
     sweep: str | None = None  # the sweep file's stem
+    sweep_file: str | None = None  # the sweep file it was trained from (resolved): stale results are refused
     model: dict  # ModelConfig fields
     train: dict  # TrainConfig fields
     predicted: dict = field(default_factory=dict)  # the matched costs (matcher.plan.sweep.PREDICTED_KEYS)
@@ -64,20 +65,28 @@ def read_run_yaml(path: Path) -> tuple[list[str], RunInfo | None]:
 EXECUTION_FIELDS = ("micro_batch_size", "compile", "recompute", "dashboards")
 
 
-def _models_differ(old: Any, new: dict[str, Any]) -> bool:
-    """Compared as configs, so fields added since the old run.yaml was written count at their defaults."""
+def _as_dicts(cls: type, old: Any, new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Both as config dicts, so fields added since the old run.yaml was written count at their defaults;
+    None when the old one is no config."""
     try:
-        return ModelConfig.from_dict(old) != ModelConfig.from_dict(new)
-    except MatcherError:
-        return True
+        return cls.from_dict(old).to_dict(), cls.from_dict(new).to_dict()
+    except (MatcherError, TypeError, AttributeError):
+        return None
 
 
-def _trainings_differ(old: Any, new: dict[str, Any]) -> bool:
-    try:
-        before, after = TrainConfig.from_dict(old), TrainConfig.from_dict(new)
-    except MatcherError:
-        return True
-    return dataclasses.replace(before, **{f: getattr(after, f) for f in EXECUTION_FIELDS}) != after
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two run.yaml configs ("train.lr: 0.001 -> 0.002"), bar EXECUTION_FIELDS:
+    a non-empty list means one curve would mix two experiments."""
+    changes = []
+    for key, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        pair = _as_dicts(cls, old.get(key), new[key])
+        if pair is None:
+            changes.append(f"{key}: not a {key} config")
+            continue
+        before, after = pair
+        changes += [f"{key}.{name}: {before.get(name)!r} -> {after.get(name)!r}" for name in after
+                    if before.get(name) != after.get(name) and not (key == "train" and name in EXECUTION_FIELDS)]
+    return changes
 
 
 class RunDir:
@@ -106,12 +115,20 @@ class RunDir:
         (EXECUTION_FIELDS: micro-batching, compilation, recomputation) may change between attempts: the
         steps they compute are the same."""
         if self.run_yaml.is_file():
-            old = read_yaml(self.run_yaml) or {}
-            for key, differs in (("model", _models_differ), ("train", _trainings_differ)):
-                if differs(old.get(key), info[key]):
-                    raise RunError(f"{self.path} holds a run with a different {key} config; move that folder "
-                                   "away or pass another --results directory")
+            self.check_same_config(info)
         write_text_atomic(self.run_yaml, dump_yaml(info))
+
+    def check_same_config(self, info: dict[str, Any]) -> None:
+        """Refuse `info` for this folder when its model or train config differs from the recorded one
+        (a sweep entry edited after the run trained, or another sweep file of the same name)."""
+        old = read_yaml(self.run_yaml) or {}
+        changes = config_changes(old if isinstance(old, dict) else {}, info)
+        if changes:
+            source = old.get("sweep_file") if isinstance(old, dict) else None
+            origin = f" (from {source})" if source and source != info.get("sweep_file") else ""
+            raise RunError(f"{self.path} holds a run trained with a different config{origin}: "
+                           f"{'; '.join(changes[:4])}{' ...' if len(changes) > 4 else ''}. To keep those results, "
+                           "train this sweep into another folder (--results DIR); to retrain, move that folder away")
 
     def read_run_info(self) -> tuple[dict[str, Any], ModelConfig, TrainConfig]:
         if not self.run_yaml.is_file():

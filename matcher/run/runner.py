@@ -44,11 +44,34 @@ EXIT_CODES = {"failed": 1, "interrupted": EXIT_INTERRUPTED, "locked": EXIT_LOCKE
 POLL_S = 1.0  # how often subprocess runs' metrics files are read for the progress bars
 
 
-def run_info(run: Run, sweep_name: str) -> dict[str, Any]:
+def run_info(run: Run, sweep_name: str, sweep_file: str | None = None) -> dict[str, Any]:
     """run.yaml: everything `matcher compare` needs to place the run, and everything training needs."""
     return {"run": run.name, "group": run.group, "seed": run.train.seed, "role": run.role,
-            "variant": run.model.variant, "sweep": sweep_name, "model": run.model.to_dict(),
-            "train": run.train.to_dict(), "predicted": dict(run.predicted)}
+            "variant": run.model.variant, "sweep": sweep_name, "sweep_file": sweep_file,
+            "model": run.model.to_dict(), "train": run.train.to_dict(), "predicted": dict(run.predicted)}
+
+
+def check_not_stale(sweep_dir: Path, runs: list[Run], sweep_name: str, sweep_file: str) -> None:
+    """Refuse to train into, or report as done, a results folder that belongs to something else: runs
+    of another sweep file of the same name (while that file exists), or a run whose sweep entry was
+    edited after it trained (bar the settings of how it executes: micro_batch_size, recompute, ...)."""
+    from matcher.config import read_yaml
+
+    if not sweep_dir.is_dir():
+        return
+    for folder in sorted(d for d in sweep_dir.iterdir() if (d / "run.yaml").is_file()):
+        try:
+            recorded = (read_yaml(folder / "run.yaml") or {}).get("sweep_file")
+        except (MatcherError, AttributeError):
+            continue  # an unreadable run.yaml: its own run reports it
+        if isinstance(recorded, str) and recorded != sweep_file and Path(recorded).is_file():
+            raise RunError(f"{sweep_dir} holds runs of another sweep file named {sweep_name}: {recorded} "
+                           f"({folder.name}); train {sweep_file} into another folder (--results DIR), or move "
+                           f"{sweep_dir} away")
+    for run in runs:
+        run_dir = RunDir(sweep_dir / run.name)
+        if run_dir.run_yaml.is_file():
+            run_dir.check_same_config(run_info(run, sweep_name, sweep_file))
 
 
 def summarize(run_dir: RunDir, state: str | None = None, note: str | None = None) -> RunSummary:
@@ -228,7 +251,7 @@ def _plan(runs: list[Run], sweep_dir: Path, retry_failed: bool) -> tuple[list[_P
         if state == "finished":
             skipped.append(summarize(run_dir, "skipped", "already finished"))
         elif state == "failed" and not retry_failed:
-            skipped.append(summarize(run_dir, "skipped", f"failed earlier ({status.get('reason')}); "
+            skipped.append(summarize(run_dir, "failed", f"failed earlier ({status.get('reason')}); "
                                                           "pass --retry-failed to resume it"))
         elif holder is not None:
             skipped.append(summarize(run_dir, "locked", f"{holder.describe()}; skipped"))
@@ -254,6 +277,8 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     sweep = load_sweep(sweep_path)
     sweep_dir = Path(results_root) / sweep.name
     runs = _select(sweep.runs, only)
+    sweep_file = str(Path(sweep_path).resolve())
+    check_not_stale(sweep_dir, runs, sweep.name, sweep_file)
     planned, skipped = _plan(runs, sweep_dir, retry_failed)
     if launcher == "slurm":  # every option checked before anything is written
         slurm = slurm or SlurmOptions()
@@ -263,7 +288,7 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     if not (dry_run and launcher == "local"):
         for item in planned:  # before any training: a config clash stops the sweep, not one run
             item.dir.path.mkdir(parents=True, exist_ok=True)
-            item.dir.write_run_info(run_info(item.run, sweep.name))
+            item.dir.write_run_info(run_info(item.run, sweep.name, sweep_file))
 
     if launcher == "slurm":
         done = _submit_slurm(sweep.name, sweep_dir, planned, script_text, dry_run, console)
