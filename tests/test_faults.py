@@ -1,6 +1,7 @@
 """Faults a careful user expects handled (issue 13): a killed launcher leaves no trainer behind, stale
 results are refused, a full disk ends in one message; each test checks that nothing was lost."""
 
+import errno
 import hashlib
 import json
 import os
@@ -14,7 +15,9 @@ import pytest
 from test_runner import quiet, write_tiny_sweep
 from tiny_runs import prepare, tiny_run, tiny_train
 
+from matcher import atomic
 from matcher.cli import main
+from matcher.run import checkpoint, rundir
 from matcher.errors import ResultsError, RunError
 from matcher.report.results import load_results
 from matcher.run.lock import RunLock, _pid_alive, live_holder, read_holder
@@ -163,3 +166,82 @@ def test_locks_this_host_cannot_check_say_how_to_clear_them(tmp_path):
     run_dir.lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}) + "\n"
                             + json.dumps({"pid": dead.pid}) + "\n")
     assert live_holder(run_dir.lock) is None  # every process of it is gone: taken over
+
+
+# -------------------------------------------------------------------------------------- full disk
+class _FullHandle:
+    """A file on a full disk: a write fails with ENOSPC, as the kernel reports it."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def flush(self):
+        self.handle.flush()
+
+
+def fill_disk_at(monkeypatch, where: str) -> dict:
+    """Make every write fail with ENOSPC from the moment the run, past its first checkpoint, next writes
+    `where` (checkpoint | metrics | status); returns what the test reads back (the checkpoint's hash then)."""
+    disk = {"full": False}
+
+    def fill(path: Path) -> None:
+        if not disk["full"]:
+            last = path.parent / "checkpoints" / "last.pt" if where != "checkpoint" else path
+            disk["full"] = last.is_file()
+            if disk["full"]:
+                disk["checkpoint"] = hashlib.sha256(last.read_bytes()).hexdigest()
+
+    real_atomic = atomic.write_atomic
+
+    def write_checkpoint(path, write):
+        if where == "checkpoint" and path.name == "last.pt":
+            fill(path)
+        return real_atomic(path, (lambda h: write(_FullHandle(h))) if disk["full"] else write)
+
+    real_text = rundir.write_text_atomic
+
+    def write_text(path, text):
+        if where == "status" and path.name == "status.json":
+            fill(path)
+        if disk["full"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_text(path, text)
+
+    real_line = rundir.MetricsWriter.write
+
+    def write_line(self, record):
+        if where == "metrics":
+            fill(Path(self.file.name))
+        if disk["full"]:
+            self.file.write(b'{"event": "tr')  # as much of the line as fitted
+            self.file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.file.name)
+        return real_line(self, record)
+
+    monkeypatch.setattr(checkpoint, "write_atomic", write_checkpoint)
+    monkeypatch.setattr(rundir, "write_text_atomic", write_text)
+    monkeypatch.setattr(rundir.MetricsWriter, "write", write_line)
+    return disk
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "metrics", "status"])
+def test_a_full_disk_ends_in_one_message_and_loses_nothing(tmp_path, monkeypatch, capsys, where):
+    sweep = write_tiny_sweep(tmp_path, [tiny_run("la-tiny")])
+    results = tmp_path / "results"
+    run_dir = RunDir(results / "tiny" / "la-tiny")
+    disk = fill_disk_at(monkeypatch, where)
+    assert main(["run", str(sweep), "--results", str(results)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "No space left on device; check that the path exists, is writable and its disk has space" in err
+    assert "Traceback" not in err and "unexpected pos" not in err
+    assert disk["full"] and run_dir.status()["state"] == "failed"  # not left `running`
+    assert "No space left on device" in run_dir.status()["reason"]
+    assert hashlib.sha256(run_dir.checkpoint.read_bytes()).hexdigest() == disk["checkpoint"]  # the last one survives
+    assert not list(run_dir.checkpoint.parent.glob(".last.pt.*"))  # no half-written temporary left behind
+    monkeypatch.undo()  # space freed: the run resumes from that checkpoint
+    assert main(["run", str(sweep), "--results", str(results), "--retry-failed"]) == 0
+    assert run_dir.status()["state"] == "finished"
+    assert_each_step_once(run_dir, log_every_steps=10)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -148,7 +149,14 @@ class RunDir:
         assert state in STATES, state
         status = {"state": state, "reason": reason, "step": step, "tokens": tokens,
                   "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_text_atomic(self.status_json, json.dumps(status) + "\n")
+        text = json.dumps(status) + "\n"
+        try:
+            write_text_atomic(self.status_json, text)
+        except OSError as error:
+            # A full disk has no room for the temporary file; the old status.json's own blocks still
+            # take a short status in place, so a run that stops on a full disk is not left `running`.
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT) or state == "running" or not _overwrite(self.status_json, text):
+                raise
 
     def write_env(self, env: dict[str, Any]) -> None:
         write_text_atomic(self.env_json, json.dumps(env, indent=2) + "\n")
@@ -198,6 +206,19 @@ def read_status(path: Path) -> tuple[dict[str, Any], str | None]:
     if not isinstance(data.get("reason"), str) or not data["reason"]:
         data["reason"] = None
     return data, None
+
+
+def _overwrite(path: Path, text: str) -> bool:
+    """Write `text` over the file in place (no new file, no new blocks where it fits); False if that fails."""
+    try:
+        with path.open("r+b") as handle:
+            handle.write(text.encode("utf-8"))
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+    except OSError:
+        return False
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:

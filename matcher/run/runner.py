@@ -16,7 +16,10 @@ the GPU queue and the Slurm tasks call it. Its exit code is the run's state (see
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +44,7 @@ LAUNCHERS = ("local", "slurm")
 EXIT_INTERRUPTED = 3  # checkpointed and stopped before the end: the Slurm task requeues itself on it
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another process holds the run's lock
 EXIT_CODES = {"failed": 1, "interrupted": EXIT_INTERRUPTED, "locked": EXIT_LOCKED}  # by state; others: 0
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no run can write here: stop the sweep
 POLL_S = 1.0  # how often subprocess runs' metrics files are read for the progress bars
 
 
@@ -205,15 +209,28 @@ def _train_here(run: RunDir, on_record, log_every_steps: int) -> RunSummary:
         return summarize(run)
     except MatcherError as error:
         return summarize(run, "failed", str(error))
+    except OSError as error:
+        if error.errno in DISK_ERRNOS:  # every later run would fail the same way: the sweep stops, one message
+            raise
+        return _failed_with_traceback(run, error)
     except Exception as error:
-        with run.log.open("a", encoding="utf-8") as log:
-            traceback.print_exc(file=log)
-        return summarize(run, "failed", f"{describe_error(error)} (traceback in {run.log})")
+        return _failed_with_traceback(run, error)
     return summarize(run, result.state, result.reason)
+
+
+def _failed_with_traceback(run: RunDir, error: Exception) -> RunSummary:
+    from matcher.run.trainer import describe_error
+
+    with contextlib.suppress(OSError), run.log.open("a", encoding="utf-8") as log:
+        traceback.print_exc(file=log)
+    return summarize(run, "failed", f"{describe_error(error)} (traceback in {run.log})")
 
 
 def _after_subprocess(run: RunDir, code: int) -> RunSummary:
     status = run.status()
+    disk = re.match(r"OSError: \[Errno (\d+)\] ([^:]*)(?:: '?(.*?)'?)?$", status.get("reason") or "")
+    if status.get("state") == "failed" and disk and int(disk[1]) in DISK_ERRNOS:
+        raise OSError(int(disk[1]), disk[2], disk[3])  # a full disk in the trainer: the sweep stops, one message
     if code == EXIT_LOCKED:
         return summarize(run, "locked", "another process holds its lock; skipped")
     if code != 0 and status.get("state") in ("running", "new"):
