@@ -245,3 +245,30 @@ def test_a_full_disk_ends_in_one_message_and_loses_nothing(tmp_path, monkeypatch
     assert main(["run", str(sweep), "--results", str(results), "--retry-failed"]) == 0
     assert run_dir.status()["state"] == "finished"
     assert_each_step_once(run_dir, log_every_steps=10)
+
+
+# ---------------------------------------------------------------------------------- smaller ones
+def test_possible_with_hints_hold_for_every_variant(monkeypatch):
+    """A hint that makes dr match but breaks dr_da (the flags apply to both) is not offered."""
+    from matcher.errors import MatchError
+    from matcher.plan import planner
+    from matcher.plan.presets import get_preset
+
+    shape = get_preset("la-tiny")
+
+    def fake_match(config, spec, held, label):
+        # dr matches only with top_k 1 or half the depth; dr_da only at half the depth
+        ok = config.depth == shape.depth // 2 or (label == "dr" and config.top_k == 1)
+        if not ok:
+            raise MatchError(f"{label}: no match")
+        return object()
+
+    monkeypatch.setattr(planner, "match", fake_match)
+    spec = planner.MatchSpec(matched=("flops",), align=64, conventions=planner.Conventions(), seq_len=128)
+    base, held = planner.variant_config(shape, "dr", planner.Overrides())
+    alone = planner._suggestions(shape, base, held, "dr", planner.Overrides(), spec, "dr")
+    assert "--top-k 1" in alone  # right for dr by itself
+    hints = planner._suggestions(shape, base, held, "dr", planner.Overrides(), spec, "dr", also=("dr_da",))
+    assert hints == [f"--depth {shape.depth // 2}"]
+    with pytest.raises(MatchError, match=rf"Possible with --depth {shape.depth // 2}\.$"):
+        planner._match_or_explain(shape, "dr", planner.Overrides(), spec, "dr", also=("dr_da",))
