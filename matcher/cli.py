@@ -181,6 +181,19 @@ def compare(
     compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, force=force)
 
 
+def _quiet_exit_on_sigint() -> None:
+    """Everything is saved once the sweep returns: a Ctrl-C from here on (a second one, pressed while
+    exit hooks join the trainer's threads) ends the process at once, without a traceback."""
+    import os
+    import signal
+
+    def leave(signum, frame):
+        os.write(2, b"\nstopped\n")
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, leave)
+
+
 @app.command()
 def run(
     sweep: Annotated[Path, typer.Argument(help="Sweep YAML file (from `matcher plan`).")],
@@ -218,6 +231,7 @@ def run(
                            setup=setup or [])
     summaries = run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
                           retry_failed=retry_failed, slurm=slurm)
+    _quiet_exit_on_sigint()
     if any(summary.state == "failed" for summary in summaries):
         raise typer.Exit(1)  # scripts notice (failed now or earlier); the reasons are in the summary table
     if any(summary.state == "interrupted" for summary in summaries):

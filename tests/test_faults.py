@@ -272,3 +272,35 @@ def test_possible_with_hints_hold_for_every_variant(monkeypatch):
     assert hints == [f"--depth {shape.depth // 2}"]
     with pytest.raises(MatchError, match=rf"Possible with --depth {shape.depth // 2}\.$"):
         planner._match_or_explain(shape, "dr", planner.Overrides(), spec, "dr", also=("dr_da",))
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_compare_warns_about_a_lost_metrics_file(tmp_path, capsys, damage):
+    sweep = write_tiny_sweep(tmp_path, [tiny_run("la-tiny")])
+    run_dir = _finished(tmp_path / "results", sweep, tiny_run("la-tiny"))
+    if damage == "deleted":
+        run_dir.metrics.unlink()
+    else:
+        run_dir.metrics.write_bytes(b"")
+    before = tree_hashes(tmp_path / "results")
+    warnings = load_results(tmp_path / "results" / "tiny").warnings
+    word = "missing" if damage == "deleted" else "empty"
+    assert warnings == [f"{run_dir.metrics}: {word}, though the run is finished at 12,288 tokens; its points show "
+                        "as not reached. Restore the file, or delete the run folder and train it again"]
+    assert main(["compare", str(tmp_path / "results" / "tiny")]) == 0
+    assert f"warning: {run_dir.metrics}: {word}" in " ".join(capsys.readouterr().err.split())
+    assert tree_hashes(tmp_path / "results") == before
+
+
+def test_a_ctrl_c_while_matcher_run_exits_prints_no_traceback(tmp_path):
+    """A second Ctrl-C that lands in an exit hook (here: one that is slow to finish) ends the process
+    quietly: no 'Exception ignored in atexit callback' traceback."""
+    sweep = write_tiny_sweep(tmp_path, [tiny_run("la-tiny")])
+    _finished(tmp_path / "results", sweep, tiny_run("la-tiny"))
+    script = ("import atexit, os, signal, sys, time\n"
+              "from matcher.cli import main\n"
+              "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(2)))\n"
+              f"sys.exit(main(['run', {str(sweep)!r}, '--results', {str(tmp_path / 'results')!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130 and "stopped" in done.stderr
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr

@@ -107,6 +107,8 @@ def load_results(path: str | Path) -> Results:
             continue
         status = _read_status(run_dir / "status.json", warnings)
         run_evals, run_train, load = _read_metrics(run_dir / "metrics.jsonl", warnings)
+        if not run_evals and not run_train and status["state"] not in ("new", "unknown"):
+            _warn_no_metrics(run_dir / "metrics.jsonl", status, warnings)
         keys = {"run": meta["run"], "group": meta["group"], "seed": meta["seed"]}
         evals += [{**keys, **row} for row in run_evals]
         train += [{**keys, **row} for row in run_train]
@@ -208,6 +210,18 @@ def _read_run_yaml(path: Path, warnings: list[str]) -> dict[str, Any] | None:
     if missing:
         warnings.append(f"{path}: predicted has no {', '.join(missing)}; shown as missing")
     return {**meta, **{key: info.predicted.get(key) if key not in missing else None for key in PREDICTED}}
+
+
+def _warn_no_metrics(path: Path, status: dict[str, Any], warnings: list[str]) -> None:
+    """A run that has trained (its status says so) but whose metrics file is gone or empty: its points
+    would show as "not reached" while they are lost, so it is said."""
+    where = f"{status['state']} at {status['tokens']:,} tokens" if status["tokens"] else status["state"]
+    if not path.is_file():
+        warnings.append(f"{path}: missing, though the run is {where}; its points show as not reached. Restore "
+                        "the file, or delete the run folder and train it again")
+    elif not path.read_bytes().strip():
+        warnings.append(f"{path}: empty, though the run is {where}; its points show as not reached. Restore "
+                        "the file, or delete the run folder and train it again")
 
 
 def _read_status(path: Path, warnings: list[str]) -> dict[str, Any]:
