@@ -304,3 +304,30 @@ def test_a_ctrl_c_while_matcher_run_exits_prints_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 130 and "stopped" in done.stderr
     assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+
+
+# ------------------------------------------------------------------------------- fault injection
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fault_injection_quick_mode_recovers_every_fault():
+    """bench/faults.py --quick: a 2-process run killed with kill -9 at a random step, its checkpoint
+    corrupted, its disk filled; every number in the last line is counted from the run's files."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "faults.py"), "--quick", "--seed", "3"],
+                          env={**_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "3 faults injected, 3 recovered, 0 points lost or doubled", done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_fault_injection_counts_lost_and_doubled_points(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import faults
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    run_dir, train = faults.make_run(tmp_path, total_steps=8)  # train lines every 2 steps
+    lines = [{"event": "train", "step": s, "tokens": 0} for s in (2, 4, 4, 8)]
+    lines += [{"event": "eval", "step": s, "tokens": 0} for s in eval_steps(train)]
+    run_dir.metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert faults.count_points(run_dir, train) == (1, 1)  # step 6's train line lost, step 4's doubled

@@ -424,7 +424,8 @@ def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bo
 def main(argv: list[str] | None = None) -> int:
     """`python -m matcher.run.runner RUN_DIR [--nproc N] [--fsdp] [-- COMMAND...]`: train one prepared run
     folder under its lock (with a COMMAND: run it under the lock; it trains the run). Exit codes, the run's
-    state in status.json afterwards: 0 finished or already finished; 1 failed; 2 a user error;
+    state in status.json afterwards: 0 finished or already finished; 1 failed; 2 a user error or a full or
+    read-only disk;
     3 interrupted (checkpointed; resumes when started again); 75 another process holds the lock."""
     import argparse
 
@@ -446,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
                              log_every_steps=args.log_every_steps, command=command)
     except MatcherError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full or read-only disk (the trainer's, or this process's own writes)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}; check that the disk has space and is writable, then "
+              "start the run again", file=sys.stderr)
         return 2
     print(f"{summary.run}: {summary.state}" + (f" ({summary.note})" if summary.note else ""), file=sys.stderr)
     return EXIT_CODES.get(summary.state, 0)
