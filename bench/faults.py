@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -277,17 +276,18 @@ def _check_full_disk(run_dir, code: int, err: str, before: str | None, hit: int)
           and "Traceback" not in err and run_dir.status()["state"] != "running"
           and _hash(run_dir.checkpoint) == before and before is not None
           and not list(run_dir.checkpoint.parent.glob(".last.pt.*")))
-    return Fault("full disk", hit, ok, f"exit {code}, state {run_dir.status()['state']}, "
-                                       f"previous checkpoint {'intact' if _hash(run_dir.checkpoint) == before else 'CHANGED'}")
+    kept = "intact" if _hash(run_dir.checkpoint) == before else "CHANGED"
+    return Fault("full disk", hit, ok, f"exit {code}, state {run_dir.status()['state']}, previous checkpoint {kept}")
 
 
 def count_points(run_dir, train) -> tuple[int, int]:
     """(lost, doubled): the train and eval lines an uninterrupted run writes, missing or repeated."""
     from matcher.run.schedule import eval_steps
 
-    expected = Counter({("train", s): 1 for s in range(LOG_EVERY_STEPS, train.total_steps + 1, LOG_EVERY_STEPS)})
-    expected.update({("eval", s): 1 for s in eval_steps(train)})
-    seen = Counter((line["event"], line["step"]) for line in run_dir.read_metrics() if line["event"] in ("train", "eval"))
+    expected = {("train", s) for s in range(LOG_EVERY_STEPS, train.total_steps + 1, LOG_EVERY_STEPS)}
+    expected |= {("eval", s) for s in eval_steps(train)}
+    seen = Counter((line["event"], line["step"]) for line in run_dir.read_metrics()
+                   if line["event"] in ("train", "eval"))
     lost = sum(1 for point in expected if seen[point] == 0)
     doubled = sum(count - 1 for count in seen.values() if count > 1) + sum(1 for p in seen if p not in expected)
     return lost, doubled
@@ -337,10 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         faults: list[Fault] = []
         for kind in plan:
             if kind == "corrupt" and not run_dir.checkpoint.is_file():  # train to a checkpoint to corrupt
-                process = attempts.start()
-                _wait(lambda: run_dir.checkpoint.is_file() or process.poll() is not None, 300)
-                process.send_signal(signal.SIGINT)
-                process.communicate(timeout=300)
+                first = attempts.start()
+                _wait(lambda first=first: run_dir.checkpoint.is_file() or first.poll() is not None, 300)
+                first.send_signal(signal.SIGINT)
+                first.communicate(timeout=300)
             low = max(_step(run_dir) + 1, first_checkpoint + 1)
             step = rng.randint(min(low, last_checkpoint), last_checkpoint)
             if kind.startswith("kill"):
@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         lost, doubled = count_points(run_dir, train)
         recovered = sum(fault.recovered for fault in faults)
         disk = "a real full tmpfs" if mount is not None else "simulated ENOSPC writes"
-        ranks = "killed ones under torchrun with 2 processes, the others in-process" if args.quick else "2 processes each"
+        ranks = ("killed ones under torchrun with 2 processes, the others in-process" if args.quick
+                 else "2 processes each")
         print(f"run {'finished' if finished else 'NOT finished: ' + err.strip()[-300:]} after {attempts.count} "
               f"attempts ({ranks}, gloo; full disk: {disk})")
         print(f"{len(faults)} faults injected, {recovered} recovered, {lost + doubled} points lost or doubled"

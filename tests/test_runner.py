@@ -20,7 +20,7 @@ from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, RunError
 from matcher.plan.sweep import Sweep, SweepMeta, write_sweep
 from matcher.report.results import load_results
-from matcher.run.lock import Holder, RunLock, live_holder
+from matcher.run.lock import RunLock, live_holder
 from matcher.run.rundir import RunDir
 from matcher.run.runner import EXIT_LOCKED, launch_run, run_sweep
 from matcher.run.slurm import SlurmOptions

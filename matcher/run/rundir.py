@@ -155,7 +155,8 @@ class RunDir:
         except OSError as error:
             # A full disk has no room for the temporary file; the old status.json's own blocks still
             # take a short status in place, so a run that stops on a full disk is not left `running`.
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT) or state == "running" or not _overwrite(self.status_json, text):
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+            if not full or state == "running" or not _overwrite(self.status_json, text):
                 raise
 
     def write_env(self, env: dict[str, Any]) -> None:

@@ -201,7 +201,7 @@ def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
 
 
 def _train_here(run: RunDir, on_record, log_every_steps: int) -> RunSummary:
-    from matcher.run.trainer import describe_error, train_run
+    from matcher.run.trainer import train_run
 
     try:
         result = train_run(run.path, on_record=on_record, log_every_steps=log_every_steps)
