@@ -5,6 +5,7 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -327,3 +328,19 @@ def test_fault_injection_counts_lost_and_doubled_points(tmp_path):
     lines += [{"event": "eval", "step": s, "tokens": 0} for s in eval_steps(train)]
     run_dir.metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert faults.count_points(run_dir, train) == (1, 1)  # step 6's train line lost, step 4's doubled
+
+
+def test_a_closed_terminal_stops_the_trainer_the_graceful_way():
+    """SIGHUP (the terminal closed) reaches a `--nproc N` trainer as SIGTERM: it checkpoints and stops."""
+    from matcher.run.runner import _Forwarder
+
+    child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+                              "print('ready', flush=True)\ntime.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert child.stdout.readline() == "ready\n"
+    with _Forwarder() as forwarder:
+        forwarder.children.append(child)
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert child.wait(timeout=30) == 7
+    assert forwarder.stopping
