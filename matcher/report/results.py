@@ -2,7 +2,8 @@
 
 Layout, one folder per run (`results/<sweep>/<run>/`):
   run.yaml       run, group (the run name without its seed suffix), seed, role (target|variant),
-                 variant, sweep, model, train, predicted (the matched costs)
+                 variant, sweep, sweep_file (checked against: a run whose entry was edited since
+                 it trained is refused), model, train, predicted (the matched costs)
   metrics.jsonl  one JSON object per line; "eval" and "train" events are read, other events ignored
   status.json    state (running|finished|failed|interrupted), reason, step, tokens, updated
 

@@ -1,6 +1,7 @@
 """The files of one run under `results/<sweep>/<run>/`, as `matcher compare` reads them.
 
-- run.yaml: what the run is (run, group, seed, role, variant, sweep, model, train, predicted);
+- run.yaml: what the run is (run, group, seed, role, variant, sweep, sweep_file, model, train, predicted);
+  `matcher run` and `compare` refuse a folder whose config no longer matches its sweep file's entry;
 - env.json: where it ran (torch version, device name, dtype, world size, Slurm job; no host names or paths);
 - slurm.json: {"job", "submitted"}: the Slurm array task it was last submitted as (`matcher run --launcher slurm`);
 - metrics.jsonl: one JSON object per line, each line flushed and fsynced as it is written;
@@ -8,7 +9,7 @@
   replaced atomically;
 - checkpoints/last.pt: the latest checkpoint, replaced atomically;
 - tensorboard/, wandb_id, wandb/: the dashboards' copies of the metric lines (matcher.run.dashboards);
-- lock: held by the process that trains the run (see matcher.run.lock);
+- lock: held by the process that trains the run and the processes it started (see matcher.run.lock);
 - train.log: output of a training subprocess (GPU queue, torchrun, Slurm).
 """
 
