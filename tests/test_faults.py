@@ -344,3 +344,23 @@ def test_a_closed_terminal_stops_the_trainer_the_graceful_way():
         os.kill(os.getpid(), signal.SIGHUP)
         assert child.wait(timeout=30) == 7
     assert forwarder.stopping
+
+
+def test_the_launchers_tail_follows_a_metrics_file_cut_back_by_a_resume(tmp_path):
+    """A resume cuts metrics.jsonl back to its checkpoint and writes on; the launcher's tail, which had
+    read past that point, starts over instead of reading half a line (that stopped the launcher)."""
+    from matcher.run.progress import MetricsTail
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"event": "train", "step": s, "tokens": s * 100}) + "\n" for s in range(1, 6)]
+    path.write_text("".join(lines))
+    tail = MetricsTail(path)
+    assert [r["step"] for r in tail.new_records()] == [1, 2, 3, 4, 5]
+    resumed = lines[:2] + [json.dumps({"event": "resume", "step": 2, "tokens": 200, "pad": "x" * 50}) + "\n"]
+    resumed += [json.dumps({"event": "train", "step": s, "tokens": s * 100}) + "\n" for s in (3, 4, 5, 6)]
+    path.write_text("".join(resumed))  # longer than before: the old offset now falls inside a line
+    assert [r["step"] for r in tail.new_records()] == [1, 2, 2, 3, 4, 5, 6]
+    with path.open("a") as handle:
+        handle.write(json.dumps({"event": "train", "step": 7, "tokens": 700}) + "\n{cut")
+    assert [r["step"] for r in tail.new_records()] == [7]
+    assert tail.new_records() == []
