@@ -186,6 +186,19 @@ def compare(
     compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, force=force)
 
 
+def _quiet_exit_on_sigint() -> None:
+    """Everything is saved once the sweep returns: a Ctrl-C from here on (a second one, pressed while
+    exit hooks join the trainer's threads) ends the process at once, without a traceback."""
+    import os
+    import signal
+
+    def leave(signum, frame):
+        os.write(2, b"\nstopped\n")
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, leave)
+
+
 @app.command()
 def run(
     sweep: Annotated[Path, typer.Argument(help="Sweep YAML file (from `matcher plan`).")],
@@ -223,14 +236,20 @@ def run(
                            setup=setup or [])
     summaries = run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
                           retry_failed=retry_failed, slurm=slurm)
+    _quiet_exit_on_sigint()
     if any(summary.state == "failed" for summary in summaries):
-        raise typer.Exit(1)  # scripts notice; the reasons are in the summary table
+        raise typer.Exit(1)  # scripts notice (failed now or earlier); the reasons are in the summary table
     if any(summary.state == "interrupted" for summary in summaries):
         again = " ".join(["matcher run", str(sweep), *([f"--results {results}"] if results != Path("results") else []),
                           *([f"--only {only}"] if only else []), *([f"--nproc {nproc}"] if nproc != 1 else []),
                           *(["--fsdp"] if fsdp else [])])
         notice(f"interrupted: run `{again}` again to resume from the last checkpoint")
         raise typer.Exit(130)  # as a shell reports SIGINT, so a script's loop stops too
+    locked = [summary.run for summary in summaries if summary.state == "locked"]
+    if locked:
+        notice(f"not trained: {', '.join(locked)} (another process holds the lock; see the table); run again "
+               "once it has stopped")
+        raise typer.Exit(75)  # EX_TEMPFAIL, as `python -m matcher.run.runner` exits for a locked run
 
 
 @app.command()

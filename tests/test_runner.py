@@ -20,7 +20,7 @@ from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, RunError
 from matcher.plan.sweep import Sweep, SweepMeta, write_sweep
 from matcher.report.results import load_results
-from matcher.run.lock import Holder, RunLock, live_holder
+from matcher.run.lock import RunLock, live_holder
 from matcher.run.rundir import RunDir
 from matcher.run.runner import EXIT_LOCKED, launch_run, run_sweep
 from matcher.run.slurm import SlurmOptions
@@ -109,12 +109,13 @@ def test_sweep_goes_on_past_a_nan_run_and_skips_done_runs(tmp_path):
     assert np.array(results.expert_load["la-tiny"]).shape == (4, 4)
 
     again = run_sweep(sweep, tmp_path / "results", console=quiet())
-    assert [s.state for s in again] == ["skipped"] * 2
+    assert [s.state for s in again] == ["failed", "skipped"]  # `matcher run` exits 1: dr-tiny is not done
     assert "--retry-failed" in again[0].note
     for run in ("dr-tiny", "la-tiny"):
         info = RunDir(tmp_path / "results" / "tiny" / run).read_run_info()[0]
-        assert set(info) == {"run", "group", "seed", "role", "variant", "sweep", "model", "train",
+        assert set(info) == {"run", "group", "seed", "role", "variant", "sweep", "sweep_file", "model", "train",
                              "predicted"}
+        assert info["sweep_file"] == str(sweep.resolve())
         assert info["predicted"]["train_flops_per_token"] > 0
 
 
@@ -148,7 +149,7 @@ def test_only_and_dry_run(tmp_path):
 def test_a_changed_config_is_not_mixed_into_old_results(tmp_path):
     sweep = write_tiny_sweep(tmp_path, [tiny_run("la-tiny")])
     prepare(tmp_path / "results" / "tiny", tiny_run("la-tiny", tiny_train(lr=1e-4)))
-    with pytest.raises(RunError, match="different train config"):
+    with pytest.raises(RunError, match=r"different config: train.lr: 0.0001 -> 0.003.*--results DIR"):
         run_sweep(sweep, tmp_path / "results", console=quiet())
 
 
@@ -165,7 +166,8 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
     path = tmp_path / "lock"
     first, second = RunLock(path), RunLock(path)
     assert first.acquire() is None
-    assert second.acquire() == Holder(pid=os.getpid(), host=socket.gethostname())
+    holder = second.acquire()
+    assert (holder.pid, holder.host) == (os.getpid(), socket.gethostname())
     first.release()
     assert second.acquire() is None and live_holder(path) is not None
     second.release()
@@ -211,7 +213,7 @@ def test_execution_settings_may_change_between_attempts(tmp_path):
     del info["train"]["micro_batch_size"]
     run_dir.run_yaml.write_text(yaml.safe_dump(info))
     prepare(tmp_path, changed)
-    with pytest.raises(RunError, match="different train config"):
+    with pytest.raises(RunError, match="different config: train.lr"):
         prepare(tmp_path, tiny_run("la-tiny", tiny_train(micro_batch_size=4, lr=1e-4)))
 
 

@@ -23,6 +23,7 @@ from tiny_runs import comparable, prepare, tiny_run, tiny_train
 from matcher.cli import main
 from matcher.commands.status import sweep_status
 from matcher.errors import ConfigError
+from matcher.run import lock as lock_module
 from matcher.run.lock import Holder, RunLock
 from matcher.run.rundir import RunDir
 from matcher.run.runner import run_sweep
@@ -147,14 +148,15 @@ def test_a_requeued_job_takes_over_the_lock_its_killed_attempt_left(tmp_path, mo
     path = tmp_path / "lock"
     path.write_text(json.dumps({"pid": 1, "host": "node-a", "slurm_job": "4242"}))
     monkeypatch.setenv("SLURM_JOB_ID", "9999")
-    assert RunLock(path).acquire() == Holder(pid=1, host="node-a", slurm_job="4242")  # another job: left alone
+    assert RunLock(path).acquire() == Holder(pid=1, host="node-a", slurm_job="4242", path=path)  # another job
     monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the same job, same attempt: a step on another node, alive
-    assert RunLock(path).acquire() == Holder(pid=1, host="node-a", slurm_job="4242")
+    assert RunLock(path).acquire() == Holder(pid=1, host="node-a", slurm_job="4242", path=path)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the same job, requeued onto this node
     lock = RunLock(path)
     assert lock.acquire() is None
-    assert json.loads(path.read_text()) == {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": "4242",
-                                            "slurm_restart": 1}
+    written = json.loads(path.read_text())
+    assert written.pop("started") == lock_module._start_time(os.getpid())  # against pid reuse
+    assert written == {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": "4242", "slurm_restart": 1}
     lock.release()
 
 

@@ -441,7 +441,8 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
         matched = tuple(q for q in matched if q in budgets) or tuple(budgets)
         spec = dataclasses.replace(spec, targets=budgets, matched=matched)
         progress("matching the la baseline to the budgets")
-        target_match = _match_or_explain(shape, "la", request.overrides, spec, "la (baseline)")
+        target_match = _match_or_explain(shape, "la", request.overrides, spec, "la (baseline)",
+                                         also=tuple(v for v in variants if v != "la"))
         target_config = target_match.config
         notices += [f"la (baseline): {note}" for note in target_match.notes]
         variants = [v for v in variants if v != "la"]
@@ -475,7 +476,8 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
     runs = [PlannedRun(target_label, "target", target_config, target_match, target_predicted)]
     for variant in variants:
         progress(f"matching {variant} to {label}")
-        found = _match_or_explain(shape, variant, request.overrides, spec, variant)
+        found = _match_or_explain(shape, variant, request.overrides, spec, variant,
+                                  also=tuple(v for v in variants if v != variant))
         runs.append(PlannedRun(variant, "variant", found.config, found, predict(found.config, train, conv)))
         notices += [f"{variant}: {note}" for note in found.notes]
         hint = _finer_align_hint(shape, variant, request.overrides, spec, found)
@@ -523,22 +525,23 @@ def _finer_align_hint(shape: ModelConfig, variant: str, overrides: Overrides, sp
 
 
 def _match_or_explain(shape: ModelConfig, variant: str, overrides: Overrides, spec: MatchSpec,
-                      label: str) -> Match:
-    """Run the search; when it fails, add the single overrides that would make it succeed."""
+                      label: str, also: tuple[str, ...] = ()) -> Match:
+    """Run the search; when it fails, add the single overrides that would make it succeed, for this
+    variant and for the other variants `also` of the plan (the flags apply to every one of them)."""
     base, held = variant_config(shape, variant, overrides)
     try:
         return match(base, spec, held, label)
     except MatchError as err:
-        hints = _suggestions(shape, base, held, variant, overrides, spec, label)
+        hints = _suggestions(shape, base, held, variant, overrides, spec, label, also=also)
         tail = (f"Possible with {' or '.join(hints)}." if hints
                 else "No single override tried makes it possible.")
         raise MatchError(f"{err}. {tail}") from None
 
 
 def _suggestions(shape: ModelConfig, base: ModelConfig, held: set[str], variant: str, overrides: Overrides,
-                 spec: MatchSpec, label: str, limit: int = 3) -> list[str]:
+                 spec: MatchSpec, label: str, limit: int = 3, also: tuple[str, ...] = ()) -> list[str]:
     """Single changes (memory limit, top_k, depth, d_model, a low-rank router, align) under which the
-    match succeeds, the smallest change of each kind first."""
+    match succeeds for `variant` and each variant in `also`, the smallest change of each kind first."""
     candidates: list[tuple[str, Overrides, MatchSpec]] = []
     if spec.max_memory_bytes is not None:
         try:
@@ -573,8 +576,9 @@ def _suggestions(shape: ModelConfig, base: ModelConfig, held: set[str], variant:
         if any(hint.split()[0] == kind for hint in found):
             continue
         try:
-            candidate, candidate_held = variant_config(shape, variant, changed)
-            match(candidate, changed_spec, candidate_held, label)
+            for name, name_label in ((variant, label), *((other, other) for other in also)):
+                candidate, candidate_held = variant_config(shape, name, changed)
+                match(candidate, changed_spec, candidate_held, name_label)
         except (MatchError, ConfigError):
             continue
         found.append(flag)

@@ -2,7 +2,8 @@
 
 Layout, one folder per run (`results/<sweep>/<run>/`):
   run.yaml       run, group (the run name without its seed suffix), seed, role (target|variant),
-                 variant, sweep, model, train, predicted (the matched costs)
+                 variant, sweep, sweep_file (checked against: a run whose entry was edited since
+                 it trained is refused), model, train, predicted (the matched costs)
   metrics.jsonl  one JSON object per line; "eval" and "train" events are read, other events ignored
   status.json    state (running|finished|failed|interrupted), reason, step, tokens, updated
 
@@ -107,6 +108,8 @@ def load_results(path: str | Path) -> Results:
             continue
         status = _read_status(run_dir / "status.json", warnings)
         run_evals, run_train, load = _read_metrics(run_dir / "metrics.jsonl", warnings)
+        if not run_evals and not run_train and status["state"] not in ("new", "unknown"):
+            _warn_no_metrics(run_dir / "metrics.jsonl", status, warnings)
         keys = {"run": meta["run"], "group": meta["group"], "seed": meta["seed"]}
         evals += [{**keys, **row} for row in run_evals]
         train += [{**keys, **row} for row in run_train]
@@ -114,6 +117,7 @@ def load_results(path: str | Path) -> Results:
             expert_load[meta["run"]] = load
         logged = [row["tokens"] for row in run_evals + run_train]
         runs.append({**meta, **status, "tokens": max([status["tokens"], *logged])})
+    _check_against_sweep_files(path, run_dirs, warnings)
     sweeps = sorted({r["sweep"] for r in runs if r["sweep"]})
     if len(sweeps) > 1:
         warnings.append(f"{path}: runs of several sweeps ({', '.join(sweeps)}) are compared together")
@@ -128,6 +132,50 @@ def load_results(path: str | Path) -> Results:
     evals = _in_run_order(pd.DataFrame(evals, columns=[*keys, *EVAL_REQUIRED, *EVAL_OPTIONAL]), order)
     train = _in_run_order(pd.DataFrame(train, columns=[*keys, *TRAIN_REQUIRED, *TRAIN_OPTIONAL]), order)
     return Results(path, runs, evals, train, expert_load, warnings)
+
+
+def _check_against_sweep_files(path: Path, run_dirs: list[Path], warnings: list[str]) -> None:
+    """Runs whose sweep entry has changed since they trained are refused (their curve is not the entry's);
+    runs of several sweep files, or no longer in theirs, are warned about. Checked against each
+    recorded sweep file that exists here (results copied to another machine are not checked)."""
+    from matcher.config import read_yaml
+    from matcher.errors import MatcherError
+    from matcher.plan.sweep import load_sweep
+    from matcher.run.rundir import config_changes
+
+    by_file: dict[str, list[tuple[Path, dict]]] = {}
+    for run_dir in run_dirs:
+        try:
+            info = read_yaml(run_dir / "run.yaml")
+        except MatcherError:
+            continue  # reported by _read_run_yaml
+        if isinstance(info, dict) and isinstance(info.get("sweep_file"), str):
+            by_file.setdefault(info["sweep_file"], []).append((run_dir, info))
+    if len(by_file) > 1:
+        listing = "; ".join(f"{file}: {', '.join(d.name for d, _ in runs)}" for file, runs in by_file.items())
+        warnings.append(f"{path}: runs of {len(by_file)} different sweep files are compared together ({listing})")
+    stale = []
+    for file, runs in by_file.items():
+        if not Path(file).is_file():
+            continue
+        try:
+            entries = {run.name: run for run in load_sweep(file).runs}
+        except MatcherError as err:
+            warnings.append(f"{file}: cannot be read to check the runs against it ({str(err).splitlines()[0]})")
+            continue
+        for run_dir, info in runs:
+            entry = entries.get(info.get("run"))
+            if entry is None:
+                warnings.append(f"{run_dir}: no longer a run of {file}")
+                continue
+            changes = config_changes(info, {"model": entry.model.to_dict(), "train": entry.train.to_dict()})
+            if changes:
+                stale.append(f"{run_dir.name} ({'; '.join(changes[:3])})")
+    if stale:
+        raise ResultsError(f"{path}: {len(stale)} run(s) were trained with another config than their sweep file "
+                           f"now gives them: {', '.join(stale)}. Their curves are not those of the edited entries: "
+                           "restore the entries to compare these results, or train the edited sweep into another "
+                           "folder (`matcher run SWEEP --results DIR`) and compare that")
 
 
 def find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
@@ -163,6 +211,18 @@ def _read_run_yaml(path: Path, warnings: list[str]) -> dict[str, Any] | None:
     if missing:
         warnings.append(f"{path}: predicted has no {', '.join(missing)}; shown as missing")
     return {**meta, **{key: info.predicted.get(key) if key not in missing else None for key in PREDICTED}}
+
+
+def _warn_no_metrics(path: Path, status: dict[str, Any], warnings: list[str]) -> None:
+    """A run that has trained (its status says so) but whose metrics file is gone or empty: its points
+    would show as "not reached" while they are lost, so it is said."""
+    where = f"{status['state']} at {status['tokens']:,} tokens" if status["tokens"] else status["state"]
+    if not path.is_file():
+        warnings.append(f"{path}: missing, though the run is {where}; its points show as not reached. Restore "
+                        "the file, or delete the run folder and train it again")
+    elif not path.read_bytes().strip():
+        warnings.append(f"{path}: empty, though the run is {where}; its points show as not reached. Restore "
+                        "the file, or delete the run folder and train it again")
 
 
 def _read_status(path: Path, warnings: list[str]) -> dict[str, Any]:

@@ -159,10 +159,15 @@ class _Hashing:
 
     def __init__(self, handle: Any):
         self.handle, self.digest = handle, hashlib.sha256()
+        self.error: OSError | None = None  # torch.save reports a failed write as "unexpected pos": kept
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
-        return self.handle.write(data)
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
 
     def flush(self) -> None:
         self.handle.flush()
@@ -192,7 +197,12 @@ def _write_verified(path: Path, checkpoint: dict[str, Any]) -> None:
 
     def write(handle: Any) -> None:
         hashing = _Hashing(handle)
-        torch.save(checkpoint, hashing)
+        try:
+            torch.save(checkpoint, hashing)
+        except RuntimeError:
+            if hashing.error is not None:  # a full disk, say: named as such (write_atomic adds the path)
+                raise hashing.error from None
+            raise
         written["sha256"] = hashing.digest.hexdigest()
         # before the new file replaces the old: either of the two verifies
         write_text_atomic(_checksum_path(path), json.dumps([written["sha256"], *previous]) + "\n")

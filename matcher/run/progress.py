@@ -3,6 +3,8 @@ the run's metrics lines, and the sweep summary table at the end."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from matcher import fmt
-from matcher.run.rundir import complete_records
+from matcher.run.rundir import split_complete
 
 
 @dataclass
@@ -71,23 +73,36 @@ class SweepProgress:
 
 class MetricsTail:
     """New complete lines of a metrics.jsonl written by another process. A resumed run cuts the file
-    back first; the tail then starts over from the top."""
+    back first and writes on from there; the tail notices (the last line it read is no longer where it
+    was, even when the file has grown past that point again) and starts over from the top. A line that
+    is not JSON is skipped: the tail feeds progress bars, and a launcher must not stop for them."""
 
     def __init__(self, path: Path):
-        self.path, self.offset = path, 0
+        self.path, self.offset, self.last_line = path, 0, b""
 
     def new_records(self) -> list[dict[str, Any]]:
         try:
             size = self.path.stat().st_size
+            with self.path.open("rb") as handle:
+                start = self.offset - len(self.last_line)
+                handle.seek(start)
+                if size < self.offset or handle.read(len(self.last_line)) != self.last_line:
+                    self.offset, self.last_line = 0, b""
+                    handle.seek(0)
+                data = handle.read(max(size - self.offset, 0))
         except FileNotFoundError:
             return []
-        if size < self.offset:
-            self.offset = 0
-        with self.path.open("rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read(size - self.offset)
-        records, used = complete_records(data)
-        self.offset += used
+        lines, _ = split_complete(data)
+        records = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        used = data.rfind(b"\n") + 1
+        if used:
+            self.offset += used
+            self.last_line = data[data.rfind(b"\n", 0, used - 1) + 1:used]
         return records
 
 

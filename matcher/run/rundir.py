@@ -1,6 +1,7 @@
 """The files of one run under `results/<sweep>/<run>/`, as `matcher compare` reads them.
 
-- run.yaml: what the run is (run, group, seed, role, variant, sweep, model, train, predicted);
+- run.yaml: what the run is (run, group, seed, role, variant, sweep, sweep_file, model, train, predicted);
+  `matcher run` and `compare` refuse a folder whose config no longer matches its sweep file's entry;
 - env.json: where it ran (torch version, device name, dtype, world size, Slurm job; no host names or paths);
 - slurm.json: {"job", "submitted"}: the Slurm array task it was last submitted as (`matcher run --launcher slurm`);
 - metrics.jsonl: one JSON object per line, each line flushed and fsynced as it is written;
@@ -8,13 +9,14 @@
   replaced atomically;
 - checkpoints/last.pt: the latest checkpoint, replaced atomically;
 - tensorboard/, wandb_id, wandb/: the dashboards' copies of the metric lines (matcher.run.dashboards);
-- lock: held by the process that trains the run (see matcher.run.lock);
+- lock: held by the process that trains the run and the processes it started (see matcher.run.lock);
 - train.log: output of a training subprocess (GPU queue, torchrun, Slurm).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -41,6 +43,7 @@ class RunInfo:
     role: str  # target | variant
     variant: str  # la | dr | dr_da (the model's)
     sweep: str | None = None  # the sweep file's stem
+    sweep_file: str | None = None  # the sweep file it was trained from (resolved): stale results are refused
     model: dict  # ModelConfig fields
     train: dict  # TrainConfig fields
     predicted: dict = field(default_factory=dict)  # the matched costs (matcher.plan.sweep.PREDICTED_KEYS)
@@ -64,20 +67,28 @@ def read_run_yaml(path: Path) -> tuple[list[str], RunInfo | None]:
 EXECUTION_FIELDS = ("micro_batch_size", "compile", "recompute", "dashboards")
 
 
-def _models_differ(old: Any, new: dict[str, Any]) -> bool:
-    """Compared as configs, so fields added since the old run.yaml was written count at their defaults."""
+def _as_dicts(cls: type, old: Any, new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Both as config dicts, so fields added since the old run.yaml was written count at their defaults;
+    None when the old one is no config."""
     try:
-        return ModelConfig.from_dict(old) != ModelConfig.from_dict(new)
-    except MatcherError:
-        return True
+        return cls.from_dict(old).to_dict(), cls.from_dict(new).to_dict()
+    except (MatcherError, TypeError, AttributeError):
+        return None
 
 
-def _trainings_differ(old: Any, new: dict[str, Any]) -> bool:
-    try:
-        before, after = TrainConfig.from_dict(old), TrainConfig.from_dict(new)
-    except MatcherError:
-        return True
-    return dataclasses.replace(before, **{f: getattr(after, f) for f in EXECUTION_FIELDS}) != after
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two run.yaml configs ("train.lr: 0.001 -> 0.002"), bar EXECUTION_FIELDS:
+    a non-empty list means one curve would mix two experiments."""
+    changes = []
+    for key, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        pair = _as_dicts(cls, old.get(key), new[key])
+        if pair is None:
+            changes.append(f"{key}: not a {key} config")
+            continue
+        before, after = pair
+        changes += [f"{key}.{name}: {before.get(name)!r} -> {after.get(name)!r}" for name in after
+                    if before.get(name) != after.get(name) and not (key == "train" and name in EXECUTION_FIELDS)]
+    return changes
 
 
 class RunDir:
@@ -106,12 +117,20 @@ class RunDir:
         (EXECUTION_FIELDS: micro-batching, compilation, recomputation) may change between attempts: the
         steps they compute are the same."""
         if self.run_yaml.is_file():
-            old = read_yaml(self.run_yaml) or {}
-            for key, differs in (("model", _models_differ), ("train", _trainings_differ)):
-                if differs(old.get(key), info[key]):
-                    raise RunError(f"{self.path} holds a run with a different {key} config; move that folder "
-                                   "away or pass another --results directory")
+            self.check_same_config(info)
         write_text_atomic(self.run_yaml, dump_yaml(info))
+
+    def check_same_config(self, info: dict[str, Any]) -> None:
+        """Refuse `info` for this folder when its model or train config differs from the recorded one
+        (a sweep entry edited after the run trained, or another sweep file of the same name)."""
+        old = read_yaml(self.run_yaml) or {}
+        changes = config_changes(old if isinstance(old, dict) else {}, info)
+        if changes:
+            source = old.get("sweep_file") if isinstance(old, dict) else None
+            origin = f" (from {source})" if source and source != info.get("sweep_file") else ""
+            raise RunError(f"{self.path} holds a run trained with a different config{origin}: "
+                           f"{'; '.join(changes[:4])}{' ...' if len(changes) > 4 else ''}. To keep those results, "
+                           "train this sweep into another folder (--results DIR); to retrain, move that folder away")
 
     def read_run_info(self) -> tuple[dict[str, Any], ModelConfig, TrainConfig]:
         if not self.run_yaml.is_file():
@@ -131,7 +150,15 @@ class RunDir:
         assert state in STATES, state
         status = {"state": state, "reason": reason, "step": step, "tokens": tokens,
                   "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_text_atomic(self.status_json, json.dumps(status) + "\n")
+        text = json.dumps(status) + "\n"
+        try:
+            write_text_atomic(self.status_json, text)
+        except OSError as error:
+            # A full disk has no room for the temporary file; the old status.json's own blocks still
+            # take a short status in place, so a run that stops on a full disk is not left `running`.
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+            if not full or state == "running" or not _overwrite(self.status_json, text):
+                raise
 
     def write_env(self, env: dict[str, Any]) -> None:
         write_text_atomic(self.env_json, json.dumps(env, indent=2) + "\n")
@@ -181,6 +208,19 @@ def read_status(path: Path) -> tuple[dict[str, Any], str | None]:
     if not isinstance(data.get("reason"), str) or not data["reason"]:
         data["reason"] = None
     return data, None
+
+
+def _overwrite(path: Path, text: str) -> bool:
+    """Write `text` over the file in place (no new file, no new blocks where it fits); False if that fails."""
+    try:
+        with path.open("r+b") as handle:
+            handle.write(text.encode("utf-8"))
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+    except OSError:
+        return False
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:

@@ -16,7 +16,10 @@ the GPU queue and the Slurm tasks call it. Its exit code is the run's state (see
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +34,7 @@ from typing import Any
 from matcher.errors import ConfigError, MatcherError, RunError
 from matcher.names import resolve
 from matcher.plan.sweep import Run, load_sweep
+from matcher.run import parent
 from matcher.run.lock import RunLock, live_holder
 from matcher.run.progress import MetricsTail, RunSummary, SweepProgress, summary_table
 from matcher.run.rundir import RunDir
@@ -40,14 +44,38 @@ LAUNCHERS = ("local", "slurm")
 EXIT_INTERRUPTED = 3  # checkpointed and stopped before the end: the Slurm task requeues itself on it
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another process holds the run's lock
 EXIT_CODES = {"failed": 1, "interrupted": EXIT_INTERRUPTED, "locked": EXIT_LOCKED}  # by state; others: 0
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no run can write here: stop the sweep
 POLL_S = 1.0  # how often subprocess runs' metrics files are read for the progress bars
 
 
-def run_info(run: Run, sweep_name: str) -> dict[str, Any]:
+def run_info(run: Run, sweep_name: str, sweep_file: str | None = None) -> dict[str, Any]:
     """run.yaml: everything `matcher compare` needs to place the run, and everything training needs."""
     return {"run": run.name, "group": run.group, "seed": run.train.seed, "role": run.role,
-            "variant": run.model.variant, "sweep": sweep_name, "model": run.model.to_dict(),
-            "train": run.train.to_dict(), "predicted": dict(run.predicted)}
+            "variant": run.model.variant, "sweep": sweep_name, "sweep_file": sweep_file,
+            "model": run.model.to_dict(), "train": run.train.to_dict(), "predicted": dict(run.predicted)}
+
+
+def check_not_stale(sweep_dir: Path, runs: list[Run], sweep_name: str, sweep_file: str) -> None:
+    """Refuse to train into, or report as done, a results folder that belongs to something else: runs
+    of another sweep file of the same name (while that file exists), or a run whose sweep entry was
+    edited after it trained (bar the settings of how it executes: micro_batch_size, recompute, ...)."""
+    from matcher.config import read_yaml
+
+    if not sweep_dir.is_dir():
+        return
+    for folder in sorted(d for d in sweep_dir.iterdir() if (d / "run.yaml").is_file()):
+        try:
+            recorded = (read_yaml(folder / "run.yaml") or {}).get("sweep_file")
+        except (MatcherError, AttributeError):
+            continue  # an unreadable run.yaml: its own run reports it
+        if isinstance(recorded, str) and recorded != sweep_file and Path(recorded).is_file():
+            raise RunError(f"{sweep_dir} holds runs of another sweep file named {sweep_name}: {recorded} "
+                           f"({folder.name}); train {sweep_file} into another folder (--results DIR), or move "
+                           f"{sweep_dir} away")
+    for run in runs:
+        run_dir = RunDir(sweep_dir / run.name)
+        if run_dir.run_yaml.is_file():
+            run_dir.check_same_config(run_info(run, sweep_name, sweep_file))
 
 
 def summarize(run_dir: RunDir, state: str | None = None, note: str | None = None) -> RunSummary:
@@ -62,8 +90,9 @@ def summarize(run_dir: RunDir, state: str | None = None, note: str | None = None
 
 # ------------------------------------------------------------------------------------- one run
 class _Forwarder:
-    """Passes SIGINT/SIGTERM that reach this process on to a child in its own session, once per
-    signal, so a terminal's Ctrl-C reaches the trainer exactly once (a second one aborts it)."""
+    """Passes SIGINT/SIGTERM/SIGHUP that reach this process on to a child in its own session, once per
+    signal, so a terminal's Ctrl-C reaches the trainer exactly once (a second one aborts it), and a
+    closed terminal (SIGHUP) stops it the graceful way (SIGTERM: it checkpoints)."""
 
     def __init__(self):
         self.children: list[subprocess.Popen] = []
@@ -72,7 +101,7 @@ class _Forwarder:
 
     def __enter__(self) -> _Forwarder:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._previous[signum] = signal.signal(signum, self._forward)
         return self
 
@@ -84,17 +113,47 @@ class _Forwarder:
         self.stopping = True
         for child in self.children:
             if child.poll() is None:
-                child.send_signal(signum)
+                child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
 
 def _worker_command(run_dir: Path, nproc: int, fsdp: bool, log_every_steps: int) -> list[str]:
-    train = ["-m", "matcher.run.trainer", str(run_dir), "--log-every-steps", str(log_every_steps),
+    """The trainer's command: through matcher.run.parent, so torchrun and each of its workers end with
+    the process that started them (a launcher killed with kill -9 leaves no trainer behind)."""
+    train = ["matcher.run.trainer", str(run_dir), "--log-every-steps", str(log_every_steps),
              *(["--fsdp"] if fsdp else [])]
     if nproc == 1:
-        return [sys.executable, *train]
+        return parent.command(*train)
     # --standalone: a private rendezvous on a free local port, so concurrent runs do not collide.
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            *train]
+    return parent.command("torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                          "-m", "matcher.run.parent", *train)
+
+
+def _start(command: list[str], lock: Path | None, log, *, own_command: bool, env: dict[str, str] | None = None):
+    """Start a training subprocess in its own session (its process group: `_stop` ends it as one).
+    Our own commands end with this process, and join `lock` (one this process holds); a given command
+    (srun + torchrun) runs on other nodes too, so it is told neither."""
+    if own_command:
+        env = parent.child_env(lock, env)
+    else:
+        env = {k: v for k, v in (env or os.environ).items() if k not in (parent.PARENT_ENV, parent.LOCK_ENV)}
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(child: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """End a training subprocess this process leaves (an error in the launcher): SIGTERM to its process
+    group (a checkpoint), SIGKILL after `grace_s`; its workers end with it (matcher.run.parent)."""
+    if child.poll() is not None:
+        return
+    for signum, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(child.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            child.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _watch(process: subprocess.Popen, tail: MetricsTail, on_record: Callable | None) -> int:
@@ -122,24 +181,27 @@ def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
     lock = RunLock(run.lock)
     holder = lock.acquire()
     if holder is not None:
-        return summarize(run, "locked", f"being trained by {holder.describe()}; skipped")
+        return summarize(run, "locked", f"{holder.describe()}; skipped")
+    child = None
     try:
         if nproc == 1 and command is None:
             return _train_here(run, on_record, log_every_steps)
         with _Forwarder() as forwarder, run.log.open("ab") as log:
-            child = subprocess.Popen(command or _worker_command(run.path, nproc, fsdp, log_every_steps), stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+            child = _start(command or _worker_command(run.path, nproc, fsdp, log_every_steps), run.lock, log,
+                           own_command=command is None)
             forwarder.children.append(child)
             tail = MetricsTail(run.metrics)
             tail.new_records()  # skip what earlier attempts wrote
             code = _watch(child, tail, on_record)
         return _after_subprocess(run, code)
     finally:
+        if child is not None:
+            _stop(child)
         lock.release()
 
 
 def _train_here(run: RunDir, on_record, log_every_steps: int) -> RunSummary:
-    from matcher.run.trainer import describe_error, train_run
+    from matcher.run.trainer import train_run
 
     try:
         result = train_run(run.path, on_record=on_record, log_every_steps=log_every_steps)
@@ -147,15 +209,28 @@ def _train_here(run: RunDir, on_record, log_every_steps: int) -> RunSummary:
         return summarize(run)
     except MatcherError as error:
         return summarize(run, "failed", str(error))
+    except OSError as error:
+        if error.errno in DISK_ERRNOS:  # every later run would fail the same way: the sweep stops, one message
+            raise
+        return _failed_with_traceback(run, error)
     except Exception as error:
-        with run.log.open("a", encoding="utf-8") as log:
-            traceback.print_exc(file=log)
-        return summarize(run, "failed", f"{describe_error(error)} (traceback in {run.log})")
+        return _failed_with_traceback(run, error)
     return summarize(run, result.state, result.reason)
+
+
+def _failed_with_traceback(run: RunDir, error: Exception) -> RunSummary:
+    from matcher.run.trainer import describe_error
+
+    with contextlib.suppress(OSError), run.log.open("a", encoding="utf-8") as log:
+        traceback.print_exc(file=log)
+    return summarize(run, "failed", f"{describe_error(error)} (traceback in {run.log})")
 
 
 def _after_subprocess(run: RunDir, code: int) -> RunSummary:
     status = run.status()
+    disk = re.match(r"OSError: \[Errno (\d+)\] ([^:]*)(?:: '?(.*?)'?)?$", status.get("reason") or "")
+    if status.get("state") == "failed" and disk and int(disk[1]) in DISK_ERRNOS:
+        raise OSError(int(disk[1]), disk[2], disk[3])  # a full disk in the trainer: the sweep stops, one message
     if code == EXIT_LOCKED:
         return summarize(run, "locked", "another process holds its lock; skipped")
     if code != 0 and status.get("state") in ("running", "new"):
@@ -193,10 +268,10 @@ def _plan(runs: list[Run], sweep_dir: Path, retry_failed: bool) -> tuple[list[_P
         if state == "finished":
             skipped.append(summarize(run_dir, "skipped", "already finished"))
         elif state == "failed" and not retry_failed:
-            skipped.append(summarize(run_dir, "skipped", f"failed earlier ({status.get('reason')}); "
+            skipped.append(summarize(run_dir, "failed", f"failed earlier ({status.get('reason')}); "
                                                           "pass --retry-failed to resume it"))
         elif holder is not None:
-            skipped.append(summarize(run_dir, "locked", f"being trained by {holder.describe()}; skipped"))
+            skipped.append(summarize(run_dir, "locked", f"{holder.describe()}; skipped"))
         else:
             planned.append(_Planned(run, run_dir, "resume" if run_dir.checkpoint.is_file() else "train"))
     return planned, skipped
@@ -219,6 +294,8 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     sweep = load_sweep(sweep_path)
     sweep_dir = Path(results_root) / sweep.name
     runs = _select(sweep.runs, only)
+    sweep_file = str(Path(sweep_path).resolve())
+    check_not_stale(sweep_dir, runs, sweep.name, sweep_file)
     planned, skipped = _plan(runs, sweep_dir, retry_failed)
     if launcher == "slurm":  # every option checked before anything is written
         slurm = slurm or SlurmOptions()
@@ -228,7 +305,7 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     if not (dry_run and launcher == "local"):
         for item in planned:  # before any training: a config clash stops the sweep, not one run
             item.dir.path.mkdir(parents=True, exist_ok=True)
-            item.dir.write_run_info(run_info(item.run, sweep.name))
+            item.dir.write_run_info(run_info(item.run, sweep.name, sweep_file))
 
     if launcher == "slurm":
         done = _submit_slurm(sweep.name, sweep_dir, planned, script_text, dry_run, console)
@@ -317,11 +394,10 @@ def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bo
             while waiting and free and not forwarder.stopping:
                 item, devices = waiting.pop(0), free.pop(0)
                 env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(devices)}
-                command = [sys.executable, "-m", "matcher.run.runner", str(item.dir.path), "--nproc", str(nproc),
-                           "--log-every-steps", str(log_every_steps), *(["--fsdp"] if fsdp else [])]
+                command = parent.command("matcher.run.runner", str(item.dir.path), "--nproc", str(nproc),
+                                         "--log-every-steps", str(log_every_steps), *(["--fsdp"] if fsdp else []))
                 log = item.dir.log.open("ab")
-                child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                child = _start(command, None, log, own_command=True, env=env)  # it takes the lock
                 forwarder.children.append(child)
                 tail = MetricsTail(item.dir.metrics)
                 tail.new_records()
@@ -348,7 +424,8 @@ def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bo
 def main(argv: list[str] | None = None) -> int:
     """`python -m matcher.run.runner RUN_DIR [--nproc N] [--fsdp] [-- COMMAND...]`: train one prepared run
     folder under its lock (with a COMMAND: run it under the lock; it trains the run). Exit codes, the run's
-    state in status.json afterwards: 0 finished or already finished; 1 failed; 2 a user error;
+    state in status.json afterwards: 0 finished or already finished; 1 failed; 2 a user error or a full or
+    read-only disk;
     3 interrupted (checkpointed; resumes when started again); 75 another process holds the lock."""
     import argparse
 
@@ -370,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
                              log_every_steps=args.log_every_steps, command=command)
     except MatcherError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full or read-only disk (the trainer's, or this process's own writes)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}; check that the disk has space and is writable, then "
+              "start the run again", file=sys.stderr)
         return 2
     print(f"{summary.run}: {summary.state}" + (f" ({summary.note})" if summary.note else ""), file=sys.stderr)
     return EXIT_CODES.get(summary.state, 0)
