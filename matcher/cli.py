@@ -181,6 +181,25 @@ def compare(
     compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, force=force)
 
 
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run's folder, results/<sweep>/<run> (or a sweep's: every run).")],
+    task: Annotated[list[str] | None, typer.Option(
+        "--task", help="NAME[=FILE][,key=value...]: gsm8k=FILE, math=FILE, mc=FILE, bpb=FILE, embedded (the "
+        "run's eval set; embedded,n=1000 for more problems), latent. Repeatable; default: embedded.")] = None,
+    step: Annotated[int | None, typer.Option(help="Score the checkpoint of this step (default: the last).")] = None,
+    all_steps: Annotated[bool, typer.Option("--all-steps", help="Score every saved checkpoint.")] = False,
+    depth: Annotated[str | None, typer.Option(help="Test-time depths for dr/dr_da, e.g. 8,16,32 (default: "
+                                                   "the trained depth).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
+) -> None:
+    """Score a run's saved model checkpoints on benchmark tasks; results go to the run's evals.jsonl."""
+    from matcher.commands.eval import eval_command
+
+    eval_command(run_dir, task or [], step=step, all_steps=all_steps, depth=depth, as_json=as_json, device=device)
+
+
 @app.command()
 def run(
     sweep: Annotated[Path, typer.Argument(help="Sweep YAML file (from `matcher plan`).")],
