@@ -166,7 +166,8 @@ def data_encode(
 @app.command()
 def compare(
     results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep).")],
-    targets: Annotated[str | None, typer.Option(help="Target accuracies, e.g. 0.2,0.4 or 20%,40% (default: "
+    targets: Annotated[str | None, typer.Option(help="Target accuracies, e.g. 0.2,0.4 or 20%,40%, or levels of "
+                                                     "a metric: bpb:1.2, loss:2.0, gsm8k-test.strict:0.3 (default: "
                                                      "25/50/75% of the baseline's best accuracy).")] = None,
     format: Annotated[str | None, typer.Option("--format", help="table | markdown | csv.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the tables to this file instead of stdout.")] = None,

@@ -79,7 +79,7 @@ class Task:
     @property
     def label(self) -> str:
         """How results name the task: its name, with the file's stem when it has one."""
-        return self.spec.name if self.source == "generated" else f"{self.spec.name}:{Path(self.source).stem}"
+        return self.spec.name if self.source == "generated" else f"{self.spec.name}-{Path(self.source).stem}"
 
 
 def parse_task(text: str) -> tuple[str, str | None, dict[str, str]]:
