@@ -416,6 +416,8 @@ def test_benchmark_rows_tables_and_targets(tmp_path):
     assert la["tokens_mean"] == pytest.approx(32768 * 2 ** 0.5)  # 0.25 -> 0.75: half way in log tokens
     assert la["tokens_low"] < la["tokens_mean"] < la["tokens_high"]  # problems resampled: a real spread
     out, err = _consoles()
-    compare_command(sweep, targets="bpb:1.2,gsm8k-test.strict:0.5", console=out, err_console=err)
+    compare_command(sweep, targets="bpb:1.2,gsm8k-test.strict:0.5,loss:3", console=out, err_console=err,
+                    plot=tmp_path / "depth.png")
+    assert (tmp_path / "depth.png").stat().st_size > 10_000
     text = out.file.getvalue()
     assert "Benchmark scores" in text and "Scores against test-time depth" in text and "bpb:1.2" in text
