@@ -43,7 +43,7 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
     from rich.table import Table
 
     from matcher import console as consoles
-    from matcher.eval.run import evaluate_run
+    from matcher.run.evaluate import evaluate_run
 
     if step is not None and all_steps:
         raise ConfigError("give --step N or --all-steps, not both")

@@ -62,9 +62,10 @@ def map_over_ranks(items: Sequence[Any], work: Callable[[list[Any]], list[Any]])
 @torch.no_grad()
 def continuation_nats(model, pairs: Sequence[tuple[list[int], list[int]]], *, seq_len: int, pad_id: int,
                       device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
-                      batch_size: int = EVAL_BATCH) -> list[list[float]]:
+                      batch_size: int = EVAL_BATCH, greedy: list[bool] | None = None) -> list[list[float]]:
     """For each (context, continuation) token pair: the nats (-log p) of each continuation token given
-    everything before it. The continuation must not be empty."""
+    everything before it. The continuation must not be empty. `greedy`, a list, receives per pair
+    whether every continuation token is the model's argmax (lm-evaluation-harness's is_greedy)."""
     autocast = autocast or contextlib.nullcontext()
     rows = []
     for context, continuation in pairs:
@@ -75,6 +76,7 @@ def continuation_nats(model, pairs: Sequence[tuple[list[int], list[int]]], *, se
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     n_batches = _agree_max(len(batches), device) if distributed() else len(batches)
     out: list[list[float]] = [[] for _ in rows]
+    flags = [False] * len(rows)
     for b in range(n_batches):
         chunk = batches[b] if b < len(batches) else []
         width = max([len(rows[i][0]) for i in chunk] or [1])
@@ -85,11 +87,17 @@ def continuation_nats(model, pairs: Sequence[tuple[list[int], list[int]]], *, se
             x[r, :len(inputs)], y[r, :len(targets)] = torch.tensor(inputs), torch.tensor(targets)
         with autocast:
             logits = model(x.to(device))  # (B, T, vocab)
-        nats = -torch.gather(F.log_softmax(logits.float(), dim=-1), 2, y.to(device)[..., None])[..., 0]  # (B, T)
+        y = y.to(device)
+        nats = -torch.gather(F.log_softmax(logits.float(), dim=-1), 2, y[..., None])[..., 0]  # (B, T)
+        hits = (logits.argmax(dim=-1) == y).cpu() if greedy is not None else None
         nats = nats.cpu()
         for r, i in enumerate(chunk):
             inputs, _, n_cont = rows[i]
             out[i] = nats[r, len(inputs) - n_cont:len(inputs)].tolist()
+            if hits is not None:
+                flags[i] = bool(hits[r, len(inputs) - n_cont:len(inputs)].all())
+    if greedy is not None:
+        greedy[:] = flags
     return out
 
 

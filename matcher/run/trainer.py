@@ -397,7 +397,7 @@ class Trainer:
     def _evaluate(self, elapsed_s: float) -> None:
         window = self.meter.since_eval
         tokens_per_s = window.tokens_per_s(self.cfg.tokens_per_step)
-        from matcher.eval.run import in_training_eval
+        from matcher.run.evaluate import in_training_eval
 
         self.model.eval()
         # problems split over the ranks, every rank running the same forwards (matcher/eval/engine.py)
