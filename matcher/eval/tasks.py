@@ -102,7 +102,7 @@ def parse_task(text: str) -> tuple[str, str | None, dict[str, str]]:
     return name, file or None, options
 
 
-def _int_option(options: dict[str, str], key: str, default: int, text: str, minimum: int = 0) -> int:
+def int_option(options: dict[str, str], key: str, default: int, text: str, minimum: int = 0) -> int:
     value = options.get(key)
     if value is None:
         return default
@@ -116,10 +116,10 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
     length of the embedded problems (the run's train.data_steps)."""
     name, file, options = parse_task(text)
     spec = SPECS[name]
-    limit = _int_option(options, "limit", 0, text)
+    limit = int_option(options, "limit", 0, text)
     if spec.kind == "embedded":
-        steps = _int_option(options, "steps", data_steps, text, minimum=1)
-        count = _int_option(options, "n", EMBEDDED_PROBLEMS, text, minimum=1)
+        steps = int_option(options, "steps", data_steps, text, minimum=1)
+        count = int_option(options, "n", EMBEDDED_PROBLEMS, text, minimum=1)
         if file is not None:
             if name == "latent":
                 raise DataError(f"--task {text}: the latent task is generated; give --task latent without a file")
@@ -135,7 +135,7 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
         return Task(spec, items, task.source, options, task.max_new_tokens)
     records = _records(file)
     fewshot_file = options.get("fewshot")
-    n_shot = _int_option(options, "n_shot", spec.n_shot, text)
+    n_shot = int_option(options, "n_shot", spec.n_shot, text)
     if fewshot_file:
         shots, scored = _records(fewshot_file)[:n_shot], records
     else:
@@ -149,7 +149,7 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
     items = [make(spec, prefix, where, record) for where, record in scored]
     if limit:
         items = items[:limit]
-    budget = _int_option(options, "max_new_tokens", spec.max_new_tokens, text, minimum=1)
+    budget = int_option(options, "max_new_tokens", spec.max_new_tokens, text, minimum=1)
     return Task(spec, items, str(file), options, budget)
 
 

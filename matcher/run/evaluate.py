@@ -15,7 +15,7 @@ import torch
 from matcher.config import TrainConfig
 from matcher.errors import RunError
 from matcher.eval.score import score_task
-from matcher.eval.tasks import Task, embedded_task, load_task, parse_task
+from matcher.eval.tasks import Task, embedded_task, int_option, load_task, parse_task
 
 
 def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
@@ -42,8 +42,9 @@ def _resolve_task(text: str, cfg: TrainConfig) -> Task:
     name, file, options = parse_task(text)
     if name == "embedded" and file is None and not {"n", "steps"} & set(options):
         task = run_eval_task(_run_eval_problems(cfg), cfg)
-        if options.get("limit"):
-            task = Task(task.spec, task.items[:int(options["limit"])], task.source, options, task.max_new_tokens)
+        limit = int_option(options, "limit", 0, text)
+        if limit:
+            task = Task(task.spec, task.items[:limit], task.source, options, task.max_new_tokens)
         return task
     return load_task(text, data_steps=cfg.data_steps)
 
