@@ -219,8 +219,8 @@ def test_test_time_depth_scores_a_dr_checkpoint_at_other_depths(trained_dr, caps
                  "--depth", "2,4,8", "--json", "--device", "cpu"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["task"], r["depth"], r["n"]) for r in rows] == [
-        (task, depth, 4) for depth in (2, 4, 8) for task in ("latent", "embedded")]
-    losses = {r["depth"]: r["scores"]["loss"] for r in rows if r["task"] == "embedded"}
+        (task, depth, 4) for depth in (2, 4, 8) for task in ("latent-n4", "embedded-n4")]
+    losses = {r["depth"]: r["scores"]["loss"] for r in rows if r["task"] == "embedded-n4"}
     assert len(set(losses.values())) == 3  # the depth changes the model
     stored = {(r["spec"], r["depth"]) for r in map(json.loads, trained_dr.evals.read_text().splitlines())}
     assert stored == {(r["spec"], r["depth"]) for r in rows} | {("embedded", 4)}  # beside the earlier rows

@@ -78,8 +78,11 @@ class Task:
 
     @property
     def label(self) -> str:
-        """How results name the task: its name, with the file's stem when it has one."""
-        return self.spec.name if self.source == "generated" else f"{self.spec.name}-{Path(self.source).stem}"
+        """How results name the task: its name, with the file's stem when it has one, or the embedded
+        problems' count and chain length when they are not the run's eval set (embedded-n1000)."""
+        if self.source != "generated":
+            return f"{self.spec.name}-{Path(self.source).stem}"
+        return "-".join([self.spec.name, *(f"{key}{self.options[key]}" for key in ("n", "steps") if key in self.options)])
 
 
 def parse_task(text: str) -> tuple[str, str | None, dict[str, str]]:
