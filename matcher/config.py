@@ -346,7 +346,8 @@ class TrainConfig:
         _check_at_most(self, MAX_SIZE, ("batch_size", "seq_len", "eval_examples", "n_evals", "data_steps"))
         _check_at_most(self, 1 << 60, ("total_tokens",))
         if self.keep_checkpoints < 0:
-            raise ConfigError(f"keep_checkpoints must be >= 0 (0 keeps every eval point's), got {self.keep_checkpoints}")
+            raise ConfigError(f"keep_checkpoints must be >= 0 (0 keeps every eval point's), "
+                              f"got {self.keep_checkpoints}")
         if self.micro_batch_size < 0 or self.micro_batch_size > self.batch_size:
             raise ConfigError(f"micro_batch_size must be between 0 (no accumulation) and batch_size "
                               f"{self.batch_size}, got {self.micro_batch_size}")

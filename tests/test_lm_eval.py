@@ -78,6 +78,7 @@ metric_list:
   - metric: acc
 """)
     lm = MatcherLM(str(run_dir.path), device="cpu")
-    results = lm_eval.simple_evaluate(model=lm, tasks=["matcher_tiny_mc"], task_manager=TaskManager(include_path=str(tasks)))
+    results = lm_eval.simple_evaluate(model=lm, tasks=["matcher_tiny_mc"],
+                                      task_manager=TaskManager(include_path=str(tasks)))
     accuracy = results["results"]["matcher_tiny_mc"]["acc,none"]
     assert 0 <= accuracy <= 1 and results["n-samples"]["matcher_tiny_mc"]["effective"] == 6

@@ -8,6 +8,7 @@ problems) and near 0 or 1 the normal interval leaves [0, 1] or collapses to a po
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 LEVEL = 0.95  # the confidence level every interval in matcher uses
 BOOTSTRAP_SAMPLES = 1000
@@ -37,7 +38,7 @@ def percentile_interval(samples: Sequence[float | None], level: float = LEVEL) -
     return float(low), float(high)
 
 
-def bootstrap(statistic: Callable[["np.random.Generator"], float | None], samples: int = BOOTSTRAP_SAMPLES,
+def bootstrap(statistic: Callable[[Any], float | None], samples: int = BOOTSTRAP_SAMPLES,
               seed: int = BOOTSTRAP_SEED, level: float = LEVEL) -> tuple[float, float] | None:
     """Percentile interval of `statistic(rng)`, called `samples` times; the statistic draws its own
     resample (of problems, of seeds, or both) from the generator it is given."""

@@ -82,7 +82,8 @@ class Task:
         problems' count and chain length when they are not the run's eval set (embedded-n1000)."""
         if self.source != "generated":
             return f"{self.spec.name}-{Path(self.source).stem}"
-        return "-".join([self.spec.name, *(f"{key}{self.options[key]}" for key in ("n", "steps") if key in self.options)])
+        extra = [f"{key}{self.options[key]}" for key in ("n", "steps") if key in self.options]
+        return "-".join([self.spec.name, *extra])
 
 
 def parse_task(text: str) -> tuple[str, str | None, dict[str, str]]:

@@ -138,7 +138,7 @@ def run_curves(results: Results, metric: str) -> dict[str, Curve]:
     return curves
 
 
-def _outcome_matrix(strings: list, np) -> "object | None":
+def _outcome_matrix(strings: list, np) -> object | None:
     if not strings or any(not isinstance(s, str) for s in strings) or len({len(s) for s in strings}) != 1:
         return None
     return np.array([[c == "1" for c in s] for s in strings], dtype=float)
@@ -187,18 +187,21 @@ def reach_table(results: Results, targets: list[float | Target]) -> Table:
     for target in targets:
         curves = run_curves(results, target.metric)
 
-        def reach(group: str) -> Spread:
+        def reach(group: str, curves=curves, target=target) -> Spread:
             return spread([_group_reach(curves, [run], target) for run in _runs_of(results, group)])
 
         baseline = reach(results.baseline)
+        baseline_runs = _runs_of(results, results.baseline)
         for group in results.groups:
             stats = reach(group)
-            tokens_ci, ratio_ci = (reach_intervals(curves, _runs_of(results, group), _runs_of(results, results.baseline),
-                                                   target) if stats.n else (None, None))
+            tokens_ci, ratio_ci = (reach_intervals(curves, _runs_of(results, group), baseline_runs, target)
+                                   if stats.n else (None, None))
             rows.append({
-                "metric": target.metric, "target": target.value, "group": group, "variant": variants[group], "state": states[group],
+                "metric": target.metric, "target": target.value, "group": group, "variant": variants[group],
+                "state": states[group],
                 "seeds": stats.seeds, "reached": stats.n, "tokens_mean": stats.mean,
-                "tokens_std": stats.std, "tokens_low": tokens_ci and tokens_ci[0], "tokens_high": tokens_ci and tokens_ci[1],
+                "tokens_std": stats.std, "tokens_low": tokens_ci and tokens_ci[0],
+                "tokens_high": tokens_ci and tokens_ci[1],
                 "vs_baseline": efficiency_ratio(baseline.mean, stats.mean),
                 "vs_low": ratio_ci and ratio_ci[0], "vs_high": ratio_ci and ratio_ci[1],
             })

@@ -1,5 +1,5 @@
-"""Evaluation of a run (scored by matcher/eval): the in-training eval (the embedded task on the run's eval set, logged as
-eval_loss / eval_accuracy / eval_bpb) and `matcher eval`, which scores the run's saved model checkpoints
+"""Evaluation of a run (scored by matcher/eval): the in-training eval (the embedded task on the run's eval
+set, logged as eval_loss / eval_accuracy / eval_bpb) and `matcher eval`, which scores the run's saved model checkpoints
 on any tasks and stores the results in the run folder (evals.jsonl, one line per task, step and depth;
 a later line for the same key replaces an earlier one)."""
 

@@ -23,6 +23,7 @@ from lm_eval.api.registry import register_model
 
 from matcher.eval import engine
 
+
 @register_model("matcher")
 class MatcherLM(LM):
     def __init__(self, run_dir=None, step=None, depth=None, device=None, batch_size=engine.EVAL_BATCH, *,
