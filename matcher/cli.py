@@ -171,7 +171,8 @@ def data_encode(
 def compare(
     results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep), or a "
                                                     "ladder manifest (matcher plan --ladder).")],
-    targets: Annotated[str | None, typer.Option(help="Target accuracies, e.g. 0.2,0.4 or 20%,40% (default: "
+    targets: Annotated[str | None, typer.Option(help="Target accuracies, e.g. 0.2,0.4 or 20%,40%, or levels of "
+                                                     "a metric: bpb:1.2, loss:2.0, gsm8k-test.strict:0.3 (default: "
                                                      "25/50/75% of the baseline's best accuracy).")] = None,
     format: Annotated[str | None, typer.Option("--format", help="table | markdown | csv.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the tables to this file instead of stdout.")] = None,
@@ -184,6 +185,25 @@ def compare(
     from matcher.commands.compare import compare_command
 
     compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, force=force)
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run's folder, results/<sweep>/<run> (or a sweep's: every run).")],
+    task: Annotated[list[str] | None, typer.Option(
+        "--task", help="NAME[=FILE][,key=value...]: gsm8k=FILE, math=FILE, mc=FILE, bpb=FILE, embedded (the "
+        "run's eval set; embedded,n=1000 for more problems), latent. Repeatable; default: embedded.")] = None,
+    step: Annotated[int | None, typer.Option(help="Score the checkpoint of this step (default: the last).")] = None,
+    all_steps: Annotated[bool, typer.Option("--all-steps", help="Score every saved checkpoint.")] = False,
+    depth: Annotated[str | None, typer.Option(help="Test-time depths for dr/dr_da, e.g. 8,16,32 (default: "
+                                                   "the trained depth).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
+) -> None:
+    """Score a run's saved model checkpoints on benchmark tasks; results go to the run's evals.jsonl."""
+    from matcher.commands.eval import eval_command
+
+    eval_command(run_dir, task or [], step=step, all_steps=all_steps, depth=depth, as_json=as_json, device=device)
 
 
 def _quiet_exit_on_sigint() -> None:

@@ -392,6 +392,8 @@ class TrainConfig:
     eval_examples: int = 64  # problems scored at each checkpoint
     eval_tokens: list[int] = field(default_factory=list)  # token checkpoints; empty: log-spaced
     n_evals: int = 8  # number of log-spaced checkpoints when eval_tokens is empty
+    # model checkpoints (safetensors, one per eval point, for `matcher eval`) kept: 0 all, N the newest N
+    keep_checkpoints: int = 0
     dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
     compile: bool = False  # torch.compile the model
     recompute: str = "none"  # activation recomputation: none | full
@@ -405,6 +407,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         _check_at_most(self, MAX_SIZE, ("batch_size", "seq_len", "eval_examples", "n_evals", "data_steps"))
         _check_at_most(self, 1 << 60, ("total_tokens",))
+        if self.keep_checkpoints < 0:
+            raise ConfigError(f"keep_checkpoints must be >= 0 (0 keeps every eval point's), "
+                              f"got {self.keep_checkpoints}")
         if self.micro_batch_size < 0 or self.micro_batch_size > self.batch_size:
             raise ConfigError(f"micro_batch_size must be between 0 (no accumulation) and batch_size "
                               f"{self.batch_size}, got {self.micro_batch_size}")

@@ -9,12 +9,16 @@ class KVCache:
     """Keys and values of every applied layer for a batch of sequences, filled left to right."""
 
     def __init__(self, n_applied_layers: int, batch_size: int, n_kv_heads: int, max_len: int, head_dim: int,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 pad_left: torch.Tensor | None = None):
         shape = (n_applied_layers, batch_size, n_kv_heads, max_len, head_dim)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, nkv, max_len, hs)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.pos = 0  # tokens already written; the next chunk starts here
+        # (B,) padding tokens before each row's prompt (left padding: prompts of different lengths in one
+        # batch); positions count from each row's first real token and padding is never attended to
+        self.pad_left = pad_left
 
     def slot(self, layer: int) -> "LayerKV":
         return LayerKV(self, layer)

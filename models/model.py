@@ -57,8 +57,13 @@ class Model(nn.Module):
         given. With a cache, idx continues the cached sequences at cache.pos and the cache advances."""
         B, T = idx.shape
         start = 0 if cache is None else cache.pos
-        rope = rotary_cos_sin(torch.arange(start, start + T, device=idx.device), self.cfg.head_dim,
-                              self.cfg.rope_theta)  # (T, hs/2) each
+        positions = torch.arange(start, start + T, device=idx.device)
+        if cache is not None and cache.pad_left is not None:  # left-padded rows count from their first token
+            positions = (positions[None] - cache.pad_left[:, None]).clamp(min=0)  # (B, T)
+            cos, sin = rotary_cos_sin(positions.flatten(), self.cfg.head_dim, self.cfg.rope_theta)
+            rope = cos.view(B, T, -1), sin.view(B, T, -1)  # (B, T, hs/2) each
+        else:
+            rope = rotary_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)  # (T, hs/2) each
         h = self.tok_emb(idx)  # (B, T, d)
         for experts in self._experts:
             experts.cast_cache = {}  # expert weights cast for autocast once per forward (see Experts)
@@ -87,18 +92,22 @@ class Model(nn.Module):
         return logits, loss
 
     def new_cache(self, batch_size: int, max_len: int, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> KVCache:
-        """An empty sequence-attention KV cache with one slot per applied layer (depth slots, also for dr)."""
+                  dtype: torch.dtype | None = None, pad_left: torch.Tensor | None = None) -> KVCache:
+        """An empty sequence-attention KV cache with one slot per applied layer (depth slots, also for dr).
+        `pad_left` (B,): padding tokens at the start of each row (prompts of different lengths)."""
+        device = device if device is not None else self.tok_emb.weight.device
         return KVCache(self.cfg.depth, batch_size, self.cfg.n_kv_heads, max_len, self.cfg.head_dim,
-                       device=device if device is not None else self.tok_emb.weight.device,
-                       dtype=dtype if dtype is not None else self.tok_emb.weight.dtype)
+                       device=device, dtype=dtype if dtype is not None else self.tok_emb.weight.dtype,
+                       pad_left=None if pad_left is None else pad_left.to(device))
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, stop_token: int | None = None) -> torch.Tensor:
-        """Greedy continuation of equal-length prompts idx (B, T) -> (B, T + n), n <= max_new_tokens:
-        stops early once every sequence has produced `stop_token`."""
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, stop_token: int | None = None,
+                 pad_left: torch.Tensor | None = None) -> torch.Tensor:
+        """Greedy continuation of prompts idx (B, T) -> (B, T + n), n <= max_new_tokens: stops early once
+        every sequence has produced `stop_token`. Prompts of different lengths are left-padded, with
+        `pad_left` (B,) the padding tokens of each row."""
         B, T = idx.shape
-        cache = self.new_cache(B, T + max_new_tokens)
+        cache = self.new_cache(B, T + max_new_tokens, pad_left=pad_left)
         logits = self(idx, cache=cache)
         out = idx
         for step in range(max_new_tokens):

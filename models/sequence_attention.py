@@ -28,7 +28,9 @@ class SequenceAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                 kv_cache: LayerKV | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        cos, sin = rope  # (T, hs/2) for the positions of this chunk
+        cos, sin = rope  # (T, hs/2) for the positions of this chunk, or (B, T, hs/2) for left-padded rows
+        if cos.dim() == 3:
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs/2): one position per row and token
         q, k = self.wq(x), self.wk(x)  # (B, T, nh*hs), (B, T, nkv*hs)
         if self.qk_norm == "full":
             q, k = self.q_norm(q), self.k_norm(k)
@@ -45,7 +47,9 @@ class SequenceAttention(nn.Module):
             start = kv_cache.pos
             k, v = kv_cache.update(k, v)  # (B, nkv, start+T, hs)
             k, v = k.type_as(q), v.type_as(q)
-            if start > 0:
+            if kv_cache.cache.pad_left is not None:
+                causal, mask = False, _padded_causal_mask(kv_cache.cache.pad_left, start, T)
+            elif start > 0:
                 # SDPA's is_causal aligns the mask top-left; after cached tokens it must align bottom-right
                 causal = False
                 if T > 1:
@@ -55,3 +59,12 @@ class SequenceAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, nh*hs)
         return self.wo(y)
+
+
+def _padded_causal_mask(pad_left: torch.Tensor, start: int, T: int) -> torch.Tensor:
+    """(B, 1, T, start+T) bool: query i sees keys j <= i that are not padding. A padding query sees only
+    itself, so its (unused) row of the softmax is never empty."""
+    query_pos = torch.arange(start, start + T, device=pad_left.device)[:, None]  # (T, 1)
+    key_pos = torch.arange(start + T, device=pad_left.device)[None, :]  # (1, S)
+    real_key = key_pos[None] >= pad_left[:, None, None]  # (B, 1, S)
+    return (((key_pos <= query_pos)[None] & real_key) | (key_pos == query_pos)[None])[:, None]

@@ -9,7 +9,7 @@ def test_demo_plans_trains_and_compares(tmp_path, capsys):
     args = ["demo", "--scale", "smoke", "--sweeps", str(tmp_path / "sweeps"), "--results", str(tmp_path / "results")]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "Tokens to reach target accuracy" in printed and "Matched costs" in printed
+    assert "Tokens to reach target" in printed and "Matched costs" in printed and "95% low" in printed
     sweep_dir = tmp_path / "results" / "demo-smoke"
     runs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert runs == ["dr", "dr_da", "la-tiny"]

@@ -316,3 +316,27 @@ def test_biases_start_at_zero_and_norm_biases_shift_the_output():
     with torch.no_grad():
         norm.bias.fill_(0.5)
     torch.testing.assert_close(norm(x), torch.nn.functional.rms_norm(x, (32,), norm.weight, norm.eps) + 0.5)
+
+
+@pytest.mark.parametrize("case", ["la-moe", "dr_da-moe", "dr-dense-gelu"])
+def test_left_padded_prompts_decode_as_each_prompt_alone(case):
+    """Prompts of different lengths in one batch (left padding with pad_left) give each row the logits it
+    gets alone: padding is never attended to and positions count from each row's first token."""
+    torch.manual_seed(2)
+    model = Model(tiny(**DECODE_CASES[case])).eval()
+    prompts = [torch.randint(0, 128, (n,)) for n in (3, 7, 5)]
+    width = max(len(p) for p in prompts)
+    pad_left = torch.tensor([width - len(p) for p in prompts])
+    batch = torch.stack([F.pad(p, (width - len(p), 0), value=0) for p in prompts])
+    with torch.no_grad():
+        cache = model.new_cache(3, width + 2, pad_left=pad_left)
+        first = model(batch, cache=cache)[:, -1]
+        nxt = first.argmax(-1, keepdim=True)
+        second = model(nxt, cache=cache)[:, -1]
+        for row, prompt in enumerate(prompts):
+            alone = model(torch.cat((prompt, nxt[row]))[None])  # (1, n+1, vocab)
+            torch.testing.assert_close(first[row], alone[0, -2], atol=1e-5, rtol=0)
+            torch.testing.assert_close(second[row], alone[0, -1], atol=1e-5, rtol=0)
+    out = model.generate(batch, 4, pad_left=pad_left)
+    for row, prompt in enumerate(prompts):
+        assert torch.equal(out[row, width:], model.generate(prompt[None], 4)[0, len(prompt):])

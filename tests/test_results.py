@@ -7,6 +7,7 @@ checking the numbers by hand; test_fixture_numbers_by_hand repeats that check in
 """
 
 import io
+import json
 import math
 import re
 import shutil
@@ -19,8 +20,16 @@ from rich.console import Console
 
 from matcher.commands.compare import compare_command
 from matcher.errors import MatcherError, ResultsError
-from matcher.report.comparison import baseline_targets, checkpoint_rows, reach_table
-from matcher.report.efficiency import default_targets, efficiency_ratio, parse_targets, spread, tokens_to_reach
+from matcher.eval.intervals import binomial_interval
+from matcher.report.comparison import baseline_targets, bench_table, checkpoint_rows, depth_table, reach_table
+from matcher.report.efficiency import (
+    default_targets,
+    efficiency_ratio,
+    parse_metric_targets,
+    parse_targets,
+    spread,
+    tokens_to_reach,
+)
 from matcher.report.results import load_results, with_baseline
 
 HERE = Path(__file__).parent
@@ -184,7 +193,7 @@ def test_terminal_tables_and_given_targets():
     compare_command(FIXTURE, targets="50%", console=out, err_console=err)
     text = out.file.getvalue()
     assert "Targets: 0.5 (given)." in text
-    assert "Tokens to reach target accuracy" in text and "Matched costs" in text
+    assert "Tokens to reach target" in text and "Matched costs" in text
     # 0.5, dr-tiny: s0 exactly at 32768; s1 from 0.35 (65536) to 0.65 (131072), half way: 65536 sqrt(2).
     # Mean 62725. Baseline: 0.3 (32768) to 0.6 (65536), 2/3 of the way: 32768 * 2^(2/3) = 52016.
     dr_line = next(line for line in text.splitlines() if "dr-tiny" in line and "62.7k" in line)
@@ -325,9 +334,9 @@ def test_another_group_as_the_baseline(capsys):
     assert "Baseline: dr-tiny (chosen with --baseline)." in text
     assert "read group 'DR_tiny' as 'dr-tiny'" in capsys.readouterr().err.replace("\n", "")
     # 0.2: la-tiny at 16384 sqrt(2) tokens, dr-tiny at 16384 (both seeds): la needs 1/sqrt(2) = 0.71x
-    la_line = next(line for line in text.splitlines() if line.startswith("│    0.2 │ la-tiny"))
+    la_line = next(line for line in text.splitlines() if re.match(r"│ acc\s+│\s+0\.2 │ la-tiny", line))
     assert "0.71x" in la_line
-    dr_line = next(line for line in text.splitlines() if line.startswith("│    0.2 │ dr-tiny "))
+    dr_line = next(line for line in text.splitlines() if re.match(r"│ acc\s+│\s+0\.2 │ dr-tiny ", line))
     assert "1.00x" in dr_line
     results = with_baseline(load_results(FIXTURE), "dr-tiny-s1")  # a run names its group
     assert results.baseline == "dr-tiny"
@@ -435,3 +444,51 @@ def test_a_ladder_without_results_says_what_to_run(tmp_path):
     result = ladder_compare(manifest, "0.3", None, console=out, err_console=err)
     assert {p.rung for p in result["points"]} == {"la-a", "la-b"}
     assert "la-c: no results at" in err.file.getvalue() and "matcher run" in err.file.getvalue()
+
+
+def test_loss_targets_and_bootstrap_intervals_over_seeds():
+    results = load_results(FIXTURE)
+    rows = {r["group"]: r for r in reach_table(results, parse_metric_targets("loss:3.0")).rows}
+    k = 16384
+    assert rows["la-tiny"]["metric"] == "loss" and rows["la-tiny"]["tokens_mean"] == pytest.approx(2 * k)  # exact
+    dr = rows["dr-tiny"]
+    s0 = k * 2 ** (4 / 7)  # 3.4 -> 2.7 between 16384 and 32768
+    assert dr["reached"] == 2 and dr["tokens_low"] <= dr["tokens_mean"] <= dr["tokens_high"]
+    assert min(s0, dr["tokens_low"]) == pytest.approx(s0, rel=0.01)  # one seed alone is the lowest draw
+    # one seed, no per-problem outcomes: nothing to resample, the interval is the point
+    assert rows["la-tiny"]["tokens_low"] == rows["la-tiny"]["tokens_high"] == pytest.approx(2 * k)
+    assert dr["vs_low"] <= dr["vs_baseline"] <= dr["vs_high"]
+
+
+def test_benchmark_rows_tables_and_targets(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+
+    def row(task, metric, tokens, depth, score, n=8, trained=4):
+        outcome = "1" * round(score * n) + "0" * (n - round(score * n))
+        return json.dumps({"event": "bench", "task": task, "step": tokens // 1024, "tokens": tokens, "depth": depth,
+                           "trained_depth": trained, "n": n, "scores": {metric: score},
+                           "intervals": {metric: [score / 2, (1 + score) / 2]}, "outcomes": {metric: outcome}}) + "\n"
+
+    (sweep / "la-tiny-s0" / "evals.jsonl").write_text(
+        row("gsm8k-test", "strict", 32768, 4, 0.25) + row("gsm8k-test", "strict", 65536, 4, 0.75))
+    (sweep / "dr-tiny-s0" / "evals.jsonl").write_text(
+        row("gsm8k-test", "strict", 32768, 4, 0.5) + row("gsm8k-test", "strict", 65536, 4, 0.875)
+        + row("gsm8k-test", "strict", 65536, 8, 1.0) + "not json\n")
+    results = load_results(sweep)
+    assert any("evals.jsonl:4: not a benchmark row" in w for w in results.warnings)
+    bench = {(r["group"], r["tokens"]): r for r in bench_table(results).rows}
+    assert bench["la-tiny", 65536]["score"] == 0.75 and bench["la-tiny", 65536]["n"] == 8
+    assert bench["la-tiny", 65536]["low"] == pytest.approx(binomial_interval(6, 8)[0])
+    depth = depth_table(results).rows
+    assert [(r["run"], r["depth"], r["score"]) for r in depth] == [("dr-tiny-s0", 4, 0.875), ("dr-tiny-s0", 8, 1.0)]
+    reach = {r["group"]: r for r in reach_table(results, parse_metric_targets("gsm8k-test.strict:0.5")).rows}
+    assert reach["dr-tiny"]["tokens_mean"] == 32768  # exactly at its first point (the other seed has none)
+    la = reach["la-tiny"]
+    assert la["tokens_mean"] == pytest.approx(32768 * 2 ** 0.5)  # 0.25 -> 0.75: half way in log tokens
+    assert la["tokens_low"] < la["tokens_mean"] < la["tokens_high"]  # problems resampled: a real spread
+    out, err = _consoles()
+    compare_command(sweep, targets="bpb:1.2,gsm8k-test.strict:0.5,loss:3", console=out, err_console=err,
+                    plot=tmp_path / "depth.png")
+    assert (tmp_path / "depth.png").stat().st_size > 10_000
+    text = out.file.getvalue()
+    assert "Benchmark scores" in text and "Scores against test-time depth" in text and "bpb:1.2" in text

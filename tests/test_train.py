@@ -83,8 +83,11 @@ def test_tiny_run_learns_and_writes_the_results_format(tmp_path):
     assert trains[-1]["train_loss"] < trains[0]["train_loss"] - 1.0
     for e in evals:
         assert set(e) == {"event", "step", "tokens", "unique_tokens", "train_loss", "eval_loss", "eval_accuracy",
+                          "eval_accuracy_low", "eval_accuracy_high", "eval_bpb", "eval_n", "eval_correct",
                           "tokens_per_s", "mfu", "peak_memory_bytes", "expert_load", "expert_gini",
                           "elapsed_s"}
+        assert e["eval_n"] == 3 and len(e["eval_correct"]) == 3
+        assert e["eval_accuracy_low"] <= e["eval_accuracy"] <= e["eval_accuracy_high"]
         assert e["tokens"] == e["step"] * 16 * 64 and 0 <= e["eval_accuracy"] <= 1
         assert e["unique_tokens"] == e["tokens"]  # generated data never repeats
         assert e["mfu"] is None and e["peak_memory_bytes"] is None  # CPU
@@ -105,6 +108,8 @@ def test_tiny_run_learns_and_writes_the_results_format(tmp_path):
     assert env["device"] == "cpu" and env["dtype"] == "fp32" and env["world_size"] == 1
     assert str(tmp_path) not in run_dir.env_json.read_text()
     assert run_dir.checkpoint.is_file()
+    assert sorted(p.name for p in run_dir.checkpoint.parent.glob("*.safetensors")) == [
+        "step-00000001.safetensors", "step-00000008.safetensors", "step-00000060.safetensors"]
 
 
 def _crash_after(n_evals: int):

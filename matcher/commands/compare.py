@@ -30,7 +30,8 @@ def compare_command(
     console=None,
     err_console=None,
 ) -> None:
-    """`targets`: accuracies as text ("0.3,0.5" or "30%,50%"); None: from the baseline's curve.
+    """`targets`: accuracies as text ("0.3,0.5" or "30%,50%"), or metric levels ("bpb:1.2", "loss:2.0",
+    "gsm8k-test.strict:0.3"); None: from the baseline's accuracy curve.
     `fmt`: table (rich, the default on a terminal), markdown or csv; None with `out`: from its suffix
     (.csv: csv, anything else: markdown). `out`: a file instead of stdout. `plot`: a figure file.
     `baseline`: the group (or a run of it) the others are compared with (default: the sweep's target).
@@ -46,7 +47,7 @@ def compare_command(
         return ladder_compare(Path(results_dir), targets, plot, force=force, console=console,
                               err_console=err_console)
     from matcher.report.comparison import baseline_targets, build_report
-    from matcher.report.efficiency import parse_targets
+    from matcher.report.efficiency import parse_metric_targets
     from matcher.report.render import print_rich, to_csv, to_markdown
     from matcher.report.results import load_results
 
@@ -75,7 +76,7 @@ def compare_command(
                                    "0.01 or more yet, so there are no default targets; give --targets",
                                    style="yellow"), soft_wrap=True)
     else:
-        chosen = parse_targets(targets)
+        chosen = parse_metric_targets(targets)
     report = build_report(results, chosen, targets_given=targets is not None)
 
     if fmt == "table" and out is None:

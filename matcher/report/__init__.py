@@ -1,2 +1,3 @@
 """Results of a trained sweep: reading run folders, data-efficiency comparison, tables and plots.
-Imports run/ (the run-folder readers), plan/ (sweep roles and predicted costs) and the top level."""
+Imports run/ (the run-folder readers), eval/ (intervals), plan/ (sweep roles and predicted costs) and the
+top level."""

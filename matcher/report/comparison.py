@@ -1,8 +1,10 @@
 """What `matcher compare` reports, as tables of raw values (matcher/report/render.py writes them):
 
 - Runs: each run's state, so a run still going or crashed is read as such.
-- Tokens to reach each target accuracy, per group (seeds aggregated), and the ratio to the baseline.
-- Accuracy and loss at each token checkpoint, per group (mean and spread over seeds).
+- Tokens to reach each target (an accuracy, or a loss / bpb / benchmark score level), per group (seeds
+  aggregated), and the ratio to the baseline, each with a 95% bootstrap interval over problems and seeds.
+- Accuracy (with its Wilson interval), loss and bpb at each token checkpoint, per group.
+- Benchmark scores `matcher eval` stored, with intervals, and scores against test-time depth.
 - The matched costs of each group (predicted when the sweep was planned), with ratios to the
   baseline, so a reader sees that the comparison is fair.
 
@@ -17,8 +19,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from matcher.report.efficiency import Spread, default_targets, efficiency_ratio, spread, tokens_to_reach
+from matcher.report.efficiency import (
+    LOSS_METRICS,
+    Spread,
+    Target,
+    default_targets,
+    efficiency_ratio,
+    spread,
+    tokens_to_reach_target,
+)
 from matcher.report.results import Results
+
+BOOTSTRAP_SAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -52,18 +64,24 @@ def baseline_targets(results: Results) -> list[float]:
     return default_targets(curve)
 
 
-def build_report(results: Results, targets: list[float], targets_given: bool) -> Report:
+def build_report(results: Results, targets: list[float | Target], targets_given: bool) -> Report:
+    targets = [t if isinstance(t, Target) else Target("acc", t) for t in targets]
     baseline = results.baseline
     sweep = ", ".join(sorted(set(results.runs["sweep"]) - {""})) or results.path.name
     summary = [
         f"Baseline: {baseline} ({'chosen with --baseline' if results.chosen_baseline else 'role: target'}). "
         f"{len(results.runs)} runs in {len(results.groups)} groups.",
-        "Targets: " + (", ".join(f"{t:g}" for t in targets) if targets else "none")
+        "Targets: " + (", ".join(str(t) for t in targets) if targets else "none")
         + (" (given)." if targets_given else
            " (25%, 50% and 75% of the baseline's best mean accuracy, rounded to 2 decimals)."),
     ]
-    tables = [runs_table(results), reach_table(results, targets), checkpoint_table(results),
-              costs_table(results)]
+    tables = [runs_table(results), reach_table(results, targets), checkpoint_table(results)]
+    if results.bench is not None and len(results.bench):
+        tables.append(bench_table(results))
+        depth = depth_table(results)
+        if depth.rows:
+            tables.append(depth)
+    tables.append(costs_table(results))
     return Report(f"matcher compare: {sweep}", summary, tables)
 
 
@@ -89,42 +107,126 @@ def runs_table(results: Results) -> Table:
     return Table("Runs", columns, rows, notes)
 
 
-def reach_table(results: Results, targets: list[float]) -> Table:
-    curves = {run: (list(curve["tokens"]), list(curve["eval_accuracy"]))
-              for run, curve in results.evals.groupby("run", sort=False)}
+Curve = tuple[list[float], list[float], "object | None"]  # tokens, values, per-problem outcomes (checkpoints x n)
 
-    def reach(group: str, target: float) -> Spread:
-        no_evals = ([], [])
-        runs = _runs_of(results, group)
-        return spread([tokens_to_reach(*curves.get(run, no_evals), target) for run in runs])
 
+def run_curves(results: Results, metric: str) -> dict[str, Curve]:
+    """Each run's curve of `metric` (acc, loss, bpb, train_loss, or TASK.METRIC of a benchmark scored at
+    the trained depth), with the per-problem outcomes where every point has them (accuracies)."""
+    import numpy as np
+
+    curves = {}
+    if metric == "acc" or metric in LOSS_METRICS:
+        column = "eval_accuracy" if metric == "acc" else LOSS_METRICS[metric]
+        for run, curve in results.evals.groupby("run", sort=False):
+            curve = curve[~curve[column].isna()]
+            tokens, values = list(curve["tokens"]), list(curve[column])
+            outcomes = None
+            if metric == "acc":
+                strings = [(results.eval_outcomes or {}).get(run, {}).get(t) for t in tokens]
+                outcomes = _outcome_matrix(strings, np)
+            curves[run] = (tokens, values, outcomes)
+        return curves
+    task, _, name = metric.rpartition(".")
+    bench = results.bench if results.bench is not None else None
+    if bench is None or not task:
+        return {}
+    rows = bench[(bench["task"] == task) & (bench["metric"] == name) & (bench["depth"] == bench["trained_depth"])]
+    for run, curve in rows.groupby("run", sort=False):
+        curve = curve.sort_values("tokens")
+        curves[run] = (list(curve["tokens"]), list(curve["score"]), _outcome_matrix(list(curve["outcomes"]), np))
+    return curves
+
+
+def _outcome_matrix(strings: list, np) -> object | None:
+    if not strings or any(not isinstance(s, str) for s in strings) or len({len(s) for s in strings}) != 1:
+        return None
+    return np.array([[c == "1" for c in s] for s in strings], dtype=float)
+
+
+def _group_reach(curves: dict[str, Curve], runs: list[str], target: Target, pick=None) -> float | None:
+    """Mean over `runs` (repeats allowed: a bootstrap resample) of the tokens each needs to reach
+    `target`, the problems resampled by `pick` where a run has per-problem outcomes of that many."""
+    reached = []
+    for run in runs:
+        tokens, values, outcomes = curves.get(run, ([], [], None))
+        if pick is not None and outcomes is not None and outcomes.shape[1] == len(pick):
+            values = list(outcomes[:, pick].mean(axis=1))
+        value = tokens_to_reach_target(tokens, values, target) if tokens else None
+        if value is not None:
+            reached.append(value)
+    return sum(reached) / len(reached) if reached else None
+
+
+def reach_intervals(curves: dict[str, Curve], group_runs: list[str], baseline_runs: list[str], target: Target,
+                    samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple:
+    """95% percentile bootstrap intervals of the group's tokens to reach `target` and of baseline / group:
+    seeds resampled within each group, problems resampled once per draw for both groups (they score the
+    same problems, so the ratio's interval is paired over problems)."""
+    import numpy as np
+
+    from matcher.eval.intervals import percentile_interval
+
+    widths = [c[2].shape[1] for c in curves.values() if c[2] is not None]
+    n_problems = max(set(widths), key=widths.count) if widths else 0
+    rng = np.random.default_rng(seed)
+    tokens, ratios = [], []
+    for _ in range(samples):
+        pick = rng.integers(n_problems, size=n_problems) if n_problems else None
+        group = _group_reach(curves, list(rng.choice(group_runs, len(group_runs))), target, pick)
+        base = _group_reach(curves, list(rng.choice(baseline_runs, len(baseline_runs))), target, pick)
+        tokens.append(group)
+        ratios.append(efficiency_ratio(base, group))
+    return percentile_interval(tokens), percentile_interval(ratios)
+
+
+def reach_table(results: Results, targets: list[float | Target]) -> Table:
+    targets = [t if isinstance(t, Target) else Target("acc", t) for t in targets]
     variants, states = group_variants(results), group_states(results)
     rows = []
     for target in targets:
-        baseline = reach(results.baseline, target)
+        curves = run_curves(results, target.metric)
+
+        def reach(group: str, curves=curves, target=target) -> Spread:
+            return spread([_group_reach(curves, [run], target) for run in _runs_of(results, group)])
+
+        baseline = reach(results.baseline)
+        baseline_runs = _runs_of(results, results.baseline)
         for group in results.groups:
-            stats = reach(group, target)
+            stats = reach(group)
+            tokens_ci, ratio_ci = (reach_intervals(curves, _runs_of(results, group), baseline_runs, target)
+                                   if stats.n else (None, None))
             rows.append({
-                "target": target, "group": group, "variant": variants[group], "state": states[group],
+                "metric": target.metric, "target": target.value, "group": group, "variant": variants[group],
+                "state": states[group],
                 "seeds": stats.seeds, "reached": stats.n, "tokens_mean": stats.mean,
-                "tokens_std": stats.std, "vs_baseline": efficiency_ratio(baseline.mean, stats.mean),
+                "tokens_std": stats.std, "tokens_low": tokens_ci and tokens_ci[0],
+                "tokens_high": tokens_ci and tokens_ci[1],
+                "vs_baseline": efficiency_ratio(baseline.mean, stats.mean),
+                "vs_low": ratio_ci and ratio_ci[0], "vs_high": ratio_ci and ratio_ci[1],
             })
     columns = [
-        Column("target", "target", "target"), Column("group", "group", "text"),
+        Column("metric", "metric", "text"), Column("target", "target", "target"), Column("group", "group", "text"),
         Column("variant", "variant", "text"), Column("state", "state", "text"),
         Column("seeds", "seeds", "int"), Column("reached", "reached", "int"),
         Column("tokens_mean", "tokens", "tokens", missing="not reached"), Column("tokens_std", "±", "tokens"),
+        Column("tokens_low", "95% low", "tokens"), Column("tokens_high", "95% high", "tokens"),
         Column("vs_baseline", "vs baseline", "ratio"),
+        Column("vs_low", "95% low", "ratio"), Column("vs_high", "95% high", "ratio"),
     ]
     notes = [
-        "tokens: where accuracy first reaches the target, interpolated linearly in log(tokens) between the "
-        "two checkpoints around it; mean over the seeds that reached it, ± sample std.",
+        "tokens: where the curve first reaches the target (an accuracy: at or above; loss, bpb: at or below), "
+        "interpolated linearly in log(tokens) between the two checkpoints around it; mean over the seeds "
+        "that reached it, ± sample std.",
         "vs baseline = baseline tokens / group tokens: above 1x the group needs fewer tokens than the "
         "baseline.",
+        f"95% low/high: percentile bootstrap ({BOOTSTRAP_SAMPLES} draws) over seeds and, where the per-problem "
+        "outcomes were logged, over problems (the same draw for both groups of a ratio); - where most draws "
+        "do not reach the target.",
     ]
     if not targets:
         notes.append("No targets: the baseline has no eval with accuracy 0.01 or more yet; give --targets.")
-    return Table("Tokens to reach target accuracy", columns, rows, notes)
+    return Table("Tokens to reach target", columns, rows, notes)
 
 
 def checkpoint_rows(results: Results) -> list[dict[str, Any]]:
@@ -134,10 +236,12 @@ def checkpoint_rows(results: Results) -> list[dict[str, Any]]:
         evals = results.evals[results.evals["group"] == group]
         for tokens, at in evals.groupby("tokens", sort=True):
             accuracy = spread(list(at["eval_accuracy"]))
+            interval = _pooled_interval(list(at["eval_accuracy"]), list(at["eval_n"]))
             rows.append({
                 "group": group, "tokens": tokens, "seeds": accuracy.n, "eval_accuracy_mean": accuracy.mean,
-                "eval_accuracy_std": accuracy.std, "eval_loss_mean": _mean(at["eval_loss"]),
-                "train_loss_mean": _mean(at["train_loss"]),
+                "eval_accuracy_std": accuracy.std, "eval_accuracy_low": interval and interval[0],
+                "eval_accuracy_high": interval and interval[1], "eval_loss_mean": _mean(at["eval_loss"]),
+                "eval_bpb_mean": _mean(at["eval_bpb"]), "train_loss_mean": _mean(at["train_loss"]),
             })
     return rows
 
@@ -147,10 +251,70 @@ def checkpoint_table(results: Results) -> Table:
         Column("group", "group", "text"), Column("tokens", "tokens", "tokens"),
         Column("seeds", "seeds", "int"),
         Column("eval_accuracy_mean", "accuracy", "accuracy"), Column("eval_accuracy_std", "±", "accuracy"),
-        Column("eval_loss_mean", "eval loss", "loss"), Column("train_loss_mean", "train loss", "loss"),
+        Column("eval_accuracy_low", "95% low", "accuracy"), Column("eval_accuracy_high", "95% high", "accuracy"),
+        Column("eval_loss_mean", "eval loss", "loss"), Column("eval_bpb_mean", "bpb", "loss"),
+        Column("train_loss_mean", "train loss", "loss"),
     ]
-    notes = ["Mean over the seeds that have the checkpoint, ± sample std."]
+    notes = ["Mean over the seeds that have the checkpoint, ± sample std. 95% low/high: Wilson interval of "
+             "the accuracy over all the seeds' problems together (eval_n each; - where a line has no eval_n)."]
     return Table("Accuracy and loss at each checkpoint", columns, checkpoint_rows(results), notes)
+
+
+def _pooled_interval(accuracies: list[float], counts: list[float]) -> tuple[float, float] | None:
+    from matcher.eval.intervals import binomial_interval
+
+    if not counts or any(math.isnan(n) for n in counts):
+        return None
+    return binomial_interval(round(sum(a * n for a, n in zip(accuracies, counts))), round(sum(counts)))
+
+
+def bench_table(results: Results) -> Table:
+    """Benchmark scores at the trained depth, per group, task, metric and checkpoint."""
+    bench = results.bench[results.bench["depth"] == results.bench["trained_depth"]]
+    rows = []
+    for group in results.groups:
+        of_group = bench[bench["group"] == group]
+        for (task, metric, tokens), at in of_group.groupby(["task", "metric", "tokens"], sort=True):
+            scores = spread([None if math.isnan(v) else v for v in at["score"]])
+            if metric in ("acc", "acc_norm", "strict", "flexible"):
+                interval = _pooled_interval(list(at["score"]), list(at["n"]))
+            else:  # bpb, loss: the one seed's bootstrap interval
+                interval = (at["low"].iloc[0], at["high"].iloc[0]) if len(at) == 1 else None
+            rows.append({"group": group, "task": task, "metric": metric, "tokens": tokens, "seeds": scores.n,
+                         "n": int(at["n"].iloc[0]), "score": scores.mean, "std": scores.std,
+                         "low": interval and _value(interval[0]), "high": interval and _value(interval[1])})
+    columns = [Column("group", "group", "text"), Column("task", "task", "text"), Column("metric", "metric", "text"),
+               Column("tokens", "tokens", "tokens"), Column("seeds", "seeds", "int"), Column("n", "n", "int"),
+               Column("score", "score", "accuracy"), Column("std", "±", "accuracy"),
+               Column("low", "95% low", "accuracy"), Column("high", "95% high", "accuracy")]
+    notes = ["From `matcher eval` (each run's evals.jsonl), at the trained depth. Mean over seeds ± std; 95%: "
+             "Wilson over all seeds' problems for accuracies, the bootstrap over problems for bpb and loss "
+             "(one seed)."]
+    return Table("Benchmark scores", columns, rows, notes)
+
+
+def depth_table(results: Results) -> Table:
+    """Scores against test-time depth (dr, dr_da): each run's latest step scored at more than one depth."""
+    rows = []
+    for run, of_run in results.bench.groupby("run", sort=False):
+        for (task, metric), at in of_run.groupby(["task", "metric"], sort=True):
+            depths_at = at.groupby("step")["depth"].nunique()
+            multi = depths_at[depths_at > 1]
+            if multi.empty:
+                continue
+            latest = at[at["step"] == multi.index.max()].sort_values("depth")
+            for row in latest.to_dict("records"):
+                rows.append({"run": run, "task": task, "metric": metric, "tokens": row["tokens"],
+                             "depth": row["depth"], "trained": row["trained_depth"], "n": row["n"],
+                             "score": _value(row["score"]), "low": _value(row["low"]), "high": _value(row["high"])})
+    columns = [Column("run", "run", "text"), Column("task", "task", "text"), Column("metric", "metric", "text"),
+               Column("tokens", "tokens", "tokens"), Column("depth", "depth", "int"),
+               Column("trained", "trained depth", "int"), Column("n", "n", "int"),
+               Column("score", "score", "accuracy"), Column("low", "95% low", "accuracy"),
+               Column("high", "95% high", "accuracy")]
+    notes = ["`matcher eval RUN --depth 8,16,32`: a depth-recurrent checkpoint applied more or fewer times "
+             "than it was trained with."]
+    return Table("Scores against test-time depth", columns, rows, notes)
 
 
 COSTS = (

@@ -108,3 +108,51 @@ def parse_targets(text: str) -> list[float]:
         raise ResultsError("--targets is empty: give accuracies like --targets 0.3,0.5, "
                            "or leave it out for the defaults")
     return sorted(targets)
+
+
+# metrics a target can name besides accuracy; lower is better for every one of these
+LOSS_METRICS = {"loss": "eval_loss", "bpb": "eval_bpb", "train_loss": "train_loss"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A level a curve must reach: `metric` is acc (the in-training accuracy), loss, bpb, train_loss, or a
+    benchmark score TASK.METRIC (e.g. gsm8k-test.strict) that `matcher eval` stored."""
+
+    metric: str
+    value: float
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOSS_METRICS or self.metric.endswith((".bpb", ".loss"))
+
+    def __str__(self) -> str:
+        return f"{self.value:g}" if self.metric == "acc" else f"{self.metric}:{self.value:g}"
+
+
+def parse_metric_targets(text: str) -> list[Target]:
+    """`--targets` with optional metrics: `0.5` and `50%` are accuracies; `bpb:1.2`, `loss:2.0`,
+    `gsm8k-test.strict:0.3` name the metric."""
+    accuracies, others = [], []
+    for item in text.replace(",", " ").split():
+        metric, sep, value = item.rpartition(":")
+        if not sep:
+            accuracies.append(item)
+            continue
+        try:
+            number = float(value.rstrip("%")) / (100 if value.endswith("%") else 1)
+        except ValueError:
+            raise ResultsError(f"target {item!r}: {value!r} is not a number; give e.g. --targets bpb:1.2") from None
+        if metric == "acc":
+            accuracies.append(value)
+        else:
+            others.append(Target(metric, number))
+    targets = [Target("acc", value) for value in parse_targets(",".join(accuracies))] if accuracies else []
+    return targets + sorted(set(others), key=lambda t: (t.metric, -t.value if t.lower_is_better else t.value))
+
+
+def tokens_to_reach_target(tokens: Sequence[float], values: Sequence[float], target: Target) -> float | None:
+    """tokens_to_reach for a target of either direction (a loss reaches its target from above)."""
+    if target.lower_is_better:
+        return tokens_to_reach(tokens, [-v for v in values], -target.value)
+    return tokens_to_reach(tokens, values, target.value)

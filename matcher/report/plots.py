@@ -19,13 +19,14 @@ import math
 from pathlib import Path
 
 from matcher.errors import ResultsError
-from matcher.report.comparison import checkpoint_rows, group_states, group_variants
+from matcher.report.comparison import checkpoint_rows, depth_table, group_states, group_variants
+from matcher.report.efficiency import Target
 from matcher.report.results import Results
 
 HEAT_MAPS_PER_ROW = 4
 
 
-def plot_comparison(results: Results, targets: list[float], path: str | Path) -> Path:
+def plot_comparison(results: Results, targets: list[float | Target], path: str | Path) -> Path:
     """Draw the figure into `path` (.png added when it has no suffix); returns the file written."""
     try:
         from matplotlib import colormaps
@@ -40,9 +41,14 @@ def plot_comparison(results: Results, targets: list[float], path: str | Path) ->
         top, bottom = figure.subfigures(2, 1, height_ratios=[4.5, 2.8 * heat_rows])
     else:
         top = figure
-    accuracy_axes, loss_axes = top.subplots(1, 2)
+    depth_rows = depth_table(results).rows if results.bench is not None and len(results.bench) else []
+    axes = top.subplots(1, 3 if depth_rows else 2)
+    accuracy_axes, loss_axes = axes[0], axes[1]
     colors = {group: colormaps["tab10"](i % 10) for i, group in enumerate(results.groups)}
+    targets = [t if isinstance(t, Target) else Target("acc", t) for t in targets]
     _plot_curves(results, targets, colors, accuracy_axes, loss_axes)
+    if depth_rows:
+        _plot_depths(depth_rows, axes[2])
     if loads:
         _plot_loads(loads, bottom, heat_rows)
     path = Path(path) if Path(path).suffix else Path(path).with_suffix(".png")
@@ -56,7 +62,24 @@ def plot_comparison(results: Results, targets: list[float], path: str | Path) ->
     return path
 
 
-def _plot_curves(results: Results, targets: list[float], colors, accuracy_axes, loss_axes) -> None:
+def _plot_depths(rows: list[dict], axes) -> None:
+    """Score against test-time depth, one line per run and task metric, the trained depth marked."""
+    lines: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        lines.setdefault((row["run"], f"{row['task']}.{row['metric']}"), []).append(row)
+    for (run, metric), points in lines.items():
+        drawn = axes.plot([p["depth"] for p in points], [p["score"] for p in points], marker="o",
+                          label=f"{run} {metric}")
+        trained = [p for p in points if p["depth"] == p["trained"]]
+        if trained:
+            axes.plot([trained[0]["depth"]], [trained[0]["score"]], marker="*", markersize=14,
+                      color=drawn[0].get_color())
+    axes.set(xscale="log", xlabel="test-time depth (star: trained)", ylabel="score",
+             title="Score against test-time depth")
+    axes.legend(fontsize="small")
+
+
+def _plot_curves(results: Results, targets: list[Target], colors, accuracy_axes, loss_axes) -> None:
     checkpoints = [row for row in checkpoint_rows(results) if row["tokens"] > 0]  # log axis: no zero
     variants, states = group_variants(results), group_states(results)
     for group in results.groups:
@@ -82,9 +105,11 @@ def _plot_curves(results: Results, targets: list[float], colors, accuracy_axes, 
         eval_rows = [row for row in rows if row["eval_loss_mean"] is not None]
         loss_axes.plot([row["tokens"] for row in eval_rows], [row["eval_loss_mean"] for row in eval_rows],
                        marker="o", color=colors[group], label=group)
-    for i, target in enumerate(targets):
-        accuracy_axes.axhline(target, linestyle="--", color="gray", linewidth=0.8,
+    for i, target in enumerate(t for t in targets if t.metric == "acc"):
+        accuracy_axes.axhline(target.value, linestyle="--", color="gray", linewidth=0.8,
                               label="targets" if i == 0 else None)
+    for target in (t for t in targets if t.metric in ("loss", "train_loss")):
+        loss_axes.axhline(target.value, linestyle="--", color="gray", linewidth=0.8)
     accuracy_axes.set(xscale="log", xlabel="training tokens", ylabel="eval accuracy",
                       title="Accuracy (seed mean ± std)")
     loss_axes.set(xscale="log", xlabel="training tokens", ylabel="loss",

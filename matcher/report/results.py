@@ -6,6 +6,7 @@ Layout, one folder per run (`results/<sweep>/<run>/`):
                  it trained is refused), model, train, predicted (the matched costs)
   metrics.jsonl  one JSON object per line; "eval" and "train" events are read, other events ignored
   status.json    state (running|finished|failed|interrupted), reason, step, tokens, updated
+  evals.jsonl    benchmark scores `matcher eval` wrote: one row per task, step and depth (`bench`)
 
 Runs that are still going or crashed are loaded for what they have, with their state, so reports
 can mark them; a run without status.json yet is in state "new", one whose status.json cannot be read
@@ -31,7 +32,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 EVAL_REQUIRED = ("step", "tokens", "eval_accuracy")
-EVAL_OPTIONAL = ("train_loss", "eval_loss", "tokens_per_s", "mfu", "peak_memory_bytes", "elapsed_s")
+EVAL_OPTIONAL = ("train_loss", "eval_loss", "eval_bpb", "eval_n", "tokens_per_s", "mfu", "peak_memory_bytes",
+                 "elapsed_s")
+BENCH_COLUMNS = ("run", "group", "seed", "task", "metric", "step", "tokens", "depth", "trained_depth", "n",
+                 "score", "low", "high", "outcomes")
 TRAIN_REQUIRED = ("step", "tokens", "train_loss")
 TRAIN_OPTIONAL = ("lr", "tokens_per_s")
 RUN_COLUMNS = ("run", "group", "seed", "role", "variant", "sweep", "state", "reason", "tokens") + PREDICTED
@@ -46,6 +50,11 @@ class Results:
     expert_load: dict[str, list[list[float]]]  # run -> [applied depth][expert] load share over the
     # training steps before its last eval that logged one (since the eval before it)
     warnings: list[str]
+    # one row per run, task, metric, step and depth that `matcher eval` scored (BENCH_COLUMNS); outcomes:
+    # the per-problem "0101..." string of an accuracy, else None
+    bench: pd.DataFrame | None = None
+    # run -> {tokens: per-problem outcomes "0101..."} of the in-training eval (eval_correct)
+    eval_outcomes: dict[str, dict[float, str]] | None = None
     chosen_baseline: str | None = None  # a group given with `matcher compare --baseline`
 
     @property
@@ -98,7 +107,7 @@ def load_results(path: str | Path) -> Results:
     path, run_dirs = find_run_dirs(Path(path))
     warnings = [f"{d}: metrics but no run.yaml; run skipped" for d in sorted(path.iterdir())
                 if (d / "metrics.jsonl").is_file() and not (d / "run.yaml").is_file()]
-    runs, evals, train, expert_load = [], [], [], {}
+    runs, evals, train, expert_load, bench, outcomes = [], [], [], {}, [], {}
     for run_dir in run_dirs:
         meta = _read_run_yaml(run_dir / "run.yaml", warnings)
         if meta is None:
@@ -111,6 +120,11 @@ def load_results(path: str | Path) -> Results:
         if not run_evals and not run_train and status["state"] not in ("new", "unknown"):
             _warn_no_metrics(run_dir / "metrics.jsonl", status, warnings)
         keys = {"run": meta["run"], "group": meta["group"], "seed": meta["seed"]}
+        outcomes[meta["run"]] = {row["tokens"]: row.pop("eval_correct") for row in run_evals
+                                 if isinstance(row.get("eval_correct"), str)}
+        for row in run_evals:
+            row.pop("eval_correct", None)
+        bench += [{**keys, **row} for row in _read_bench(run_dir / "evals.jsonl", warnings)]
         evals += [{**keys, **row} for row in run_evals]
         train += [{**keys, **row} for row in run_train]
         if load is not None:
@@ -131,7 +145,32 @@ def load_results(path: str | Path) -> Results:
     keys = ["run", "group", "seed"]
     evals = _in_run_order(pd.DataFrame(evals, columns=[*keys, *EVAL_REQUIRED, *EVAL_OPTIONAL]), order)
     train = _in_run_order(pd.DataFrame(train, columns=[*keys, *TRAIN_REQUIRED, *TRAIN_OPTIONAL]), order)
-    return Results(path, runs, evals, train, expert_load, warnings)
+    bench = _in_run_order(pd.DataFrame(bench, columns=list(BENCH_COLUMNS)), order)
+    return Results(path, runs, evals, train, expert_load, warnings, bench, outcomes)
+
+
+def _read_bench(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    """evals.jsonl as one row per metric (later lines of the same task, step and depth win)."""
+    if not path.is_file():
+        return []
+    rows: dict[tuple, dict[str, Any]] = {}
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = json.loads(raw)
+            scores, intervals = line["scores"], line.get("intervals") or {}
+            base = {key: line[key] for key in ("task", "step", "tokens", "depth", "n")}
+            base["trained_depth"] = line.get("trained_depth", line["depth"])
+            assert isinstance(scores, dict) and all(_is_number(base[k]) for k in ("step", "tokens", "depth", "n"))
+        except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
+            warnings.append(f"{path}:{number}: not a benchmark row; skipped")
+            continue
+        for metric, score in scores.items():
+            interval = intervals.get(metric) or (None, None)
+            outcome = (line.get("outcomes") or {}).get(metric)
+            rows[(base["task"], metric, base["step"], base["depth"])] = {
+                **base, "metric": metric, "score": score if _is_number(score) else math.nan,
+                "low": interval[0], "high": interval[1], "outcomes": outcome if isinstance(outcome, str) else None}
+    return sorted(rows.values(), key=lambda r: (r["task"], r["metric"], r["depth"], r["tokens"]))
 
 
 def _check_against_sweep_files(path: Path, run_dirs: list[Path], warnings: list[str]) -> None:
@@ -257,6 +296,8 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dic
             continue
         if line.get("event") == "eval":
             row, problem = _fields(line, EVAL_REQUIRED, EVAL_OPTIONAL)
+            if problem is None and isinstance(line.get("eval_correct"), str):
+                row["eval_correct"] = line["eval_correct"]
             if problem is None and not 0 <= row["eval_accuracy"] <= 1:
                 problem = f"eval_accuracy must be between 0 and 1, got {row['eval_accuracy']!r}"
             load = line.get("expert_load")

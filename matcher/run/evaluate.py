@@ -1,87 +1,139 @@
-"""Evaluation at a checkpoint: the answer loss (teacher forced) and the exact-match accuracy of greedy
-answers decoded through the KV cache.
-
-- eval_loss: mean cross-entropy (nats per token) of the answer tokens (" <answer>" and EOS) given
-  `BOS Q: <question> A:`; prompt tokens are not scored.
-- eval_accuracy: share of problems whose generated final number (after the last `####`) equals the
-  reference one.
-
-Sequences longer than the training context are cut from the left (the question's start goes first),
-so the model never decodes past positions it was trained on.
-"""
+"""Evaluation of a run (scored by matcher/eval): the in-training eval (the embedded task on the run's eval
+set, logged as eval_loss / eval_accuracy / eval_bpb) and `matcher eval`, which scores the run's saved model checkpoints
+on any tasks and stores the results in the run folder (evals.jsonl, one line per task, step and depth;
+a later line for the same key replaces an earlier one)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
+import json
+from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from matcher.data.problems import Problem, final_number, prompt_text
-from matcher.data.tokenizer import CHAR, Tokenizer
-from matcher.models import IGNORE_INDEX
-
-ANSWER_SLACK_TOKENS = 8  # generated beyond the reference answer's length: room for a longer wrong answer
-EVAL_BATCH = 32
+from matcher.config import TrainConfig
+from matcher.errors import RunError
+from matcher.eval.score import score_task
+from matcher.eval.tasks import Task, embedded_task, int_option, load_task, parse_task
 
 
-def _loss_rows(problems: list[Problem], seq_len: int, tokenizer: Tokenizer) -> list[tuple[list[int], list[int]]]:
+def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
+    """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples)."""
+    return embedded_task(problems, steps=cfg.data_steps,
+                         source="generated" if cfg.eval_data == "math" else cfg.eval_data)
+
+
+def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.device,
+                     autocast: contextlib.AbstractContextManager) -> dict[str, Any]:
+    """The eval line's scores. Collective under torch.distributed."""
+    from matcher.data.tokenizer import tokenizer_for
+
+    result = score_task(model, run_eval_task(problems, cfg), tokenizer_for(cfg), seq_len=cfg.seq_len,
+                        device=device, autocast=autocast)
+    low_high = result["intervals"]["acc"] or (None, None)
+    return {"eval_loss": result["scores"]["loss"], "eval_accuracy": result["scores"]["acc"],
+            "eval_accuracy_low": low_high[0], "eval_accuracy_high": low_high[1],
+            "eval_bpb": result["scores"]["bpb"], "eval_n": result["n"], "eval_correct": result["outcomes"]["acc"]}
+
+
+def _resolve_task(text: str, cfg: TrainConfig) -> Task:
+    """`embedded` with neither a file nor n: the run's own eval set, so the scores equal the logged ones."""
+    name, file, options = parse_task(text)
+    if name == "embedded" and file is None and not {"n", "steps"} & set(options):
+        task = run_eval_task(_run_eval_problems(cfg), cfg)
+        limit = int_option(options, "limit", 0, text)
+        if limit:
+            task = Task(task.spec, task.items[:limit], task.source, options, task.max_new_tokens)
+        return task
+    return load_task(text, data_steps=cfg.data_steps)
+
+
+def _run_eval_problems(cfg: TrainConfig) -> list:
+    """The problems the trainer evaluates on (as matcher.data.streams.open_training_data reads them)."""
+    from matcher.data import math_task, problems
+
+    if cfg.eval_data == "math":
+        return math_task.eval_problems(cfg.data_steps, cfg.eval_examples)
+    return problems.load_jsonl(cfg.eval_data)[:cfg.eval_examples]
+
+
+def choose_steps(available: list[int], step: int | None, all_steps: bool, where: Path) -> list[int]:
+    if not available:
+        raise RunError(f"{where}: no model checkpoints (checkpoints/step-*.safetensors); they are written at "
+                       "every eval point of a run trained by this matcher version: train the run first")
+    if all_steps:
+        return available
+    if step is None:
+        return [available[-1]]
+    if step not in available:
+        shown = ", ".join(str(s) for s in available[:12]) + (", ..." if len(available) > 12 else "")
+        raise RunError(f"{where}: no model checkpoint at step {step}; saved steps: {shown}")
+    return [step]
+
+
+def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = None, all_steps: bool = False,
+                 depths: list[int] | None = None, device: str | None = None,
+                 on_row=None) -> list[dict[str, Any]]:
+    """Score the run's saved checkpoints on `tasks` (`--task` strings) at `depths` (default: the
+    trained one); the rows are appended to the run's evals.jsonl and returned."""
+    from matcher.data.tokenizer import tokenizer_for
+    from matcher.run.rundir import RunDir
+    from matcher.run.snapshots import list_snapshots, load_snapshot
+
+    run = RunDir(run_path)
+    info, model_cfg, cfg = run.read_run_info()
+    if not tasks:
+        tasks = ["embedded"]
+    loaded = [(text, _resolve_task(text, cfg)) for text in tasks]
+    tokenizer = tokenizer_for(cfg)
+    snapshots = dict(list_snapshots(run.path))
+    steps = choose_steps(sorted(snapshots), step, all_steps, run.path)
+    depths = depths or [model_cfg.depth]
+    if model_cfg.variant == "la" and depths != [model_cfg.depth]:
+        raise RunError(f"--depth: {info['run']} is la ({model_cfg.depth} distinct layers), so it runs at its "
+                       "trained depth only; test-time depth is for dr and dr_da runs")
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = cfg.dtype if cfg.dtype != "auto" else "bf16" if target.type == "cuda" else "fp32"
+    autocast = torch.autocast(target.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
     rows = []
-    for problem in problems:
-        # prompt and answer encoded apart, as `matcher data encode` writes question/answer records
-        prompt = [tokenizer.bos_id, *tokenizer.encode(prompt_text(problem.question))]
-        tokens = [*prompt, *tokenizer.encode(" " + problem.answer), tokenizer.eos_id]
-        prompt_tokens = len(prompt)  # BOS + prompt
-        inputs, targets = tokens[:-1], tokens[1:]
-        targets = [IGNORE_INDEX] * (prompt_tokens - 1) + targets[prompt_tokens - 1:]
-        rows.append((inputs[-seq_len:], targets[-seq_len:]))
+    for at in steps:
+        for depth in depths:
+            model, meta = load_snapshot(snapshots[at], model_cfg, depth=depth, device=target)
+            for text, task in loaded:
+                result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast)
+                row = {"event": "bench", "run": info["run"], **result, "spec": text, "source": task.source,
+                       "step": meta["step"], "tokens": meta["tokens"], "depth": depth,
+                       "trained_depth": model_cfg.depth}
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+            del model
+    store_rows(run.evals, rows)
     return rows
 
 
-@torch.no_grad()
-def answer_loss(model, problems: list[Problem], *, seq_len: int, device: torch.device,
-                autocast: contextlib.AbstractContextManager, tokenizer: Tokenizer = CHAR) -> float:
-    rows = _loss_rows(problems, seq_len, tokenizer)
-    total_nats, total_tokens = 0.0, 0
-    for start in range(0, len(rows), EVAL_BATCH):
-        chunk = rows[start:start + EVAL_BATCH]
-        width = max(len(inputs) for inputs, _ in chunk)
-        x = torch.full((len(chunk), width), tokenizer.pad_id, dtype=torch.long)
-        y = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (inputs, targets) in enumerate(chunk):
-            x[i, :len(inputs)] = torch.tensor(inputs)
-            y[i, :len(targets)] = torch.tensor(targets)
-        x, y = x.to(device), y.to(device)
-        with autocast:
-            logits = model(x)  # (B, T, vocab); padding sits after each row's tokens, causal: harmless
-        total_nats += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX,
-                                      reduction="sum").item()
-        total_tokens += int((y != IGNORE_INDEX).sum())
-    return total_nats / max(1, total_tokens)
+def _key(row: dict[str, Any]) -> tuple:
+    return row.get("task"), row.get("spec"), row.get("step"), row.get("depth")
 
 
-@torch.no_grad()
-def answer_accuracy(model, problems: list[Problem], *, seq_len: int, device: torch.device,
-                    autocast: contextlib.AbstractContextManager, early_stop: bool = True,
-                    tokenizer: Tokenizer = CHAR) -> float:
-    """Greedy answers, batched over prompts of equal length (the model takes no padding mask).
-    `early_stop: False` decodes every batch to its full budget, so that all ranks of a sharded
-    model run the same number of forward passes."""
-    by_length: dict[int, list[tuple[list[int], int, Problem]]] = defaultdict(list)
-    for problem in problems:
-        budget = len(tokenizer.encode(" " + problem.answer)) + 1 + ANSWER_SLACK_TOKENS
-        prompt = [tokenizer.bos_id, *tokenizer.encode(prompt_text(problem.question))][-max(1, seq_len - budget):]
-        by_length[len(prompt)].append((prompt, budget, problem))
-    correct = 0
-    for length in sorted(by_length):
-        group = by_length[length]
-        for start in range(0, len(group), EVAL_BATCH):
-            chunk = group[start:start + EVAL_BATCH]
-            prompts = torch.tensor([prompt for prompt, _, _ in chunk], dtype=torch.long, device=device)
-            budget = max(budget for _, budget, _ in chunk)
-            with autocast:
-                out = model.generate(prompts, budget, stop_token=tokenizer.eos_id if early_stop else None)
-            for row, (_, _, problem) in zip(out[:, length:].tolist(), chunk):
-                correct += final_number(tokenizer.decode(row)) == problem.final
-    return correct / max(1, len(problems))
+def store_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Add `rows` to evals.jsonl, replacing earlier rows of the same (task, spec, step, depth)."""
+    from matcher.atomic import write_text_atomic
+
+    kept = [row for row in read_rows(path) if _key(row) not in {_key(r) for r in rows}]
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in [*kept, *rows]))
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

@@ -8,6 +8,8 @@
 - status.json: {"state": running|finished|failed|interrupted, "reason", "step", "tokens", "updated"},
   replaced atomically;
 - checkpoints/last.pt: the latest checkpoint, replaced atomically;
+- checkpoints/step-<step>.safetensors: the model at each eval point (matcher.run.snapshots);
+- evals.jsonl: benchmark scores `matcher eval` computed on those, one line per (task, step, depth);
 - tensorboard/, wandb_id, wandb/: the dashboards' copies of the metric lines (matcher.run.dashboards);
 - lock: held by the process that trains the run and the processes it started (see matcher.run.lock);
 - train.log: output of a training subprocess (GPU queue, torchrun, Slurm).
@@ -64,7 +66,7 @@ def read_run_yaml(path: Path) -> tuple[list[str], RunInfo | None]:
 
 
 # TrainConfig fields that change how a run executes or is watched, not what it computes
-EXECUTION_FIELDS = ("micro_batch_size", "compile", "recompute", "dashboards")
+EXECUTION_FIELDS = ("micro_batch_size", "compile", "recompute", "dashboards", "keep_checkpoints")
 
 
 def _as_dicts(cls: type, old: Any, new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -104,6 +106,7 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     status_json = property(lambda self: self.path / "status.json")
     checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
+    evals = property(lambda self: self.path / "evals.jsonl")
     slurm_json = property(lambda self: self.path / "slurm.json")
     tensorboard = property(lambda self: self.path / "tensorboard")
     wandb_id = property(lambda self: self.path / "wandb_id")

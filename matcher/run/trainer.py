@@ -4,9 +4,11 @@ alone or as one rank of a torchrun group (`python -m matcher.run.trainer RUN_DIR
 - AdamW (fused on CUDA; weight decay on matrices only), warmup-stable-decay LR, gradient clipping,
   bf16 autocast on CUDA / fp32 on CPU, optional torch.compile and activation recomputation, the
   auxiliary-loss-free expert-bias update after every optimizer step.
-- At every evaluation checkpoint (matcher.run.schedule.eval_steps): answer loss, greedy exact-match
-  accuracy, throughput, MFU, peak memory and expert load, tokens seen (`tokens`) and unique tokens
-  seen (`unique_tokens`: below `tokens` once the data repeats); then a checkpoint.
+- At every evaluation checkpoint (matcher.run.schedule.eval_steps): the embedded task scored by
+  matcher.eval (answer loss, greedy exact-match accuracy with its interval, bits per byte),
+  throughput, MFU, peak memory and expert load, tokens seen (`tokens`) and unique tokens seen
+  (`unique_tokens`: below `tokens` once the data repeats); a model checkpoint for later scoring
+  (matcher.run.snapshots); then the resume checkpoint.
 - A checkpoint holds everything the rest of the run depends on: weights, optimizer state, the step
   (which fixes the LR and the data: streams are functions of the step), RNG states, the loss
   accumulators and the length of metrics.jsonl. A resumed run cuts metrics.jsonl back to that length
@@ -44,7 +46,6 @@ from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
 from matcher.run.dashboards import open_dashboards
 from matcher.run.distributed import all_reduce_sum, close_world, gradient_sync, init_world, wrap
-from matcher.run.evaluate import answer_accuracy, answer_loss
 from matcher.run.rundir import MetricsWriter, RunDir
 from matcher.run.schedule import eval_steps, wsd_lr
 from matcher.run.throughput import gini, mfu, peak_flops
@@ -264,6 +265,13 @@ class Trainer:
         save_checkpoint(self.rundir.checkpoint, self.model, self.optimizer, is_main=self.world.is_main,
                         identity=self._identity(), loop_state=loop_state)
 
+    def _save_snapshot(self) -> None:
+        from matcher.run.snapshots import save_snapshot
+
+        save_snapshot(self.rundir.path, self.model, self.model_cfg, step=self.step, tokens=self.tokens,
+                      run=self.info["run"], dtype=torch.bfloat16 if self.dtype == "bf16" else torch.float32,
+                      is_main=self.world.is_main, keep=self.cfg.keep_checkpoints)
+
     def close(self) -> None:
         self.signals.restore()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -362,6 +370,7 @@ class Trainer:
             checkpointed = False
             if self.step in evals:
                 self._evaluate(elapsed())
+                self._save_snapshot()
                 self._save_checkpoint(elapsed())
                 checkpointed = True
             if stop_votes > 0 and self.step < total:
@@ -396,12 +405,12 @@ class Trainer:
     def _evaluate(self, elapsed_s: float) -> None:
         window = self.meter.since_eval
         tokens_per_s = window.tokens_per_s(self.cfg.tokens_per_step)
+        from matcher.run.evaluate import in_training_eval
+
         self.model.eval()
-        kwargs = dict(seq_len=self.cfg.seq_len, device=self.device, autocast=self.autocast)
-        kwargs = dict(kwargs, tokenizer=self.tokenizer)
-        eval_loss = answer_loss(self.model, self.eval_problems, **kwargs)
-        # Under FSDP every rank runs the same decoding steps, so the collectives inside stay paired.
-        accuracy = answer_accuracy(self.model, self.eval_problems, early_stop=not self.fsdp, **kwargs)
+        # problems split over the ranks, every rank running the same forwards (matcher/eval/engine.py)
+        scores = in_training_eval(self.model, self.eval_problems, self.cfg, device=self.device,
+                                  autocast=self.autocast)
         self.model.train()
         shares = None
         if self.load_since_eval is not None:  # each expert's share per applied depth, steps since the last eval
@@ -409,8 +418,7 @@ class Trainer:
         self._write({
             "event": "eval", "step": self.step, "tokens": self.tokens,
             "unique_tokens": self.stream.unique_tokens(self.step * self.cfg.batch_size),
-            "train_loss": window.mean_loss,
-            "eval_loss": eval_loss, "eval_accuracy": accuracy, "tokens_per_s": tokens_per_s,
+            "train_loss": window.mean_loss, **scores, "tokens_per_s": tokens_per_s,
             "mfu": mfu(self.train_flops_per_token, tokens_per_s, self.peak_flops, self.world.size),
             "peak_memory_bytes": (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
                                   else None),

@@ -1,0 +1,128 @@
+"""Scoring a model on a task: one result per task with the number of items `n`, each metric's value,
+its interval, and the per-item outcomes (what bootstrap intervals over problems resample).
+
+- accuracies (embedded/latent acc, gsm8k strict and flexible, math acc, mc acc and acc_norm): the share
+  of items right, with a Wilson interval (matcher/eval/intervals.py);
+- mc: a choice's score is the sum of its tokens' log-probabilities given the question; acc takes the
+  best, acc_norm the best per byte of the choice's text (lm-evaluation-harness's acc_norm);
+- bpb: the gold continuations' nats summed, over ln 2 and their UTF-8 bytes, with a bootstrap interval
+  over items; loss (embedded): mean nats per answer token, EOS included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+
+from matcher.data.problems import final_number
+from matcher.data.tokenizer import Tokenizer
+from matcher.eval import engine, extract
+from matcher.eval.intervals import binomial_interval, ratio_interval
+from matcher.eval.tasks import Item, Task
+
+ACCURACY_METRICS = ("acc", "acc_norm", "strict", "flexible")
+
+
+def score_task(model, task: Task, tokenizer: Tokenizer, *, seq_len: int, device: torch.device,
+               autocast: contextlib.AbstractContextManager | None = None) -> dict[str, Any]:
+    """{"task", "n", "scores", "intervals", "outcomes"} of `model` (in eval mode) on `task`. Collective
+    under torch.distributed: every rank calls it and gets the same result."""
+    kwargs = dict(seq_len=seq_len, device=device, autocast=autocast)
+    kind = task.spec.kind
+    if kind == "embedded":
+        per_item = engine.map_over_ranks(task.items, lambda items: _embedded(model, task, items, tokenizer, **kwargs))
+    elif kind == "generate":
+        per_item = engine.map_over_ranks(task.items, lambda items: _generated(model, task, items, tokenizer, **kwargs))
+    elif kind == "choice":
+        per_item = engine.map_over_ranks(task.items, lambda items: _choices(model, items, tokenizer, **kwargs))
+    else:
+        per_item = engine.map_over_ranks(task.items, lambda items: _gold_bits(model, items, tokenizer, **kwargs))
+    return summarise(task, per_item)
+
+
+def summarise(task: Task, per_item: list[dict[str, Any]]) -> dict[str, Any]:
+    """The task's result from per-item records ({metric: bool} for accuracies; bits and bytes; nats and
+    tokens for the answer loss)."""
+    n = len(per_item)
+    scores, intervals, outcomes = {}, {}, {}
+    for metric in task.spec.metrics:
+        if metric in ACCURACY_METRICS:
+            right = [bool(item[metric]) for item in per_item]
+            scores[metric] = sum(right) / n if n else None
+            intervals[metric] = binomial_interval(sum(right), n)
+            outcomes[metric] = "".join("1" if r else "0" for r in right)
+        elif metric == "bpb":
+            bits, size = [item["bits"] for item in per_item], [item["bytes"] for item in per_item]
+            scores[metric] = sum(bits) / sum(size) if sum(size) else None
+            intervals[metric] = ratio_interval(bits, size)
+            outcomes["bits"] = [round(b, 4) for b in bits]
+            outcomes["bytes"] = size
+        elif metric == "loss":
+            nats, tokens = [item["nats"] for item in per_item], [item["tokens"] for item in per_item]
+            scores[metric] = sum(nats) / max(1, sum(tokens))
+            intervals[metric] = ratio_interval(nats, tokens)
+    return {"task": task.label, "n": n, "scores": scores, "intervals": intervals, "outcomes": outcomes}
+
+
+def _context(tokenizer: Tokenizer, item: Item) -> list[int]:
+    return [tokenizer.bos_id, *tokenizer.encode(item.prompt)]
+
+
+def _embedded(model, task: Task, items: list[Item], tokenizer: Tokenizer, **kwargs) -> list[dict[str, Any]]:
+    pairs = [(_context(tokenizer, item), [*tokenizer.encode(item.reference), tokenizer.eos_id]) for item in items]
+    nats = engine.continuation_nats(model, pairs, pad_id=tokenizer.pad_id, **kwargs)
+    texts = engine.greedy_generate(model, [context for context, _ in pairs], max_new_tokens=task.max_new_tokens,
+                                   pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id, decode=tokenizer.decode,
+                                   **kwargs)
+    return [{"acc": final_number(text) == item.target, "nats": sum(item_nats), "tokens": len(item_nats),
+             "bits": sum(item_nats[:-1]) / math.log(2), "bytes": len(item.reference.encode("utf-8"))}
+            for item, item_nats, text in zip(items, nats, texts)]
+
+
+def _generated(model, task: Task, items: list[Item], tokenizer: Tokenizer, **kwargs) -> list[dict[str, Any]]:
+    texts = engine.greedy_generate(model, [_context(tokenizer, item) for item in items],
+                                   max_new_tokens=task.max_new_tokens, pad_id=tokenizer.pad_id,
+                                   eos_id=tokenizer.eos_id, decode=tokenizer.decode, stop=task.spec.stop, **kwargs)
+    if task.spec.name == "gsm8k":
+        return [{"strict": extract.gsm8k_strict(text) == item.target,
+                 "flexible": extract.gsm8k_flexible(text) == item.target} for item, text in zip(items, texts)]
+    use_math_verify = extract.has_math_verify()
+    return [{"acc": extract.math_equal(extract.math_answer(text), item.target, use_math_verify=use_math_verify)}
+            for item, text in zip(items, texts)]
+
+
+def choice_scores(model, items: list[Item], tokenizer: Tokenizer, **kwargs) -> list[list[float]]:
+    """Per item, the log-likelihood (nats, negative) of each choice given the question."""
+    pairs, owners = [], []
+    for i, item in enumerate(items):
+        context = _context(tokenizer, item)
+        for choice in item.choices:
+            pairs.append((context, tokenizer.encode(choice)))
+            owners.append(i)
+    nats = engine.continuation_nats(model, pairs, pad_id=tokenizer.pad_id, **kwargs)
+    scores: list[list[float]] = [[] for _ in items]
+    for owner, choice_nats in zip(owners, nats):
+        scores[owner].append(-sum(choice_nats))
+    return scores
+
+
+def _choices(model, items: list[Item], tokenizer: Tokenizer, **kwargs) -> list[dict[str, Any]]:
+    results = []
+    for item, lls in zip(items, choice_scores(model, items, tokenizer, **kwargs)):
+        per_byte = [ll / max(1, len(choice.encode("utf-8"))) for ll, choice in zip(lls, item.choices)]
+        results.append({"acc": _argmax(lls) == item.answer_index, "acc_norm": _argmax(per_byte) == item.answer_index})
+    return results
+
+
+def _gold_bits(model, items: list[Item], tokenizer: Tokenizer, **kwargs) -> list[dict[str, Any]]:
+    pairs = [(_context(tokenizer, item), tokenizer.encode(item.reference)) for item in items]
+    nats = engine.continuation_nats(model, pairs, pad_id=tokenizer.pad_id, **kwargs)
+    return [{"bits": sum(item_nats) / math.log(2), "bytes": len(item.reference.encode("utf-8"))}
+            for item, item_nats in zip(items, nats)]
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=lambda i: values[i])

@@ -1,0 +1,232 @@
+"""Eval tasks: each a named spec (the prompt format, few-shot count, stop strings, generation budget
+and metrics are data here, as in lm-evaluation-harness's task YAMLs) and the items read from a file.
+
+| task | file (JSONL) | how it is scored | metrics |
+|---|---|---|---|
+| gsm8k | question, answer ending in `#### N` | greedy generation, 5-shot, 256 new tokens | strict, flexible |
+| math | problem + solution with `\\boxed{}` (or question + answer) | greedy, 4-shot, 256 new tokens | acc |
+| mc | question, choices (list), answer (index) | log-likelihood of each choice | acc, acc_norm |
+| bpb | question, answer | bits per byte of the gold answer | bpb |
+| embedded | none (held-out generated problems) or a GSM8K-style file | greedy, `Q: ... A:` | acc, loss, bpb |
+| latent | none (held-out generated problems) | the final value only: ` #### N` | acc, loss, bpb |
+
+`--task NAME[=FILE][,key=value...]` chooses one; keys: n_shot, fewshot (a file of solved examples;
+default: the first n_shot items of FILE, which are then not scored), max_new_tokens, limit (score the
+first N items), and for the embedded tasks n (problems) and steps (chain length; default the run's).
+The generation budget is fixed by the spec or `max_new_tokens`, never by the reference answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matcher.data.problems import Problem, final_number, jsonl_records, prompt_text
+from matcher.errors import DataError
+from matcher.eval.extract import last_boxed
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    name: str
+    kind: str  # generate (greedy answers) | choice (log-likelihood of each choice) | bpb | embedded
+    question_template: str = "Question: {question}\nAnswer:"  # what the model is given for one item
+    answer_prefix: str = " "  # between the question and its answer (few-shot examples, gold continuations)
+    fewshot_delimiter: str = "\n\n"
+    n_shot: int = 0
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()  # generation ends at the model's EOS or the first of these
+    metrics: tuple[str, ...] = ("acc",)
+    needs_file: bool = True
+
+
+SPECS = {
+    "gsm8k": TaskSpec(name="gsm8k", kind="generate", n_shot=5, stop=("Question:", "</s>", "<|im_end|>"),
+                      metrics=("strict", "flexible")),
+    "math": TaskSpec(name="math", kind="generate", question_template="Problem:\n{question}\n\nSolution:",
+                     n_shot=4, stop=("Problem:",), metrics=("acc",)),
+    "mc": TaskSpec(name="mc", kind="choice", metrics=("acc", "acc_norm")),
+    "bpb": TaskSpec(name="bpb", kind="bpb", metrics=("bpb",)),
+    # the embedded task's prompts are the training documents' (matcher.data.problems); its budget is the
+    # longest answer a chain of `steps` can have, so no problem's own answer length leaks into it
+    "embedded": TaskSpec(name="embedded", kind="embedded", question_template="Q: {question} A:",
+                         max_new_tokens=0, metrics=("acc", "loss", "bpb"), needs_file=False),
+    "latent": TaskSpec(name="latent", kind="embedded", question_template="Q: {question} A:",
+                       max_new_tokens=0, metrics=("acc", "loss", "bpb"), needs_file=False),
+}
+OPTIONS = ("n_shot", "fewshot", "max_new_tokens", "limit", "n", "steps")
+EMBEDDED_PROBLEMS = 256  # held-out problems `matcher eval --task embedded` scores by default
+
+
+@dataclass(frozen=True)
+class Item:
+    prompt: str  # the text the model continues, few-shot examples included (BOS is added by the engine)
+    reference: str  # the gold continuation (the answer text), for loss and bits per byte
+    target: str | None = None  # what a generated answer must equal: a number, a boxed expression
+    choices: tuple[str, ...] = ()  # mc: the continuations compared
+    answer_index: int = -1  # mc: the right one
+
+
+@dataclass(frozen=True)
+class Task:
+    spec: TaskSpec
+    items: list[Item]
+    source: str  # the file, or "generated" for the embedded problems
+    options: dict[str, Any] = field(default_factory=dict)
+    max_new_tokens: int = 256
+
+    @property
+    def label(self) -> str:
+        """How results name the task: its name, with the file's stem when it has one, or the embedded
+        problems' count and chain length when they are not the run's eval set (embedded-n1000)."""
+        if self.source != "generated":
+            return f"{self.spec.name}-{Path(self.source).stem}"
+        extra = [f"{key}{self.options[key]}" for key in ("n", "steps") if key in self.options]
+        return "-".join([self.spec.name, *extra])
+
+
+def parse_task(text: str) -> tuple[str, str | None, dict[str, str]]:
+    """`NAME[=FILE][,key=value...]` -> (name, file or None, options)."""
+    head, *rest = text.split(",")
+    name, _, file = head.partition("=")
+    name = name.strip().lower()
+    if name not in SPECS:
+        raise DataError(f"--task {text}: unknown task {name!r}; choose one of {', '.join(SPECS)} "
+                        "(e.g. --task gsm8k=test.jsonl)")
+    options = {}
+    for pair in rest:
+        key, sep, value = pair.partition("=")
+        if not sep or key.strip() not in OPTIONS:
+            raise DataError(f"--task {text}: {pair!r} is not an option; give key=value with a key of "
+                            f"{', '.join(OPTIONS)}")
+        options[key.strip()] = value.strip()
+    if SPECS[name].needs_file and not file:
+        raise DataError(f"--task {text}: {name} needs a JSONL file: --task {name}=FILE")
+    return name, file or None, options
+
+
+def int_option(options: dict[str, str], key: str, default: int, text: str, minimum: int = 0) -> int:
+    value = options.get(key)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < minimum:
+        raise DataError(f"--task {text}: {key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def load_task(text: str, *, data_steps: int = 2) -> Task:
+    """The task `text` names (`--task` syntax), its items read and checked. `data_steps`: the chain
+    length of the embedded problems (the run's train.data_steps)."""
+    name, file, options = parse_task(text)
+    spec = SPECS[name]
+    limit = int_option(options, "limit", 0, text)
+    if spec.kind == "embedded":
+        steps = int_option(options, "steps", data_steps, text, minimum=1)
+        count = int_option(options, "n", EMBEDDED_PROBLEMS, text, minimum=1)
+        if file is not None:
+            if name == "latent":
+                raise DataError(f"--task {text}: the latent task is generated; give --task latent without a file")
+            from matcher.data.problems import load_jsonl
+
+            problems = load_jsonl(file)
+        else:
+            from matcher.data import math_task
+
+            problems = math_task.eval_problems(steps, count)
+        task = embedded_task(problems, latent=name == "latent", steps=steps, source=file or "generated")
+        items = task.items[:limit] if limit else task.items
+        return Task(spec, items, task.source, options, task.max_new_tokens)
+    records = _records(file)
+    fewshot_file = options.get("fewshot")
+    n_shot = int_option(options, "n_shot", spec.n_shot, text)
+    if fewshot_file:
+        shots, scored = _records(fewshot_file)[:n_shot], records
+    else:
+        shots, scored = records[:n_shot], records[n_shot:]
+    if not scored:
+        raise DataError(f"{file}: nothing left to score after the {n_shot} few-shot examples taken from it; "
+                        "give a fewshot=FILE or a smaller n_shot")
+    make = {"generate": _generate_item, "choice": _choice_item, "bpb": _bpb_item}[spec.kind]
+    prefix = "".join(_solved(spec, make(spec, "", where, record)) + spec.fewshot_delimiter
+                     for where, record in shots)
+    items = [make(spec, prefix, where, record) for where, record in scored]
+    if limit:
+        items = items[:limit]
+    budget = int_option(options, "max_new_tokens", spec.max_new_tokens, text, minimum=1)
+    return Task(spec, items, str(file), options, budget)
+
+
+def embedded_task(problems: list[Problem], *, latent: bool = False, steps: int = 2,
+                  source: str = "generated") -> Task:
+    """The embedded task on `problems`: the written-out chain, or (latent) the final value only.
+    Budget: the longest answer `steps` variables can have (`x=999, ` per step, ` #### 999`, EOS), or
+    for the longest reference when the problems come from a file (a bound on the set, not per problem)."""
+    spec = SPECS["latent" if latent else "embedded"]
+    items = [Item(prompt=prompt_text(p.question), reference=" " + (f"#### {p.final}" if latent else p.answer),
+                  target=p.final) for p in problems]
+    if source == "generated":
+        budget = len(" #### 999") + 1 if latent else len(" " + ", ".join(["x=999"] * steps) + " #### 999") + 1
+    else:
+        budget = max(len(item.reference) for item in items) + 1
+    return Task(spec, items, source, {}, budget)
+
+
+def _records(file: str | Path) -> list[tuple[str, dict]]:
+    path = Path(file)
+    if not path.is_file():
+        raise DataError(f"{path}: no such task file; give a JSONL file, one problem per line")
+    records = [(where, record) for where, record in jsonl_records(path)]
+    if not records:
+        raise DataError(f"{path}: no items in the file; it is empty")
+    for where, record in records:
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: each line must be a JSON object")
+    return records
+
+
+def _field(record: dict, where: str, *keys: str) -> str:
+    for key in keys:
+        if isinstance(record.get(key), str):
+            return record[key].strip()
+    raise DataError(f"{where}: expected a string field {' or '.join(repr(k) for k in keys)}")
+
+
+def _solved(spec: TaskSpec, item: Item) -> str:
+    """A few-shot example: the question with its gold answer."""
+    return item.prompt + spec.answer_prefix + item.reference.lstrip()
+
+
+def _generate_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Item:
+    question = _field(record, where, "question", "problem")
+    if spec.name == "gsm8k":
+        answer = _field(record, where, "answer")
+        target = final_number(answer)
+        if target is None:
+            raise DataError(f"{where}: the answer must end in '#### <number>' (the GSM8K convention)")
+    else:
+        answer = _field(record, where, "solution", "answer")
+        target = record["answer"].strip() if isinstance(record.get("answer"), str) and "solution" in record \
+            else last_boxed(answer)
+        if target is None:
+            target = answer
+    return Item(prompt=prefix + spec.question_template.format(question=question),
+                reference=spec.answer_prefix + answer, target=target)
+
+
+def _choice_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Item:
+    question = _field(record, where, "question")
+    choices, answer = record.get("choices"), record.get("answer")
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+        raise DataError(f"{where}: `choices` must be a list of at least two strings")
+    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
+        raise DataError(f"{where}: `answer` must be the index (0..{len(choices) - 1}) of the right choice")
+    return Item(prompt=prefix + spec.question_template.format(question=question),
+                reference=spec.answer_prefix + choices[answer], target=str(answer),
+                choices=tuple(spec.answer_prefix + c for c in choices), answer_index=answer)
+
+
+def _bpb_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Item:
+    question, answer = _field(record, where, "question", "problem"), _field(record, where, "answer", "solution")
+    return Item(prompt=prefix + spec.question_template.format(question=question),
+                reference=spec.answer_prefix + answer)

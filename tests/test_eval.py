@@ -1,0 +1,247 @@
+"""Benchmark evaluation (matcher/eval): extraction and scoring on hand-made outputs, multiple choice
+with a hand-built model, bits per byte of a known distribution, intervals on known binomials, and a
+saved checkpoint scored later reproducing its in-training eval."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_runs import prepare, tiny_run, tiny_train  # noqa: E402
+
+from matcher.data.tokenizer import CHAR  # noqa: E402
+from matcher.errors import MatcherError  # noqa: E402
+from matcher.eval import engine, extract, score  # noqa: E402
+from matcher.eval.intervals import binomial_interval, ratio_interval  # noqa: E402
+from matcher.eval.tasks import load_task  # noqa: E402
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+# ------------------------------------------------------------------------------------ extraction
+@pytest.mark.parametrize("output, strict, flexible", [
+    ("She has 3 + 4 = 7 apples.\n#### 7", "7", "7"),
+    ("The answer is $1,250.", None, "1250"),
+    ("#### 3.50\n\nQuestion:", "3.5", "3.5"),
+    ("no number here", None, None),
+    ("first 12 then 5 #### 12 and then 9", "12", "9"),
+    ("-4 degrees", None, "-4"),
+])
+def test_gsm8k_strict_and_flexible_extraction(output, strict, flexible):
+    assert extract.gsm8k_strict(output) == strict
+    assert extract.gsm8k_flexible(output) == flexible
+
+
+def test_boxed_extraction_and_exact_match_fallback():
+    assert extract.last_boxed(r"so \boxed{1} or rather \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
+    assert extract.last_boxed(r"\boxed{x^{2}+1") is None  # unbalanced
+    assert extract.math_answer("Final Answer: The final answer is $12$. I hope it is correct.") == "12"
+    assert extract.math_equal(r"\dfrac{1}{2}", r"\frac{1}{2}", use_math_verify=False)
+    assert extract.math_equal(" 3.50 ", "3.5", use_math_verify=False)
+    assert not extract.math_equal(r"\frac{2}{4}", r"\frac{1}{2}", use_math_verify=False)  # exact match only
+    assert not extract.math_equal(None, "1", use_math_verify=False)
+
+
+def test_math_verify_equivalence():
+    pytest.importorskip("math_verify")
+    assert extract.math_equal(r"\frac{2}{4}", r"\frac{1}{2}", use_math_verify=True)
+    assert not extract.math_equal("3", r"\frac{1}{2}", use_math_verify=True)
+
+
+def scored_outputs(task, outputs, monkeypatch):
+    """Score `task` with the model's generations replaced by hand-made `outputs`."""
+    monkeypatch.setattr(engine, "greedy_generate", lambda model, prompts, **kw: outputs[:len(prompts)])
+    return score.score_task(None, task, CHAR, seq_len=64, device=torch.device("cpu"))
+
+
+def test_gsm8k_task_scores_hand_made_outputs(tmp_path, monkeypatch):
+    problems = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(7)]
+    task = load_task(f"gsm8k={write_jsonl(tmp_path / 'gsm.jsonl', problems)}")
+    assert len(task.items) == 2 and task.max_new_tokens == 256  # the first 5 are the shots
+    prompt = task.items[0].prompt
+    assert prompt.startswith("Question: What is 0 + 1?\nAnswer: 0 + 1 = 1\n#### 1\n\nQuestion: What is 1 + 1?")
+    assert prompt.endswith("\n\nQuestion: What is 5 + 1?\nAnswer:")
+    result = scored_outputs(task, [" 5 + 1 = 6\n#### 6", " it is 7, or 8"], monkeypatch)
+    assert result["n"] == 2 and result["scores"] == {"strict": 0.5, "flexible": 0.5}
+    assert result["outcomes"] == {"strict": "10", "flexible": "10"}
+    shots = write_jsonl(tmp_path / "train.jsonl", problems[:2])
+    task = load_task(f"gsm8k={tmp_path / 'gsm.jsonl'},fewshot={shots},n_shot=1,max_new_tokens=32")
+    assert len(task.items) == 7 and task.max_new_tokens == 32 and task.items[0].prompt.count("Question:") == 2
+
+
+def test_math_task_scores_boxed_answers(tmp_path, monkeypatch):
+    records = [{"problem": "Half of one?", "solution": r"It is \boxed{\frac{1}{2}}."},
+               {"problem": "Two squared?", "solution": r"$2^2 = \boxed{4}$"}]
+    task = load_task(f"math={write_jsonl(tmp_path / 'math.jsonl', records)},n_shot=0")
+    assert [item.target for item in task.items] == [r"\frac{1}{2}", "4"]
+    result = scored_outputs(task, [r" so \boxed{\dfrac{1}{2}}", r" \boxed{5}"], monkeypatch)
+    assert result["scores"] == {"acc": 0.5}
+
+
+def test_embedded_and_latent_tasks_have_fixed_budgets():
+    chain, latent = load_task("embedded,n=5,steps=3"), load_task("latent,n=5,steps=3")
+    assert chain.max_new_tokens == len(" x=999, x=999, x=999 #### 999") + 1
+    assert latent.max_new_tokens == len(" #### 999") + 1
+    assert all(item.reference.startswith(" #### ") for item in latent.items)
+    assert [i.target for i in chain.items] == [i.target for i in latent.items]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("gsm9k=x.jsonl", "unknown task"), ("gsm8k", "needs a JSONL file"), ("mc=missing.jsonl", "no such task file"),
+    ("embedded,shots=3", "is not an option"), ("embedded,n=-1", "integer >= 1"),
+])
+def test_bad_task_specs_are_one_clear_error(text, message):
+    with pytest.raises(MatcherError, match=message):
+        load_task(text)
+
+
+# ------------------------------------------------------------------------- hand-built models
+class FixedNextToken(torch.nn.Module):
+    """Logits that depend on nothing but a fixed preference over the vocabulary."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, idx, targets=None, cache=None):
+        return self.logits.expand(*idx.shape, -1).clone()
+
+
+def test_mc_picks_the_choice_the_model_prefers_and_acc_norm_per_byte(tmp_path):
+    logits = torch.full((128,), -10.0)
+    logits[ord(" ")] = logits[ord("b")] = 0.0  # " b" likely; every other character unlikely
+    model = FixedNextToken(logits)
+    records = [{"question": "q1", "choices": ["a", "b"], "answer": 1},
+               {"question": "q2", "choices": ["b", "a"], "answer": 1},
+               # 20 likely characters: a lower sum than one unlikely one and a likely one, more per byte
+               {"question": "q3", "choices": ["zb", "b" * 20], "answer": 1}]
+    task = load_task(f"mc={write_jsonl(tmp_path / 'mc.jsonl', records)}")
+    lls = score.choice_scores(model, task.items, CHAR, seq_len=64, device=torch.device("cpu"))
+    assert lls[0][1] > lls[0][0] and lls[1][0] > lls[1][1]
+    result = score.score_task(model, task, CHAR, seq_len=64, device=torch.device("cpu"))
+    assert result["outcomes"]["acc"] == "100" and result["outcomes"]["acc_norm"] == "101"
+    assert result["intervals"]["acc"] == pytest.approx(binomial_interval(1, 3))
+
+
+def test_bits_per_byte_of_a_uniform_model_is_log2_of_the_vocabulary(tmp_path):
+    model = FixedNextToken(torch.zeros(128))  # every next character equally likely: 7 bits each
+    records = [{"question": "x", "answer": "12"}, {"question": "y", "answer": "a longer answer"}]
+    task = load_task(f"bpb={write_jsonl(tmp_path / 'gold.jsonl', records)}")
+    result = score.score_task(model, task, CHAR, seq_len=64, device=torch.device("cpu"))
+    assert result["scores"]["bpb"] == pytest.approx(math.log2(128))
+    low, high = result["intervals"]["bpb"]
+    assert low == pytest.approx(7) and high == pytest.approx(7)
+
+
+def test_log_likelihoods_batched_with_padding_equal_one_at_a_time():
+    from matcher.config import ModelConfig
+    from matcher.models import Model
+    from matcher.plan.presets import get_preset
+
+    torch.manual_seed(0)
+    cfg: ModelConfig = get_preset("dr_da-tiny").replace(d_model=32, depth=2)
+    model = Model(cfg).eval()
+    pairs = [([2, 5, 6, 7], [8, 9]), ([2, 5], [10]), ([2] + list(range(20, 70)), [11, 12, 13])]
+    batched = engine.continuation_nats(model, pairs, seq_len=32, pad_id=0, device=torch.device("cpu"))
+    alone = [engine.continuation_nats(model, [pair], seq_len=32, pad_id=0, device=torch.device("cpu"))[0]
+             for pair in pairs]
+    for got, want in zip(batched, alone):
+        assert got == pytest.approx(want, abs=1e-5)
+    assert [len(n) for n in batched] == [2, 1, 3]
+    texts = engine.greedy_generate(model, [p for p, _ in pairs], max_new_tokens=4, seq_len=32, pad_id=0, eos_id=3,
+                                   device=torch.device("cpu"), decode=CHAR.decode, batch_size=2)
+    one = [engine.greedy_generate(model, [p], max_new_tokens=4, seq_len=32, pad_id=0, eos_id=3,
+                                  device=torch.device("cpu"), decode=CHAR.decode)[0] for p, _ in pairs]
+    assert texts == one
+
+
+# ---------------------------------------------------------------------------------- intervals
+def test_wilson_intervals_on_known_binomials():
+    assert binomial_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert binomial_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert binomial_interval(64, 64)[1] == pytest.approx(1.0) and binomial_interval(64, 64)[0] > 0.94
+    assert binomial_interval(0, 0) is None
+    low, high = binomial_interval(500, 1000)
+    assert high - low == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 1000), rel=0.01)  # the normal limit
+
+
+def test_bootstrap_ratio_interval_covers_the_ratio_and_narrows_with_more_items():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    few = rng.exponential(size=20), np.full(20, 10.0)
+    many = rng.exponential(size=2000), np.full(2000, 10.0)
+    low, high = ratio_interval(*few)
+    assert low < few[0].sum() / 200 < high
+    low_many, high_many = ratio_interval(*many)
+    assert low_many < 0.1 < high_many and high_many - low_many < (high - low) / 4
+
+
+# ----------------------------------------------------------------------- checkpoints, command
+@pytest.fixture(scope="module")
+def trained_dr(tmp_path_factory):
+    from matcher.run.trainer import train_run
+
+    run_dir = prepare(tmp_path_factory.mktemp("eval"), tiny_run("dr-tiny", tiny_train(eval_examples=6)))
+    assert train_run(run_dir.path, device="cpu").state == "finished"
+    return run_dir
+
+
+def test_scoring_saved_checkpoints_reproduces_the_in_training_eval(trained_dr, capsys):
+    from matcher.cli import main
+
+    logged = [line for line in trained_dr.read_metrics() if line["event"] == "eval"]
+    assert main(["eval", str(trained_dr.path), "--all-steps", "--json", "--device", "cpu"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["task"], r["step"], r["tokens"], r["n"], r["depth"]) for r in rows] == [
+        ("embedded", e["step"], e["tokens"], 6, 4) for e in logged]
+    for row, line in zip(rows, logged):
+        assert row["scores"] == {"acc": line["eval_accuracy"], "loss": line["eval_loss"], "bpb": line["eval_bpb"]}
+        assert row["intervals"]["acc"] == [line["eval_accuracy_low"], line["eval_accuracy_high"]]
+    stored = [json.loads(line) for line in trained_dr.evals.read_text().splitlines()]
+    assert [r["step"] for r in stored] == [e["step"] for e in logged]
+    assert stored[-1]["outcomes"]["acc"] == logged[-1]["eval_correct"]
+
+
+def test_test_time_depth_scores_a_dr_checkpoint_at_other_depths(trained_dr, capsys):
+    from matcher.cli import main
+
+    assert main(["eval", str(trained_dr.path), "--task", "latent,n=4", "--task", "embedded,n=4",
+                 "--depth", "2,4,8", "--json", "--device", "cpu"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["task"], r["depth"], r["n"]) for r in rows] == [
+        (task, depth, 4) for depth in (2, 4, 8) for task in ("latent-n4", "embedded-n4")]
+    losses = {r["depth"]: r["scores"]["loss"] for r in rows if r["task"] == "embedded-n4"}
+    assert len(set(losses.values())) == 3  # the depth changes the model
+    stored = {(r["spec"], r["depth"]) for r in map(json.loads, trained_dr.evals.read_text().splitlines())}
+    assert stored == {(r["spec"], r["depth"]) for r in rows} | {("embedded", 4)}  # beside the earlier rows
+
+
+def test_eval_errors_are_clear(trained_dr, tmp_path, capsys):
+    from matcher.cli import main
+
+    assert main(["eval", str(trained_dr.path), "--step", "3", "--device", "cpu"]) == 2
+    assert "no model checkpoint at step 3; saved steps: 1, 5, 24" in capsys.readouterr().err.replace("\n", " ")
+    assert main(["eval", str(trained_dr.path), "--depth", "two"]) == 2
+    untrained = prepare(tmp_path, tiny_run("la-tiny"))
+    assert main(["eval", str(untrained.path)]) == 2
+    assert "no model checkpoints" in " ".join(capsys.readouterr().err.split())
+
+
+def test_keep_policy_keeps_the_newest_checkpoints(tmp_path):
+    from matcher.run.snapshots import list_snapshots
+    from matcher.run.trainer import train_run
+
+    run_dir = prepare(tmp_path, tiny_run("la-tiny", tiny_train(eval_examples=1, keep_checkpoints=2)))
+    assert train_run(run_dir.path, device="cpu").state == "finished"
+    assert [step for step, _ in list_snapshots(run_dir.path)] == [5, 24]
+    assert run_dir.checkpoint.is_file()
