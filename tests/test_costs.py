@@ -3,7 +3,6 @@
 import pytest
 
 from matcher.config import ModelConfig
-from matcher.errors import ConfigError
 from matcher.cost.analytic import (
     Conventions,
     activation_bytes,
@@ -14,6 +13,7 @@ from matcher.cost.analytic import (
     sa_kv_cache_bytes,
     train_flops_per_token,
 )
+from matcher.errors import ConfigError
 from matcher.plan.presets import PRESETS, get_preset
 
 

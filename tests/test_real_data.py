@@ -229,7 +229,6 @@ def test_encode_plan_train_and_evaluate_with_one_bpe(tmp_path, bpe, capsys):
     """The real-data path: encode with a BPE, plan with it, train a tiny sweep, the eval decodes with it."""
     from matcher.cli import main
     from matcher.plan.sweep import load_sweep
-    from matcher.run.evaluate import answer_accuracy
 
     _qa_file(tmp_path / "qa.jsonl", n=200)
     assert main(["data", "encode", str(tmp_path / "qa.jsonl"), "--tokenizer", bpe.spec,
@@ -272,9 +271,12 @@ def test_encode_plan_train_and_evaluate_with_one_bpe(tmp_path, bpe, capsys):
     from matcher.data.problems import load_jsonl
     from matcher.models import Model
     model = Model(sweep.runs[0].model).eval()
-    answer_accuracy(model, load_jsonl(eval_jsonl), seq_len=64, device=torch.device("cpu"),
-                    autocast=contextlib.nullcontext(), tokenizer=Recorder())
-    assert len(decoded) == 3 and all(isinstance(text, str) for text in decoded)
+    from matcher.eval.score import score_task
+    from matcher.eval.tasks import embedded_task
+
+    result = score_task(model, embedded_task(load_jsonl(eval_jsonl)), Recorder(), seq_len=64,
+                        device=torch.device("cpu"), autocast=contextlib.nullcontext())
+    assert result["n"] == 3 and len(decoded) == 3 and all(isinstance(text, str) for text in decoded)
 
 
 def test_a_sweep_whose_shards_name_another_tokenizer_is_refused_by_validate(tmp_path, bpe, capsys):

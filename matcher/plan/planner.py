@@ -24,8 +24,17 @@ from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig
 from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, MatchError
 from matcher.names import resolve
-from matcher.plan.search import (ALIASES, AUTO_ALIGN_FLOOR, DEFAULT_MATCHED, THIRD_VARIABLES, Match, MatchSpec,
-                                  check_matched, costs_of, match)
+from matcher.plan.search import (
+    ALIASES,
+    AUTO_ALIGN_FLOOR,
+    DEFAULT_MATCHED,
+    THIRD_VARIABLES,
+    Match,
+    MatchSpec,
+    check_matched,
+    costs_of,
+    match,
+)
 from matcher.plan.sweep import Run, Sweep, SweepMeta, predict
 
 DEFAULT_ALIGN = 64  # d_ff alignment: tensor-core and kernel friendly widths

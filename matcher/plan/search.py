@@ -35,8 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from matcher.config import ModelConfig
-from matcher.cost.analytic import (Conventions, inference_memory_bytes, memory, param_counts,
-                                   train_flops_per_token)
+from matcher.cost.analytic import Conventions, inference_memory_bytes, memory, param_counts, train_flops_per_token
 from matcher.errors import ConfigError, MatchError
 
 QUANTITIES = ("flops", "params", "inference_memory", "train_memory")
