@@ -4,9 +4,12 @@ them alike; the median of `--repeats` rounds after one warm-up round, and the ra
 FLOPs the ratios show what the shared layer's dispatch (dr: many narrow experts) and depth attention
 (dr_da) cost beyond their FLOPs. Each expert sees batch x seq_len x top_k / n_experts rows per
 application (dr-100m: ~10 at 2 x 256, la-100m: 128), so a larger `--batch` shows how much of a ratio is
-the small-matrix regime rather than the dispatch. `--profile` adds the top ops of one dr_da step.
+the small-matrix regime rather than the dispatch. `--before` adds dr and dr_da as they ran before their
+shared layer's expert weight gradients were computed once per backward (each application's backward
+writing its own, Model.combine_weight_gradients off), alternated in the same rounds. `--profile` adds the
+top ops of one dr and one dr_da step.
 
-    python bench/dispatch.py [--repeats 5] [--threads 2] [--batch 2] [--seq-len 256] [--profile]
+    python bench/dispatch.py [--repeats 5] [--threads 2] [--batch 2] [--seq-len 256] [--before] [--profile]
 """
 
 from __future__ import annotations
@@ -41,14 +44,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2, help="sequences per forward")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
+    parser.add_argument("--before", action="store_true",
+                        help="also time dr and dr_da with a weight gradient per application")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     models = {name: Model(get_preset(name)) for name in PRESETS}
+    if args.before:
+        for name in PRESETS[1:]:
+            models[f"{name} before"] = before = Model(get_preset(name))
+            before.load_state_dict(models[name].state_dict())
+            before.combine_weight_gradients = False
     idx = torch.randint(0, get_preset(PRESETS[0]).vocab_size, (args.batch, args.seq_len))
-    times: dict[str, list[float]] = {name: [] for name in PRESETS}
+    times: dict[str, list[float]] = {name: [] for name in models}
     for round_ in range(args.repeats + 1):
         for name, model in models.items():
             seconds = timed(model, idx)
@@ -58,18 +68,21 @@ def main() -> None:
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, fp32, "
           f"batch {args.batch} x {args.seq_len}, forward + backward, median of {args.repeats}")
     median = {name: statistics.median(values) for name, values in times.items()}
-    for name in PRESETS:
+    for name in models:
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
-        print(f"{name:12s} {median[name]:6.2f} s  (range {spread} s)")
-    for name in PRESETS[1:]:
-        print(f"{name.split('-')[0]}/la: {median[name] / median['la-100m']:.2f}")
+        print(f"{name:19s} {median[name]:6.2f} s  (range {spread} s)")
+    for name in models:
+        if name != "la-100m":
+            print(f"{name.replace('-100m', '')}/la: {median[name] / median['la-100m']:.2f}")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            step(models["dr_da-100m"], idx)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        for name in PRESETS[1:]:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step(models[name], idx)
+            print(f"{name}, one step:")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,9 @@ class Experts(nn.Module):
         # cast per application would save a copy per application for backward (for dr at depth 32, 32
         # copies of the shared experts).
         self.cast_cache: dict[torch.dtype, tuple] | None = None
+        # Model.forward sets one for the length of one forward of a layer applied several times (see
+        # WeightGradients); None: each application's backward returns its own weight gradients.
+        self.weight_gradients: WeightGradients | None = None
 
     def forward(self, x: torch.Tensor, chosen: torch.Tensor, gates: torch.Tensor,
                 tokens_per_expert: torch.Tensor) -> torch.Tensor:
@@ -110,10 +113,13 @@ class Experts(nn.Module):
         # the routing (compiles once, runs on meta)
         offsets = tokens_per_expert.cumsum(0, dtype=torch.int32)  # (E,)
         w1, w3, w2 = self._weights(x)
+        matmul = grouped_mm
+        if self.weight_gradients is not None and torch.is_grad_enabled():
+            matmul = self.weight_gradients.application()
         rows = x[token_of].to(w1.dtype)  # (N*k, d)
-        h = grouped_mm(rows, w1, offsets)  # (N*k, f)
-        h = F.gelu(h) if w3 is None else F.silu(h) * grouped_mm(rows, w3, offsets)
-        y = grouped_mm(h, w2, offsets) * gates.flatten()[order, None]  # (N*k, d), weighted by gate
+        h = matmul(rows, w1, offsets)  # (N*k, f)
+        h = F.gelu(h) if w3 is None else F.silu(h) * matmul(rows, w3, offsets)
+        y = matmul(h, w2, offsets) * gates.flatten()[order, None]  # (N*k, d), weighted by gate
         return y.new_zeros(N, d).index_add_(0, token_of, y)  # (N, d), summed over each token's k
 
     def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -170,6 +176,86 @@ grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_set
 def _grouped_mm_flops(a_shape, b_shape, offsets_shape, out_shape=None, **kwargs) -> int:
     """2 x M x K x N in both forms: each of a's M rows (or K x M entries) meets one group's N columns."""
     return 2 * math.prod(a_shape) * b_shape[-1]
+
+
+class WeightGradients:
+    """The expert weight gradients of one forward of a layer applied several times, computed once.
+
+    Each application sees only batch x seq_len x top_k / n_experts rows per expert (dr-100m at 2 x 256:
+    about 10), so a grouped GEMM backward per application writes a full (E, d, f) weight gradient for a
+    few rows each, and autograd then adds `depth` of them: memory-bound (dr-100m's CPU step was 2.4x
+    la-100m's). Here each application's backward returns only its input gradient and keeps its rows,
+    output gradient and offsets; the backward of the FIRST application, which autograd runs after every
+    later one (they all feed its output's gradient), sorts the kept rows of all applications by expert
+    and computes each weight's gradient with one grouped GEMM: the same FLOPs, and one (E, d, f) write per
+    weight. Kept until then: each application's output gradients of the three matmuls, which the
+    activations its backward frees outweigh (the peak stays at the start of backward).
+
+    Not used with recomputation (the kept rows would undo it), under torch.compile (a side effect in
+    backward) or for a layer applied once (nothing to share).
+    """
+
+    def __init__(self) -> None:
+        self.applications = 0
+        self.combined: set[int] = set()
+        # per matmul of an application (w1, w3, w2 in call order): each application's (rows, grad, offsets)
+        self.kept: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+
+    def application(self):
+        """grouped_mm for one application's matmuls, called in the same order at every application."""
+        combines = self.applications == 0
+        self.applications += 1
+        calls = iter(range(3))
+
+        def matmul(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+            return _DeferredWeightGradient.apply(a, b, offsets, self, next(calls), combines)
+
+        return matmul
+
+    def keep(self, matmul: int, a: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor,
+             combines: bool) -> torch.Tensor | None:
+        """Keeps one application's rows a (M, K) and output gradient (M, N) of one matmul; at the combining
+        application, the weight gradient (G, K, N) over every kept application (and forgets them)."""
+        if matmul in self.combined:
+            raise RuntimeError("an application's backward ran after the first application's: its weight "
+                               "gradient would be lost (each application must feed the next)")
+        kept = self.kept.setdefault(matmul, [])
+        kept.append((a, grad, offsets))
+        if not combines:
+            return None
+        del self.kept[matmul]
+        self.combined.add(matmul)
+        if len(kept) == 1:
+            return grouped_mm(a.transpose(0, 1), grad, offsets)
+        # each row's expert (an application's rows are grouped by expert; offsets end the groups), then all
+        # applications' rows grouped by expert, keeping application order within an expert
+        expert_of = torch.cat([
+            torch.searchsorted(offs, torch.arange(rows.shape[0], device=offs.device, dtype=offs.dtype), right=True)
+            for rows, _, offs in kept])  # (sum M,)
+        order = expert_of.argsort(stable=True)
+        rows = torch.cat([rows for rows, _, _ in kept]).index_select(0, order)  # (sum M, K)
+        grads = torch.cat([g for _, g, _ in kept]).index_select(0, order)  # (sum M, N)
+        offsets = torch.stack([offs for _, _, offs in kept]).sum(0, dtype=torch.int32)  # (G,) cumulative counts
+        return grouped_mm(rows.transpose(0, 1), grads, offsets)
+
+
+class _DeferredWeightGradient(torch.autograd.Function):
+    """grouped_mm whose backward hands its weight gradient to a WeightGradients."""
+
+    @staticmethod
+    def forward(ctx, a, b, offsets, gradients: WeightGradients, matmul: int, combines: bool):
+        ctx.save_for_backward(a, b, offsets)
+        ctx.gradients, ctx.matmul, ctx.combines = gradients, matmul, combines
+        return grouped_mm(a, b, offsets)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, offsets = ctx.saved_tensors
+        grad_a = grouped_mm(grad, b.transpose(-2, -1), offsets) if ctx.needs_input_grad[0] else None
+        grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_b = ctx.gradients.keep(ctx.matmul, a, grad, offsets, ctx.combines)
+        return grad_a, grad_b, None, None, None, None
 
 
 def _kernel_layout(t: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from matcher.config import ModelConfig
 from matcher.models.cache import DepthKV, KVCache
-from matcher.models.expert_attention import ExpertAttention, Experts, Router
+from matcher.models.expert_attention import ExpertAttention, Experts, Router, WeightGradients
 from matcher.models.layer import Layer
 from matcher.models.norm import RMSNorm, rotary_cos_sin
 
@@ -26,6 +26,9 @@ class Model(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.recompute = False  # activation checkpointing per applied layer; set by the trainer
+        # a shared layer's expert weight gradients computed once per backward, not per application (see
+        # WeightGradients); off only to measure what that saves (bench/dispatch.py)
+        self.combine_weight_gradients = True
         n_applications = cfg.depth // cfg.n_unique_layers  # times each unique layer is applied
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(Layer(cfg, n_applications) for _ in range(cfg.n_unique_layers))
@@ -35,6 +38,7 @@ class Model(nn.Module):
             self.lm_head.weight = self.tok_emb.weight  # one matrix, counted once
         self.reset_parameters()
         self._experts = [m for m in self.modules() if isinstance(m, Experts)]
+        self._applied_more_than_once = n_applications > 1
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -67,6 +71,9 @@ class Model(nn.Module):
         h = self.tok_emb(idx)  # (B, T, d)
         for experts in self._experts:
             experts.cast_cache = {}  # expert weights cast for autocast once per forward (see Experts)
+            if (self.combine_weight_gradients and self._applied_more_than_once and not self.recompute
+                    and torch.is_grad_enabled() and not torch.compiler.is_compiling()):
+                experts.weight_gradients = WeightGradients()  # backward holds it; forgotten here
         try:
             # depth attention's keys/values of these tokens, filled one depth at a time; outside the
             # checkpointed layers, so recomputation rebuilds no earlier depth's
@@ -82,6 +89,7 @@ class Model(nn.Module):
         finally:
             for experts in self._experts:
                 experts.cast_cache = None  # the casts live on only where backward saved them
+                experts.weight_gradients = None
         if cache is not None:
             cache.advance(T)
         logits = self.lm_head(self.norm(h))  # (B, T, vocab)

@@ -10,7 +10,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from matcher.models import Model
-from matcher.models.expert_attention import Experts, grouped_mm
+from matcher.models.expert_attention import Experts, WeightGradients, grouped_mm
 from matcher.plan.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -162,3 +162,106 @@ def test_compiled_training_matches_eager_without_graph_breaks_or_recompiles():
     assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
     assert model.layers[0].ffn.router.last_load.sum() > 0  # the load was counted inside the graph
     torch.testing.assert_close(losses[True], losses[False], atol=0, rtol=1e-4)
+
+
+def chained_applications(experts, x, routings, dispatch):
+    """Applies the experts once per routing, each application's input the previous one's output added to
+    its input (as a shared layer's applications follow one another in the residual stream)."""
+    h = x
+    for chosen, gates in routings:
+        h = h + dispatch(h, chosen, gates)
+    return h
+
+
+@pytest.mark.parametrize("act", ["swiglu", "gelu"])
+@pytest.mark.parametrize("n_applications", [1, 3])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_weight_gradients_combined_over_applications_equal_the_per_expert_loop(act, n_applications, seed):
+    """With a WeightGradients (as Model.forward sets for a shared layer) each application's backward keeps
+    its rows and the first application's computes the weight gradients of all: they equal the loop's."""
+    experts, x, _, _, grad, _ = random_case(act, 16, 24, seed)
+    routings = []
+    for application in range(n_applications):
+        _, _, chosen, gates, _, unused = random_case(act, 16, 24, seed=100 * seed + application)
+        routings.append((chosen, gates))
+    n_experts = experts.w1.shape[0]
+
+    def combined():
+        experts.weight_gradients = WeightGradients()
+        try:
+            return chained_applications(experts, x, routings,
+                                        lambda h, chosen, gates: experts(h, chosen, gates,
+                                                                         tokens_per_expert(chosen, n_experts)))
+        finally:
+            experts.weight_gradients = None
+
+    def reference():
+        return chained_applications(experts, x, routings, lambda h, chosen, gates: loop_reference(experts, h, chosen, gates))
+
+    gates_of = {f"gates{i}": gates for i, (_, gates) in enumerate(routings)}
+    got, want = {}, {}
+    for result, dispatch in ((got, combined), (want, reference)):
+        for t in gates_of.values():
+            t.grad = None
+        y, grads = outputs_and_gradients(experts, x, routings[0][0], routings[0][1], grad, dispatch)
+        result.update(y=y, **grads, **{name: t.grad.clone() for name, t in gates_of.items()})
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_a_weight_gradient_kept_after_the_combining_backward_is_an_error():
+    """Applications that do not feed one another could run the combining backward first and lose the
+    others' weight gradients: that is refused, not silently wrong."""
+    experts, x, chosen, gates, grad, _ = random_case("swiglu", 16, 24, seed=4)
+    counts = tokens_per_expert(chosen, experts.w1.shape[0])
+    experts.weight_gradients = WeightGradients()
+    first = experts(x, chosen, gates, counts)
+    second = experts(x, chosen, gates, counts)  # reads x, not the first application's output
+    experts.weight_gradients = None
+    first.backward(grad, retain_graph=True)
+    with pytest.raises(RuntimeError, match="would be lost"):
+        second.backward(grad)
+
+
+def weight_gradient_calls(model, idx, combine: bool, bf16: bool = False):
+    """The model's parameter gradients, backward FLOPs and the number of weight-gradient grouped GEMMs
+    (those with a 3-D output) of one step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountWeightGradients(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.matcher.grouped_mm.default and out.dim() == 3:
+                CountWeightGradients.calls += 1
+            return out
+
+    model.combine_weight_gradients = combine
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        _, loss = model(idx, idx)
+    with FlopCounterMode(display=False) as flops, CountWeightGradients():
+        loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return grads, flops.get_total_flops(), CountWeightGradients.calls
+
+
+@pytest.mark.parametrize("name", ["dr-tiny", "dr_da-tiny"])
+def test_a_shared_layer_computes_each_expert_weight_gradient_once_with_the_same_flops(name):
+    cfg = get_preset(name)
+    torch.manual_seed(0)
+    model = Model(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (2, 16))
+    per_application = weight_gradient_calls(model, idx, combine=False)
+    combined = weight_gradient_calls(model, idx, combine=True)
+    assert per_application[2] == 3 * cfg.depth and combined[2] == 3  # w1, w3, w2
+    assert combined[1] == per_application[1]  # the same FLOPs, fewer and larger GEMMs
+    for param in per_application[0]:
+        torch.testing.assert_close(combined[0][param], per_application[0][param], atol=1e-6, rtol=1e-5, msg=param)
+    # bf16: each application's bf16 gradient was summed in bf16; one GEMM now sums them all at once
+    per_application, combined = (weight_gradient_calls(model, idx, combine, bf16=True) for combine in (False, True))
+    for param in per_application[0]:
+        assert combined[0][param].dtype == torch.float32
+        torch.testing.assert_close(combined[0][param], per_application[0][param], atol=1e-4, rtol=2e-2, msg=param)

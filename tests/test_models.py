@@ -93,6 +93,9 @@ def test_loss_is_cross_entropy_and_ignores_masked_targets():
 def test_recompute_gives_the_same_loss_and_gradients(variant, bf16):
     torch.manual_seed(3)
     model = Model(tiny(variant=variant))
+    # recomputation sums a shared layer's expert weight gradients per application; without it they are
+    # summed by one GEMM (WeightGradients): equal in fp32, different bf16 roundings, so compare like with like
+    model.combine_weight_gradients = not bf16
     idx = torch.randint(0, 128, (2, 10))
     grads = []
     for recompute in (False, True):
