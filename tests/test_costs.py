@@ -34,7 +34,8 @@ def test_olmoe_and_qwen3_published_parameter_counts():
 def test_qkv_biases_are_parameters_without_flops():
     cfg = get_preset("la-tiny")
     biased = cfg.replace(qkv_bias=True)
-    assert param_counts(biased).total - param_counts(cfg).total == cfg.depth * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
+    added = cfg.depth * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
+    assert param_counts(biased).total - param_counts(cfg).total == added
     assert forward_flops_per_token(biased) == forward_flops_per_token(cfg)
     # a bias beside every norm's gain: 2 per layer (SA, FFN) and the final norm, d_model each
     with_norm_bias = cfg.replace(norm_bias=True)

@@ -196,7 +196,8 @@ def test_weight_gradients_combined_over_applications_equal_the_per_expert_loop(a
             experts.weight_gradients = None
 
     def reference():
-        return chained_applications(experts, x, routings, lambda h, chosen, gates: loop_reference(experts, h, chosen, gates))
+        return chained_applications(experts, x, routings,
+                                    lambda h, chosen, gates: loop_reference(experts, h, chosen, gates))
 
     gates_of = {f"gates{i}": gates for i, (_, gates) in enumerate(routings)}
     got, want = {}, {}

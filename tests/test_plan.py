@@ -31,7 +31,8 @@ def test_writes_a_valid_sweep_at_the_default_path(tmp_path, monkeypatch, capsys)
     assert [(r.name, r.role, r.model.variant) for r in sweep.runs] == [
         ("la-1b", "target", "la"), ("dr", "variant", "dr"), ("dr_da", "variant", "dr_da")]
     assert sweep.meta.target == "la-1b" and sweep.meta.variants == ["dr", "dr_da"]
-    assert sweep.meta.matched == ["flops", "params", "inference_memory"] and sweep.meta.command == "matcher plan --target la-1b"
+    assert sweep.meta.matched == ["flops", "params", "inference_memory"]
+    assert sweep.meta.command == "matcher plan --target la-1b"
     assert sweep.runs[0].model == get_preset("la-1b")
     assert len({r.train.tokens_per_step for r in sweep.runs}) == 1
     assert main(["sweep", "validate", "sweeps/la-1b-vs-dr-dr_da.yaml"]) == 0

@@ -50,7 +50,8 @@ def test_flops_and_params_residuals(target_name, variant, depth):
 def test_match_reports_every_quantity_and_the_work_done():
     target = get_preset("la-1b")
     found = match(target.replace(variant="dr"), spec_for(target))
-    assert set(found.costs) == {"flops", "params", "inference_memory", "train_memory"} and set(found.residuals) == set(found.costs)
+    assert set(found.costs) == {"flops", "params", "inference_memory", "train_memory"}
+    assert set(found.residuals) == set(found.costs)
     assert found.solved == ("flops", "params") and found.free == ("d_ff", "n_experts")
     assert found.costs == costs_of(found.config, spec_for(target))
     assert found.steps >= 1 and found.evaluations > 0
@@ -156,7 +157,8 @@ def test_quantities_that_conflict_name_both_residuals():
 
 def test_bad_match_spec():
     target = get_preset("la-1b")
-    with pytest.raises(MatchError, match="--match takes a comma-separated subset of flops, params, inference_memory, train_memory"):
+    with pytest.raises(MatchError, match="--match takes a comma-separated subset of flops, params, "
+                                         "inference_memory, train_memory"):
         match(target, spec_for(target, matched=("speed",)))
     with pytest.raises(MatchError, match="no target value for train_memory"):
         match(target, MatchSpec(targets={"flops": 1e9, "params": 1e9}, matched=("train_memory",)))

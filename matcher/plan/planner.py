@@ -517,7 +517,8 @@ def _finer_align_hint(shape: ModelConfig, variant: str, overrides: Overrides, sp
     halving --align would give. d_ff steps of `align` move FLOPs by a fixed amount; the best lattice
     point can be off by half a step whatever the search does."""
     worst = max(abs(found.residuals[q]) for q in found.solved) if found.solved else 0.0
-    if spec.auto or spec.third or worst <= CLOSE_RESIDUAL or spec.align % 2 or spec.align < 16 or "d_ff" not in found.free:
+    if (spec.auto or spec.third or worst <= CLOSE_RESIDUAL or spec.align % 2 or spec.align < 16
+            or "d_ff" not in found.free):
         return None
     finer = dataclasses.replace(spec, align=spec.align // 2)
     try:

@@ -12,8 +12,9 @@ Sizes and why:
 - `dr-*`, `dr_da-*`: one shared layer applied `depth` times, with the target's d_model, heads,
   top_k and depth, and `d_ff`/`n_experts` matched to the `la-*` preset of the same size on training
   FLOPs per token, total parameters and inference memory: what `matcher plan --target la-<size>` finds
-  (d_ff a multiple of 64, or 32 where 64 misses 0.5%; of 16 for tiny, whose whole expert is 64 wide). The router of several hundred experts costs
-  FLOPs, so the shared layer gets narrower experts than la's. tests/test_presets.py re-runs the match.
+  (d_ff a multiple of 64, or 32 where 64 misses 0.5%; of 16 for tiny, whose whole expert is 64 wide).
+  The router of several hundred experts costs FLOPs, so the shared layer gets narrower experts than
+  la's. tests/test_presets.py re-runs the match.
 - `llama2-7b`, `mixtral-8x7b`, `olmoe-1b-7b`, `qwen3-0.6b`: published dense and MoE models expressed as
   `la`; their parameter counts (6,738,415,616, 46,702,792,704, 6,919,161,856 and Qwen3-0.6B's 0.44B
   non-embedding) are tests of the cost model. OLMoE and Qwen3 need QK-norm (over the whole projection,
@@ -53,7 +54,8 @@ MATCHED: dict[str, dict[str, tuple]] = {
 
 def family_preset(size: str, variant: str) -> ModelConfig:
     d_ff, n_experts, *chosen = MATCHED[size][variant]
-    return ModelConfig(variant=variant, d_ff=d_ff, n_experts=n_experts, **FAMILIES[size], **(chosen[0] if chosen else {}))
+    return ModelConfig(variant=variant, d_ff=d_ff, n_experts=n_experts, **FAMILIES[size],
+                       **(chosen[0] if chosen else {}))
 
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
