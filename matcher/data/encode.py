@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matcher.atomic import write_text_atomic
+from matcher.atomic import sha256_file, write_text_atomic
 from matcher.data.problems import prompt_text
 from matcher.data.tokenizer import Tokenizer
 from matcher.errors import DataError
@@ -283,13 +283,6 @@ def write_manifest(out: Path, manifest: dict) -> None:
     write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _identity(manifest: dict) -> dict:
     return {k: manifest.get(k) for k in ("format", "tokenizer", "dtype", "shard_tokens", "loss_mask", "inputs")}
@@ -333,9 +326,9 @@ def _prepare_out(out: Path, manifest: dict, force: bool) -> int:
         whole = True
         for name, digest in files:
             final, tmp = out / name, out / (name + ".tmp")
-            if not final.is_file() and tmp.is_file() and _sha256(tmp) == digest:
+            if not final.is_file() and tmp.is_file() and sha256_file(tmp) == digest:
                 os.replace(tmp, final)
-            whole = whole and final.is_file() and _sha256(final) == digest
+            whole = whole and final.is_file() and sha256_file(final) == digest
         if not whole:
             break
         kept.append(entry)

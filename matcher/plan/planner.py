@@ -82,7 +82,6 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     items = [item for item in items or [] if not item.strip().startswith(TRAIN_PREFIX)]
     if not items:
         return {}
-    import yaml
 
     names = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "variant"]
     parsed = {}
@@ -96,22 +95,30 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         if key == "seq_len":  # shadowed by train.seq_len: a variant-only context would not be trained on
             raise ConfigError("--set seq_len: the context is shared by the model and the training of every run; "
                               "use --seq-len")
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"--set {key}: unknown field{hint}. Valid fields: {', '.join(names)}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item}: the value is not a YAML scalar") from None
-        parsed[key] = _yaml_1_2_float(value)
+        _check_known(key, names, prefix="", what="field", valid="Valid fields")
+        parsed[key] = _yaml_1_2_float(_yaml_value(item, raw, "the value is not a YAML scalar"))
     return parsed
+
+
+def _check_known(key: str, names: list[str], *, prefix: str, what: str, valid: str) -> None:
+    if key not in names:
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+        raise ConfigError(f"--set {prefix}{key}: unknown {what}{hint}. {valid}: {', '.join(names)}")
+
+
+def _yaml_value(item: str, raw: str, problem: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item}: {problem}") from None
 
 
 def parse_train_set(items: list[str]) -> dict[str, Any]:
     """`--set train.FIELD=VALUE` pairs: any TrainConfig field, values read as YAML (a mixture may be
     given as a flow mapping: train.data={a: 1, b: 2}); checked by TrainConfig like the sweep file."""
-    import yaml
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     parsed = {}
@@ -124,14 +131,8 @@ def parse_train_set(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set takes train.FIELD=VALUE, got {item!r}")
         if key in TRAIN_SET_ELSEWHERE:
             raise ConfigError(f"--set train.{key}: give it with {TRAIN_SET_ELSEWHERE[key]}")
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean 'train.{close[0]}'?)" if close else ""
-            raise ConfigError(f"--set train.{key}: unknown training setting{hint}. Valid: {', '.join(names)}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item}: the value is not valid YAML") from None
+        _check_known(key, names, prefix=TRAIN_PREFIX, what="training setting", valid="Valid")
+        value = _yaml_value(item, raw, "the value is not valid YAML")
         parsed[key] = _yaml_1_2_float(value) if not isinstance(value, (dict, list)) else value
     return parsed
 

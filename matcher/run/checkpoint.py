@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from matcher.atomic import write_atomic, write_text_atomic
+from matcher.atomic import sha256_file, write_atomic, write_text_atomic
 from matcher.config import ModelConfig
 from matcher.errors import MatcherError, RunError
 
@@ -121,7 +121,7 @@ def _read(path: Path, identity: dict[str, Any]) -> tuple[dict[str, Any] | None, 
 
 def _verified(path: Path, identity: dict[str, Any], restart: str) -> tuple[dict[str, Any] | None, str | None]:
     accepted = _accepted_checksums(path)
-    if accepted is not None and _sha256(path) not in accepted:
+    if accepted is not None and sha256_file(path) not in accepted:
         return None, (f"{path}: damaged (its checksum is not the one written; a disk error or a cut copy?); "
                       f"restore it from a backup, or {restart}")
     try:
@@ -192,7 +192,7 @@ def _write_verified(path: Path, checkpoint: dict[str, Any]) -> None:
     # Every checksum still accepted stays accepted until this save completes: after a kill between the
     # list and the rename, the file on disk may be any of them (a second kill must not strand it).
     accepted = _accepted_checksums(path) if path.is_file() else []
-    previous = accepted if accepted is not None else [_sha256(path)]  # one written before checksums
+    previous = accepted if accepted is not None else [sha256_file(path)]  # one written before checksums
     written = {}
 
     def write(handle: Any) -> None:
@@ -210,10 +210,3 @@ def _write_verified(path: Path, checkpoint: dict[str, Any]) -> None:
     write_atomic(path, write)
     write_text_atomic(_checksum_path(path), json.dumps([written["sha256"]]) + "\n")
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
