@@ -1,5 +1,8 @@
 """`matcher demo`: the whole loop on the embedded default, on CPU — plan a tiny sweep (la-tiny as
 the target, dr and dr_da matched to it), train it on the embedded math task, compare the curves.
+The same three runs are trained again on the task's latent form (data and eval_data math-latent:
+the final value only, no written-out chain, so the reasoning has to happen in depth), in a second
+sweep `<name>-latent`, so each form has its own comparison table.
 
 Re-running it resumes: the sweep file is reused and finished runs are skipped, so an interrupted
 demo picks up where it stopped. Delete `sweeps/demo*.yaml` and `results/demo*` to start over.
@@ -36,7 +39,10 @@ SCALES = {
 }
 
 
-def demo_sweep(scale: DemoScale):
+FORMS = {"chain": "math", "latent": "math-latent"}  # the demo's two forms of the task: train.data and eval_data
+
+
+def demo_sweep(scale: DemoScale, form: str = "chain"):
     """Plan la-tiny vs dr, dr_da and set the demo's training settings (the same for every run)."""
     from matcher.plan.planner import PlanRequest, build_sweep, make_plan
 
@@ -46,19 +52,20 @@ def demo_sweep(scale: DemoScale):
     for run in sweep.runs:
         run.train = dataclasses.replace(
             run.train, data_steps=scale.data_steps, eval_examples=scale.eval_examples, n_evals=scale.n_evals,
-            eval_tokens=[], lr=scale.lr)
+            eval_tokens=[], lr=scale.lr, data=FORMS[form], eval_data=FORMS[form])
     sweep.meta.command = f"matcher demo --scale {scale.name}"
     return sweep
 
 
 def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bool) -> Path:
     from matcher.commands.compare import compare_command
+    from matcher.commands.sweep import show_command
     from matcher.plan.sweep import load_sweep, write_sweep
     from matcher.run.runner import run_sweep
 
     scale = SCALES[scale_name]
-    name = "demo" if scale.name == "default" else f"demo-{scale.name}"
-    path = sweeps_dir / f"{name}.yaml"
+    base = "demo" if scale.name == "default" else f"demo-{scale.name}"
+    names = {"chain": base, "latent": f"{base}-latent"}
     console = out()
     if plot:
         import importlib.util
@@ -66,27 +73,40 @@ def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bo
         if importlib.util.find_spec("matplotlib") is None:  # said now, not after minutes of training
             notice('no plot: matplotlib is not installed (pip install "matcher[plot]"); the tables follow')
             plot = False
-    if path.exists():
-        load_sweep(path)  # validated before anything trains
-        notice(f"reusing {path} (finished runs are skipped); delete it and {results_root / name} to start over")
-    else:
-        console.rule("[bold]1/3 plan[/]: la-tiny (target) vs dr, dr_da matched on training FLOPs and parameters")
-        path = write_sweep(demo_sweep(scale), path)
-        from matcher.commands.sweep import show_command
-
-        show_command(path)
-        console.print(f"sweep written to {path}")
-    console.rule("[bold]2/3 train[/] on the embedded math task (CPU)")
-    summaries = run_sweep(path, results_root)
-    console.rule("[bold]3/3 compare[/]: tokens to reach each accuracy, ratio to the la baseline")
-    sweep_dir = results_root / name
-    # the demo's own figure, drawn again from the same runs each time it is run
-    compare_command(sweep_dir, plot=sweep_dir / "curves.png" if plot else None, force=True)
-    if any(summary.state == "interrupted" for summary in summaries):
+    console.rule("[bold]1/3 plan[/]: la-tiny (target) vs dr, dr_da matched on training FLOPs and parameters")
+    paths = {}
+    for form, name in names.items():
+        path = paths[form] = sweeps_dir / f"{name}.yaml"
+        if path.exists():
+            load_sweep(path)  # validated before anything trains
+            notice(f"reusing {path} (finished runs are skipped); delete it and {results_root / name} to start over")
+            continue
+        write_sweep(demo_sweep(scale, form), path)
+        if form == "chain":
+            show_command(path)
+        console.print(f"sweep written to {path}" + (
+            " (the same runs on the latent form: data and eval_data math-latent)" if form == "latent" else ""))
+    trained, interrupted = [], False
+    for form, what in (("chain", "the embedded math task, answers written out step by step"),
+                       ("latent", "its latent form, the final value only (` #### N`)")):
+        console.rule(f"[bold]2/3 train[/] on {what} (CPU)")
+        summaries = run_sweep(paths[form], results_root)
+        trained.append(form)
+        if any(summary.state == "interrupted" for summary in summaries):
+            interrupted = True
+            break
+    for form in trained:
+        name = names[form]
+        console.rule(f"[bold]3/3 compare[/] ({form} form, {name}): tokens to reach each accuracy, ratio to the "
+                     "la baseline")
+        sweep_dir = results_root / name
+        # the demo's own figure, drawn again from the same runs each time it is run
+        compare_command(sweep_dir, plot=sweep_dir / "curves.png" if plot else None, force=True)
+    if interrupted:
         notice("interrupted: the comparison above is partial; run `matcher demo` again to resume "
                "from the last checkpoints")
         raise Interrupted
-    return sweep_dir
+    return results_root / base
 
 
 class Interrupted(Exception):
