@@ -34,3 +34,16 @@ def test_demo_plans_trains_and_compares(tmp_path, capsys):
     assert main(args) == 0
     assert "reusing" in capsys.readouterr().err
     assert (sweep_dir / "dr" / "metrics.jsonl").read_text() == before
+
+
+def test_the_default_demo_trains_the_latent_form_on_fewer_tokens():
+    from matcher.commands.demo import SCALES, demo_sweep
+
+    scale = SCALES["default"]
+    chain, latent = demo_sweep(scale, "chain"), demo_sweep(scale, "latent")
+    assert [r.name for r in latent.runs] == [r.name for r in chain.runs] == ["la-tiny", "dr", "dr_da"]
+    row = scale.batch_size * scale.seq_len  # the planner rounds the tokens to whole steps
+    for sweep, data, tokens in ((chain, "math", scale.total_tokens), (latent, "math-latent", scale.latent_tokens)):
+        assert {(r.train.data, r.train.eval_data) for r in sweep.runs} == {(data, data)}
+        assert all(abs(r.train.total_tokens - tokens) < row for r in sweep.runs)
+    assert scale.latent_tokens < scale.total_tokens

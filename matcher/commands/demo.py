@@ -27,15 +27,18 @@ class DemoScale:
     eval_examples: int
     n_evals: int
     lr: float
+    latent_tokens: int  # tokens per run of the latent form (shorter at the default scale: the time limit)
 
 
-# `default` fits in ~10 minutes on 2 CPU cores (128 eval problems: a 95% interval of about +-9 points at
-# 50%, where 64 gave +-12); `smoke` is the test suite's end-to-end run.
+# `default` is meant to fit in 10 minutes on 2 CPU cores (128 eval problems: a 95% interval of about +-9
+# points at 50%, where 64 gave +-12): three runs of 1.5M tokens took 3 min 41 s with 64 problems, about
+# 50 s more with 128 (README), so the latent form's three runs get 1M tokens each. `smoke` is the test
+# suite's end-to-end run.
 SCALES = {
     "default": DemoScale("default", total_tokens=1_500_000, batch_size=16, seq_len=128, data_steps=2,
-                         eval_examples=128, n_evals=12, lr=3e-3),
+                         eval_examples=128, n_evals=12, lr=3e-3, latent_tokens=1_000_000),
     "smoke": DemoScale("smoke", total_tokens=6 * 2 * 128, batch_size=2, seq_len=128, data_steps=1,
-                       eval_examples=2, n_evals=2, lr=3e-3),
+                       eval_examples=2, n_evals=2, lr=3e-3, latent_tokens=6 * 2 * 128),
 }
 
 
@@ -46,7 +49,8 @@ def demo_sweep(scale: DemoScale, form: str = "chain"):
     """Plan la-tiny vs dr, dr_da and set the demo's training settings (the same for every run)."""
     from matcher.plan.planner import PlanRequest, build_sweep, make_plan
 
-    request = PlanRequest(target="la-tiny", variants="dr,dr_da", tokens=scale.total_tokens,
+    tokens = scale.latent_tokens if form == "latent" else scale.total_tokens
+    request = PlanRequest(target="la-tiny", variants="dr,dr_da", tokens=tokens,
                           batch=scale.batch_size, seq_len=scale.seq_len)
     sweep = build_sweep(make_plan(request))
     for run in sweep.runs:
@@ -58,6 +62,7 @@ def demo_sweep(scale: DemoScale, form: str = "chain"):
 
 
 def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bool) -> Path:
+    from matcher import fmt
     from matcher.commands.compare import compare_command
     from matcher.commands.sweep import show_command
     from matcher.plan.sweep import load_sweep, write_sweep
@@ -86,6 +91,9 @@ def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bo
             show_command(path)
         console.print(f"sweep written to {path}" + (
             " (the same runs on the latent form: data and eval_data math-latent)" if form == "latent" else ""))
+    if scale.latent_tokens < scale.total_tokens:
+        console.print(f"the latent form's runs are shorter, {fmt.si(scale.latent_tokens)} tokens each against "
+                      f"{fmt.si(scale.total_tokens)}, to keep the demo within 10 minutes on 2 CPU cores")
     trained, interrupted = [], False
     for form, what in (("chain", "the embedded math task, answers written out step by step"),
                        ("latent", "its latent form, the final value only (` #### N`)")):
