@@ -309,11 +309,13 @@ def _slurm_options(launcher: str, *, nodes: int, gpus_per_node: int | None, gpus
 @app.command()
 def demo(
     scale: Annotated[str, typer.Option(help="default (~10 min on 2 CPU cores) | smoke (seconds).")] = "default",
-    sweeps: Annotated[Path, typer.Option(help="Where the demo sweep is written.")] = Path("sweeps"),
+    sweeps: Annotated[Path, typer.Option(help="Where the demo sweeps (chain and latent form) are written.")] = Path(
+        "sweeps"),
     results: Annotated[Path, typer.Option(help="Results root.")] = Path("results"),
     plot: Annotated[bool, typer.Option(help="Also write results/<demo>/curves.png (needs matplotlib).")] = True,
 ) -> None:
-    """The whole loop on the embedded default: plan la-tiny vs dr, dr_da; train on CPU; compare."""
+    """The whole loop on the embedded default: plan la-tiny vs dr, dr_da; train on CPU on the chain and
+    the latent form (final value only); compare each form."""
     from matcher.commands.demo import SCALES, Interrupted, demo_command
     from matcher.names import resolve
 

@@ -342,7 +342,8 @@ def _check_data(data: Any) -> None:
                     math.isfinite(weight) and weight > 0):
                 raise ConfigError(f"data: the weight of {source} must be a positive number, got {weight!r}")
     elif data == "":
-        raise ConfigError("data must be math, a folder of `matcher data encode`, or a mixture {path: weight}")
+        raise ConfigError("data must be math, math-latent, a folder of `matcher data encode`, or a mixture "
+                          "{path: weight}")
 
 
 def _check_tokenizer(tokenizer: Any) -> None:
@@ -380,15 +381,15 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     balance_rate: float = 1e-3  # step of the auxiliary-loss-free expert-bias update
     seed: int = 0
-    # "math" (embedded generator), a folder of `matcher data encode` (or a legacy .bin shard), or a
-    # mixture {path: weight, ...} sampled by weight
+    # "math" (embedded generator; "math-latent": final values only, no chain), a folder of `matcher data
+    # encode` (or a legacy .bin shard), or a mixture {path: weight, ...} sampled by weight
     data: str | dict = "math"
     data_steps: int = 3  # reasoning steps in generated math problems
     # "char" (the built-in character tokenizer) or {path, hash[, vocab_size]} of a tokenizer.json, as
     # `matcher plan --tokenizer` records it (matcher.data.tokenizer.tokenizer_for reads it)
     tokenizer: str | dict = "char"
     loss_on: str = "all"  # all: every token is a target; answers: only the loss-masked answer tokens
-    eval_data: str = "math"  # "math" (held-out generated problems) or a GSM8K-style JSONL path
+    eval_data: str = "math"  # "math" (held-out generated problems; "math-latent": final values only) or a JSONL path
     eval_examples: int = 64  # problems scored at each checkpoint
     eval_tokens: list[int] = field(default_factory=list)  # token checkpoints; empty: log-spaced
     n_evals: int = 8  # number of log-spaced checkpoints when eval_tokens is empty

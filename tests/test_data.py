@@ -109,6 +109,48 @@ def test_math_rows_are_packed_documents():
     assert text.startswith("Q: ") and " A: " in text and "####" in text
 
 
+def test_latent_rows_hold_the_final_value_only():
+    """math-latent: the same problems as math, each answered ` #### N` (the latent eval task's reference)."""
+    from matcher.config import TrainConfig
+    from matcher.run.evaluate import run_eval_task
+
+    latent = streams.open_stream("math-latent", seed=3, n_steps=3, seq_len=128, vocab_size=128)
+    chain = streams.open_stream("math", seed=3, n_steps=3, seq_len=128, vocab_size=128)
+    row, mask = latent.row(7), latent.row_mask(7)
+    ends = [i for i, token in enumerate(row) if token == tokenizer.EOS_ID]
+    starts = [0] + [end + 1 for end in ends[:-1]]
+    assert all(row[start] == tokenizer.BOS_ID for start in starts)
+    complete = [tokenizer.decode(row[start + 1:end]) for start, end in zip(starts, ends)]
+    assert len(complete) >= 3
+    for document in complete:
+        question, answer = document.split(" A: ")
+        assert re.fullmatch(r"Q: .+", question) and re.fullmatch(r"#### -?\d+", answer)
+        assert "=" not in answer  # no written-out chain
+    # the answer mask covers exactly " #### N" and EOS
+    answer_ids = [int(t) for t in row[mask.astype(bool)] if t != tokenizer.EOS_ID]
+    answer_text = tokenizer.decode(answer_ids)
+    assert answer_text.count("####") == answer_text.count(" #### ") >= 3 and "Q:" not in answer_text
+    assert "=" not in answer_text
+    # the questions are the chain stream's, row for row; the format is the latent eval task's
+    first_question = complete[0].split(" A: ")[0]
+    assert tokenizer.decode(chain.row(7)[1:]).startswith(first_question + " A: ")
+    first = math_task.make_problem(math_task.problem_rng(3, "train", 7), 3)
+    config = TrainConfig(total_tokens=1024, batch_size=2, seq_len=128, data_steps=3, eval_data="math-latent")
+    item = run_eval_task([first], config).items[0]
+    assert item.prompt + item.reference == complete[0] and item.reference == f" #### {first.final}"
+    # a pure function of (seed, index)
+    again = streams.open_stream("math-latent", seed=3, n_steps=3, seq_len=128, vocab_size=128)
+    other = streams.open_stream("math-latent", seed=4, n_steps=3, seq_len=128, vocab_size=128)
+    assert np.array_equal(again.row(7), row) and np.array_equal(again.row_mask(7), mask)
+    assert not np.array_equal(other.row(7), row) and not np.array_equal(latent.row(8), row)
+
+
+def test_latent_eval_data_reads_the_generated_problems():
+    stream, held_out = streams.open_training_data("math-latent", "math-latent", seed=0, n_steps=2, seq_len=64,
+                                                  vocab_size=128, eval_examples=5)
+    assert stream.latent and held_out == math_task.eval_problems(2, 5)
+
+
 def test_streams_are_functions_of_seed_and_step():
     a = streams.open_stream("math", seed=1, n_steps=3, seq_len=64, vocab_size=128)
     b = streams.open_stream("math", seed=1, n_steps=3, seq_len=64, vocab_size=128)

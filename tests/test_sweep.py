@@ -115,6 +115,15 @@ def test_validate_and_show_commands(tmp_path, capsys):
     assert "Traceback" not in captured.err
 
 
+def test_validate_accepts_the_latent_math_stream(tmp_path, capsys):
+    def latent(data):
+        for run in data["runs"]:
+            run["train"].update(data="math-latent", eval_data="math-latent")
+
+    assert main(["sweep", "validate", str(_edited(tmp_path, latent))]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
 
 

@@ -74,7 +74,7 @@ def load_jsonl(path: str | Path) -> list[Problem]:
     naming its line number."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such eval file. Give eval_data: math or a GSM8K-style .jsonl file")
+        raise DataError(f"{path}: no such eval file. Give eval_data: math, math-latent or a GSM8K-style .jsonl file")
     problems = []
     for where, record in jsonl_records(path):
         if not is_problem(record):

@@ -26,17 +26,23 @@ from matcher.errors import DataError
 MIXTURE_BLOCK_ROWS = 1000  # a mixture's shares are exact over every block of this many rows
 
 
+MATH_DATA = ("math", "math-latent")  # the embedded generator: the written-out chain, or the final value only
+
+
 class MathStream:
     """Generated problems packed back to back (BOS text EOS BOS text EOS ...); the last problem of a row
     is cut where the row ends. Row i draws its problems from its own generator. The answer tokens (and
-    EOS) are the row's answers (train.loss_on: answers)."""
+    EOS) are the row's answers (train.loss_on: answers). `latent` (data: math-latent): the answer is the
+    final value only, ` #### N` (the latent eval task's reference), so the chain has to be worked out in depth."""
 
     has_mask = True
 
-    def __init__(self, *, seed: int, n_steps: int, seq_len: int, vocab_size: int, tokenizer: Tokenizer = CHAR):
+    def __init__(self, *, seed: int, n_steps: int, seq_len: int, vocab_size: int, tokenizer: Tokenizer = CHAR,
+                 latent: bool = False):
         math_task.check_steps(n_steps)
         tokenizer.check_vocab(vocab_size)
         self.seed, self.n_steps, self.row_tokens, self.tokenizer = seed, n_steps, seq_len + 1, tokenizer
+        self.latent = latent
 
     def _row(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = math_task.problem_rng(self.seed, "train", index)
@@ -46,7 +52,7 @@ class MathStream:
         while len(tokens) < self.row_tokens:
             problem = math_task.make_problem(rng, self.n_steps)
             prompt = [tok.bos_id, *tok.encode(prompt_text(problem.question))]
-            answer = [*tok.encode(" " + problem.answer), tok.eos_id]
+            answer = [*tok.encode(" " + (f"#### {problem.final}" if self.latent else problem.answer)), tok.eos_id]
             tokens += prompt + answer
             mask += [0] * len(prompt) + [1] * len(answer)
         return (np.asarray(tokens[:self.row_tokens], dtype=np.int64),
@@ -169,17 +175,17 @@ Stream = MathStream | ShardStream | MixtureStream
 
 def open_stream(data: str | dict, *, seed: int, n_steps: int, seq_len: int, vocab_size: int,
                 tokenizer: Tokenizer | None = None) -> Stream:
-    """`data` is "math" (the embedded generator), a shard folder / .bin shard, or a mixture
-    {source: weight}."""
+    """`data` is "math" (the embedded generator; "math-latent": its final values only), a shard folder /
+    .bin shard, or a mixture {source: weight}."""
     if isinstance(data, dict):
         if not data:
             raise DataError("data: a mixture needs at least one {path: weight}")
         sources = [open_stream(source, seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size,
                                tokenizer=tokenizer) for source in data]
         return MixtureStream(sources, [float(w) for w in data.values()])
-    if data == "math":
+    if data in MATH_DATA:
         return MathStream(seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size,
-                          tokenizer=tokenizer or CHAR)
+                          tokenizer=tokenizer or CHAR, latent=data == "math-latent")
     return ShardStream(data, seed=seed, seq_len=seq_len, vocab_size=vocab_size, tokenizer=tokenizer)
 
 
@@ -210,7 +216,7 @@ def open_training_data(data: str | dict, eval_data: str, *, seed: int, n_steps: 
         raise DataError(f"{data}: train.loss_on is answers, but the data has no loss mask (it holds no "
                         "question/answer or chat records); use loss_on: all, or encode JSONL question/answer "
                         "or chat data with `matcher data encode`")
-    if eval_data == "math":
+    if eval_data in MATH_DATA:
         return stream, math_task.eval_problems(n_steps, eval_examples)
     return stream, problems.load_jsonl(eval_data)[:eval_examples]
 

@@ -19,9 +19,10 @@ from matcher.eval.tasks import Task, embedded_task, int_option, load_task, parse
 
 
 def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
-    """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples)."""
-    return embedded_task(problems, steps=cfg.data_steps,
-                         source="generated" if cfg.eval_data == "math" else cfg.eval_data)
+    """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples), in the
+    latent form (the final value only) where eval_data is math-latent."""
+    return embedded_task(problems, latent=cfg.eval_data == "math-latent", steps=cfg.data_steps,
+                         source="generated" if cfg.eval_data in ("math", "math-latent") else cfg.eval_data)
 
 
 def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.device,
@@ -53,7 +54,7 @@ def _run_eval_problems(cfg: TrainConfig) -> list:
     """The problems the trainer evaluates on (as matcher.data.streams.open_training_data reads them)."""
     from matcher.data import math_task, problems
 
-    if cfg.eval_data == "math":
+    if cfg.eval_data in ("math", "math-latent"):
         return math_task.eval_problems(cfg.data_steps, cfg.eval_examples)
     return problems.load_jsonl(cfg.eval_data)[:cfg.eval_examples]
 
