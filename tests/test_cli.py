@@ -123,5 +123,5 @@ def test_demo_without_matplotlib_says_so_first_and_still_compares(capsys, tmp_pa
     monkeypatch.setattr(matcher.commands.compare, "compare_command", lambda *a, **k: calls.append(k["plot"]))
     args = ["demo", "--scale", "smoke", "--sweeps", str(tmp_path / "sweeps"), "--results", str(tmp_path / "r")]
     assert main(args) == 0
-    assert calls == ["train", None]  # compared without a plot
+    assert calls == ["train", "train", None, None]  # both forms trained, both compared without a plot
     assert "no plot: matplotlib is not installed" in capsys.readouterr().err.replace("\n", "")
