@@ -17,33 +17,33 @@ from matcher.errors import DataError
 
 def test_tokenizer_round_trips_printable_ascii():
     text = "Q: a=3; b=a+4; b? A: a=3, b=7 #### 7\n\tend ~!@"
-    ids = tokenizer.encode(text)
+    ids = tokenizer.CHAR.encode(text)
     assert ids == [ord(c) for c in text]
-    assert tokenizer.decode(ids) == text
+    assert tokenizer.CHAR.decode(ids) == text
 
 
 def test_specials_cannot_come_from_text():
-    ids = tokenizer.encode("a\x00b\x02c\x03d\x7f")
+    ids = tokenizer.CHAR.encode("a\x00b\x02c\x03d\x7f")
     assert ids == [ord(c) for c in "a b c d "]
     assert {tokenizer.PAD_ID, tokenizer.BOS_ID, tokenizer.EOS_ID}.isdisjoint(ids)
 
 
 def test_non_ascii_is_folded_or_replaced():
-    assert tokenizer.decode(tokenizer.encode("café – 5€")) == "cafe ? 5?"
-    assert max(tokenizer.encode("日本")) < tokenizer.VOCAB_SIZE
+    assert tokenizer.CHAR.decode(tokenizer.CHAR.encode("café – 5€")) == "cafe ? 5?"
+    assert max(tokenizer.CHAR.encode("日本")) < tokenizer.VOCAB_SIZE
 
 
 def test_document_and_decode_conventions():
-    doc = tokenizer.encode_document("hi")
+    doc = tokenizer.CHAR.encode_document("hi")
     assert doc == [tokenizer.BOS_ID, ord("h"), ord("i"), tokenizer.EOS_ID]
     ids = [tokenizer.BOS_ID, ord("a"), tokenizer.PAD_ID, ord("b"), tokenizer.EOS_ID, ord("c")]
-    assert tokenizer.decode(ids) == "ab"
-    assert tokenizer.decode([ord("x"), 500]) == "x"  # ids beyond the character vocabulary are dropped
+    assert tokenizer.CHAR.decode(ids) == "ab"
+    assert tokenizer.CHAR.decode([ord("x"), 500]) == "x"  # ids beyond the character vocabulary are dropped
 
 
 def test_vocab_too_small_is_a_data_error():
     with pytest.raises(DataError, match="vocab_size >= 128"):
-        tokenizer.check_vocab(100)
+        tokenizer.CHAR.check_vocab(100)
 
 
 # ------------------------------------------------------------------------------------- math task
@@ -91,7 +91,7 @@ def test_eval_problems_are_fixed_and_held_out():
     assert first == math_task.eval_problems(3, 50)
     assert first[:10] == math_task.eval_problems(3, 10)
     stream = streams.MathStream(seed=0, n_steps=3, seq_len=512, vocab_size=128)
-    train_text = "".join(tokenizer.decode(stream.row(i)[1:]) for i in range(200))
+    train_text = "".join(tokenizer.CHAR.decode(stream.row(i)[1:]) for i in range(200))
     assert sum(p.question in train_text for p in first) <= 1  # different seeds; a chance repeat at most
 
 
@@ -105,7 +105,7 @@ def test_math_rows_are_packed_documents():
     assert row[0] == tokenizer.BOS_ID
     assert (row == tokenizer.EOS_ID).sum() >= 2  # several problems per row, no padding
     assert tokenizer.PAD_ID not in row
-    text = tokenizer.decode(row[1:])
+    text = tokenizer.CHAR.decode(row[1:])
     assert text.startswith("Q: ") and " A: " in text and "####" in text
 
 
@@ -120,7 +120,7 @@ def test_latent_rows_hold_the_final_value_only():
     ends = [i for i, token in enumerate(row) if token == tokenizer.EOS_ID]
     starts = [0] + [end + 1 for end in ends[:-1]]
     assert all(row[start] == tokenizer.BOS_ID for start in starts)
-    complete = [tokenizer.decode(row[start + 1:end]) for start, end in zip(starts, ends)]
+    complete = [tokenizer.CHAR.decode(row[start + 1:end]) for start, end in zip(starts, ends)]
     assert len(complete) >= 3
     for document in complete:
         question, answer = document.split(" A: ")
@@ -128,12 +128,12 @@ def test_latent_rows_hold_the_final_value_only():
         assert "=" not in answer  # no written-out chain
     # the answer mask covers exactly " #### N" and EOS
     answer_ids = [int(t) for t in row[mask.astype(bool)] if t != tokenizer.EOS_ID]
-    answer_text = tokenizer.decode(answer_ids)
+    answer_text = tokenizer.CHAR.decode(answer_ids)
     assert answer_text.count("####") == answer_text.count(" #### ") >= 3 and "Q:" not in answer_text
     assert "=" not in answer_text
     # the questions are the chain stream's, row for row; the format is the latent eval task's
     first_question = complete[0].split(" A: ")[0]
-    assert tokenizer.decode(chain.row(7)[1:]).startswith(first_question + " A: ")
+    assert tokenizer.CHAR.decode(chain.row(7)[1:]).startswith(first_question + " A: ")
     first = math_task.make_problem(math_task.problem_rng(3, "train", 7), 3)
     config = TrainConfig(total_tokens=1024, batch_size=2, seq_len=128, data_steps=3, eval_data="math-latent")
     item = run_eval_task([first], config).items[0]
@@ -279,10 +279,10 @@ def test_encode_writes_documents_in_the_eval_format(tmp_path):
     data = shards.open_data(tmp_path / "out", 128, tokenizer.CHAR)
     tokens = np.concatenate(data.tokens)
     documents_text = ["Q: x=2; x? A: x=2 #### 2", "cafe\tbar", "plain text"]  # as the eval prompts, NFKD
-    expected = [t for text in documents_text for t in tokenizer.encode_document(text)]
+    expected = [t for text in documents_text for t in tokenizer.CHAR.encode_document(text)]
     assert (manifest["documents"], manifest["tokens"]) == (3, len(expected)) and tokens.tolist() == expected
     # the eval's prompt is a prefix of the training document: the model learns what it is asked
-    doc = tokenizer.decode(tokens[1:])
+    doc = tokenizer.CHAR.decode(tokens[1:])
     assert doc.startswith(problems.prompt_text("x=2; x?"))
 
 

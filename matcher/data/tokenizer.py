@@ -218,18 +218,6 @@ def load_tokenizer(spec: str | Path | None = "char") -> Tokenizer:
     return _load_hf(str(path), path.stat().st_mtime_ns)
 
 
-# The character tokenizer's functions, as before (the embedded task and its tests use them).
-def check_vocab(vocab_size: int) -> None:
-    if vocab_size < VOCAB_SIZE:
-        raise DataError(f"the math task and JSONL eval sets use a {VOCAB_SIZE}-token character vocabulary, "
-                        f"but the model's vocab_size is {vocab_size}; use vocab_size >= {VOCAB_SIZE}")
-
-
-encode = CHAR.encode
-encode_document = CHAR.encode_document
-decode = CHAR.decode
-
-
 def tokenizer_for(train) -> Tokenizer:
     """The tokenizer of a run's training settings: `train.tokenizer` is `char` (the default) or a
     mapping {path, hash} recorded at planning; a file whose hash no longer matches is refused (its
