@@ -49,13 +49,14 @@ def fitting_batch(cfg, seq_len: int, budget_bytes: float, max_tokens: int, conv:
 def measure(preset: str, *, device: torch.device, dtype: str, compile: bool, seq_len: int, batch: int,
             warmup_steps: int, steps: int) -> dict:
     from matcher.models import Model
+    from matcher.models.model import compile_model
 
     cfg = get_preset(preset)
     conv = Conventions(activation_dtype="bf16" if dtype == "bf16" else "fp32")
     torch.manual_seed(0)
     model = Model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    train_model = torch.compile(model) if compile else model
+    train_model = compile_model(model) if compile else model
     rows = torch.randint(cfg.vocab_size, (batch, seq_len + 1), device=device)
     x, y = rows[:, :-1], rows[:, 1:]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")

@@ -2,6 +2,8 @@
 dr, whose applications share weights but see different inputs) and the depth-attention keys/values of
 the tokens in one forward (training and decoding)."""
 
+import math
+
 import torch
 
 
@@ -68,6 +70,9 @@ class DepthKV:
         self.values: torch.Tensor | None = None
         self.grad_keys: torch.Tensor | None = None
         self.grad_values: torch.Tensor | None = None
+        # under torch.compile: each depth's own k, v (N, nh, 1, hs), in depth order (see attend_traced)
+        self.traced_keys: list[torch.Tensor] = []
+        self.traced_values: list[torch.Tensor] = []
 
     def write(self, depth: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (N, nh, 1, hs) at `depth`; return the keys/values so far, each (N, nh, depth+1, hs).
@@ -97,3 +102,22 @@ class DepthKV:
             into = sums[:, :, :slots].view(N * nh, slots, hs)
             torch.baddbmm(into, left.reshape(N * nh, slots, 1), right.float().reshape(N * nh, 1, hs), out=into)
         return self.grad_keys[:, :, depth:depth + 1], self.grad_values[:, :, depth:depth + 1]
+
+    def attend_traced(self, depth: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """softmax(q K^T / sqrt(hs)) V over depths 0..depth, this depth's k, v (N, nh, 1, hs) included, for a
+        forward that torch.compile traces. The keys/values stay one tensor per depth: no buffer written in
+        place, which functionalization would turn into a copy of the whole buffer at every depth. Each
+        earlier depth's key and value meets q in its own matmul, whose backward saves a reference to that
+        key/value (linear in depth, whatever the partitioner saves), not an (N, nh, depth+1, hs) copy per
+        depth. As in AttendOverDepth: matmuls in the keys' dtype, scores, softmax and the sum over depths
+        in fp32; the same FLOPs as one matmul over the stacked keys."""
+        if len(self.traced_keys) != depth:
+            raise RuntimeError(f"depth attention at depth index {depth} after {len(self.traced_keys)} depths: "
+                               "the depths of one forward must run in order, each once")
+        self.traced_keys.append(k)
+        self.traced_values.append(v)
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        scores = torch.cat([q @ key.transpose(-2, -1) for key in self.traced_keys], dim=-1)  # (N, nh, 1, depth+1)
+        probs = (scores.float() * scale).softmax(dim=-1).to(v.dtype)
+        out = sum((probs[..., j:j + 1] @ value).float() for j, value in enumerate(self.traced_values))
+        return out.to(v.dtype)  # (N, nh, 1, hs)

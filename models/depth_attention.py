@@ -7,6 +7,11 @@ the problem is a batch of B*T independent length-(i+1) attentions: per token 4*(
 Each depth's keys/values are stored once, in a DepthKV shared by all depths of one forward. Attending
 over a concatenated prefix instead would make every depth save its own (i+1)-long copy for backward:
 O(depth^2) bytes and copies in training.
+
+Under torch.compile the keys/values are kept as one tensor per depth instead (DepthKV.attend_traced): the
+scores are elementwise products with each earlier depth's key, which save only references to the keys
+and values the earlier depths made (still linear in depth) and which Dynamo traces without a graph
+break, so a compiled dr_da model is one graph like dr's.
 """
 
 import contextlib
@@ -43,7 +48,9 @@ class DepthAttention(nn.Module):
             at_depth = torch.full((1,), depth, device=x.device)
             cos, sin = rotary_cos_sin(at_depth, self.head_dim, self.rope_theta)  # (1, hs/2)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and torch.compiler.is_compiling():
+            y = depth_kv.attend_traced(depth, q, k, v)  # (B*T, nh, 1, hs); Dynamo cannot trace the Function's state
+        elif torch.is_grad_enabled():
             y = AttendOverDepth.apply(q, k, v, depth_kv, depth)  # (B*T, nh, 1, hs); every depth so far is visible
         else:  # decoding, evaluation, FLOP tracing: nothing to save, and jit tracing cannot record the Function
             y, _ = _attend(q, *depth_kv.write(depth, k, v))

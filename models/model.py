@@ -163,6 +163,15 @@ class Model(nn.Module):
         return None if counts is None else shares(counts.cpu())
 
 
+def compile_model(module: nn.Module, **kwargs) -> nn.Module:
+    """torch.compile(module, **kwargs) for a Model (or a wrapper of one): one graph per forward, also with
+    recomputation. Depth attention records each depth's keys/values in the forward's DepthKV, a Python
+    side effect that Dynamo refuses inside a checkpointed layer unless told that the recomputed forward
+    need not replay it; it need not, since the recomputation's keys/values are traced in the same graph."""
+    torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
+    return torch.compile(module, **kwargs)
+
+
 def shares(counts: torch.Tensor) -> torch.Tensor:
     """Counts per (depth, expert) as each expert's share of its depth's routed tokens."""
     return counts / counts.sum(dim=-1, keepdim=True).clamp(min=1)

@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from matcher.models import Model
 from matcher.models.expert_attention import Experts, WeightGradients, grouped_mm
+from matcher.models.model import compile_model
 from matcher.plan.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -132,14 +133,16 @@ def test_flop_formula_counts_both_forms_of_the_grouped_gemm():
     assert counter.get_total_flops() == 2 * (2 * 10 * 8 * 12)
 
 
-def test_compiled_training_matches_eager_without_graph_breaks_or_recompiles():
-    """20 steps of a compiled tiny dr model: one graph, compiled at the first step and never again, however
-    the tokens are routed; the losses follow the eager run. aot_eager traces forward and backward as
-    inductor does (dynamo, the experts' fake kernel, their autograd) without its C++ build, which takes
-    minutes here; tests/test_train.py trains with inductor."""
+@pytest.mark.parametrize("preset, recompute", [("dr-tiny", False), ("dr_da-tiny", False), ("dr_da-tiny", True)])
+def test_compiled_training_matches_eager_without_graph_breaks_or_recompiles(preset, recompute):
+    """20 steps of a compiled tiny dr (and dr_da, also with recomputation) model: one graph, compiled at the
+    first step and never again, however the tokens are routed; the losses follow the eager run. aot_eager
+    traces forward and backward as inductor does (dynamo, the experts' fake kernel, their autograd, depth
+    attention's traced form) without its C++ build, which takes minutes here; tests/test_train.py trains
+    with inductor."""
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    cfg = get_preset("dr-tiny").replace(depth=3, n_experts=9, vocab_size=64)
+    cfg = get_preset(preset).replace(depth=3, n_experts=9, vocab_size=64)
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, cfg.vocab_size, (2, 32), generator=generator) for _ in range(20)]
     counter = CompileCounterWithBackend("aot_eager")
@@ -147,7 +150,8 @@ def test_compiled_training_matches_eager_without_graph_breaks_or_recompiles():
     for compiled in (False, True):
         torch.manual_seed(0)
         model = Model(cfg)
-        step_model = torch.compile(model, backend=counter) if compiled else model
+        model.recompute = recompute
+        step_model = compile_model(model, backend=counter) if compiled else model
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
         losses[compiled], frames = [], []
         for idx in batches:

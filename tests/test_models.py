@@ -1,6 +1,8 @@
 """The PyTorch models: decoding equals the full forward, meta-device counting works, parameter counts
 match published models, MoE dispatch equals a dense reference, and balancing leaves gradients alone."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -291,8 +293,42 @@ def test_depth_attention_equals_sdpa_over_the_concatenated_prefix(heads, rope):
 
     got = outputs_and_grads(DepthAttention.forward, DepthKV(depth))
     want = outputs_and_grads(concatenated_prefix_reference, [])
-    for a, b in zip(got, want, strict=True):
+    traced = outputs_and_grads(traced_form, DepthKV(depth))
+    for a, b, c in zip(got, want, traced, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(c, b, atol=1e-6, rtol=1e-5)
+
+
+def traced_form(attn, x, depth, depth_kv):
+    """DepthAttention.forward as torch.compile traces it (DepthKV.attend_traced), run eagerly."""
+    original = torch.compiler.is_compiling
+    torch.compiler.is_compiling = lambda: True
+    try:
+        return attn(x, depth, depth_kv)
+    finally:
+        torch.compiler.is_compiling = original
+
+
+def test_the_traced_depth_attention_saves_each_depths_keys_and_values_once():
+    """The form torch.compile traces keeps, for backward, references to each depth's own q, k and v and no
+    (depth+1)-long copy of the keys/values: every saved tensor as large as one depth's q is one of them."""
+    torch.manual_seed(0)
+    depth, shape = 6, (6, 2, 1, 8)  # (N, heads, 1, head_dim)
+    state = DepthKV(depth)
+    inputs = [[torch.randn(shape, requires_grad=True) for _ in "qkv"] for _ in range(depth)]
+    saved = set()
+
+    def pack(t):
+        if t.numel() >= math.prod(shape):
+            saved.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outs = [state.attend_traced(i, q, k, v) for i, (q, k, v) in enumerate(inputs)]
+    assert saved == {t.untyped_storage().data_ptr() for qkv in inputs for t in qkv}
+    torch.autograd.grad(sum(o.sum() for o in outs), [t for qkv in inputs for t in qkv])
+    with pytest.raises(RuntimeError, match="must run in order"):
+        state.attend_traced(2, *inputs[2])
 
 
 def test_qk_norm_normalises_queries_and_keys_per_head_or_over_the_projection():

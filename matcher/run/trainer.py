@@ -224,6 +224,7 @@ class Trainer:
         """The model (checkpointed and evaluated) and the module the training step calls (wrapped for
         data parallelism, compiled)."""
         from matcher.models import Model
+        from matcher.models.model import compile_model
 
         torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank and every attempt
         model = Model(self.model_cfg).to(self.device)
@@ -231,7 +232,7 @@ class Trainer:
         train_model = wrap(model, self.world, self.device, fsdp=self.fsdp,
                            param_dtype=torch.bfloat16 if self.dtype == "bf16" else None)
         if self.cfg.compile:
-            train_model = torch.compile(train_model)
+            train_model = compile_model(train_model)
         return model, train_model
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
