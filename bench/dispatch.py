@@ -6,10 +6,15 @@ FLOPs the ratios show what the shared layer's dispatch (dr: many narrow experts)
 application (dr-100m: ~10 at 2 x 256, la-100m: 128), so a larger `--batch` shows how much of a ratio is
 the small-matrix regime rather than the dispatch. `--before` adds dr and dr_da as they ran before their
 shared layer's expert weight gradients were computed once per backward (each application's backward
-writing its own, Model.combine_weight_gradients off), alternated in the same rounds. `--profile` adds the
-top ops of one dr and one dr_da step.
+writing its own, Model.combine_weight_gradients off), alternated in the same rounds. `--breakdown`
+splits each step, under the profiler (median of 3 profiled steps each), into the expert GEMMs (the
+grouped GEMMs' own time: the same FLOPs in all three, but la's 8 experts see ~128 rows each and dr's 105
+~10, a regime in which the CPU's GEMM reads a whole expert's weights for a few rows) and everything else
+(attention, LM head, routing, sorting, gathering, summing: the dispatch's own work), with the ratios of
+each to la. `--profile` adds the top ops of one dr and one dr_da step.
 
-    python bench/dispatch.py [--repeats 5] [--threads 2] [--batch 2] [--seq-len 256] [--before] [--profile]
+    python bench/dispatch.py [--repeats 5] [--threads 2] [--batch 2] [--seq-len 256] [--before]
+                             [--breakdown] [--profile]
 """
 
 from __future__ import annotations
@@ -38,6 +43,22 @@ def timed(model: Model, idx: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
+def breakdown(model: Model, idx: torch.Tensor, steps: int = 3) -> tuple[float, float]:
+    """Seconds of one step in the experts' grouped GEMMs (aten::_grouped_mm, their kernels included) and in
+    everything else, each the median of `steps` profiled steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gemms, rest = [], []
+    for _ in range(steps):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(model, idx)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events) / 1e6
+        gemms.append(sum(e.cpu_time_total for e in events if e.key == "aten::_grouped_mm") / 1e6)
+        rest.append(total - gemms[-1])
+    return statistics.median(gemms), statistics.median(rest)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -46,18 +67,24 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
     parser.add_argument("--before", action="store_true",
                         help="also time dr and dr_da with a weight gradient per application")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="split each step into expert GEMMs and everything else (profiled)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--presets", default=",".join(PRESETS),
+                        help="comma-separated; the first is the baseline of every ratio")
     args = parser.parse_args()
+    presets = args.presets.split(",")
+    base = presets[0]
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    models = {name: Model(get_preset(name)) for name in PRESETS}
+    models = {name: Model(get_preset(name)) for name in presets}
     if args.before:
-        for name in PRESETS[1:]:
+        for name in presets[1:]:
             models[f"{name} before"] = before = Model(get_preset(name))
             before.load_state_dict(models[name].state_dict())
             before.combine_weight_gradients = False
-    idx = torch.randint(0, get_preset(PRESETS[0]).vocab_size, (args.batch, args.seq_len))
+    idx = torch.randint(0, min(get_preset(name).vocab_size for name in presets), (args.batch, args.seq_len))
     times: dict[str, list[float]] = {name: [] for name in models}
     for round_ in range(args.repeats + 1):
         for name, model in models.items():
@@ -72,13 +99,21 @@ def main() -> None:
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
         print(f"{name:19s} {median[name]:6.2f} s  (range {spread} s)")
     for name in models:
-        if name != "la-100m":
-            print(f"{name.replace('-100m', '')}/la: {median[name] / median['la-100m']:.2f}")
+        if name != base:
+            print(f"{name}/{base}: {median[name] / median[base]:.2f}")
+
+    if args.breakdown:
+        parts = {name: breakdown(model, idx) for name, model in models.items()}
+        print("profiled (median of 3 steps each): expert GEMMs + everything else")
+        for name, (gemms, rest) in parts.items():
+            ratio = "" if name == base else (
+                f"   ratios to {base}: {gemms / parts[base][0]:.2f} + {rest / parts[base][1]:.2f}")
+            print(f"{name:19s} {gemms:7.3f} s + {rest:7.3f} s{ratio}")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        for name in PRESETS[1:]:
+        for name in presets[1:]:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 step(models[name], idx)
             print(f"{name}, one step:")

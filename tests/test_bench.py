@@ -37,3 +37,17 @@ def test_data_bench_runs_and_reports_both_rows(tmp_path):
     assert rows["library_tokens_per_s"] > 0 and rows["matcher_tokens_per_s"] > 0
     assert set(rows["peak_rss_bytes"]) == {"0.1", "0.3"} and all(v > 0 for v in rows["peak_rss_bytes"].values())
     assert "x (goal >= 0.8x)" in result.stdout
+
+
+def test_dispatch_bench_times_and_splits_every_preset():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "dispatch.py"), "--presets",
+                             "la-tiny,dr-tiny,dr_da-tiny", "--repeats", "1", "--threads", "1", "--batch", "2",
+                             "--seq-len", "16", "--before", "--breakdown"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name in ("dr-tiny", "dr_da-tiny", "dr-tiny before", "dr_da-tiny before"):
+        assert any(line.startswith(f"{name}/la-tiny: ") for line in lines), name
+    split = [line for line in lines if "ratios to la-tiny:" in line]
+    assert len(split) == 4 and all(" s + " in line for line in split)
