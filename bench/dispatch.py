@@ -11,10 +11,11 @@ splits each step, under the profiler (median of 3 profiled steps each), into the
 grouped GEMMs' own time: the same FLOPs in all three, but la's 8 experts see ~128 rows each and dr's 105
 ~10, a regime in which the CPU's GEMM reads a whole expert's weights for a few rows) and everything else
 (attention, LM head, routing, sorting, gathering, summing: the dispatch's own work), with the ratios of
-each to la. `--profile` adds the top ops of one dr and one dr_da step.
+each to la. `--keep-freed-memory` keeps glibc from returning freed memory to the system, so large tensors
+are not page-faulted in again at every step. `--profile` adds the top ops of one dr and one dr_da step.
 
     python bench/dispatch.py [--repeats 5] [--threads 2] [--batch 2] [--seq-len 256] [--before]
-                             [--breakdown] [--profile]
+                             [--breakdown] [--keep-freed-memory] [--profile] [--presets A,B,C]
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ def breakdown(model: Model, idx: torch.Tensor, steps: int = 3) -> tuple[float, f
     return statistics.median(gemms), statistics.median(rest)
 
 
+def keep_freed_memory() -> None:
+    """glibc's malloc serves allocations over its mmap threshold (at most 32 MB) with fresh pages and returns
+    them on free, so every step page-faults its large tensors in again (the shared layer's expert weight
+    gradients are 110 MB each at dr-100m; the logits 65 MB in all three). Turning mmap off and never trimming
+    keeps freed memory for reuse, as jemalloc or tcmalloc would: what the step costs without that kernel
+    time. It changes no result, only the time."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # malloc.h
+    if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**62)):
+        raise SystemExit("--keep-freed-memory: mallopt refused (not glibc?)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -72,7 +87,11 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--presets", default=",".join(PRESETS),
                         help="comma-separated; the first is the baseline of every ratio")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc: never return freed memory to the system (no page faults on reuse)")
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        keep_freed_memory()
     presets = args.presets.split(",")
     base = presets[0]
     torch.set_num_threads(args.threads)

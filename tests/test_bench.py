@@ -43,7 +43,7 @@ def test_dispatch_bench_times_and_splits_every_preset():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "dispatch.py"), "--presets",
                              "la-tiny,dr-tiny,dr_da-tiny", "--repeats", "1", "--threads", "1", "--batch", "2",
-                             "--seq-len", "16", "--before", "--breakdown"],
+                             "--seq-len", "16", "--before", "--breakdown", "--keep-freed-memory"],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
