@@ -381,6 +381,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     balance_rate: float = 1e-3  # step of the auxiliary-loss-free expert-bias update
     seed: int = 0
+    # seed of the training data's order (which rows each step reads); None: `seed`. Fix it to give every
+    # seed of a sweep the same data, so that seeds differ only in their initial weights
+    data_seed: int | None = None
     # "math" (embedded generator; "math-latent": final values only, no chain), a folder of `matcher data
     # encode` (or a legacy .bin shard), or a mixture {path: weight, ...} sampled by weight
     data: str | dict = "math"
@@ -447,6 +450,11 @@ class TrainConfig:
             raise ConfigError(f"dashboards lists one twice: {self.dashboards}")
         if any(t <= 0 for t in self.eval_tokens) or list(self.eval_tokens) != sorted(set(self.eval_tokens)):
             raise ConfigError("eval_tokens must be positive and strictly increasing")
+
+    @property
+    def stream_seed(self) -> int:
+        """The seed of the training data's order."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     @property
     def tokens_per_step(self) -> int:

@@ -320,3 +320,21 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
         shutil.copy(other.checkpoint.parent / name, run_dir.checkpoint.parent / name)
     with pytest.raises(RunError, match="a checkpoint of another run \\(model, run differ"):
         train_run(run_dir.path, log_every_steps=5)
+
+
+def test_data_seed_gives_every_seed_the_same_rows(tmp_path, monkeypatch):
+    """train.data_seed fixes the data order across seeds (the seeds then differ only in their initial
+    weights); without it the run's seed orders the data."""
+    read = []
+    batch_rows = streams.batch_rows
+    monkeypatch.setattr(streams, "batch_rows", lambda *a, **k: read.append(batch_rows(*a, **k)) or read[-1])
+    first_batches = {}
+    for seed, data_seed in ((0, 7), (1, 7), (1, None)):
+        read.clear()
+        train = tiny_train(seed=seed, data_seed=data_seed, total_tokens=2 * 8 * 64, n_evals=1, eval_examples=1)
+        run_dir = prepare(tmp_path / f"{seed}-{data_seed}", tiny_run("la-tiny", train))
+        assert train_run(run_dir.path).state == "finished"
+        first_batches[seed, data_seed] = read[0]
+    np.testing.assert_array_equal(first_batches[0, 7], first_batches[1, 7])
+    assert not np.array_equal(first_batches[1, 7], first_batches[1, None])
+    assert tiny_train(seed=3).stream_seed == 3 and tiny_train(seed=3, data_seed=0).stream_seed == 0

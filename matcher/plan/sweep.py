@@ -222,13 +222,13 @@ def _data_problems(runs: list[Run]) -> list[str]:
     found, checked = [], set()
     for i, run in enumerate(runs):
         train = run.train
-        key = repr((train.data, train.eval_data, train.seed, train.data_steps, train.seq_len, run.model.vocab_size,
-                    train.tokenizer, train.loss_on))
+        key = repr((train.data, train.eval_data, train.stream_seed, train.data_steps, train.seq_len,
+                    run.model.vocab_size, train.tokenizer, train.loss_on))
         if key in checked:
             continue
         checked.add(key)
         try:
-            streams.open_training_data(train.data, train.eval_data, seed=train.seed, n_steps=train.data_steps,
+            streams.open_training_data(train.data, train.eval_data, seed=train.stream_seed, n_steps=train.data_steps,
                                        seq_len=train.seq_len, vocab_size=run.model.vocab_size, eval_examples=1,
                                        tokenizer=tokenizer_for(train), loss_on=train.loss_on)
         except DataError as err:

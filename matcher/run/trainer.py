@@ -195,7 +195,7 @@ class Trainer:
                          else contextlib.nullcontext())
         self.tokenizer = tokenizer_for(self.cfg)
         self.stream, self.eval_problems = streams.open_training_data(
-            self.cfg.data, self.cfg.eval_data, seed=self.cfg.seed, n_steps=self.cfg.data_steps,
+            self.cfg.data, self.cfg.eval_data, seed=self.cfg.stream_seed, n_steps=self.cfg.data_steps,
             seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size, eval_examples=self.cfg.eval_examples,
             tokenizer=self.tokenizer, loss_on=self.cfg.loss_on)
         self.model, self.train_model = self._build_model()
