@@ -9,10 +9,14 @@
 Each row trains the real model (matcher.models) with fused AdamW, gradient clipping and the expert-bias
 update on a fixed random batch: `--warmup-steps` steps (compilation, allocator warm-up), then `--steps`
 timed steps. The batch is the largest power of two of sequences (at most --max-tokens per step) whose
-analytic training memory fits 80% of the device. A row that would start after --budget-s is skipped
-and said so; the eager rows come first.
+analytic training memory fits 80% of the device. A row that would start after --budget-s (330 s, so
+that a compiled 1b row started just before it still ends inside a 10-minute call) is skipped and said
+so; the eager rows come first. A row that fails is recorded with its error and the others still run;
+the JSON is rewritten after every row, so a killed call keeps the rows that ended ("complete": false).
+Without `pip install -e .` (a GPU image with its own torch), the script imports matcher from the source
+tree it sits in.
 
-    python bench/gpu.py [--json gpu.json]        # on a GPU machine
+    PYTHONUNBUFFERED=1 python3 bench/gpu.py [--json gpu.json]     # on a GPU machine
     python bench/gpu.py --smoke                   # the same code path on the CPU: tiny presets, 2 steps
 """
 
@@ -28,10 +32,21 @@ from pathlib import Path
 
 import torch
 
-from matcher import fmt
-from matcher.cost.analytic import Conventions, memory, train_flops_per_token
-from matcher.plan.presets import get_preset
-from matcher.run.throughput import mfu, peak_flops
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import matcher.models  # noqa: F401  (installed: `pip install -e .`, as `make setup` does)
+except ImportError:
+    # a GPU machine that has the image's torch but not this package: the source tree itself, with models/ as
+    # matcher.models as pyproject.toml's package-dir maps it (the other dependencies are the image's)
+    sys.path.insert(0, str(ROOT))
+    import matcher
+
+    matcher.__path__.append(str(ROOT))
+
+from matcher import fmt  # noqa: E402
+from matcher.cost.analytic import Conventions, memory, train_flops_per_token  # noqa: E402
+from matcher.plan.presets import get_preset  # noqa: E402
+from matcher.run.throughput import mfu, peak_flops  # noqa: E402
 
 VARIANTS = ("la", "dr", "dr_da")
 
@@ -54,7 +69,8 @@ def measure(preset: str, *, device: torch.device, dtype: str, compile: bool, seq
     cfg = get_preset(preset)
     conv = Conventions(activation_dtype="bf16" if dtype == "bf16" else "fp32")
     torch.manual_seed(0)
-    model = Model(cfg).to(device)
+    with device:  # made on the device: a 1b model is not built on the CPU first
+        model = Model(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     train_model = compile_model(model) if compile else model
     rows = torch.randint(cfg.vocab_size, (batch, seq_len + 1), device=device)
@@ -140,7 +156,7 @@ def main() -> int:
     parser.add_argument("--warmup-steps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=32768, help="largest batch in tokens per step")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="start no new row after this")
+    parser.add_argument("--budget-s", type=float, default=330.0, help="start no new row after this")
     parser.add_argument("--json", type=Path, help="also write the rows here (and to $OUT/gpu.json when set)")
     parser.add_argument("--smoke", action="store_true", help="CPU, fp32, tiny presets, 2 steps: checks the script")
     args = parser.parse_args()
@@ -156,6 +172,9 @@ def main() -> int:
         print("bench/gpu.py measures CUDA only and no CUDA device is visible; `--smoke` runs its code on the CPU")
         return 2
     compiles = [setting == "on" for setting in args.compile.split(",")]
+    outputs = [args.json] if args.json else []
+    if os.environ.get("OUT"):
+        outputs.append(Path(os.environ["OUT"]) / "gpu.json")
     start = time.perf_counter()
     rows = []
     for compile in compiles:
@@ -175,20 +194,36 @@ def main() -> int:
                 except torch.OutOfMemoryError as error:
                     rows.append({"preset": preset, "dtype": dtype, "compile": compile,
                                  "skipped": f"out of memory at batch {batch} ({str(error).splitlines()[0]})"})
+                except Exception as error:  # noqa: BLE001  one row's failure must not lose the others
+                    if args.smoke:
+                        raise
+                    rows.append({"preset": preset, "dtype": dtype, "compile": compile,
+                                 "skipped": f"failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}"})
                 release(device, compile)
-                print(f"  {preset} compile={compile}: done at {time.perf_counter() - start:.0f} s",
+                print(f"  {preset} compile={compile}: done at {time.perf_counter() - start:.0f} s: {rows[-1]}",
                       file=sys.stderr, flush=True)
-    rows = with_ratios(rows)
-    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"CPU ({torch.get_num_threads()} threads)")
-    show(rows, device_name)
+                save(rows, device, outputs, final=False)  # each row as it ends: a killed call keeps what ran
+    rows = save(rows, device, outputs, final=True)
+    show(rows, device_name(device))
     print(f"total {time.perf_counter() - start:.0f} s")
-    outputs = [args.json] if args.json else []
-    if os.environ.get("OUT"):
-        outputs.append(Path(os.environ["OUT"]) / "gpu.json")
-    for path in outputs:
-        path.write_text(json.dumps({"device": device_name, "torch": torch.__version__, "rows": rows}, indent=1))
     return 0
+
+
+def device_name(device: torch.device) -> str:
+    return (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU ({torch.get_num_threads()} threads)")
+
+
+def save(rows: list[dict], device: torch.device, outputs: list[Path], final: bool) -> list[dict]:
+    """The rows with their ratios, written to every output (atomically: a kill mid-write keeps the last)."""
+    rows = with_ratios(rows)
+    text = json.dumps({"device": device_name(device), "torch": torch.__version__, "complete": final,
+                       "rows": rows}, indent=1)
+    for path in outputs:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return rows
 
 
 if __name__ == "__main__":

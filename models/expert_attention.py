@@ -146,7 +146,15 @@ def grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch
     torch.compile and the meta-device counters) takes bf16 only, while the CPU and CUDA kernels also run
     fp32; its fake kernel below takes every dtype. Also the one place that meets the kernels' layout rule.
     """
-    return F.grouped_mm(_kernel_layout(a), _kernel_layout(b), offs=offsets).contiguous()
+    if a.is_cuda and offsets.shape[0] > MAX_CUDA_GROUPS:
+        raise ValueError(f"{offsets.shape[0]} experts: PyTorch's CUDA grouped GEMM takes at most "
+                         f"{MAX_CUDA_GROUPS} groups; plan with fewer experts (matcher plan --set n_experts=...)")
+    return _GROUPED_MM(_kernel_layout(a), _kernel_layout(b), offs=offsets).contiguous()
+
+
+# F.grouped_mm is the public name of torch._grouped_mm from torch 2.10 on; older builds have only the latter
+_GROUPED_MM = getattr(F, "grouped_mm", None) or torch._grouped_mm
+MAX_CUDA_GROUPS = 1023  # aten/src/ATen/native/cuda/GroupMM.cu: "Can't process more than 1024 groups"
 
 
 @grouped_mm.register_fake

@@ -168,7 +168,8 @@ def compile_model(module: nn.Module, **kwargs) -> nn.Module:
     recomputation. Depth attention records each depth's keys/values in the forward's DepthKV, a Python
     side effect that Dynamo refuses inside a checkpointed layer unless told that the recomputed forward
     need not replay it; it need not, since the recomputation's keys/values are traced in the same graph."""
-    torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
+    if hasattr(torch._dynamo.config, "skip_fwd_side_effects_in_bwd_under_checkpoint"):  # older torch: breaks
+        torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
     return torch.compile(module, **kwargs)
 
 
