@@ -8,10 +8,10 @@ Each depth's keys/values are stored once, in a DepthKV shared by all depths of o
 over a concatenated prefix instead would make every depth save its own (i+1)-long copy for backward:
 O(depth^2) bytes and copies in training.
 
-Under torch.compile the keys/values are kept as one tensor per depth instead (DepthKV.attend_traced): the
-scores are elementwise products with each earlier depth's key, which save only references to the keys
-and values the earlier depths made (still linear in depth) and which Dynamo traces without a graph
-break, so a compiled dr_da model is one graph like dr's.
+Under torch.compile the keys/values are kept as one tensor per depth instead (DepthKV.attend_traced): q
+meets each earlier depth's key and value in its own small matmul, whose backward saves only references
+to the keys and values the earlier depths made (still linear in depth), and Dynamo traces it without a
+graph break, so a compiled dr_da model is one graph like dr's.
 """
 
 import contextlib

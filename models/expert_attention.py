@@ -152,7 +152,7 @@ def grouped_mm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch
     return _GROUPED_MM(_kernel_layout(a), _kernel_layout(b), offs=offsets).contiguous()
 
 
-# F.grouped_mm is the public name of torch._grouped_mm from torch 2.10 on; older builds have only the latter
+# F.grouped_mm is the public name of torch._grouped_mm in recent torch; older builds have only the latter
 _GROUPED_MM = getattr(F, "grouped_mm", None) or torch._grouped_mm
 MAX_CUDA_GROUPS = 1023  # aten/src/ATen/native/cuda/GroupMM.cu: "Can't process more than 1024 groups"
 
