@@ -268,15 +268,20 @@ class _DeferredWeightGradient(torch.autograd.Function):
 
 def _kernel_layout(t: torch.Tensor) -> torch.Tensor:
     """t, or a copy the grouped GEMM kernels accept: the last two dimensions row- or column-major with the
-    other stride a multiple of 16 bytes (odd d_model or d_ff, or an expanded gradient such as that of
-    y.sum(), are not). The copy keeps t's shape and pads only the row stride, so FLOPs do not change."""
+    other stride a multiple of 16 bytes, and the data 16-byte aligned (odd d_model or d_ff, or an expanded
+    gradient such as that of y.sum(), are not). The copy keeps t's shape and its major order (CUDA's kernel
+    asks for a column-major left operand in the weight-gradient form, a row-major one in the others), and
+    pads only the stride, so FLOPs do not change."""
     align = 16 // t.element_size()
+    rows, cols = t.shape[-2], t.shape[-1]
     rows_stride, cols_stride = t.stride(-2), t.stride(-1)
-    if cols_stride == 1 and rows_stride % align == 0 and rows_stride >= t.shape[-1]:
+    aligned = t.data_ptr() % 16 == 0
+    if aligned and cols_stride == 1 and rows_stride % align == 0 and rows_stride >= cols:
         return t
-    if rows_stride == 1 and cols_stride % align == 0 and cols_stride >= t.shape[-2]:
+    if aligned and rows_stride == 1 and cols_stride % align == 0 and cols_stride >= rows:
         return t
-    cols = t.shape[-1]
+    if rows_stride == 1 and cols_stride != 1:  # column-major: pad the column stride
+        return t.new_empty(*t.shape[:-2], cols, rows + -rows % align).transpose(-2, -1)[..., :rows, :].copy_(t)
     return t.new_empty(*t.shape[:-1], cols + -cols % align)[..., :cols].copy_(t)
 
 

@@ -270,3 +270,22 @@ def test_a_shared_layer_computes_each_expert_weight_gradient_once_with_the_same_
     for param in per_application[0]:
         assert combined[0][param].dtype == torch.float32
         torch.testing.assert_close(combined[0][param], per_application[0][param], atol=1e-4, rtol=2e-2, msg=param)
+
+
+def test_kernel_layout_pads_the_stride_and_keeps_the_major_order():
+    """What the grouped GEMM kernels accept: strides padded to 16 bytes and 16-byte aligned data; a copy
+    keeps a column-major operand column-major (CUDA's weight-gradient form needs that) and the values."""
+    from matcher.models.expert_attention import _kernel_layout
+
+    row_major = torch.randn(5, 7)
+    column_major = torch.randn(7, 5).t()  # (5, 7), strides (1, 5)
+    for t, major in ((row_major, "row"), (column_major, "column")):
+        out = _kernel_layout(t)
+        assert torch.equal(out, t) and out.shape == t.shape and out.data_ptr() % 16 == 0
+        inner, outer = (out.stride(-1), out.stride(-2)) if major == "row" else (out.stride(-2), out.stride(-1))
+        assert inner == 1 and outer % 4 == 0, (major, out.stride())
+    ok = torch.randn(4, 8)
+    assert _kernel_layout(ok) is ok and _kernel_layout(ok.t()).data_ptr() == ok.data_ptr()  # no copy
+    misaligned = torch.randn(33)[1:].view(4, 8)  # 4 bytes past an aligned start
+    assert misaligned.data_ptr() % 16 and _kernel_layout(misaligned).data_ptr() % 16 == 0
+    assert torch.equal(_kernel_layout(misaligned), misaligned)
