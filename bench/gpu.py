@@ -44,6 +44,7 @@ except ImportError:
     matcher.__path__.append(str(ROOT))
 
 from matcher import fmt  # noqa: E402
+from matcher.atomic import write_text_atomic  # noqa: E402
 from matcher.cost.analytic import Conventions, memory, train_flops_per_token  # noqa: E402
 from matcher.plan.presets import get_preset  # noqa: E402
 from matcher.run.throughput import mfu, peak_flops  # noqa: E402
@@ -220,9 +221,7 @@ def save(rows: list[dict], device: torch.device, outputs: list[Path], final: boo
     text = json.dumps({"device": device_name(device), "torch": torch.__version__, "complete": final,
                        "rows": rows}, indent=1)
     for path in outputs:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     return rows
 
 
