@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import hashlib
 import os
 import random
 import shutil
@@ -91,7 +90,9 @@ def _reached(run_dir, step: int, process: subprocess.Popen) -> bool:
 
 
 def _hash(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    from matcher.atomic import sha256_file
+
+    return sha256_file(path) if path.is_file() else None
 
 
 def _wait(condition, timeout_s: float) -> bool:

@@ -169,8 +169,8 @@ def data_encode(
 
 @app.command()
 def compare(
-    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep), or a "
-                                                    "ladder manifest (matcher plan --ladder).")],
+    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep); for a "
+                                                    "ladder, one rung's results folder at a time.")],
     targets: Annotated[str | None, typer.Option(help="Target accuracies, e.g. 0.2,0.4 or 20%,40%, or levels of "
                                                      "a metric: bpb:1.2, loss:2.0, gsm8k-test.strict:0.3 (default: "
                                                      "25/50/75% of the baseline's best accuracy).")] = None,
@@ -274,8 +274,8 @@ def run(
 
 @app.command()
 def status(
-    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep), or a "
-                                                    "ladder manifest (matcher plan --ladder).")],
+    results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep); for a "
+                                                    "ladder, one rung's results folder at a time.")],
     watch: Annotated[bool, typer.Option(help="Redraw until every run is finished or failed (Ctrl-C stops).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 5.0,

@@ -14,6 +14,7 @@ block of rows, each source sampled without replacement on its own.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -43,6 +44,8 @@ class MathStream:
         tokenizer.check_vocab(vocab_size)
         self.seed, self.n_steps, self.row_tokens, self.tokenizer = seed, n_steps, seq_len + 1, tokenizer
         self.latent = latent
+        # row() and row_mask() of one batch (loss_on: answers reads both) generate each row once
+        self._row = functools.lru_cache(maxsize=1024)(self._row)
 
     def _row(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = math_task.problem_rng(self.seed, "train", index)
@@ -55,8 +58,11 @@ class MathStream:
             answer = [*tok.encode(" " + (f"#### {problem.final}" if self.latent else problem.answer)), tok.eos_id]
             tokens += prompt + answer
             mask += [0] * len(prompt) + [1] * len(answer)
-        return (np.asarray(tokens[:self.row_tokens], dtype=np.int64),
+        rows = (np.asarray(tokens[:self.row_tokens], dtype=np.int64),
                 np.asarray(mask[:self.row_tokens], dtype=np.uint8))
+        for array in rows:
+            array.setflags(write=False)  # cached (see __init__): shared by every caller
+        return rows
 
     def row(self, index: int) -> np.ndarray:
         return self._row(index)[0]
@@ -200,8 +206,6 @@ def open_training_data(data: str | dict, eval_data: str, *, seed: int, n_steps: 
     `sweep validate` both call this): the tokenizer fits the model's vocabulary; shards were written with
     the run's tokenizer (their manifest's hash; shards without one only with the character tokenizer, and
     then every id inside its vocabulary); a loss mask where loss_on is answers; a readable eval set."""
-    from matcher.data import math_task, problems
-
     tokenizer.check_vocab(vocab_size)
     stream = open_stream(data, seed=seed, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size,
                          tokenizer=tokenizer)
@@ -216,9 +220,17 @@ def open_training_data(data: str | dict, eval_data: str, *, seed: int, n_steps: 
         raise DataError(f"{data}: train.loss_on is answers, but the data has no loss mask (it holds no "
                         "question/answer or chat records); use loss_on: all, or encode JSONL question/answer "
                         "or chat data with `matcher data encode`")
+    return stream, eval_problems(eval_data, n_steps, eval_examples)
+
+
+def eval_problems(eval_data: str, n_steps: int, eval_examples: int) -> list:
+    """A run's eval problems: the first `eval_examples` held-out generated problems (math, math-latent) or
+    records of the JSONL file `eval_data`; the same for every run and seed."""
+    from matcher.data import problems
+
     if eval_data in MATH_DATA:
-        return stream, math_task.eval_problems(n_steps, eval_examples)
-    return stream, problems.load_jsonl(eval_data)[:eval_examples]
+        return math_task.eval_problems(n_steps, eval_examples)
+    return problems.load_jsonl(eval_data)[:eval_examples]
 
 
 def _rank_rows(step: int, batch_size: int, rank: int, world_size: int) -> range:

@@ -20,10 +20,8 @@ import torch
 from matcher.data.problems import final_number
 from matcher.data.tokenizer import Tokenizer
 from matcher.eval import engine, extract
-from matcher.eval.intervals import binomial_interval, ratio_interval
+from matcher.eval.intervals import ACCURACY_METRICS, binomial_interval, ratio_interval
 from matcher.eval.tasks import Item, Task
-
-ACCURACY_METRICS = ("acc", "acc_norm", "strict", "flexible")
 
 
 def score_task(model, task: Task, tokenizer: Tokenizer, *, seq_len: int, device: torch.device,

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from matcher.eval.intervals import ACCURACY_METRICS
 from matcher.report.efficiency import (
     LOSS_METRICS,
     Spread,
@@ -128,7 +129,7 @@ def run_curves(results: Results, metric: str) -> dict[str, Curve]:
             curves[run] = (tokens, values, outcomes)
         return curves
     task, _, name = metric.rpartition(".")
-    bench = results.bench if results.bench is not None else None
+    bench = results.bench
     if bench is None or not task:
         return {}
     rows = bench[(bench["task"] == task) & (bench["metric"] == name) & (bench["depth"] == bench["trained_depth"])]
@@ -276,7 +277,7 @@ def bench_table(results: Results) -> Table:
         of_group = bench[bench["group"] == group]
         for (task, metric, tokens), at in of_group.groupby(["task", "metric", "tokens"], sort=True):
             scores = spread([None if math.isnan(v) else v for v in at["score"]])
-            if metric in ("acc", "acc_norm", "strict", "flexible"):
+            if metric in ACCURACY_METRICS:
                 interval = _pooled_interval(list(at["score"]), list(at["n"]))
             else:  # bpb, loss: the one seed's bootstrap interval
                 interval = (at["low"].iloc[0], at["high"].iloc[0]) if len(at) == 1 else None

@@ -44,6 +44,18 @@ def init_world(device_type: str | None = None) -> tuple[World, torch.device]:
     return world, device
 
 
+def resolve_dtype(setting: str, device: torch.device) -> str:
+    """train.dtype for a device: auto is bf16 on CUDA and fp32 elsewhere; fp32 and bf16 as given."""
+    return setting if setting != "auto" else "bf16" if device.type == "cuda" else "fp32"
+
+
+def autocast_for(dtype: str, device: torch.device):
+    """The context training and evaluation run their forwards in: bf16 autocast, or nothing for fp32."""
+    import contextlib
+
+    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+
+
 def close_world() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

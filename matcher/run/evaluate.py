@@ -13,16 +13,18 @@ from typing import Any
 import torch
 
 from matcher.config import TrainConfig
+from matcher.data.streams import MATH_DATA, eval_problems
 from matcher.errors import RunError
 from matcher.eval.score import score_task
 from matcher.eval.tasks import Task, embedded_task, int_option, load_task, parse_task
+from matcher.run.distributed import autocast_for, resolve_dtype
 
 
 def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
     """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples), in the
     latent form (the final value only) where eval_data is math-latent."""
     return embedded_task(problems, latent=cfg.eval_data == "math-latent", steps=cfg.data_steps,
-                         source="generated" if cfg.eval_data in ("math", "math-latent") else cfg.eval_data)
+                         source="generated" if cfg.eval_data in MATH_DATA else cfg.eval_data)
 
 
 def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.device,
@@ -42,21 +44,12 @@ def _resolve_task(text: str, cfg: TrainConfig) -> Task:
     """`embedded` with neither a file nor n: the run's own eval set, so the scores equal the logged ones."""
     name, file, options = parse_task(text)
     if name == "embedded" and file is None and not {"n", "steps"} & set(options):
-        task = run_eval_task(_run_eval_problems(cfg), cfg)
+        task = run_eval_task(eval_problems(cfg.eval_data, cfg.data_steps, cfg.eval_examples), cfg)
         limit = int_option(options, "limit", 0, text)
         if limit:
             task = Task(task.spec, task.items[:limit], task.source, options, task.max_new_tokens)
         return task
     return load_task(text, data_steps=cfg.data_steps)
-
-
-def _run_eval_problems(cfg: TrainConfig) -> list:
-    """The problems the trainer evaluates on (as matcher.data.streams.open_training_data reads them)."""
-    from matcher.data import math_task, problems
-
-    if cfg.eval_data in ("math", "math-latent"):
-        return math_task.eval_problems(cfg.data_steps, cfg.eval_examples)
-    return problems.load_jsonl(cfg.eval_data)[:cfg.eval_examples]
 
 
 def choose_steps(available: list[int], step: int | None, all_steps: bool, where: Path) -> list[int]:
@@ -95,8 +88,7 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
         raise RunError(f"--depth: {info['run']} is la ({model_cfg.depth} distinct layers), so it runs at its "
                        "trained depth only; test-time depth is for dr and dr_da runs")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = cfg.dtype if cfg.dtype != "auto" else "bf16" if target.type == "cuda" else "fp32"
-    autocast = torch.autocast(target.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+    autocast = autocast_for(resolve_dtype(cfg.dtype, target), target)
     rows = []
     for at in steps:
         for depth in depths:

@@ -36,6 +36,7 @@ class MatcherLM(LM):
         self.autocast = contextlib.nullcontext()
         if model is None:
             from matcher.data.tokenizer import tokenizer_for
+            from matcher.run.distributed import autocast_for, resolve_dtype
             from matcher.run.evaluate import choose_steps
             from matcher.run.rundir import RunDir
             from matcher.run.snapshots import list_snapshots, load_snapshot
@@ -47,8 +48,7 @@ class MatcherLM(LM):
             model, _ = load_snapshot(snapshots[chosen], model_cfg, depth=None if depth is None else int(depth),
                                      device=self.device_)
             tokenizer, seq_len = tokenizer_for(cfg), cfg.seq_len
-            if self.device_.type == "cuda" and cfg.dtype != "fp32":
-                self.autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+            self.autocast = autocast_for(resolve_dtype(cfg.dtype, self.device_), self.device_)
         self.model, self.tokenizer, self.seq_len = model, tokenizer, int(seq_len)
 
     def _kwargs(self) -> dict:

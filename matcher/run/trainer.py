@@ -20,7 +20,6 @@ alone or as one rank of a torchrun group (`python -m matcher.run.trainer RUN_DIR
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
@@ -45,7 +44,15 @@ from matcher.models import IGNORE_INDEX
 from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
 from matcher.run.dashboards import open_dashboards
-from matcher.run.distributed import all_reduce_sum, close_world, gradient_sync, init_world, wrap
+from matcher.run.distributed import (
+    all_reduce_sum,
+    autocast_for,
+    close_world,
+    gradient_sync,
+    init_world,
+    resolve_dtype,
+    wrap,
+)
 from matcher.run.rundir import MetricsWriter, RunDir
 from matcher.run.schedule import eval_steps, wsd_lr
 from matcher.run.throughput import gini, mfu, peak_flops
@@ -190,9 +197,8 @@ class Trainer:
         self.world, self.device = init_world(device)
         _set_deterministic(self.device)
         self.micro_batch = _micro_batch(self.cfg, self.world.size)
-        self.dtype = self.cfg.dtype if self.cfg.dtype != "auto" else "bf16" if self.device.type == "cuda" else "fp32"
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bf16"
-                         else contextlib.nullcontext())
+        self.dtype = resolve_dtype(self.cfg.dtype, self.device)
+        self.autocast = autocast_for(self.dtype, self.device)
         self.tokenizer = tokenizer_for(self.cfg)
         self.stream, self.eval_problems = streams.open_training_data(
             self.cfg.data, self.cfg.eval_data, seed=self.cfg.stream_seed, n_steps=self.cfg.data_steps,
