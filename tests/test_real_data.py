@@ -317,3 +317,23 @@ def test_loss_on_answers_makes_only_answer_tokens_targets(tmp_path):
             assert 0.2 < (targets != IGNORE_INDEX).float().mean() < 0.9
             kept = CHAR.decode([t for t in targets[0].tolist() if t != IGNORE_INDEX])
             assert "Q:" not in kept and "####" in kept
+
+
+def test_a_tokenizer_with_an_unknown_token_reports_what_it_replaced(tmp_path):
+    """A WordLevel-style tokenizer with <unk> (not byte-level): the encode counts the characters it mapped
+    to <unk> from the same encoding it writes, and says where the first was."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["apple river stone 123 cloud"] * 20, trainers.BpeTrainer(
+        vocab_size=60, special_tokens=["<unk>", "<|endoftext|>"]))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("apple river\nstone € cloud ✓✓\n")
+    result = encode_corpus([corpus], load_tokenizer(tmp_path / "tokenizer.json"), tmp_path / "out")
+    unknown = result.manifest["unrepresentable"]
+    unk = tok.token_to_id("<unk>")
+    assert unknown["characters"] == 3  # "€", "✓", "✓": one <unk> each, as the library itself encodes them
+    assert unknown["characters"] == sum(tok.encode(line).ids.count(unk) for line in corpus.read_text().splitlines())
+    assert "a.txt" in unknown["first"] and "€" in unknown["first"]

@@ -183,8 +183,8 @@ class Unrepresentable:
     characters: int = 0
     first: str | None = None
 
-    def add(self, tokenizer: Tokenizer, where: str, text: str) -> None:
-        count = tokenizer.unrepresentable(text)
+    def add(self, tokenizer: Tokenizer, where: str, text: str, ids: list[int]) -> None:
+        count = tokenizer.unrepresentable(text, ids)
         if not count:
             return
         self.characters += count
@@ -396,7 +396,7 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
                         pending = _submit(pool, pending, batch, tokenizer, writer, unrepresentable)
                         batch, chars = [], 0
             pending = _submit(pool, pending, batch, tokenizer, writer, unrepresentable)
-            _write_batch(pending, tokenizer, writer)
+            _write_batch(pending, tokenizer, writer, unrepresentable)
             writer.finish()
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -415,24 +415,22 @@ def _submit(pool, pending, batch: list[tuple[str, Piece]], tokenizer: Tokenizer,
             unrepresentable: Unrepresentable):
     """Start tokenizing `batch`, then write the batch before it (in order); returns the new pending one."""
     texts = [piece[1] for _, piece in batch if piece[0] == TEXT]
-    for where, (kind, text, _) in batch:
-        if kind == TEXT:
-            unrepresentable.add(tokenizer, where, text)
     started = (batch, pool.submit(tokenizer.encode_batch, texts))
-    _write_batch(pending, tokenizer, writer)
+    _write_batch(pending, tokenizer, writer, unrepresentable)
     return started
 
 
-def _write_batch(pending, tokenizer: Tokenizer, writer: ShardWriter) -> None:
+def _write_batch(pending, tokenizer: Tokenizer, writer: ShardWriter, unrepresentable: Unrepresentable) -> None:
     if pending is None or not pending[0]:
         return
     batch, future = pending
     encoded = iter(future.result())
     flat: list[int] = []
     lengths, counted, starts = [], [], []
-    for _, (kind, _, count) in batch:
+    for where, (kind, text, count) in batch:
         if kind == TEXT:
             ids = next(encoded)
+            unrepresentable.add(tokenizer, where, text, ids)
         else:
             ids = [tokenizer.bos_id if kind == BOS else tokenizer.eos_id]
             if kind == BOS:

@@ -74,8 +74,9 @@ class Tokenizer:
         """`encode` of each text (in parallel where the library can)."""
         return [self.encode(text) for text in texts]
 
-    def unrepresentable(self, text: str) -> int:
-        """Characters of `text` that the tokenizer cannot represent (and would replace)."""
+    def unrepresentable(self, text: str, ids: list[int] | None = None) -> int:
+        """Characters of `text` that the tokenizer cannot represent (and would replace); `ids`: text's
+        encoding where the caller has it, so it is not encoded again."""
         return 0
 
     def encode_document(self, text: str) -> list[int]:
@@ -127,7 +128,7 @@ class CharTokenizer(Tokenizer):
             text = "".join(c for c in text if not unicodedata.combining(c))
         return list(text.encode("ascii", "replace").translate(_CONTROLS_TO_SPACE))
 
-    def unrepresentable(self, text: str) -> int:
+    def unrepresentable(self, text: str, ids: list[int] | None = None) -> int:
         if text.isascii():
             return 0
         text = unicodedata.normalize("NFKD", text)
@@ -178,10 +179,10 @@ class HFTokenizer(Tokenizer):
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self._tok.encode_batch(texts, add_special_tokens=False)]
 
-    def unrepresentable(self, text: str) -> int:
+    def unrepresentable(self, text: str, ids: list[int] | None = None) -> int:
         if self._unk is None:  # byte-level BPE represents every string
             return 0
-        return self.encode(text).count(self._unk)
+        return (self.encode(text) if ids is None else ids).count(self._unk)
 
     def decode(self, ids) -> str:
         # Special tokens are dropped by the library; stop at EOS first (BOS may equal EOS: skip a leading one).
