@@ -492,3 +492,21 @@ def test_benchmark_rows_tables_and_targets(tmp_path):
     assert (tmp_path / "depth.png").stat().st_size > 10_000
     text = out.file.getvalue()
     assert "Benchmark scores" in text and "Scores against test-time depth" in text and "bpb:1.2" in text
+
+
+def test_one_task_scored_with_two_settings_at_one_point_is_said(tmp_path):
+    """matcher eval keeps a row per task text (gsm8k:limit=4 and gsm8k are two rows), but both carry the
+    label gsm8k-test: the comparison uses the later line and says so instead of picking one silently."""
+    sweep = _copy_fixture(tmp_path)
+
+    def row(spec, score, n):
+        return json.dumps({"event": "bench", "task": "gsm8k-test", "spec": spec, "step": 32, "tokens": 32768,
+                           "depth": 4, "n": n, "scores": {"strict": score}}) + "\n"
+
+    (sweep / "la-tiny-s0" / "evals.jsonl").write_text(row("gsm8k:test.jsonl:limit=4", 0.25, 4)
+                                                     + row("gsm8k:test.jsonl", 0.5, 8))
+    results = load_results(sweep)
+    said = [w for w in results.warnings if "scored as" in w]
+    assert len(said) == 1 and "limit=4" in said[0] and "the later line is used" in said[0]
+    bench = {(r["group"], r["tokens"]): r for r in bench_table(results).rows}
+    assert bench["la-tiny", 32768]["score"] == 0.5 and bench["la-tiny", 32768]["n"] == 8

@@ -154,6 +154,7 @@ def _read_bench(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows: dict[tuple, dict[str, Any]] = {}
+    specs: dict[tuple, Any] = {}  # the task text each (task, step, depth) was last scored with
     for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
         try:
             line = json.loads(raw)
@@ -164,6 +165,12 @@ def _read_bench(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
         except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
             warnings.append(f"{path}:{number}: not a benchmark row; skipped")
             continue
+        point = (base["task"], base["step"], base["depth"])
+        if point in specs and specs[point] != line.get("spec"):
+            # matcher eval keeps both (its rows are per task text), but one curve point can hold one
+            warnings.append(f"{path}:{number}: {base['task']} at step {base['step']} was scored as "
+                            f"{specs[point]!r} and as {line.get('spec')!r}; the later line is used")
+        specs[point] = line.get("spec")
         for metric, score in scores.items():
             interval = intervals.get(metric) or (None, None)
             outcome = (line.get("outcomes") or {}).get(metric)
