@@ -164,6 +164,32 @@ def test_log_likelihoods_batched_with_padding_equal_one_at_a_time():
     assert texts == one
 
 
+def test_greedy_generation_stops_where_a_stop_string_completes():
+    """A scripted model writes 40 characters, a stop string, then more: generation ends at the token that
+    completes the stop string (it is looked for in the completion's tail, not the whole text each step),
+    and the text is cut before it."""
+    text = "x" * 40 + "\n\nQuestion: more words after"
+    script = CHAR.encode(text)
+
+    class Scripted(torch.nn.Module):
+        calls = 0
+
+        def new_cache(self, batch, max_len, pad_left=None):
+            return None
+
+        def forward(self, idx, cache=None):
+            logits = torch.zeros(idx.shape[0], idx.shape[1], CHAR.vocab_size)
+            logits[:, -1, script[self.calls]] = 1.0
+            self.calls += 1
+            return logits
+
+    model = Scripted()
+    out = engine.greedy_generate(model, [[2, 5]], max_new_tokens=len(script), seq_len=256, pad_id=0, eos_id=3,
+                                 device=torch.device("cpu"), decode=CHAR.decode, stop=("\n\nQuestion:",))
+    assert out == ["x" * 40]
+    assert model.calls == len(CHAR.encode("x" * 40 + "\n\nQuestion:"))  # no token past the stop string
+
+
 # ---------------------------------------------------------------------------------- intervals
 def test_wilson_intervals_on_known_binomials():
     assert binomial_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)

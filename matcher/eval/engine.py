@@ -116,6 +116,7 @@ def greedy_generate(model, prompts: Sequence[list[int]], *, max_new_tokens: int,
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     n_batches = _agree_max(len(batches), device) if synced else len(batches)
     texts = [""] * len(prompts)
+    tail = max((len(s) for s in stop), default=0) + 4
     for b in range(n_batches):
         chunk = batches[b] if b < len(batches) else []
         rows = [prompts[i] for i in chunk] or [[eos_id]]  # a padding batch: one token, results dropped
@@ -135,7 +136,9 @@ def greedy_generate(model, prompts: Sequence[list[int]], *, max_new_tokens: int,
             for r, token in enumerate(next_token[:, 0].tolist()):
                 if not done[r]:
                     generated[r].append(token)
-                    done[r] = token == eos_id or (bool(stop) and any(s in decode(generated[r]) for s in stop))
+                    # a stop string the last token completes lies within its last `tail` tokens (a token
+                    # decodes to at least one character): decode those, not the whole completion each step
+                    done[r] = token == eos_id or (bool(stop) and any(s in decode(generated[r][-tail:]) for s in stop))
             finished = all(done)
             if synced:
                 finished = _agree_max(int(not finished), device) == 0
