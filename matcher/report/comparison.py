@@ -185,8 +185,11 @@ def reach_table(results: Results, targets: list[float | Target]) -> Table:
     targets = [t if isinstance(t, Target) else Target("acc", t) for t in targets]
     variants, states = group_variants(results), group_states(results)
     rows = []
+    by_metric: dict[str, dict[str, Curve]] = {}  # the default three accuracy targets share one build
     for target in targets:
-        curves = run_curves(results, target.metric)
+        if target.metric not in by_metric:
+            by_metric[target.metric] = run_curves(results, target.metric)
+        curves = by_metric[target.metric]
 
         def reach(group: str, curves=curves, target=target) -> Spread:
             return spread([_group_reach(curves, [run], target) for run in _runs_of(results, group)])

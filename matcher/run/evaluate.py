@@ -114,7 +114,8 @@ def store_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Add `rows` to evals.jsonl, replacing earlier rows of the same (task, spec, step, depth)."""
     from matcher.atomic import write_text_atomic
 
-    kept = [row for row in read_rows(path) if _key(row) not in {_key(r) for r in rows}]
+    replaced = {_key(r) for r in rows}
+    kept = [row for row in read_rows(path) if _key(row) not in replaced]
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in [*kept, *rows]))
 
 
