@@ -225,3 +225,25 @@ def test_a_cut_last_metrics_line_is_not_read(tmp_path):
     run_dir.metrics.write_text('{"event": "train", "step": 1, "tokens": 512}\n{"event": "tra')
     assert run_dir.read_metrics() == [{"event": "train", "step": 1, "tokens": 512}]
     assert summarize(run_dir, "failed", "killed").state == "failed"
+
+
+def test_a_trainer_process_that_stopped_on_a_full_disk_stops_the_sweep(tmp_path):
+    """A trainer run as a process records the OSError it failed on in status.json; the runner raises it
+    again for a disk error (the sweep then stops with one message), and reports any other failure as the
+    run's own."""
+    import errno
+
+    from matcher.run.runner import _after_subprocess
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_status("failed", step=3, tokens=96, reason="OSError: [Errno 28] No space left on device: 'x'",
+                     os_error=(errno.ENOSPC, "No space left on device", str(tmp_path / "x")))
+    with pytest.raises(OSError) as raised:
+        _after_subprocess(run, 1)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "x")
+    run.write_status("failed", step=3, tokens=96, reason="OSError: [Errno 2] No such file or directory: 'y'",
+                     os_error=(errno.ENOENT, "No such file or directory", "y"))
+    assert _after_subprocess(run, 1).state == "failed"  # the run's own problem: the sweep goes on
+    run.write_status("failed", step=3, tokens=96, reason="OSError: [Errno 28] No space left on device")
+    assert _after_subprocess(run, 1).state == "failed"  # a reason alone is text, not a recorded error

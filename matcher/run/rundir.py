@@ -149,10 +149,15 @@ class RunDir:
         """The run's status (see read_status)."""
         return read_status(self.status_json)[0]
 
-    def write_status(self, state: str, *, step: int, tokens: int, reason: str | None = None) -> None:
+    def write_status(self, state: str, *, step: int, tokens: int, reason: str | None = None,
+                     os_error: tuple[int, str, str | None] | None = None) -> None:
+        """`os_error`: (errno, strerror, filename) of the OSError a failed run stopped on, so the runner
+        can tell a full disk (which every later run would hit too) from the run's own failure."""
         assert state in STATES, state
         status = {"state": state, "reason": reason, "step": step, "tokens": tokens,
                   "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if os_error is not None:
+            status["os_error"] = list(os_error)
         text = json.dumps(status) + "\n"
         try:
             write_text_atomic(self.status_json, text)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -228,9 +227,10 @@ def _failed_with_traceback(run: RunDir, error: Exception) -> RunSummary:
 
 def _after_subprocess(run: RunDir, code: int) -> RunSummary:
     status = run.status()
-    disk = re.match(r"OSError: \[Errno (\d+)\] ([^:]*)(?:: '?(.*?)'?)?$", status.get("reason") or "")
-    if status.get("state") == "failed" and disk and int(disk[1]) in DISK_ERRNOS:
-        raise OSError(int(disk[1]), disk[2], disk[3])  # a full disk in the trainer: the sweep stops, one message
+    os_error = status.get("os_error")
+    if (status.get("state") == "failed" and isinstance(os_error, list) and len(os_error) == 3
+            and os_error[0] in DISK_ERRNOS):
+        raise OSError(*os_error)  # a full disk in the trainer: the sweep stops, one message
     if code == EXIT_LOCKED:
         return summarize(run, "locked", "another process holds its lock; skipped")
     if code != 0 and status.get("state") in ("running", "new"):

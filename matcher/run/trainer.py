@@ -77,10 +77,12 @@ def train_run(run_dir: str | Path, *, fsdp: bool = False, log_every_steps: int =
     run = RunDir(run_dir)
     trainer = None
 
-    def leave(state: str, reason: str) -> None:
+    def leave(state: str, reason: str, error: BaseException | None = None) -> None:
         if int(os.environ.get("RANK", 0)) == 0:
             step, tokens = (trainer.step, trainer.tokens) if trainer is not None else (0, 0)
-            run.write_status(state, step=step, tokens=tokens, reason=reason)
+            os_error = ((error.errno, error.strerror, error.filename)
+                        if isinstance(error, OSError) and error.errno is not None else None)
+            run.write_status(state, step=step, tokens=tokens, reason=reason, os_error=os_error)
 
     try:
         trainer = Trainer(run, fsdp=fsdp, log_every_steps=log_every_steps, on_record=on_record, device=device)
@@ -89,7 +91,7 @@ def train_run(run_dir: str | Path, *, fsdp: bool = False, log_every_steps: int =
         leave("interrupted", "aborted by a second stop signal; resumes from its last checkpoint")
         raise
     except Exception as error:
-        leave("failed", describe_error(error))
+        leave("failed", describe_error(error), error)
         raise
     finally:
         if trainer is not None:
