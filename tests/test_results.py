@@ -510,3 +510,16 @@ def test_one_task_scored_with_two_settings_at_one_point_is_said(tmp_path):
     assert len(said) == 1 and "limit=4" in said[0] and "the later line is used" in said[0]
     bench = {(r["group"], r["tokens"]): r for r in bench_table(results).rows}
     assert bench["la-tiny", 32768]["score"] == 0.5 and bench["la-tiny", 32768]["n"] == 8
+
+
+def test_a_ladder_refuses_the_options_its_comparison_does_not_take(tmp_path):
+    """--format, --out and --baseline apply to one sweep's report: with a ladder manifest they are one
+    clear error, not silently dropped."""
+    from matcher.errors import ResultsError
+
+    manifest = _ladder_fixture(tmp_path)
+    out, err = _consoles()
+    for options in ({"fmt": "csv"}, {"out": tmp_path / "x.md"}, {"baseline": "la-tiny"}):
+        with pytest.raises(ResultsError, match="not for a ladder"):
+            compare_command(manifest, targets="0.3", console=out, err_console=err, **options)
+    assert not (tmp_path / "x.md").exists()

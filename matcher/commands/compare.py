@@ -44,6 +44,10 @@ def compare_command(
     from matcher import console as consoles
 
     if Path(results_dir).is_file():  # a ladder manifest (matcher plan --ladder), not a results folder
+        given = [flag for flag, value in (("--format", fmt), ("--out", out), ("--baseline", baseline)) if value]
+        if given:
+            raise ResultsError(f"{', '.join(given)}: not for a ladder, whose comparison is one table of the rungs "
+                               "and their fit; compare one rung's results folder for those")
         return ladder_compare(Path(results_dir), targets, plot, force=force, console=console,
                               err_console=err_console)
     from matcher.report.comparison import baseline_targets, build_report
