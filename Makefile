@@ -1,6 +1,6 @@
 # Two commands for a new user (see README.md):
 #   make demo   set up, then plan + train + compare the embedded tiny sweep on CPU
-#   make test   set up, then run the test suite
+#   make test   set up (with the extras the tests cover), then run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,10 +20,16 @@ $(BIN)/matcher: pyproject.toml
 
 setup: $(BIN)/matcher
 
+# The tests also cover the optional extras (math answer equivalence, lm-evaluation-harness tasks): none is
+# skipped for a missing package.
+$(VENV)/.test-extras: $(BIN)/matcher pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[dev,math,lm-eval]"
+	@touch $@
+
 demo: setup
 	$(BIN)/matcher demo
 
-test: setup
+test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest
 
 bench: setup

@@ -293,6 +293,30 @@ def test_compiled_run_matches_the_eager_one(tmp_path, reference):
     assert_same_losses(run_dir, reference, rel=1e-3)
 
 
+def test_an_inductor_cache_path_with_spaces_moves_to_one_without(tmp_path, monkeypatch, capsys):
+    """inductor's C++ compile commands split on spaces: a cache under a TMPDIR with one fails to build."""
+    import torch._inductor.config as inductor_config
+
+    from matcher.models.model import inductor_cache_without_whitespace
+
+    monkeypatch.setattr(inductor_config, "cpp_cache_precompile_headers", True)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "a temp folder"))
+    monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
+    (tmp_path / "a temp folder").mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a cache folder"))  # has a space: not chosen either
+    inductor_cache_without_whitespace()
+    chosen = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert not any(c.isspace() for c in chosen) and os.path.isdir(chosen)
+    message = " ".join(capsys.readouterr().err.split())
+    assert f"using {chosen} (set TORCHINDUCTOR_CACHE_DIR to choose)" in message
+    assert not inductor_config.cpp_cache_precompile_headers  # built in a fresh temporary folder: off
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/a-users-own/inductor-cache")
+    inductor_cache_without_whitespace()  # a folder without whitespace is the user's choice: kept, not created
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/a-users-own/inductor-cache"
+
+
 def test_a_damaged_checkpoint_is_named_and_nothing_is_lost(tmp_path):
     import hashlib
 
