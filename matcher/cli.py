@@ -19,18 +19,18 @@ def _user_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from matcher.console import err
+        from matcher.console import error as print_error
         from matcher.errors import MatcherError
 
         try:
             return fn(*args, **kwargs)
         except MatcherError as error:
-            err().print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+            print_error(error)
             raise typer.Exit(2) from None
         except OSError as error:  # a path the user gave: missing folder, read-only or full disk, a file for a folder
             where = f"{error.filename}: " if error.filename else ""
-            err().print(f"[bold red]error:[/] {where}{error.strerror or error}; check that the path exists, "
-                        "is writable and its disk has space", highlight=False)
+            print_error(f"{where}{error.strerror or error}; check that the path exists, is writable and its disk "
+                        "has space")
             raise typer.Exit(2) from None
 
     return wrapper

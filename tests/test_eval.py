@@ -256,7 +256,7 @@ def test_eval_errors_are_clear(trained_dr, tmp_path, capsys):
     from matcher.cli import main
 
     assert main(["eval", str(trained_dr.path), "--step", "3", "--device", "cpu"]) == 2
-    assert "no model checkpoint at step 3; saved steps: 1, 5, 24" in capsys.readouterr().err.replace("\n", " ")
+    assert "no model checkpoint at step 3; saved steps: 1, 5, 24" in capsys.readouterr().err
     assert main(["eval", str(trained_dr.path), "--depth", "two"]) == 2
     untrained = prepare(tmp_path, tiny_run("la-tiny"))
     assert main(["eval", str(untrained.path)]) == 2

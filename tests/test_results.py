@@ -332,7 +332,7 @@ def test_another_group_as_the_baseline(capsys):
     compare_command(FIXTURE, targets="0.2", baseline="DR_tiny", console=out, err_console=err)
     text = out.file.getvalue()
     assert "Baseline: dr-tiny (chosen with --baseline)." in text
-    assert "read group 'DR_tiny' as 'dr-tiny'" in capsys.readouterr().err.replace("\n", "")
+    assert "read group 'DR_tiny' as 'dr-tiny'" in capsys.readouterr().err
     # 0.2: la-tiny at 16384 sqrt(2) tokens, dr-tiny at 16384 (both seeds): la needs 1/sqrt(2) = 0.71x
     la_line = next(line for line in text.splitlines() if re.match(r"│ acc\s+│\s+0\.2 │ la-tiny", line))
     assert "0.71x" in la_line

@@ -147,11 +147,11 @@ def test_there_are_committed_example_sweeps():
 def test_a_missing_sweep_lists_the_sweeps_there_or_says_how_to_write_one(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "sweeps/x.yaml"]) == 2
-    assert "write one with `matcher plan --target" in capsys.readouterr().err.replace("\n", "")
+    assert "write one with `matcher plan --target" in capsys.readouterr().err
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "la-1b-vs-dr.yaml").write_text("{}\n")
     assert main(["sweep", "validate", "sweeps/x.yaml"]) == 2
-    assert "sweeps in sweeps: sweeps/la-1b-vs-dr.yaml" in capsys.readouterr().err.replace("\n", "")
+    assert "sweeps in sweeps: sweeps/la-1b-vs-dr.yaml" in capsys.readouterr().err
     assert main(["cost", "nowhere.yaml", "--no-measure"]) == 2
     assert "give a preset name" in capsys.readouterr().err
 

@@ -42,6 +42,7 @@ def compare_command(
     from rich.text import Text
 
     from matcher import console as consoles
+    from matcher.console import warning
 
     if Path(results_dir).is_file():  # a ladder manifest (matcher plan --ladder), not a results folder
         given = [flag for flag, value in (("--format", fmt), ("--out", out), ("--baseline", baseline)) if value]
@@ -69,16 +70,15 @@ def compare_command(
         from matcher.report.results import with_baseline
 
         results = with_baseline(results, baseline)
-    for warning in results.warnings:
-        err_console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
+    for text in results.warnings:
+        warning(text, err_console)
     if results.runs.empty:
         raise ResultsError(f"{results.path}: no run could be read (see the warnings above)")
     if targets is None:
         chosen = baseline_targets(results)
         if not chosen:
-            err_console.print(Text(f"warning: the baseline ({results.baseline}) has no eval with accuracy "
-                                   "0.01 or more yet, so there are no default targets; give --targets",
-                                   style="yellow"), soft_wrap=True)
+            warning(f"the baseline ({results.baseline}) has no eval with accuracy 0.01 or more yet, so there are "
+                    "no default targets; give --targets", err_console)
     else:
         chosen = parse_metric_targets(targets)
     report = build_report(results, chosen, targets_given=targets is not None)
@@ -138,6 +138,7 @@ def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | 
 
     from matcher import console as consoles
     from matcher import fmt as numbers
+    from matcher.console import escape, warning
     from matcher.plan.ladder import load_ladder
     from matcher.report.efficiency import parse_targets
     from matcher.report.ladder import fit_power_laws, ladder_points, plot_ladder
@@ -156,14 +157,14 @@ def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | 
             raise ResultsError("a ladder is compared at one target accuracy: give one, e.g. --targets 0.3")
         target = chosen[0]
     points, target, warnings = ladder_points(manifest, manifest_path, target, results_root)
-    for warning in warnings:
-        err_console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
+    for text in warnings:
+        warning(text, err_console)
     laws = fit_power_laws(points)
-    table = Table(title=f"ladder {manifest_path.parent.name}: target accuracy {target:g}", title_justify="left")
+    table = Table(title=f"ladder {escape(manifest_path.parent.name)}: target accuracy {target:g}", title_justify="left")
     for col in ("rung", "variant", "train FLOPs C", "tokens to target", "FLOPs to target", "final accuracy"):
         table.add_column(col, justify="left" if col in ("rung", "variant") else "right")
     for p in points:
-        table.add_row(p.rung, p.variant, f"{p.train_flops:.3g}",
+        table.add_row(escape(p.rung), escape(p.variant), f"{p.train_flops:.3g}",
                       numbers.si(p.tokens_to_target) if p.tokens_to_target else "not reached",
                       f"{p.flops_to_target:.3g}" if p.flops_to_target else "-",
                       f"{p.final_accuracy:.3f}" if p.final_accuracy is not None else "-")
@@ -173,7 +174,7 @@ def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | 
     for col in ("variant", "quantity", "a", "b", "R²", "rungs"):
         fits.add_column(col, justify="left" if col in ("variant", "quantity") else "right")
     for law in laws:
-        fits.add_row(law.variant, law.quantity, f"{law.coefficient:.4g}", f"{law.exponent:+.4f}",
+        fits.add_row(escape(law.variant), escape(law.quantity), f"{law.coefficient:.4g}", f"{law.exponent:+.4f}",
                      f"{law.r_squared:.3f}" if law.r_squared is not None else "- (2 points)", str(law.points))
     console.print(fits)
     if plot is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from matcher import fmt
 from matcher.config import ModelConfig
-from matcher.console import notice, out
+from matcher.console import escape, notice, out
 from matcher.cost.analytic import FLOP_COMPONENTS, PARAM_COMPONENTS, Conventions, cost_report
 from matcher.plan.presets import PRESETS, load_target
 
@@ -66,7 +66,7 @@ def print_cost_tables(result: dict[str, Any], report) -> None:
 
     console = out()
     measured = result.get("measured")
-    console.print(f"[bold]{result['target']}[/]  {describe_config(report.config)}")
+    console.print(f"[bold]{escape(result['target'])}[/]  {escape(describe_config(report.config))}")
     console.print(f"batch {report.batch} x seq_len {report.seq_len}")
 
     params = Table(title="Parameters (unique)", title_justify="left")
@@ -122,7 +122,7 @@ def print_cost_tables(result: dict[str, Any], report) -> None:
     console.print(mem)
     console.print("[dim]conventions:[/]")
     for line in report.conventions.describe():
-        console.print(f"[dim]  - {line}[/]")
+        console.print(f"[dim]  - {escape(line)}[/]")
 
 
 def presets_command(as_json: bool) -> list[dict[str, Any]]:

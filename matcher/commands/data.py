@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from matcher.console import err, notice, out
+from matcher.console import notice, out
 
 
 def encode_command(inputs: list[Path], folder: Path, tokenizer_spec: str, shard_tokens: int, force: bool) -> None:
@@ -17,7 +17,7 @@ def encode_command(inputs: list[Path], folder: Path, tokenizer_spec: str, shard_
     try:
         result = encode_corpus(inputs, tokenizer, folder, shard_tokens=shard_tokens, force=force)
     except KeyboardInterrupt:
-        err().print(f"interrupted: {folder} keeps the shards already listed in its manifest; run the same "
+        notice(f"interrupted: {folder} keeps the shards already listed in its manifest; run the same "
                     "command again to resume")
         raise typer.Exit(130) from None
     manifest = result.manifest
@@ -31,4 +31,5 @@ def encode_command(inputs: list[Path], folder: Path, tokenizer_spec: str, shard_
     mask = ", with a loss mask (train.loss_on: answers)" if manifest["loss_mask"] else ""
     out().print(f"wrote {folder}: {manifest['documents']:,} documents, {manifest['tokens']:,} tokens in "
                 f"{len(manifest['shards'])} shard(s) ({manifest['dtype']}, {tokenizer.describe()}){mask}; "
-                f"train on it with `--set train.data={folder}` at plan time or `data: {folder}` in a sweep")
+                f"train on it with `--set train.data={folder}` at plan time or `data: {folder}` in a sweep",
+                markup=False)

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from matcher.console import notice, out
+from matcher.console import escape, notice, out
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bo
         write_sweep(demo_sweep(scale, form), path)
         if form == "chain":
             show_command(path)
-        console.print(f"sweep written to {path}" + (
+        console.print(f"sweep written to {escape(path)}" + (
             " (the same runs on the latent form: data and eval_data math-latent)" if form == "latent" else ""))
     if scale.latent_tokens < scale.total_tokens:
         console.print(f"the latent form's runs are shorter, {fmt.si(scale.latent_tokens)} tokens each against "

@@ -43,6 +43,7 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
     from rich.table import Table
 
     from matcher import console as consoles
+    from matcher.console import escape
     from matcher.run.evaluate import evaluate_run
 
     if step is not None and all_steps:
@@ -64,7 +65,7 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
             interval = row["intervals"].get(metric)
             shown = "-" if value is None else f"{value:.4f}"
             span = "-" if not interval else f"{interval[0]:.4f} - {interval[1]:.4f}"
-            table.add_row(row["run"], row["task"], str(row["step"]), f"{row['tokens']:,}", str(row["depth"]),
-                          str(row["n"]), metric, shown, span)
+            table.add_row(escape(row["run"]), escape(row["task"]), str(row["step"]), f"{row['tokens']:,}",
+                          str(row["depth"]), str(row["n"]), escape(metric), shown, span)
     console.print(table)
     return rows

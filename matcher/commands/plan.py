@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from matcher import fmt
-from matcher.console import err, notice, out
+from matcher.console import err, escape, notice, out
 from matcher.cost.analytic import forward_flops_per_token, param_counts
 from matcher.errors import MatcherError
 from matcher.plan.planner import Plan, PlanRequest, build_sweep, make_plan
@@ -118,9 +118,9 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
 
     console = out()
     reference = plan.target.predicted
-    console.print(f"[bold]plan[/]: {', '.join(plan.variants)} matched to [bold]{plan.target_label}[/] on "
-                  f"{', '.join(plan.matched)} within {plan.spec.tolerance:.1%}")
-    console.print(f"memory matched: {memory_matched(plan)}")
+    console.print(f"[bold]plan[/]: {escape(', '.join(plan.variants))} matched to [bold]{escape(plan.target_label)}[/] "
+                  f"on {', '.join(plan.matched)} within {plan.spec.tolerance:.1%}")
+    console.print(f"memory matched: {memory_matched(plan)}", markup=False)
     table = Table()
     for col in ("run", "role", "depth", "d_ff", "experts", "params", "Δ params", "train FLOPs/token",
                 "Δ FLOPs", "Δ inference mem", "train memory", "KV+DA cache", "steps", "evals"):
@@ -131,7 +131,7 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
         experts = f"{cfg.n_experts} (top-{cfg.top_k})" if cfg.is_moe else "dense"
         d_ff = f"{cfg.d_ff} (/{m.align})" if m else str(cfg.d_ff)
         table.add_row(
-            run.label, run.role, str(cfg.depth), d_ff, experts,
+            escape(run.label), escape(run.role), str(cfg.depth), d_ff, experts,
             fmt.params(p["total_params"]), fmt.percent(residuals.get("params")),
             fmt.si(p["train_flops_per_token"]), fmt.percent(residuals.get("flops")),
             fmt.percent(residuals.get("inference_memory")),
@@ -143,7 +143,7 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
     held = (f"micro-batches of {train.micro_batch_size} x {train.seq_len} tokens on one process, batch "
             f"{train.batch_size}" if train.micro_batch_size else f"batch {train.batch_size} x {train.seq_len} tokens")
     console.print(f"Δ = cost / target - 1; memory and caches as multiples of the target's (training: {held}; "
-                  f"inference: one sequence of {train.seq_len})")
+                  f"inference: one sequence of {train.seq_len})", markup=False)
     console.print("[dim]search: coordinate descent (d_ff on FLOPs, n_experts on params and memory), then the "
                   f"best point within d_ff +-{NEIGHBOURHOOD_STEPS} aligned steps; score: max |Δ| over the "
                   "matched quantities, ties by the sum of Δ²; d_ff (/N): d_ff a multiple of N; the lattice and "
@@ -153,26 +153,26 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
                   f"evals at {', '.join(fmt.si(t) for t in train.eval_tokens)} tokens, data {train.data}, "
                   f"tokenizer {train.tokenizer['path'] if isinstance(train.tokenizer, dict) else train.tokenizer} "
                   f"(vocab_size {plan.target.config.vocab_size:,}), "
-                  f"seeds {', '.join(map(str, plan.seeds))}")
+                  f"seeds {', '.join(map(str, plan.seeds))}", markup=False)  # data and tokenizer: user paths
     if checks:
         measured = Table(title="Measured check (real modules on the meta device)", title_justify="left")
         for col in ("run", "params", "measured", "diff", "forward FLOPs/token", "measured", "diff"):
             measured.add_column(col, justify="left" if col == "run" else "right")
         for r in checks:
-            measured.add_row(r["run"], fmt.count(r["params"]), fmt.count(r["measured_params"]),
+            measured.add_row(escape(r["run"]), fmt.count(r["params"]), fmt.count(r["measured_params"]),
                              fmt.percent(r["params_diff"], 3), fmt.si(r["forward_flops_per_token"], digits=6),
                              fmt.si(r["measured_forward_flops_per_token"], digits=6),
                              fmt.percent(r["flops_diff"], 3))
         console.print(measured)
     console.print("[dim]conventions:[/]")
     for line in plan.spec.conventions.describe():
-        console.print(f"[dim]  - {line}[/]")
+        console.print(f"[dim]  - {escape(line)}[/]")
     runs = len(plan.runs) * len(plan.seeds)
     if written:
-        console.print(f"wrote [bold]{path.as_posix()}[/] ({runs} runs); "
-                      f"check it with `matcher sweep show {path.as_posix()}`")
+        console.print(f"wrote [bold]{escape(path.as_posix())}[/] ({runs} runs); "
+                      f"check it with `matcher sweep show {escape(path.as_posix())}`")
     else:
-        console.print(f"dry run: would write {path.as_posix()} ({runs} runs)")
+        console.print(f"dry run: would write {path.as_posix()} ({runs} runs)", markup=False)
 
 
 def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
@@ -214,18 +214,19 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
 
     console = out()
     rules = data["rules"]
-    console.print(f"[bold]ladder[/]: {', '.join(ladder.plans[0].variants)} matched to {', '.join(ladder.rungs)} on "
+    console.print("[bold]ladder[/]: " + escape(
+                  f"{', '.join(ladder.plans[0].variants)} matched to {', '.join(ladder.rungs)} on "
                   f"{', '.join(data['matched'])}; one vocabulary ({rules['vocab_size']}), "
-                  f"{rules['tokens_per_param']} tokens per target parameter, batch and lr from the compute fits")
+                  f"{rules['tokens_per_param']} tokens per target parameter, batch and lr from the compute fits"))
     table = Table()
     for col in ("rung", "params", "train FLOPs", "tokens", "batch", "lr", "worst |Δ|", "sweep"):
         table.add_column(col, justify="left" if col in ("rung", "sweep") else "right")
     for rung, plan, sweep_path in zip(data["rungs"], ladder.plans, sweep_paths):
         worst = max(abs(run.match.residuals[q]) for run in plan.runs[1:] for q in run.match.solved)
-        table.add_row(rung["target"], fmt.params(rung["total_params"]), f"{rung['train_flops']:.3g}",
+        table.add_row(escape(rung["target"]), fmt.params(rung["total_params"]), f"{rung['train_flops']:.3g}",
                       fmt.si(rung["total_tokens"]), str(rung["batch_size"]), f"{rung['lr']:g}",
-                      fmt.percent(worst), sweep_path.as_posix())
+                      fmt.percent(worst), escape(sweep_path.as_posix()))
     console.print(table)
     verb = "wrote" if not dry_run else "dry run: would write"
-    console.print(f"{verb} [bold]{path.as_posix()}[/] and {len(sweep_paths)} sweeps beside it")
+    console.print(f"{verb} [bold]{escape(path.as_posix())}[/] and {len(sweep_paths)} sweeps beside it")
     return result

@@ -111,7 +111,9 @@ def duration(seconds: float | None) -> str:
 def status_table(sweep_dir: Path, runs: list[RunStatus]):
     from rich.table import Table
 
-    table = Table(title=f"{sweep_dir.name}: {sum(r.state == 'finished' for r in runs)}/{len(runs)} finished",
+    from matcher.console import escape
+
+    table = Table(title=f"{escape(sweep_dir.name)}: {sum(r.state == 'finished' for r in runs)}/{len(runs)} finished",
                   title_justify="left")
     for column in ("run", "state", "step", "tokens", "accuracy", "tokens/s", "ETA", "job", "note"):
         table.add_column(column, justify="right" if column in ("step", "tokens", "accuracy", "tokens/s", "ETA")
@@ -122,8 +124,8 @@ def status_table(sweep_dir: Path, runs: list[RunStatus]):
         state = f"[{colour}]{r.state}[/]" if colour else r.state
         tokens = fmt.si(r.tokens) + (f"/{fmt.si(r.total_tokens)}" if r.total_tokens else "")
         accuracy = "-" if r.eval_accuracy is None else f"{r.eval_accuracy:.1%} @{fmt.si(r.eval_tokens)}"
-        table.add_row(r.run, state, str(r.step), tokens, accuracy, fmt.si(r.tokens_per_s), duration(r.eta_s),
-                      r.slurm_job or "-", r.reason or "")
+        table.add_row(escape(r.run), state, str(r.step), tokens, accuracy, fmt.si(r.tokens_per_s),
+                      duration(r.eta_s), escape(r.slurm_job or "-"), escape(r.reason or ""))
     return table
 
 

@@ -67,7 +67,7 @@ class SweepProgress:
         self.progress.update(task, completed=line.get("tokens", 0), **fields)
 
     def end(self, run: str, state: str) -> None:
-        self.progress.update(self.tasks[run], description=f"{run} [{state}]")
+        self.progress.update(self.tasks[run], description=f"{run} [{state}]")  # the column reads no markup
         self.progress.stop_task(self.tasks[run])
 
 
@@ -107,7 +107,9 @@ class MetricsTail:
 
 
 def summary_table(sweep_name: str, summaries: list[RunSummary]) -> Table:
-    table = Table(title=f"sweep {sweep_name}")
+    from matcher.console import escape
+
+    table = Table(title=f"sweep {escape(sweep_name)}")
     for column in ("run", "state", "tokens", "final accuracy", "tokens/s", "note"):
         numeric = column in ("tokens", "final accuracy", "tokens/s")
         table.add_column(column, justify="right" if numeric else "left")
@@ -116,5 +118,5 @@ def summary_table(sweep_name: str, summaries: list[RunSummary]) -> Table:
         colour = colours.get(s.state)
         state = f"[{colour}]{s.state}[/]" if colour else s.state
         accuracy = "-" if s.eval_accuracy is None else f"{s.eval_accuracy:.1%}"
-        table.add_row(s.run, state, fmt.si(s.tokens), accuracy, fmt.si(s.tokens_per_s), s.note or "")
+        table.add_row(escape(s.run), state, fmt.si(s.tokens), accuracy, fmt.si(s.tokens_per_s), escape(s.note or ""))
     return table
