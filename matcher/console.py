@@ -56,3 +56,125 @@ def notice(text: object | None, console=None) -> None:
     """`note: TEXT` on stderr: a choice made for the user, or how to go on."""
     if text:
         _message("note:", "yellow", text, console)
+
+
+# Progress. On a terminal: rich bars and spinners, redrawn in place. Anywhere else (a pipe, nohup, a
+# Slurm or CI log, TERM=dumb): plain lines, one per interval, so a log shows that a long job is alive.
+PROGRESS_INTERVAL_ENV = "MATCHER_PROGRESS_INTERVAL_S"
+PROGRESS_INTERVAL_S = 30.0
+
+
+def live(console) -> bool:
+    """Whether `console` redraws in place (bars, spinners) rather than taking plain lines."""
+    return console.is_interactive
+
+
+class LogLines:
+    """Plain progress lines on `console`: `due()` is true for the first call and then once every
+    interval (MATCHER_PROGRESS_INTERVAL_S, default 30 s)."""
+
+    def __init__(self, console, interval_s: float | None = None):
+        import os
+        import time
+
+        if interval_s is None:
+            interval_s = float(os.environ.get(PROGRESS_INTERVAL_ENV) or PROGRESS_INTERVAL_S)
+        self.console, self.interval_s, self.clock = console, interval_s, time.monotonic
+        self.started = self.clock()
+        self.last: float | None = None
+
+    def due(self) -> bool:
+        now = self.clock()
+        if self.last is not None and now - self.last < self.interval_s:
+            return False
+        self.last = now
+        return True
+
+    def elapsed_s(self) -> float:
+        return self.clock() - self.started
+
+    def print(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+class Activity:
+    """What a step that has no counter is doing (`update(text)`): a spinner on a terminal; in a log, a
+    line for each new text and, while it lasts, the same text with the time so far once every interval."""
+
+    def __init__(self, text: str, console=None):
+        self.console, self.text = console or err(), text
+
+    def __enter__(self) -> Activity:
+        import threading
+
+        if live(self.console):
+            self.status = self.console.status(self.text, spinner="dots")
+            self.status.__enter__()
+            return self
+        self.status, self.lines, self.done = None, LogLines(self.console), threading.Event()
+        self.lines.due()
+        self.lines.print(self.text)
+        self.ticker = threading.Thread(target=self._tick, name="matcher-progress", daemon=True)
+        self.ticker.start()
+        return self
+
+    def _tick(self) -> None:
+        from matcher import fmt
+
+        while not self.done.wait(max(self.lines.interval_s, 0.05)):
+            if self.lines.due():
+                self.lines.print(f"{self.text} ({fmt.duration(self.lines.elapsed_s())} so far)")
+
+    def update(self, text: str) -> None:
+        self.text = text
+        if self.status is not None:
+            self.status.update(text)
+        else:
+            self.lines.print(text)
+
+    def __exit__(self, *exc) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)
+        else:
+            self.done.set()
+            self.ticker.join()
+
+
+class ByteProgress:
+    """Progress through `total_bytes` of input (`advance(n)`): a bar on a terminal; in a log, one line
+    per interval with the share done, the rate and the time left."""
+
+    def __init__(self, label: str, total_bytes: int, console=None, enabled: bool = True):
+        self.label, self.total, self.done_bytes = label, total_bytes, 0
+        self.console = console or err()
+        self.bar = None
+        if enabled and live(self.console):
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(label, markup=False), BarColumn(), DownloadColumn(),
+                                TimeRemainingColumn(), console=self.console, transient=True)
+            self.task = self.bar.add_task(label, total=total_bytes)
+        self.lines = LogLines(self.console) if enabled and self.bar is None else None
+
+    def __enter__(self) -> ByteProgress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def advance(self, n_bytes: int) -> None:
+        self.done_bytes += n_bytes
+        if self.bar is not None:
+            self.bar.advance(self.task, n_bytes)
+        elif self.lines is not None and self.lines.due():
+            from matcher import fmt
+
+            elapsed = self.lines.elapsed_s()
+            rate = self.done_bytes / elapsed if elapsed > 0 else None
+            left = (self.total - self.done_bytes) / rate if rate else None
+            share = self.done_bytes / self.total if self.total else 1.0
+            self.lines.print(f"{self.label}: {fmt.bytes_(self.done_bytes)} of {fmt.bytes_(self.total)} "
+                             f"({share:.0%}), {fmt.bytes_(rate)}/s, ETA {fmt.duration(left)}")

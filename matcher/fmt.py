@@ -46,6 +46,20 @@ def bytes_(value: float | None) -> str:
     return f"{value:.0f} B"
 
 
+def duration(seconds: float | None) -> str:
+    """3725 -> '1h02m'; None -> '-'."""
+    if seconds is None:
+        return "-"
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return f"{seconds:.0f}s"
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
+
+
 def rel_diff(measured: float | None, analytic: float | None) -> float | None:
     """(measured - analytic) / analytic; 0 when both are 0; None when either is missing."""
     if measured is None or analytic is None:

@@ -123,7 +123,7 @@ def test_sweep_goes_on_past_a_nan_run_and_skips_done_runs(tmp_path):
 def test_gpu_queue_runs_one_subprocess_per_device(tmp_path):
     # Two "GPUs" on a CPU machine: each run gets its own CUDA_VISIBLE_DEVICES and subprocess, both at once.
     sweep = write_tiny_sweep(tmp_path, [tiny_run("la-tiny"), tiny_run("dr-tiny", role="variant")])
-    console = quiet()
+    console = Console(file=io.StringIO(), width=200, force_terminal=True, force_interactive=True, color_system=None)
     summaries = run_sweep(sweep, tmp_path / "results", gpus=["0", "1"], log_every_steps=4, console=console)
     assert [(s.run, s.state) for s in summaries] == [("la-tiny", "finished"), ("dr-tiny", "finished")]
     for run in ("la-tiny", "dr-tiny"):

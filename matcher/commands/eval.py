@@ -38,6 +38,12 @@ def public_row(row: dict) -> dict:
     return {key: value for key, value in row.items() if key not in ("outcomes", "event")}
 
 
+def eval_point_line(row: dict) -> str:
+    scores = ", ".join(f"{metric} {value:.4f}" for metric, value in row["scores"].items() if value is not None)
+    return (f"eval: {row['run']} step {row['step']} ({row['tokens']:,} tokens), depth {row['depth']}, "
+            f"{row['task']} (n {row['n']}): {scores or 'no scores'}")
+
+
 def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = None, all_steps: bool = False,
                  depth: str | None = None, as_json: bool = False, device: str | None = None, console=None) -> list:
     from rich.table import Table
@@ -51,8 +57,14 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
     depths = parse_depths(depth)
     console = console or consoles.out()
     rows = []
-    for path in _run_dirs(Path(run_dir)):
-        rows += evaluate_run(path, tasks, step=step, all_steps=all_steps, depths=depths, device=device)
+    paths = _run_dirs(Path(run_dir))
+    with consoles.Activity(f"eval: {len(paths)} run(s)") as activity:
+        # in a log, a line per eval point as it is scored (on a terminal, the table below shows them)
+        on_row = None if consoles.live(activity.console) else lambda row: activity.console.print(
+            eval_point_line(row), markup=False, soft_wrap=True)
+        for path in paths:
+            rows += evaluate_run(path, tasks, step=step, all_steps=all_steps, depths=depths, device=device,
+                                 on_score=activity.update, on_row=on_row)
     if as_json:
         console.file.write(json.dumps([public_row(row) for row in rows], indent=2) + "\n")
         return rows

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from matcher import fmt
-from matcher.console import err, escape, notice, out
+from matcher.console import Activity, escape, notice, out
 from matcher.cost.analytic import forward_flops_per_token, param_counts
 from matcher.errors import MatcherError
 from matcher.plan.planner import Plan, PlanRequest, build_sweep, make_plan
@@ -21,7 +21,7 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
                  measure: bool) -> dict[str, Any]:
     if request.ladder is not None:
         return ladder_command(request, out_path, force, dry_run, as_json, measure)
-    with err().status("planning", spinner="dots") as status:
+    with Activity("planning") as status:
         plan = make_plan(request, progress=status.update)
         checks = None
         if measure:
@@ -185,7 +185,7 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
     from matcher.plan.ladder import manifest, plan_ladder
     from matcher.plan.sweep import write_sweep
 
-    with err().status("planning the ladder", spinner="dots") as status:
+    with Activity("planning the ladder") as status:
         ladder = plan_ladder(request, progress=status.update)
         checks = [measured_check(plan) for plan in ladder.plans] if measure else [None] * len(ladder.plans)
     path = out_path or ladder.default_path()

@@ -17,6 +17,7 @@ from pathlib import Path
 from matcher import fmt
 from matcher.config import VARIANTS, TrainConfig
 from matcher.errors import ConfigError, MatcherError
+from matcher.fmt import duration
 from matcher.run.lock import live_holder
 from matcher.run.rundir import RunDir, read_run_yaml
 
@@ -92,20 +93,6 @@ def sweep_status(results_dir: str | Path) -> tuple[Path, list[RunStatus]]:
     order = {variant: i for i, variant in enumerate(VARIANTS)}
     runs.sort(key=lambda r: (r.role != "target", order.get(r.variant, len(order)), r.run))
     return sweep_dir, runs
-
-
-def duration(seconds: float | None) -> str:
-    """3725 -> '1h02m'; None -> '-'."""
-    if seconds is None:
-        return "-"
-    minutes = round(seconds / 60)
-    if minutes < 1:
-        return f"{seconds:.0f}s"
-    days, rest = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"
 
 
 def status_table(sweep_dir: Path, runs: list[RunStatus]):

@@ -371,12 +371,9 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
     writer = ShardWriter(out, manifest, shard_tokens, manifest["loss_mask"], skip_tokens=resumed)
     unrepresentable = Unrepresentable()
     total_bytes = sum(p.stat().st_size for p in inputs)
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from matcher.console import ByteProgress
 
-    from matcher.console import err
-
-    bar = Progress(TextColumn("encoding"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                   console=err(), transient=True, disable=not progress)
+    bar = ByteProgress("encoding", total_bytes, enabled=progress)
     from concurrent.futures import ThreadPoolExecutor
 
     # The library tokenizes a batch (on all cores, without the GIL) while the next one is read.
@@ -384,8 +381,7 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
     pending = None
     try:
         with bar:
-            task = bar.add_task("encode", total=total_bytes)
-            advance = lambda n: bar.advance(task, n)  # noqa: E731
+            advance = bar.advance
             batch: list[tuple[str, Piece]] = []
             chars = 0
             for path in inputs:

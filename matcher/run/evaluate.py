@@ -68,9 +68,10 @@ def choose_steps(available: list[int], step: int | None, all_steps: bool, where:
 
 def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = None, all_steps: bool = False,
                  depths: list[int] | None = None, device: str | None = None,
-                 on_row=None) -> list[dict[str, Any]]:
+                 on_row=None, on_score=None) -> list[dict[str, Any]]:
     """Score the run's saved checkpoints on `tasks` (`--task` strings) at `depths` (default: the
-    trained one); the rows are appended to the run's evals.jsonl and returned."""
+    trained one); the rows are appended to the run's evals.jsonl and returned. `on_score(text)` is told
+    what is scored next, `on_row(row)` each row as it is scored."""
     from matcher.data.tokenizer import tokenizer_for
     from matcher.run.rundir import RunDir
     from matcher.run.snapshots import list_snapshots, load_snapshot
@@ -94,6 +95,8 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
         for depth in depths:
             model, meta = load_snapshot(snapshots[at], model_cfg, depth=depth, device=target)
             for text, task in loaded:
+                if on_score is not None:
+                    on_score(f"eval: scoring {text} on {info['run']} at step {meta['step']}, depth {depth}")
                 result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast)
                 row = {"event": "bench", "run": info["run"], **result, "spec": text, "source": task.source,
                        "step": meta["step"], "tokens": meta["tokens"], "depth": depth,

@@ -28,20 +28,25 @@ class RunSummary:
 
 
 class SweepProgress:
-    """One bar per run; `record(run, line)` takes a metrics line (dict) as the trainer writes it."""
+    """One bar per run; `record(run, line)` takes a metrics line (dict) as the trainer writes it. Where
+    the console does not redraw in place (a pipe, a batch job's log), plain lines instead: one per run
+    and interval (tokens, loss, tokens/s, ETA), one per eval point, and one when a run starts and ends."""
 
     def __init__(self, console: Console, total_tokens: dict[str, int]):
+        from matcher.console import LogLines, live
+
+        self.totals = total_tokens
+        self.lines = None if live(console) else {run: LogLines(console) for run in total_tokens}
         self.progress = Progress(
             TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
             TextColumn("{task.fields[tokens]}"), TextColumn("loss {task.fields[loss]}"),
             TextColumn("acc {task.fields[accuracy]}"), TextColumn("{task.fields[speed]} tok/s"),
-            TimeRemainingColumn(), console=console, transient=False)
+            TimeRemainingColumn(), console=console, transient=False, disable=self.lines is not None)
         self.tasks = {}
         for run, total in total_tokens.items():
             self.tasks[run] = self.progress.add_task(run, total=total, start=False,
                                                      tokens=f"0/{fmt.si(total)}", loss="-", accuracy="-",
                                                      speed="-")
-        self.totals = total_tokens
 
     def __enter__(self) -> SweepProgress:
         self.progress.start()
@@ -52,8 +57,13 @@ class SweepProgress:
 
     def start(self, run: str) -> None:
         self.progress.start_task(self.tasks[run])
+        if self.lines is not None:
+            self.lines[run].print(f"{run}: started, {fmt.si(self.totals[run])} tokens to train")
 
     def record(self, run: str, line: dict[str, Any]) -> None:
+        if self.lines is not None:
+            self._log(run, line)
+            return
         task = self.tasks[run]
         fields: dict[str, Any] = {}
         if "tokens" in line:
@@ -66,9 +76,26 @@ class SweepProgress:
             fields["speed"] = fmt.si(line["tokens_per_s"])
         self.progress.update(task, completed=line.get("tokens", 0), **fields)
 
+    def _log(self, run: str, line: dict[str, Any]) -> None:
+        lines, tokens, total = self.lines[run], line.get("tokens"), self.totals[run]
+        at = f"step {line.get('step', '-')}, {fmt.si(tokens)}/{fmt.si(total)} tokens"
+        if line.get("event") == "eval":
+            scores = [f"{name} {line[key]:{spec}}" for name, key, spec in (
+                ("accuracy", "eval_accuracy", ".1%"), ("loss", "eval_loss", ".3f"), ("bpb", "eval_bpb", ".3f"))
+                if isinstance(line.get(key), int | float)]
+            lines.print(f"{run}: eval at {at}: {', '.join(scores) or 'no scores'}")
+        elif line.get("event") == "train" and lines.due():
+            speed = line.get("tokens_per_s")
+            left = (total - tokens) / speed if speed and isinstance(tokens, int) else None
+            loss = line.get("train_loss")
+            lines.print(f"{run}: {at} ({(tokens or 0) / max(total, 1):.0%}), loss "
+                        f"{'-' if loss is None else f'{loss:.3f}'}, {fmt.si(speed)} tokens/s, ETA {fmt.duration(left)}")
+
     def end(self, run: str, state: str) -> None:
         self.progress.update(self.tasks[run], description=f"{run} [{state}]")  # the column reads no markup
         self.progress.stop_task(self.tasks[run])
+        if self.lines is not None:
+            self.lines[run].print(f"{run}: {state}")
 
 
 class MetricsTail:
