@@ -170,47 +170,7 @@ def compile_model(module: nn.Module, **kwargs) -> nn.Module:
     need not replay it; it need not, since the recomputation's keys/values are traced in the same graph."""
     if hasattr(torch._dynamo.config, "skip_fwd_side_effects_in_bwd_under_checkpoint"):  # older torch: breaks
         torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
-    inductor_cache_without_whitespace()
     return torch.compile(module, **kwargs)
-
-
-def inductor_cache_without_whitespace() -> None:
-    """Inductor builds its C++ kernels with compiler command lines that split on spaces, so a path with
-    one fails ("input file ... is the same as output file"). Its cache (by default under the temporary
-    folder, TMPDIR) moves to a folder without whitespace (in the user's cache folder, else /tmp), named in
-    a notice, or where there is none, one clear error; and precompiled headers, which it builds in a
-    fresh temporary folder, are left off (they only speed up the first compile)."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    import torch._inductor.config as inductor_config
-
-    from matcher.console import notice
-    from matcher.errors import RunError
-
-    def spaced(path: object) -> bool:
-        return any(c.isspace() for c in str(path))
-
-    if spaced(tempfile.gettempdir()):
-        inductor_config.cpp_cache_precompile_headers = False
-    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or tempfile.gettempdir()
-    if not spaced(current):
-        return
-    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    for candidate in (user_cache / "matcher" / "torchinductor", Path("/tmp") / f"matcher-torchinductor-{os.getuid()}"):
-        if spaced(candidate):
-            continue
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(candidate)
-        notice(f"torch.compile: inductor's cache would be under {current}, whose path has whitespace that "
-               f"its C++ compiler commands cannot take; using {candidate} (set TORCHINDUCTOR_CACHE_DIR to choose)")
-        return
-    raise RunError(f"torch.compile: inductor's cache would be under {current}, whose path has whitespace that its "
-                   "C++ compiler commands cannot take; set TORCHINDUCTOR_CACHE_DIR to a folder whose path has none")
 
 
 def shares(counts: torch.Tensor) -> torch.Tensor:

@@ -297,7 +297,7 @@ def test_an_inductor_cache_path_with_spaces_moves_to_one_without(tmp_path, monke
     """inductor's C++ compile commands split on spaces: a cache under a TMPDIR with one fails to build."""
     import torch._inductor.config as inductor_config
 
-    from matcher.models.model import inductor_cache_without_whitespace
+    from matcher.run.trainer import inductor_cache_without_whitespace
 
     monkeypatch.setattr(inductor_config, "cpp_cache_precompile_headers", True)
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)

@@ -240,6 +240,7 @@ class Trainer:
         train_model = wrap(model, self.world, self.device, fsdp=self.fsdp,
                            param_dtype=torch.bfloat16 if self.dtype == "bf16" else None)
         if self.cfg.compile:
+            inductor_cache_without_whitespace()
             train_model = compile_model(train_model)
         return model, train_model
 
@@ -477,6 +478,42 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 1 if result.state == "failed" else 0
+
+
+def inductor_cache_without_whitespace() -> None:
+    """Inductor builds its C++ kernels with compiler command lines that split on spaces, so a path with
+    one fails ("input file ... is the same as output file"). Its cache (by default under the temporary
+    folder, TMPDIR) moves to a folder without whitespace (in the user's cache folder, else /tmp), named in
+    a notice, or where there is none, one clear error; and precompiled headers, which it builds in a
+    fresh temporary folder, are left off (they only speed up the first compile)."""
+    import tempfile
+
+    import torch._inductor.config as inductor_config
+
+    from matcher.console import notice
+
+    def spaced(path: object) -> bool:
+        return any(c.isspace() for c in str(path))
+
+    if spaced(tempfile.gettempdir()):
+        inductor_config.cpp_cache_precompile_headers = False
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or tempfile.gettempdir()
+    if not spaced(current):
+        return
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    for candidate in (user_cache / "matcher" / "torchinductor", Path("/tmp") / f"matcher-torchinductor-{os.getuid()}"):
+        if spaced(candidate):
+            continue
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(candidate)
+        notice(f"torch.compile: inductor's cache would be under {current}, whose path has whitespace that "
+               f"its C++ compiler commands cannot take; using {candidate} (set TORCHINDUCTOR_CACHE_DIR to choose)")
+        return
+    raise RunError(f"torch.compile: inductor's cache would be under {current}, whose path has whitespace that its "
+                   "C++ compiler commands cannot take; set TORCHINDUCTOR_CACHE_DIR to a folder whose path has none")
 
 
 if __name__ == "__main__":
