@@ -96,12 +96,12 @@ def compare_command(
             console.file.write(text)
         else:
             _write(Path(out), text)
-            console.print(Text(f"wrote {out}"))
+            console.print(Text(f"wrote {out}"), soft_wrap=True)
     if plot is not None:
         from matcher.report.plots import plot_comparison
 
         written = plot_comparison(results, chosen, plot)
-        console.print(Text(f"wrote {written}"))
+        console.print(Text(f"wrote {written}"), soft_wrap=True)
 
 
 def _format(fmt: str | None, out: str | Path | None) -> str:
@@ -178,5 +178,5 @@ def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | 
                      f"{law.r_squared:.3f}" if law.r_squared is not None else "- (2 points)", str(law.points))
     console.print(fits)
     if plot is not None:
-        console.print(Text(f"wrote {plot_ladder(points, laws, target, plot)}"))
+        console.print(Text(f"wrote {plot_ladder(points, laws, target, plot)}"), soft_wrap=True)
     return {"target": target, "points": points, "laws": laws}

@@ -338,10 +338,11 @@ def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], tex
     script = write_job_script(text, sweep_dir, sweep_name)
     if dry_run:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
-        console.print(f"wrote {script} (dry run: not submitted; submit with `sbatch {script}`)", markup=False)
+        console.print(f"wrote {script} (dry run: not submitted; submit with `sbatch {script}`)", markup=False,
+                      soft_wrap=True)
         return [RunSummary(run=p.run.name, state="planned", note=f"in {script}") for p in planned]
     job = submit(script)
-    console.print(f"submitted job array {job} ({len(planned)} runs): {script}", markup=False)
+    console.print(f"submitted job array {job} ({len(planned)} runs): {script}", markup=False, soft_wrap=True)
     for i, item in enumerate(planned):  # `matcher status` shows it until the task itself starts
         item.dir.write_slurm_job(f"{job}_{i}")
     return [RunSummary(run=p.run.name, state="submitted", note=f"job {job}_{i}")
