@@ -60,8 +60,8 @@ def make_run(folder: Path, total_steps: int):
     from matcher.cost.analytic import Conventions
     from matcher.plan.presets import get_preset
     from matcher.plan.sweep import Run, predict
+    from matcher.run.contract import RunInfo
     from matcher.run.rundir import RunDir
-    from matcher.run.runner import run_info
 
     model = get_preset("dr_da-tiny")
     train = TrainConfig(total_tokens=total_steps * 8 * 64, batch_size=8, seq_len=64, data_steps=2,
@@ -70,7 +70,7 @@ def make_run(folder: Path, total_steps: int):
               predicted=predict(model, train, Conventions()))
     run_dir = RunDir(folder / run.name)
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_dir.write_run_info(run_info(run, "faults"))
+    run_dir.write_run_info(RunInfo.from_run(run, "faults"))
     return run_dir, train
 
 
@@ -80,13 +80,13 @@ def _env() -> dict[str, str]:
 
 
 def _step(run_dir) -> int:
-    return run_dir.status().get("step") or 0
+    return run_dir.status().step
 
 
 def _reached(run_dir, step: int, process: subprocess.Popen) -> bool:
     """This attempt is training (not the status an earlier one left) at `step` or later, or it ended."""
     status = run_dir.status()
-    return (status["state"] == "running" and (status.get("step") or 0) >= step) or process.poll() is not None
+    return (status.state == "running" and status.step >= step) or process.poll() is not None
 
 
 def _hash(path: Path) -> str | None:
@@ -129,11 +129,12 @@ class Attempts:
     def run(self) -> tuple[int, str]:
         """One attempt to its end: exit code and stderr."""
         if self.in_process:
-            from matcher.run.runner import EXIT_CODES, launch_run
+            from matcher.run.contract import ExitCode
+            from matcher.run.runner import launch_run
 
             self.count += 1
             summary = launch_run(self.run_dir.path, log_every_steps=LOG_EVERY_STEPS)
-            return EXIT_CODES.get(summary.state, 0), f"{summary.state}: {summary.note}"
+            return ExitCode.of(summary.state), f"{summary.state}: {summary.note}"
         process = self.start()
         _, err = process.communicate(timeout=600)
         return process.returncode, err
@@ -152,8 +153,8 @@ def kill_at(attempts: Attempts, step: int, target: str, rng: random.Random) -> F
         status = run_dir.status()
         last = ([line for line in err.splitlines() if line.strip()] or [""])[-1]
         return Fault(f"kill -9 {target}", _step(run_dir), False,
-                     f"the attempt ended before the kill (exit {process.returncode}, state {status['state']}: "
-                     f"{status.get('reason')}; {last})")
+                     f"the attempt ended before the kill (exit {process.returncode}, state {status.state}: "
+                     f"{status.reason}; {last})")
     trainers = [pid for pid, _ in holder.members]
     hit = _step(run_dir)
     if target == "launcher":
@@ -169,8 +170,8 @@ def kill_at(attempts: Attempts, step: int, target: str, rng: random.Random) -> F
     code = process.wait(timeout=120)
     process.communicate()
     gone = _wait(lambda: not any(_alive(pid) for pid in trainers), TRAINERS_GONE_S)
-    return Fault("kill -9 worker", hit, gone and code != 0 and run_dir.status()["state"] != "running",
-                 f"launcher exited {code}, state {run_dir.status()['state']}")
+    return Fault("kill -9 worker", hit, gone and code != 0 and run_dir.status().state != "running",
+                 f"launcher exited {code}, state {run_dir.status().state}")
 
 
 def corrupt_checkpoint(attempts: Attempts, rng: random.Random) -> Fault:
@@ -183,7 +184,7 @@ def corrupt_checkpoint(attempts: Attempts, rng: random.Random) -> Fault:
     data[at:at + 16] = bytes(b ^ 0xFF for b in data[at:at + 16])
     path.write_bytes(bytes(data))
     code, err = attempts.run()
-    reason = run_dir.status().get("reason") or ""
+    reason = run_dir.status().reason or ""
     named = code != 0 and "damaged" in reason and "delete it" in reason
     # recovery, as the message says: delete the checkpoint (and its checksum) and restart the run
     path.unlink()
@@ -274,11 +275,11 @@ def fill_disk_simulated(run_dir, step: int) -> Fault:
 def _check_full_disk(run_dir, code: int, err: str, before: str | None, hit: int) -> Fault:
     messages = [line for line in err.splitlines() if line.startswith("error:")]
     ok = (code == 2 and len(messages) == 1 and "No space left on device" in messages[0]
-          and "Traceback" not in err and run_dir.status()["state"] != "running"
+          and "Traceback" not in err and run_dir.status().state != "running"
           and _hash(run_dir.checkpoint) == before and before is not None
           and not list(run_dir.checkpoint.parent.glob(".last.pt.*")))
     kept = "intact" if _hash(run_dir.checkpoint) == before else "CHANGED"
-    return Fault("full disk", hit, ok, f"exit {code}, state {run_dir.status()['state']}, previous checkpoint {kept}")
+    return Fault("full disk", hit, ok, f"exit {code}, state {run_dir.status().state}, previous checkpoint {kept}")
 
 
 def count_points(run_dir, train) -> tuple[int, int]:
@@ -358,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             for earlier in faults:  # every attempt that got further recovers the faults it passed
                 earlier.recovered = earlier.recovered or (earlier.ok and _step(run_dir) > earlier.step)
         code, err = attempts.run()  # the last attempt, undisturbed: to the end
-        finished = run_dir.status()["state"] == "finished"
+        finished = run_dir.status().state == "finished"
         for fault in faults:
             fault.recovered = fault.recovered or (fault.ok and finished)
         lost, doubled = count_points(run_dir, train)

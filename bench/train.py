@@ -23,7 +23,7 @@ from matcher.config import TrainConfig
 from matcher.cost.analytic import Conventions
 from matcher.plan.presets import get_preset
 from matcher.plan.sweep import Run, predict
-from matcher.run.runner import run_info
+from matcher.run.contract import RunInfo
 
 
 def measure(preset: str, *, device: str, seq_len: int, batch_size: int, steps: int, warmup_steps: int,
@@ -42,7 +42,7 @@ def measure(preset: str, *, device: str, seq_len: int, batch_size: int, steps: i
     with tempfile.TemporaryDirectory() as folder:
         run_dir = RunDir(Path(folder) / preset)
         run_dir.path.mkdir()
-        run_dir.write_run_info(run_info(run, "bench"))
+        run_dir.write_run_info(RunInfo.from_run(run, "bench"))
         # one train line after the warm-up steps, one after the measured ones: the second is the measurement
         train_run(run_dir.path, device=device, log_every_steps=warmup_steps if warmup_steps else total_steps)
         lines = run_dir.read_metrics()

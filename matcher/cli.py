@@ -248,6 +248,7 @@ def run(
 ) -> None:
     """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
     from matcher.console import notice
+    from matcher.run.contract import ExitCode, Outcome
     from matcher.run.runner import run_sweep
 
     slurm = _slurm_options(launcher, partition=partition, account=account, time=time, nodes=nodes,
@@ -257,19 +258,19 @@ def run(
     summaries = run_sweep(sweep, results, launcher=launcher, nproc=nproc, only=only, dry_run=dry_run, fsdp=fsdp,
                           retry_failed=retry_failed, slurm=slurm)
     _quiet_exit_on_sigint()
-    if any(summary.state == "failed" for summary in summaries):
-        raise typer.Exit(1)  # scripts notice (failed now or earlier); the reasons are in the summary table
-    if any(summary.state == "interrupted" for summary in summaries):
+    if any(summary.state == Outcome.FAILED for summary in summaries):
+        raise typer.Exit(ExitCode.FAILED)  # scripts notice (failed now or earlier); the reasons are in the table
+    if any(summary.state == Outcome.INTERRUPTED for summary in summaries):
         again = " ".join(["matcher run", str(sweep), *([f"--results {results}"] if results != Path("results") else []),
                           *([f"--only {only}"] if only else []), *([f"--nproc {nproc}"] if nproc != 1 else []),
                           *(["--fsdp"] if fsdp else [])])
         notice(f"interrupted: run `{again}` again to resume from the last checkpoint")
-        raise typer.Exit(130)  # as a shell reports SIGINT, so a script's loop stops too
-    locked = [summary.run for summary in summaries if summary.state == "locked"]
+        raise typer.Exit(ExitCode.STOPPED_BY_SIGNAL)  # as a shell reports SIGINT, so a script's loop stops too
+    locked = [summary.run for summary in summaries if summary.state == Outcome.LOCKED]
     if locked:
         notice(f"not trained: {', '.join(locked)} (another process holds the lock; see the table); run again "
                "once it has stopped")
-        raise typer.Exit(75)  # EX_TEMPFAIL, as `python -m matcher.run.runner` exits for a locked run
+        raise typer.Exit(ExitCode.LOCKED)  # as `python -m matcher.run.runner` exits for a locked run
 
 
 @app.command()

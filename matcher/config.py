@@ -464,6 +464,11 @@ class TrainConfig:
     def total_steps(self) -> int:
         return max(1, self.total_tokens // self.tokens_per_step)
 
+    @property
+    def budget_tokens(self) -> int:
+        """The tokens the run trains on in all: total_tokens rounded to whole steps."""
+        return self.total_steps * self.tokens_per_step
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

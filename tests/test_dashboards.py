@@ -81,7 +81,7 @@ def test_wandb_gets_every_line_and_a_resumed_run_continues_its_wandb_run(tmp_pat
     _interrupt_then_resume(run_dir, at_step=10)
     run_id = run_dir.wandb_id.read_text().strip()
     assert len(run_id) == 12
-    info = run_dir.read_run_info()[0]
+    info = run_dir.read_run_info().to_dict()
     assert len(fake.inits) == 2 and fake.finished == 2
     for init in fake.inits:
         assert (init["id"], init["resume"], init["group"], init["job_type"], init["name"]) == \
@@ -119,7 +119,7 @@ def test_dashboards_are_checked_and_may_change_between_attempts(tmp_path):
         tiny_train(dashboards=["wandb", "wandb"])
     run_dir = prepare(tmp_path, tiny_run("la-tiny"))
     prepare(tmp_path, tiny_run("la-tiny", tiny_train(dashboards=["tensorboard", "wandb"])))  # no clash
-    assert run_dir.read_run_info()[2].dashboards == ["tensorboard", "wandb"]
+    assert run_dir.read_run_info().train.dashboards == ["tensorboard", "wandb"]
 
 
 def test_scalars_of_a_metrics_line():

@@ -21,9 +21,10 @@ from matcher.cli import main
 from matcher.errors import ResultsError, RunError
 from matcher.report.results import load_results
 from matcher.run import checkpoint, lock, parent, rundir
+from matcher.run.contract import RunInfo
 from matcher.run.lock import RunLock, live_holder
 from matcher.run.rundir import RunDir
-from matcher.run.runner import _worker_command, launch_run, run_info, run_sweep
+from matcher.run.runner import _worker_command, launch_run, run_sweep
 from matcher.run.schedule import eval_steps
 
 
@@ -39,7 +40,7 @@ def tree_hashes(folder: Path) -> dict[str, str]:
 
 def assert_each_step_once(run_dir, log_every_steps: int = 5) -> None:
     """Every train and eval line an uninterrupted run writes, each exactly once."""
-    _, _, train = run_dir.read_run_info()
+    train = run_dir.read_run_info().train
     lines = run_dir.read_metrics()
     trains = [line["step"] for line in lines if line["event"] == "train"]
     evals = [line["step"] for line in lines if line["event"] == "eval"]
@@ -81,7 +82,7 @@ def _finished(results: Path, sweep: Path, run) -> RunDir:
     """A run folder as a finished run leaves it (without training: only its records matter here)."""
     run_dir = RunDir(results / sweep.stem / run.name)
     run_dir.path.mkdir(parents=True)
-    run_dir.write_run_info(run_info(run, sweep.stem, str(sweep.resolve())))
+    run_dir.write_run_info(RunInfo.from_run(run, sweep.stem, str(sweep.resolve())))
     run_dir.metrics.write_text(json.dumps({"event": "eval", "step": 24, "tokens": 24 * 8 * 64, "train_loss": 1.0,
                                            "eval_loss": 1.0, "eval_accuracy": 0.5}) + "\n")
     run_dir.write_status("finished", step=24, tokens=24 * 8 * 64)
@@ -234,13 +235,13 @@ def test_a_full_disk_ends_in_one_message_and_loses_nothing(tmp_path, monkeypatch
     err = " ".join(capsys.readouterr().err.split())
     assert "No space left on device; check that the path exists, is writable and its disk has space" in err
     assert "Traceback" not in err and "unexpected pos" not in err
-    assert disk["full"] and run_dir.status()["state"] == "failed"  # not left `running`
-    assert "No space left on device" in run_dir.status()["reason"]
+    assert disk["full"] and run_dir.status().state == "failed"  # not left `running`
+    assert "No space left on device" in run_dir.status().reason
     assert hashlib.sha256(run_dir.checkpoint.read_bytes()).hexdigest() == disk["checkpoint"]  # the last one survives
     assert not list(run_dir.checkpoint.parent.glob(".last.pt.*"))  # no half-written temporary left behind
     monkeypatch.undo()  # space freed: the run resumes from that checkpoint
     assert main(["run", str(sweep), "--results", str(results), "--retry-failed"]) == 0
-    assert run_dir.status()["state"] == "finished"
+    assert run_dir.status().state == "finished"
     assert_each_step_once(run_dir, log_every_steps=10)
 
 

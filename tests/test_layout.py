@@ -57,3 +57,84 @@ def test_every_package_is_installed():
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "matcher").rglob("__init__.py")}
     assert set(config["packages"]) == on_disk | {"matcher.models"}
     assert config["package-dir"] == {"matcher.models": "models"}
+
+
+def _module_names() -> dict[str, Path]:
+    """Every module of the package by its import name (models/ as matcher.models)."""
+    names = {}
+    for folder, package in ((ROOT / "matcher", "matcher"), (ROOT / "models", "matcher.models")):
+        for path in folder.rglob("*.py"):
+            parts = path.relative_to(folder).with_suffix("").parts
+            names[".".join((package, *parts[:-1], *([] if parts[-1] == "__init__" else parts[-1:])))] = path
+    return names
+
+
+def _runtime_imports(tree: ast.AST):
+    """Every import statement that can run: at module level and inside functions (a function-local
+    import is a dependency all the same, only a later one), but not under `if TYPE_CHECKING:`, which
+    never runs."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports (`from a import b` counts a.b when b is a module)."""
+    names = _module_names()
+    graph = {}
+    for name, path in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in _runtime_imports(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+                continue
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[:len(package.split(".")) - node.level + 1], *filter(None, [base])])
+            targets |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
+        graph[name] = {target for target in targets if target in names and target != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_cycles_are_found():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert {"matcher.run.runner", "matcher.run.slurm", "matcher.models.model"} <= set(graph)
+    assert "matcher.run.contract" in graph["matcher.run.slurm"]  # a function-local import is an edge too
+    assert cycles(graph) == []

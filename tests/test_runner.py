@@ -20,9 +20,10 @@ from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, RunError
 from matcher.plan.sweep import Sweep, SweepMeta, write_sweep
 from matcher.report.results import load_results
+from matcher.run.contract import ExitCode
 from matcher.run.lock import RunLock, live_holder
 from matcher.run.rundir import RunDir
-from matcher.run.runner import EXIT_LOCKED, launch_run, run_sweep
+from matcher.run.runner import launch_run, run_sweep
 from matcher.run.slurm import SlurmOptions
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -57,7 +58,7 @@ def test_sbatch_script_matches_golden(tmp_path, monkeypatch):
     assert script == (GOLDEN / "tiny.sbatch").read_text(), "the script changed: review it, then the golden"
     assert subprocess.run(["bash", "-n", "results/tiny/slurm/tiny.sbatch"]).returncode == 0
     for run in ("la-tiny", "dr-tiny", "dr_da-tiny"):  # the tasks find their configs there
-        assert RunDir(Path("results/tiny") / run).read_run_info()[0]["sweep"] == "tiny"
+        assert RunDir(Path("results/tiny") / run).read_run_info().sweep == "tiny"
 
 
 def test_submit_without_sbatch_says_where_the_script_is(tmp_path, monkeypatch):
@@ -112,7 +113,7 @@ def test_sweep_goes_on_past_a_nan_run_and_skips_done_runs(tmp_path):
     assert [s.state for s in again] == ["failed", "skipped"]  # `matcher run` exits 1: dr-tiny is not done
     assert "--retry-failed" in again[0].note
     for run in ("dr-tiny", "la-tiny"):
-        info = RunDir(tmp_path / "results" / "tiny" / run).read_run_info()[0]
+        info = RunDir(tmp_path / "results" / "tiny" / run).read_run_info().to_dict()
         assert set(info) == {"run", "group", "seed", "role", "variant", "sweep", "sweep_file", "model", "train",
                              "predicted"}
         assert info["sweep_file"] == str(sweep.resolve())
@@ -190,8 +191,8 @@ def test_a_held_lock_keeps_a_second_trainer_out(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     other = subprocess.run([sys.executable, "-m", "matcher.run.runner", str(run_dir.path)], env=env,
                            capture_output=True, text=True, timeout=120)
-    assert other.returncode == EXIT_LOCKED, other.stderr
-    assert not run_dir.metrics.exists() and run_dir.status()["state"] == "new"
+    assert other.returncode == ExitCode.LOCKED, other.stderr
+    assert not run_dir.metrics.exists() and run_dir.status().state == "new"
     lock.release()
 
     sweep = write_tiny_sweep(tmp_path, [tiny_run("la-tiny")])
@@ -207,7 +208,7 @@ def test_execution_settings_may_change_between_attempts(tmp_path):
     run_dir = prepare(tmp_path, tiny_run("la-tiny"))
     changed = tiny_run("la-tiny", tiny_train(micro_batch_size=4, recompute="full"))
     prepare(tmp_path, changed)  # no error
-    assert run_dir.read_run_info()[2].micro_batch_size == 4
+    assert run_dir.read_run_info().train.micro_batch_size == 4
     # a run.yaml written before a train field existed resumes: the missing field counts at its default
     info = yaml.safe_load(run_dir.run_yaml.read_text())
     del info["train"]["micro_batch_size"]

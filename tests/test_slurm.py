@@ -247,14 +247,14 @@ def test_sigterm_checkpoints_requeues_and_the_requeued_task_finishes_the_run(tmp
     output, _ = batch.communicate(timeout=120)
     assert batch.returncode == 0, output + job.run_dir.log.read_text()[-3000:]
     status = job.run_dir.status()
-    assert status["state"] == "interrupted" and "SIGTERM" in status["reason"]
-    assert status["step"] < tiny_train().total_steps
+    assert status.state == "interrupted" and "SIGTERM" in status.reason
+    assert status.step < tiny_train().total_steps
     assert "scontrol requeue 77_0" in job.calls()
 
     again = job.start()  # the requeued task: same job id, same script
     output, _ = again.communicate(timeout=120)
     assert again.returncode == 0, output + job.run_dir.log.read_text()[-3000:]
-    assert job.run_dir.status()["state"] == "finished"
+    assert job.run_dir.status().state == "finished"
     assert job.calls().count("scontrol requeue 77_0") == 1
     assert [line["event"] for line in job.run_dir.read_metrics()].count("resume") == 1
     assert [(line["event"], line["step"]) for line in comparable(job.run_dir)] == \
@@ -268,7 +268,7 @@ def test_a_run_that_fails_on_its_own_is_not_requeued(tmp_path):
     done = job.start()
     output, _ = done.communicate(timeout=120)
     assert done.returncode == 1, output
-    assert job.run_dir.status()["state"] == "failed"
+    assert job.run_dir.status().state == "failed"
     assert not any("requeue" in call for call in job.calls())
     _, runs = sweep_status(job.run_dir.path.parent)
     assert runs[0].state == "failed" and "training loss became nan" in runs[0].reason

@@ -18,8 +18,9 @@ from tiny_runs import comparable, prepare, tiny_run, tiny_train
 
 from matcher.data import shards, streams
 from matcher.errors import RunError
+from matcher.run.contract import ExitCode
 from matcher.run.rundir import RunDir
-from matcher.run.runner import EXIT_INTERRUPTED, launch_run
+from matcher.run.runner import launch_run
 from matcher.run.schedule import eval_steps, wsd_lr
 from matcher.run.throughput import gini, mfu, peak_flops
 from matcher.run.trainer import train_run
@@ -103,7 +104,7 @@ def test_tiny_run_learns_and_writes_the_results_format(tmp_path):
     assert not np.allclose(last_step_only, np.round(last_step_only), atol=0.05)
     assert trains[0]["lr"] == pytest.approx(wsd_lr(9, train))
 
-    assert run_dir.status()["state"] == "finished" and run_dir.status()["tokens"] == 60 * 16 * 64
+    assert run_dir.status().state == "finished" and run_dir.status().tokens == 60 * 16 * 64
     env = json.loads(run_dir.env_json.read_text())
     assert env["device"] == "cpu" and env["dtype"] == "fp32" and env["world_size"] == 1
     assert str(tmp_path) not in run_dir.env_json.read_text()
@@ -127,8 +128,8 @@ def test_crash_and_resume_match_an_uninterrupted_run(tmp_path, reference):
     run_dir = prepare(tmp_path, tiny_run("dr_da-tiny"))
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_run(run_dir.path, log_every_steps=5, on_record=_crash_after(2))
-    assert run_dir.status()["state"] == "failed"
-    assert "simulated crash" in run_dir.status()["reason"]
+    assert run_dir.status().state == "failed"
+    assert "simulated crash" in run_dir.status().reason
     written = [line["event"] for line in run_dir.read_metrics()]
     assert written.count("eval") == 2  # the second eval line is past the last checkpoint
 
@@ -148,7 +149,7 @@ def test_sigint_checkpoints_and_resumes_identically(tmp_path, reference):
     result = train_run(run_dir.path, log_every_steps=5, on_record=interrupt)
     # The ranks vote on stopping inside each step; a signal after step 10's vote stops after step 11.
     assert (result.state, result.step) == ("interrupted", 11)
-    assert run_dir.status()["state"] == "interrupted" and "SIGINT" in run_dir.status()["reason"]
+    assert run_dir.status().state == "interrupted" and "SIGINT" in run_dir.status().reason
     assert train_run(run_dir.path, log_every_steps=5).state == "finished"
     assert comparable(run_dir) == comparable(reference)
 
@@ -175,8 +176,8 @@ def test_nan_loss_fails_the_run_with_its_step(tmp_path):
     result = train_run(run_dir.path, log_every_steps=1)
     assert result.state == "failed"
     status = run_dir.status()
-    assert status["state"] == "failed" and f"at step {result.step}" in status["reason"]
-    assert "lower lr" in status["reason"]
+    assert status.state == "failed" and f"at step {result.step}" in status.reason
+    assert "lower lr" in status.reason
     nan_line = run_dir.read_metrics()[-1]
     assert nan_line["event"] == "nan" and not math.isfinite(float(nan_line["loss"]))
     assert result.step < tiny_train().total_steps
@@ -200,7 +201,7 @@ def test_data_error_fails_the_run_with_its_message(tmp_path):
     run_dir = prepare(tmp_path, tiny_run("la-tiny", tiny_train(eval_data=str(tmp_path / "missing.jsonl"))))
     summary = launch_run(run_dir.path)
     assert summary.state == "failed" and "missing.jsonl: no such eval file" in summary.note
-    assert run_dir.status()["state"] == "failed"
+    assert run_dir.status().state == "failed"
 
 
 # ------------------------------------------------------------------------------- data parallel
@@ -234,8 +235,8 @@ def test_two_process_resume_matches_an_uninterrupted_run(tmp_path, reference, fs
     while not run_dir.checkpoint.is_file() and launcher.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     launcher.send_signal(signal.SIGINT)  # forwarded to the trainers: they finish the step and checkpoint
-    assert launcher.wait(timeout=120) == EXIT_INTERRUPTED
-    assert run_dir.status()["state"] == "interrupted", run_dir.log.read_text()[-3000:]
+    assert launcher.wait(timeout=120) == ExitCode.INTERRUPTED
+    assert run_dir.status().state == "interrupted", run_dir.log.read_text()[-3000:]
     summary = launch_run(run_dir.path, nproc=2, fsdp=fsdp, log_every_steps=5)
     assert summary.state == "finished", run_dir.log.read_text()[-3000:]
     assert [line["event"] for line in run_dir.read_metrics()].count("resume") == 1
@@ -331,7 +332,7 @@ def test_a_damaged_checkpoint_is_named_and_nothing_is_lost(tmp_path):
     with pytest.raises(RunError, match="last.pt: damaged .*restore it from a backup, or delete it"):
         train_run(run_dir.path, log_every_steps=5)
     assert {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in files} == files
-    assert run_dir.status()["state"] == "failed" and "damaged" in run_dir.status()["reason"]
+    assert run_dir.status().state == "failed" and "damaged" in run_dir.status().reason
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):

@@ -11,8 +11,8 @@ from matcher.config import TrainConfig
 from matcher.cost.analytic import Conventions
 from matcher.plan.presets import get_preset
 from matcher.plan.sweep import Run, predict
+from matcher.run.contract import RunInfo
 from matcher.run.rundir import RunDir
-from matcher.run.runner import run_info
 
 # Test machines are small and shared: with two OpenMP threads per process, threads spin against the
 # other processes on the cores and tiny runs take 5-10x longer. One thread here and in the subprocesses
@@ -40,7 +40,7 @@ def prepare(folder: Path, run: Run | None = None) -> RunDir:
     run = run or tiny_run()
     run_dir = RunDir(folder / run.name)
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_dir.write_run_info(run_info(run, "tests"))
+    run_dir.write_run_info(RunInfo.from_run(run, "tests"))
     return run_dir
 
 

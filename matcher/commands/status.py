@@ -15,20 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matcher import fmt
-from matcher.config import VARIANTS, TrainConfig
-from matcher.errors import ConfigError, MatcherError
+from matcher.config import VARIANTS
+from matcher.errors import ConfigError
 from matcher.fmt import duration
+from matcher.run.contract import DONE_STATES, RunState
 from matcher.run.lock import live_holder
-from matcher.run.rundir import RunDir, read_run_yaml
+from matcher.run.rundir import RunDir
 
-DONE_STATES = ("finished", "failed")  # --watch stops when every run is in one of them
 WATCH_INTERVAL_S = 5.0
 
 
 @dataclass
 class RunStatus:
     run: str
-    state: str  # new | running | finished | failed | interrupted | unknown
+    state: RunState
     step: int
     tokens: int
     total_tokens: int | None  # the run's budget (None: its run.yaml cannot be read)
@@ -44,44 +44,24 @@ class RunStatus:
 
 
 def run_status(run_dir: RunDir) -> RunStatus:
-    status = run_dir.status()
-    reason = status.get("reason")
-    total_tokens, role, variant = None, None, None
-    try:
-        problems, info = read_run_yaml(run_dir.run_yaml)
-    except ConfigError as error:
-        problems, info = [str(error)], None
-    if info is not None:
-        role, variant = info.role, info.variant
-        try:
-            train = TrainConfig.from_dict(info.train, f"{run_dir.run_yaml} train")
-            total_tokens = train.total_steps * train.tokens_per_step
-        except MatcherError as error:
-            problems = [str(error)]
-    try:
-        records = run_dir.read_metrics()
-    except ValueError as error:
-        records, problems = [], [*problems, f"{run_dir.metrics}: a line is not valid JSON ({error})"]
-    evals = [line for line in records if line.get("event") == "eval"]
-    speeds = [line["tokens_per_s"] for line in records if isinstance(line.get("tokens_per_s"), (int, float))]
-    tokens = max([status["tokens"], *(line["tokens"] for line in records if isinstance(line.get("tokens"), int))])
-    step = max([status["step"], *(line["step"] for line in records if isinstance(line.get("step"), int))])
-    speed = speeds[-1] if speeds else None
+    run = run_dir.snapshot()
+    state, reason, last_eval = run.status.state, run.status.reason, run.last_eval or {}
     eta = None
-    if status["state"] not in DONE_STATES and speed and total_tokens is not None:
-        eta = max(0, total_tokens - tokens) / speed
+    if state not in DONE_STATES and run.tokens_per_s and run.budget_tokens is not None:
+        eta = max(0, run.budget_tokens - run.tokens) / run.tokens_per_s
+    problems = [*run.problems, *([run.metrics_problem] if run.metrics_problem else [])]
     if problems:
         reason = "; ".join(problems)
-    elif status["state"] == "running" and live_holder(run_dir.lock) is None:
+    elif state == RunState.RUNNING and live_holder(run_dir.lock) is None:
         reason = "no process holds its lock: its trainer was killed; `matcher run` resumes it"
     slurm_job = run_dir.slurm_job()
-    if status["state"] == "new" and slurm_job and not reason:
+    if state == RunState.NEW and slurm_job and not reason:
         reason = "submitted; waiting for Slurm to start it"
-    return RunStatus(run=run_dir.name, state=status["state"], step=step, tokens=tokens, total_tokens=total_tokens,
-                     eval_accuracy=evals[-1].get("eval_accuracy") if evals else None,
-                     eval_tokens=evals[-1].get("tokens") if evals else None, tokens_per_s=speed, eta_s=eta,
-                     slurm_job=slurm_job, reason=reason, updated=status.get("updated"),
-                     role=role, variant=variant)
+    return RunStatus(run=run_dir.name, state=state, step=run.step, tokens=run.tokens, total_tokens=run.budget_tokens,
+                     eval_accuracy=last_eval.get("eval_accuracy"), eval_tokens=last_eval.get("tokens"),
+                     tokens_per_s=run.tokens_per_s, eta_s=eta, slurm_job=slurm_job, reason=reason,
+                     updated=run.status.updated, role=run.info and run.info.role,
+                     variant=run.info and run.info.variant)
 
 
 def sweep_status(results_dir: str | Path) -> tuple[Path, list[RunStatus]]:

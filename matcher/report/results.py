@@ -1,12 +1,9 @@
 """Load a sweep's results folder into pandas: the one place that reads what the runner writes.
 
-Layout, one folder per run (`results/<sweep>/<run>/`):
-  run.yaml       run, group (the run name without its seed suffix), seed, role (target|variant),
-                 variant, sweep, sweep_file (checked against: a run whose entry was edited since
-                 it trained is refused), model, train, predicted (the matched costs)
-  metrics.jsonl  one JSON object per line; "eval" and "train" events are read, other events ignored
-  status.json    state (running|finished|failed|interrupted), reason, step, tokens, updated
-  evals.jsonl    benchmark scores `matcher eval` wrote: one row per task, step and depth (`bench`)
+One folder per run (`results/<sweep>/<run>/`, described file by file in matcher.run.contract): run.yaml
+and status.json come from the run's snapshot; metrics.jsonl's "eval" and "train" lines (other events
+ignored) and evals.jsonl's benchmark scores (`bench`) are read and checked line by line here. Runs whose
+sweep entry was edited since they trained are refused (matcher.run.contract.stale_runs).
 
 Runs that are still going or crashed are loaded for what they have, with their state, so reports
 can mark them; a run without status.json yet is in state "new", one whose status.json cannot be read
@@ -24,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from matcher.config import VARIANTS
-from matcher.errors import ConfigError, ResultsError
+from matcher.errors import ResultsError
 from matcher.plan.sweep import PREDICTED_KEYS as PREDICTED
-from matcher.run.rundir import read_run_yaml, read_status, split_complete
+from matcher.run.contract import RunInfo, RunSnapshot, RunState, furthest, stale_runs
+from matcher.run.rundir import RunDir, split_complete
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,16 +106,19 @@ def load_results(path: str | Path) -> Results:
     warnings = [f"{d}: metrics but no run.yaml; run skipped" for d in sorted(path.iterdir())
                 if (d / "metrics.jsonl").is_file() and not (d / "run.yaml").is_file()]
     runs, evals, train, expert_load, bench, outcomes = [], [], [], {}, [], {}
+    recorded: dict[str, dict[str, Any]] = {}  # run folder -> its run.yaml, for the staleness check
     for run_dir in run_dirs:
-        meta = _read_run_yaml(run_dir / "run.yaml", warnings)
+        snapshot = RunDir(run_dir).snapshot(records=[])  # the metrics lines are read and checked below
+        meta = _run_meta(snapshot, run_dir / "run.yaml", warnings)
         if meta is None:
             continue
         if any(r["run"] == meta["run"] for r in runs):
             warnings.append(f"{run_dir / 'run.yaml'}: a second run named {meta['run']!r}; run skipped")
             continue
-        status = _read_status(run_dir / "status.json", warnings)
+        recorded[str(run_dir)] = snapshot.info.to_dict()
+        status = _status(snapshot, warnings)
         run_evals, run_train, load = _read_metrics(run_dir / "metrics.jsonl", warnings)
-        if not run_evals and not run_train and status["state"] not in ("new", "unknown"):
+        if not run_evals and not run_train and status["state"] not in (RunState.NEW, RunState.UNKNOWN):
             _warn_no_metrics(run_dir / "metrics.jsonl", status, warnings)
         keys = {"run": meta["run"], "group": meta["group"], "seed": meta["seed"]}
         outcomes[meta["run"]] = {row["tokens"]: row.pop("eval_correct") for row in run_evals
@@ -129,9 +130,8 @@ def load_results(path: str | Path) -> Results:
         train += [{**keys, **row} for row in run_train]
         if load is not None:
             expert_load[meta["run"]] = load
-        logged = [row["tokens"] for row in run_evals + run_train]
-        runs.append({**meta, **status, "tokens": max([status["tokens"], *logged])})
-    _check_against_sweep_files(path, run_dirs, warnings)
+        runs.append({**meta, **status, "tokens": furthest("tokens", snapshot.status, run_evals + run_train)})
+    _check_against_sweep_files(path, recorded, warnings)
     sweeps = sorted({r["sweep"] for r in runs if r["sweep"]})
     if len(sweeps) > 1:
         warnings.append(f"{path}: runs of several sweeps ({', '.join(sweeps)}) are compared together")
@@ -180,43 +180,18 @@ def _read_bench(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
     return sorted(rows.values(), key=lambda r: (r["task"], r["metric"], r["depth"], r["tokens"]))
 
 
-def _check_against_sweep_files(path: Path, run_dirs: list[Path], warnings: list[str]) -> None:
+def _check_against_sweep_files(path: Path, recorded: dict[str, dict[str, Any]], warnings: list[str]) -> None:
     """Runs whose sweep entry has changed since they trained are refused (their curve is not the entry's);
-    runs of several sweep files, or no longer in theirs, are warned about. Checked against each
-    recorded sweep file that exists here (results copied to another machine are not checked)."""
-    from matcher.config import read_yaml
-    from matcher.errors import MatcherError
-    from matcher.plan.sweep import load_sweep
-    from matcher.run.rundir import config_changes
-
-    by_file: dict[str, list[tuple[Path, dict]]] = {}
-    for run_dir in run_dirs:
-        try:
-            info = read_yaml(run_dir / "run.yaml")
-        except MatcherError:
-            continue  # reported by _read_run_yaml
-        if isinstance(info, dict) and isinstance(info.get("sweep_file"), str):
-            by_file.setdefault(info["sweep_file"], []).append((run_dir, info))
-    if len(by_file) > 1:
-        listing = "; ".join(f"{file}: {', '.join(d.name for d, _ in runs)}" for file, runs in by_file.items())
-        warnings.append(f"{path}: runs of {len(by_file)} different sweep files are compared together ({listing})")
-    stale = []
-    for file, runs in by_file.items():
-        if not Path(file).is_file():
-            continue
-        try:
-            entries = {run.name: run for run in load_sweep(file).runs}
-        except MatcherError as err:
-            warnings.append(f"{file}: cannot be read to check the runs against it ({str(err).splitlines()[0]})")
-            continue
-        for run_dir, info in runs:
-            entry = entries.get(info.get("run"))
-            if entry is None:
-                warnings.append(f"{run_dir}: no longer a run of {file}")
-                continue
-            changes = config_changes(info, {"model": entry.model.to_dict(), "train": entry.train.to_dict()})
-            if changes:
-                stale.append(f"{run_dir.name} ({'; '.join(changes[:3])})")
+    runs of several sweep files, or no longer in theirs, are warned about (matcher.run.contract.stale_runs)."""
+    check = stale_runs(recorded)
+    if len(check.sweep_files) > 1:
+        listing = "; ".join(f"{file}: {', '.join(Path(d).name for d in folders)}"
+                            for file, folders in check.sweep_files.items())
+        warnings.append(f"{path}: runs of {len(check.sweep_files)} different sweep files are compared together "
+                        f"({listing})")
+    warnings += [f"{file}: cannot be read to check the runs against it ({why})" for file, why in check.unreadable]
+    warnings += [f"{folder}: no longer a run of {file}" for folder, file in check.gone]
+    stale = [f"{Path(folder).name} ({'; '.join(changes[:3])})" for folder, _, changes in check.edited]
     if stale:
         raise ResultsError(f"{path}: {len(stale)} run(s) were trained with another config than their sweep file "
                            f"now gives them: {', '.join(stale)}. Their curves are not those of the edited entries: "
@@ -242,14 +217,11 @@ def find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
     raise ResultsError(f"{path}: no runs in it (no <run>/run.yaml); give a trained sweep's results folder")
 
 
-def _read_run_yaml(path: Path, warnings: list[str]) -> dict[str, Any] | None:
-    try:
-        problems, info = read_run_yaml(path)
-    except ConfigError as err:
-        warnings.append(f"{err}; run skipped")
-        return None
-    if problems:
-        warnings.append(f"{'; '.join(problems)}; run skipped")
+def _run_meta(snapshot: RunSnapshot, path: Path, warnings: list[str]) -> dict[str, Any] | None:
+    """The run's RUN_COLUMNS from its run.yaml (None, with a warning, when it cannot be read)."""
+    info: RunInfo | None = snapshot.info
+    if info is None:
+        warnings.append(f"{'; '.join(snapshot.problems)}; run skipped")
         return None
     meta = {"run": info.run, "group": info.group, "seed": info.seed, "role": info.role,
             "variant": info.variant, "sweep": info.sweep or ""}
@@ -271,11 +243,11 @@ def _warn_no_metrics(path: Path, status: dict[str, Any], warnings: list[str]) ->
                         "the file, or delete the run folder and train it again")
 
 
-def _read_status(path: Path, warnings: list[str]) -> dict[str, Any]:
-    status, problem = read_status(path)
+def _status(snapshot: RunSnapshot, warnings: list[str]) -> dict[str, Any]:
+    status, problem = snapshot.status, snapshot.status_problem
     if problem is not None:
         warnings.append(f"{problem}; state unknown")
-    return {"state": status["state"], "reason": None if problem else status["reason"], "tokens": status["tokens"]}
+    return {"state": status.state.value, "reason": None if problem else status.reason, "tokens": status.tokens}
 
 
 def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dict], list[list[float]] | None]:

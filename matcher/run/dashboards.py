@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from matcher.atomic import write_text_atomic
 from matcher.errors import ConfigError
+from matcher.run.contract import RunInfo
 from matcher.run.rundir import RunDir
 
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
@@ -64,7 +65,7 @@ def check_installed(names: list[str]) -> None:
                               f"here: pip install 'matcher[{name}]' (or remove it from the sweep's dashboards)")
 
 
-def open_dashboards(names: list[str], run: RunDir, info: dict[str, Any], resume_step: int) -> list[Dashboard]:
+def open_dashboards(names: list[str], run: RunDir, info: RunInfo, resume_step: int) -> list[Dashboard]:
     """The sinks for `names`; `resume_step`: the checkpoint's step (0 for a fresh run)."""
     check_installed(names)
     opened: list[Dashboard] = []
@@ -97,7 +98,7 @@ class TensorBoardSink:
 
 
 class WandbSink:
-    def __init__(self, run: RunDir, info: dict[str, Any]):
+    def __init__(self, run: RunDir, info: RunInfo):
         import wandb
 
         if run.wandb_id.is_file():
@@ -106,8 +107,8 @@ class WandbSink:
             run_id = secrets.token_hex(6)  # W&B's id alphabet; kept so later attempts log to the same run
             write_text_atomic(run.wandb_id, run_id + "\n")
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "matcher"), id=run_id, resume="allow",
-                              name=info["run"], group=info.get("sweep") or None, job_type=info["variant"],
-                              config=info, dir=str(run.path), settings=wandb.Settings(console="off"))
+                              name=info.run, group=info.sweep or None, job_type=info.variant,
+                              config=info.to_dict(), dir=str(run.path), settings=wandb.Settings(console="off"))
 
     def write(self, record: dict[str, Any]) -> None:
         if isinstance(record.get("step"), int):

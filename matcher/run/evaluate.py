@@ -77,7 +77,8 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
     from matcher.run.snapshots import list_snapshots, load_snapshot
 
     run = RunDir(run_path)
-    info, model_cfg, cfg = run.read_run_info()
+    info = run.read_run_info()
+    model_cfg, cfg = info.model, info.train
     if not tasks:
         tasks = ["embedded"]
     loaded = [(text, _resolve_task(text, cfg)) for text in tasks]
@@ -86,7 +87,7 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
     steps = choose_steps(sorted(snapshots), step, all_steps, run.path)
     depths = depths or [model_cfg.depth]
     if model_cfg.variant == "la" and depths != [model_cfg.depth]:
-        raise RunError(f"--depth: {info['run']} is la ({model_cfg.depth} distinct layers), so it runs at its "
+        raise RunError(f"--depth: {info.run} is la ({model_cfg.depth} distinct layers), so it runs at its "
                        "trained depth only; test-time depth is for dr and dr_da runs")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     autocast = autocast_for(resolve_dtype(cfg.dtype, target), target)
@@ -98,7 +99,7 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
                 if on_score is not None:
                     on_score(f"eval: scoring {text} on {info['run']} at step {meta['step']}, depth {depth}")
                 result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast)
-                row = {"event": "bench", "run": info["run"], **result, "spec": text, "source": task.source,
+                row = {"event": "bench", "run": info.run, **result, "spec": text, "source": task.source,
                        "step": meta["step"], "tokens": meta["tokens"], "depth": depth,
                        "trained_depth": model_cfg.depth}
                 rows.append(row)

@@ -42,7 +42,8 @@ class MatcherLM(LM):
             from matcher.run.snapshots import list_snapshots, load_snapshot
 
             run = RunDir(run_dir)
-            _, model_cfg, cfg = run.read_run_info()
+            info = run.read_run_info()
+            model_cfg, cfg = info.model, info.train
             snapshots = dict(list_snapshots(run.path))
             chosen = choose_steps(sorted(snapshots), None if step is None else int(step), False, run.path)[0]
             model, _ = load_snapshot(snapshots[chosen], model_cfg, depth=None if depth is None else int(depth),

@@ -14,13 +14,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from matcher import fmt
+from matcher.run.contract import Outcome
 from matcher.run.rundir import split_complete
 
 
 @dataclass
 class RunSummary:
     run: str
-    state: str  # finished | failed | interrupted | skipped | locked | planned | submitted
+    state: Outcome
     tokens: int = 0
     eval_accuracy: float | None = None
     tokens_per_s: float | None = None
@@ -91,7 +92,7 @@ class SweepProgress:
             lines.print(f"{run}: {at} ({(tokens or 0) / max(total, 1):.0%}), loss "
                         f"{'-' if loss is None else f'{loss:.3f}'}, {fmt.si(speed)} tokens/s, ETA {fmt.duration(left)}")
 
-    def end(self, run: str, state: str) -> None:
+    def end(self, run: str, state: Outcome) -> None:
         self.progress.update(self.tasks[run], description=f"{run} [{state}]")  # the column reads no markup
         self.progress.stop_task(self.tasks[run])
         if self.lines is not None:

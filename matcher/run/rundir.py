@@ -1,96 +1,41 @@
-"""The files of one run under `results/<sweep>/<run>/`, as `matcher compare` reads them.
-
-- run.yaml: what the run is (run, group, seed, role, variant, sweep, sweep_file, model, train, predicted);
-  `matcher run` and `compare` refuse a folder whose config no longer matches its sweep file's entry;
-- env.json: where it ran (torch version, device name, dtype, world size, Slurm job; no host names or paths);
-- slurm.json: {"job", "submitted"}: the Slurm array task it was last submitted as (`matcher run --launcher slurm`);
-- metrics.jsonl: one JSON object per line, each line flushed and fsynced as it is written;
-- status.json: {"state": running|finished|failed|interrupted, "reason", "step", "tokens", "updated"},
-  replaced atomically;
-- checkpoints/last.pt: the latest checkpoint, replaced atomically;
-- checkpoints/step-<step>.safetensors: the model at each eval point (matcher.run.snapshots);
-- evals.jsonl: benchmark scores `matcher eval` computed on those, one line per (task, step, depth);
-- tensorboard/, wandb_id, wandb/: the dashboards' copies of the metric lines (matcher.run.dashboards);
-- lock: held by the process that trains the run and the processes it started (see matcher.run.lock);
-- train.log: output of a training subprocess (GPU queue, torchrun, Slurm).
-"""
+"""`RunDir`: the paths of one run folder `results/<sweep>/<run>/`, and its readers and writers. What each
+file holds, and the types that are their schema, is in matcher.run.contract."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matcher.atomic import write_text_atomic
-from matcher.config import VARIANTS, ModelConfig, TrainConfig, dump_yaml, field_problems, read_yaml
-from matcher.errors import ConfigError, MatcherError, RunError
-from matcher.plan.sweep import ROLES
-
-STATES = ("running", "finished", "failed", "interrupted")
-
-
-@dataclass(kw_only=True)
-class RunInfo:
-    """run.yaml: what `matcher compare` needs to place the run, and everything training needs."""
-
-    run: str  # the run's name: its folder
-    group: str  # runs of one group differ only in seed
-    seed: int
-    role: str  # target | variant
-    variant: str  # la | dr | dr_da (the model's)
-    sweep: str | None = None  # the sweep file's stem
-    sweep_file: str | None = None  # the sweep file it was trained from (resolved): stale results are refused
-    model: dict  # ModelConfig fields
-    train: dict  # TrainConfig fields
-    predicted: dict = field(default_factory=dict)  # the matched costs (matcher.plan.sweep.PREDICTED_KEYS)
-
-    def __post_init__(self) -> None:
-        for key in ("run", "group"):
-            if not getattr(self, key):
-                raise ConfigError(f"{key} must be a name, got {getattr(self, key)!r}")
-        if self.role not in ROLES:
-            raise ConfigError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+from matcher.config import dump_yaml, read_yaml
+from matcher.errors import MatcherError, RunError
+from matcher.run.contract import (
+    WRITTEN_STATES,
+    RunInfo,
+    RunSnapshot,
+    RunState,
+    Status,
+    config_changes,
+    snapshot_of,
+)
 
 
 def read_run_yaml(path: Path) -> tuple[list[str], RunInfo | None]:
     """run.yaml checked field by field (matcher.config.field_problems): its problems, or the RunInfo."""
-    return field_problems(RunInfo, read_yaml(path), str(path))
+    return RunInfo.from_dict(read_yaml(path), str(path))
 
 
-# TrainConfig fields that change how a run executes or is watched, not what it computes
-EXECUTION_FIELDS = ("micro_batch_size", "compile", "recompute", "dashboards", "keep_checkpoints")
-
-
-def _as_dicts(cls: type, old: Any, new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Both as config dicts, so fields added since the old run.yaml was written count at their defaults;
-    None when the old one is no config."""
-    try:
-        return cls.from_dict(old).to_dict(), cls.from_dict(new).to_dict()
-    except (MatcherError, TypeError, AttributeError):
-        return None
-
-
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between two run.yaml configs ("train.lr: 0.001 -> 0.002"), bar EXECUTION_FIELDS:
-    a non-empty list means one curve would mix two experiments."""
-    changes = []
-    for key, cls in (("model", ModelConfig), ("train", TrainConfig)):
-        pair = _as_dicts(cls, old.get(key), new[key])
-        if pair is None:
-            changes.append(f"{key}: not a {key} config")
-            continue
-        before, after = pair
-        changes += [f"{key}.{name}: {before.get(name)!r} -> {after.get(name)!r}" for name in after
-                    if before.get(name) != after.get(name) and not (key == "train" and name in EXECUTION_FIELDS)]
-    return changes
+def different_config(path: Path, recorded_file: str | None, sweep_file: str | None, changes: list[str]) -> RunError:
+    """The error for a run folder whose recorded model or train config differs from the one to train."""
+    origin = f" (from {recorded_file})" if recorded_file and recorded_file != sweep_file else ""
+    return RunError(f"{path} holds a run trained with a different config{origin}: "
+                    f"{'; '.join(changes[:4])}{' ...' if len(changes) > 4 else ''}. To keep those results, "
+                    "train this sweep into another folder (--results DIR); to retrain, move that folder away")
 
 
 class RunDir:
@@ -114,51 +59,65 @@ class RunDir:
     log = property(lambda self: self.path / "train.log")
 
     # --------------------------------------------------------------------------------- run.yaml
-    def write_run_info(self, info: dict[str, Any]) -> None:
+    def write_run_info(self, info: RunInfo) -> None:
         """Write run.yaml; a run folder that already holds a different model or train config is an
         error, because resuming it would mix two experiments in one curve. Settings of how a run executes
         (EXECUTION_FIELDS: micro-batching, compilation, recomputation) may change between attempts: the
         steps they compute are the same."""
         if self.run_yaml.is_file():
             self.check_same_config(info)
-        write_text_atomic(self.run_yaml, dump_yaml(info))
+        write_text_atomic(self.run_yaml, dump_yaml(info.to_dict()))
 
-    def check_same_config(self, info: dict[str, Any]) -> None:
+    def recorded(self) -> dict[str, Any]:
+        """run.yaml as a mapping, unchecked ({} when it is not one): what a staleness check compares."""
+        data = read_yaml(self.run_yaml)
+        return data if isinstance(data, dict) else {}
+
+    def check_same_config(self, info: RunInfo) -> None:
         """Refuse `info` for this folder when its model or train config differs from the recorded one
         (a sweep entry edited after the run trained, or another sweep file of the same name)."""
-        old = read_yaml(self.run_yaml) or {}
-        changes = config_changes(old if isinstance(old, dict) else {}, info)
+        old = self.recorded()
+        changes = config_changes(old, info.to_dict())
         if changes:
-            source = old.get("sweep_file") if isinstance(old, dict) else None
-            origin = f" (from {source})" if source and source != info.get("sweep_file") else ""
-            raise RunError(f"{self.path} holds a run trained with a different config{origin}: "
-                           f"{'; '.join(changes[:4])}{' ...' if len(changes) > 4 else ''}. To keep those results, "
-                           "train this sweep into another folder (--results DIR); to retrain, move that folder away")
+            raise different_config(self.path, old.get("sweep_file"), info.sweep_file, changes)
 
-    def read_run_info(self) -> tuple[dict[str, Any], ModelConfig, TrainConfig]:
+    def read_run_info(self) -> RunInfo:
         if not self.run_yaml.is_file():
             raise RunError(f"{self.run_yaml}: missing; start the run with `matcher run SWEEP`")
         problems, info = read_run_yaml(self.run_yaml)
         if problems:
             raise RunError("; ".join(problems))
-        return (dataclasses.asdict(info), ModelConfig.from_dict(info.model, f"{self.run_yaml} model"),
-                TrainConfig.from_dict(info.train, f"{self.run_yaml} train"))
+        return info
+
+    def snapshot(self, records: list[dict[str, Any]] | None = None) -> RunSnapshot:
+        """The folder as its readers see it: run.yaml, status.json and the metrics lines, read once.
+        `records`: the metrics lines, when the caller has read them already (compare checks each line)."""
+        try:
+            info = read_run_yaml(self.run_yaml) if self.run_yaml.is_file() else (
+                [f"{self.run_yaml}: missing; start the run with `matcher run SWEEP`"], None)
+        except MatcherError as error:
+            info = [str(error)], None
+        metrics_problem = None
+        if records is None:
+            try:
+                records = self.read_metrics()
+            except ValueError as error:
+                records, metrics_problem = [], f"{self.metrics}: a line is not valid JSON ({error})"
+        return snapshot_of(self.name, info, Status.read(self.status_json), records, metrics_problem)
 
     # ------------------------------------------------------------------------------ status.json
-    def status(self) -> dict[str, Any]:
-        """The run's status (see read_status)."""
-        return read_status(self.status_json)[0]
+    def status(self) -> Status:
+        """The run's status (see Status.read)."""
+        return Status.read(self.status_json)[0]
 
-    def write_status(self, state: str, *, step: int, tokens: int, reason: str | None = None,
+    def write_status(self, state: RunState | str, *, step: int, tokens: int, reason: str | None = None,
                      os_error: tuple[int, str, str | None] | None = None) -> None:
         """`os_error`: (errno, strerror, filename) of the OSError a failed run stopped on, so the runner
         can tell a full disk (which every later run would hit too) from the run's own failure."""
-        assert state in STATES, state
-        status = {"state": state, "reason": reason, "step": step, "tokens": tokens,
-                  "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if os_error is not None:
-            status["os_error"] = list(os_error)
-        text = json.dumps(status) + "\n"
+        state = RunState(state)
+        assert state in WRITTEN_STATES, state
+        text = Status(state=state, reason=reason, step=step, tokens=tokens,
+                      updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"), os_error=os_error).to_json()
         try:
             write_text_atomic(self.status_json, text)
         except OSError as error:
@@ -193,29 +152,6 @@ class RunDir:
         if not self.metrics.is_file():
             return []
         return complete_records(self.metrics.read_bytes())[0]
-
-
-def read_status(path: Path) -> tuple[dict[str, Any], str | None]:
-    """status.json as {"state", "reason", "step", "tokens", ...} and what is wrong with the file, if
-    anything. No file: state "new" (never started). A file that is not a status (cut, edited, not
-    JSON): state "unknown", with the problem; the run's checkpoint, not this view, decides a resume."""
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {"state": "new", "reason": None, "step": 0, "tokens": 0}, None
-    except (ValueError, UnicodeDecodeError) as err:
-        problem = f"{path}: not valid JSON ({err})"
-        return {"state": "unknown", "reason": problem, "step": 0, "tokens": 0}, problem
-    if not isinstance(data, dict) or data.get("state") not in STATES:
-        got = data.get("state") if isinstance(data, dict) else data
-        problem = f"{path}: state must be one of {', '.join(STATES)}, got {got!r}"
-        return {"state": "unknown", "reason": problem, "step": 0, "tokens": 0}, problem
-    for key in ("step", "tokens"):
-        if not isinstance(data.get(key), int) or isinstance(data.get(key), bool) or data[key] < 0:
-            data[key] = 0
-    if not isinstance(data.get("reason"), str) or not data["reason"]:
-        data["reason"] = None
-    return data, None
 
 
 def _overwrite(path: Path, text: str) -> bool:

@@ -34,57 +34,47 @@ from matcher.errors import ConfigError, MatcherError, RunError
 from matcher.names import resolve
 from matcher.plan.sweep import Run, load_sweep
 from matcher.run import parent
+from matcher.run.contract import ExitCode, Outcome, RunInfo, RunState, stale_runs
 from matcher.run.lock import RunLock, live_holder
 from matcher.run.progress import MetricsTail, RunSummary, SweepProgress, summary_table
-from matcher.run.rundir import RunDir
+from matcher.run.rundir import RunDir, different_config
 from matcher.run.slurm import SlurmOptions, job_script, submit, write_job_script
 
 LAUNCHERS = ("local", "slurm")
-EXIT_INTERRUPTED = 3  # checkpointed and stopped before the end: the Slurm task requeues itself on it
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another process holds the run's lock
-EXIT_CODES = {"failed": 1, "interrupted": EXIT_INTERRUPTED, "locked": EXIT_LOCKED}  # by state; others: 0
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no run can write here: stop the sweep
 POLL_S = 1.0  # how often subprocess runs' metrics files are read for the progress bars
-
-
-def run_info(run: Run, sweep_name: str, sweep_file: str | None = None) -> dict[str, Any]:
-    """run.yaml: everything `matcher compare` needs to place the run, and everything training needs."""
-    return {"run": run.name, "group": run.group, "seed": run.train.seed, "role": run.role,
-            "variant": run.model.variant, "sweep": sweep_name, "sweep_file": sweep_file,
-            "model": run.model.to_dict(), "train": run.train.to_dict(), "predicted": dict(run.predicted)}
 
 
 def check_not_stale(sweep_dir: Path, runs: list[Run], sweep_name: str, sweep_file: str) -> None:
     """Refuse to train into, or report as done, a results folder that belongs to something else: runs
     of another sweep file of the same name (while that file exists), or a run whose sweep entry was
     edited after it trained (bar the settings of how it executes: micro_batch_size, recompute, ...)."""
-    from matcher.config import read_yaml
-
     if not sweep_dir.is_dir():
         return
+    recorded = {}
     for folder in sorted(d for d in sweep_dir.iterdir() if (d / "run.yaml").is_file()):
         try:
-            recorded = (read_yaml(folder / "run.yaml") or {}).get("sweep_file")
-        except (MatcherError, AttributeError):
-            continue  # an unreadable run.yaml: its own run reports it
-        if isinstance(recorded, str) and recorded != sweep_file and Path(recorded).is_file():
-            raise RunError(f"{sweep_dir} holds runs of another sweep file named {sweep_name}: {recorded} "
-                           f"({folder.name}); train {sweep_file} into another folder (--results DIR), or move "
-                           f"{sweep_dir} away")
-    for run in runs:
-        run_dir = RunDir(sweep_dir / run.name)
-        if run_dir.run_yaml.is_file():
-            run_dir.check_same_config(run_info(run, sweep_name, sweep_file))
+            recorded[folder.name] = RunDir(folder).recorded()
+        except MatcherError:
+            recorded[folder.name] = {}  # an unreadable run.yaml: no config to train on
+    stale = stale_runs(recorded, against=(sweep_file, runs))
+    if stale.foreign:
+        folder, recorded_file = stale.foreign[0]
+        raise RunError(f"{sweep_dir} holds runs of another sweep file named {sweep_name}: {recorded_file} "
+                       f"({folder}); train {sweep_file} into another folder (--results DIR), or move "
+                       f"{sweep_dir} away")
+    if stale.edited:
+        folder, recorded_file, changes = stale.edited[0]
+        raise different_config(sweep_dir / folder, recorded_file, sweep_file, changes)
 
 
-def summarize(run_dir: RunDir, state: str | None = None, note: str | None = None) -> RunSummary:
+def summarize(run_dir: RunDir, state: Outcome | str | None = None, note: str | None = None) -> RunSummary:
     """A run's line in the sweep table, from its status and its last eval line."""
-    status = run_dir.status()
-    evals = [line for line in run_dir.read_metrics() if line.get("event") == "eval"]
-    last = evals[-1] if evals else {}
-    return RunSummary(run=run_dir.name, state=state or status.get("state", "new"),
-                      tokens=status.get("tokens") or 0, eval_accuracy=last.get("eval_accuracy"),
-                      tokens_per_s=last.get("tokens_per_s"), note=note or status.get("reason"))
+    run = run_dir.snapshot()
+    last = run.last_eval or {}
+    return RunSummary(run=run_dir.name, state=Outcome(state or run.status.state), tokens=run.status.tokens,
+                      eval_accuracy=last.get("eval_accuracy"), tokens_per_s=last.get("tokens_per_s"),
+                      note=note or run.status.reason)
 
 
 # ------------------------------------------------------------------------------------- one run
@@ -174,13 +164,12 @@ def launch_run(run_dir: str | Path, *, nproc: int = 1, fsdp: bool = False,
     torchrun; with `command`, that command trains it (srun + torchrun over several nodes). Returns its
     summary; never raises for a run's own failure (it is in the summary)."""
     run = RunDir(run_dir)
-    state = run.status().get("state")
-    if state == "finished":
-        return summarize(run, "skipped", "already finished")
+    if run.status().state == RunState.FINISHED:
+        return summarize(run, Outcome.SKIPPED, "already finished")
     lock = RunLock(run.lock)
     holder = lock.acquire()
     if holder is not None:
-        return summarize(run, "locked", f"{holder.describe()}; skipped")
+        return summarize(run, Outcome.LOCKED, f"{holder.describe()}; skipped")
     child = None
     try:
         if nproc == 1 and command is None:
@@ -207,7 +196,7 @@ def _train_here(run: RunDir, on_record, log_every_steps: int) -> RunSummary:
     except KeyboardInterrupt:  # a second Ctrl-C; train_run has marked the run interrupted
         return summarize(run)
     except MatcherError as error:
-        return summarize(run, "failed", str(error))
+        return summarize(run, Outcome.FAILED, str(error))
     except OSError as error:
         if error.errno in DISK_ERRNOS:  # every later run would fail the same way: the sweep stops, one message
             raise
@@ -222,20 +211,18 @@ def _failed_with_traceback(run: RunDir, error: Exception) -> RunSummary:
 
     with contextlib.suppress(OSError), run.log.open("a", encoding="utf-8") as log:
         traceback.print_exc(file=log)
-    return summarize(run, "failed", f"{describe_error(error)} (traceback in {run.log})")
+    return summarize(run, Outcome.FAILED, f"{describe_error(error)} (traceback in {run.log})")
 
 
 def _after_subprocess(run: RunDir, code: int) -> RunSummary:
     status = run.status()
-    os_error = status.get("os_error")
-    if (status.get("state") == "failed" and isinstance(os_error, list) and len(os_error) == 3
-            and os_error[0] in DISK_ERRNOS):
-        raise OSError(*os_error)  # a full disk in the trainer: the sweep stops, one message
-    if code == EXIT_LOCKED:
-        return summarize(run, "locked", "another process holds its lock; skipped")
-    if code != 0 and status.get("state") in ("running", "new"):
+    if status.state == RunState.FAILED and status.os_error is not None and status.os_error[0] in DISK_ERRNOS:
+        raise OSError(*status.os_error)  # a full disk in the trainer: the sweep stops, one message
+    if code == ExitCode.LOCKED:
+        return summarize(run, Outcome.LOCKED, "another process holds its lock; skipped")
+    if code != ExitCode.OK and status.state in (RunState.RUNNING, RunState.NEW):
         # Killed before it could say why (out of host memory, SIGKILL, a crash in native code).
-        run.write_status("failed", step=status.get("step") or 0, tokens=status.get("tokens") or 0,
+        run.write_status(RunState.FAILED, step=status.step, tokens=status.tokens,
                          reason=f"the training process exited with code {code}; see {run.log}")
     return summarize(run)
 
@@ -263,15 +250,14 @@ def _plan(runs: list[Run], sweep_dir: Path, retry_failed: bool) -> tuple[list[_P
     for run in runs:
         run_dir = RunDir(sweep_dir / run.name)
         status = run_dir.status()
-        state = status.get("state")
         holder = live_holder(run_dir.lock)
-        if state == "finished":
-            skipped.append(summarize(run_dir, "skipped", "already finished"))
-        elif state == "failed" and not retry_failed:
-            skipped.append(summarize(run_dir, "failed", f"failed earlier ({status.get('reason')}); "
-                                                          "pass --retry-failed to resume it"))
+        if status.state == RunState.FINISHED:
+            skipped.append(summarize(run_dir, Outcome.SKIPPED, "already finished"))
+        elif status.state == RunState.FAILED and not retry_failed:
+            skipped.append(summarize(run_dir, Outcome.FAILED, f"failed earlier ({status.reason}); "
+                                                                "pass --retry-failed to resume it"))
         elif holder is not None:
-            skipped.append(summarize(run_dir, "locked", f"{holder.describe()}; skipped"))
+            skipped.append(summarize(run_dir, Outcome.LOCKED, f"{holder.describe()}; skipped"))
         else:
             planned.append(_Planned(run, run_dir, "resume" if run_dir.checkpoint.is_file() else "train"))
     return planned, skipped
@@ -305,12 +291,12 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     if not (dry_run and launcher == "local"):
         for item in planned:  # before any training: a config clash stops the sweep, not one run
             item.dir.path.mkdir(parents=True, exist_ok=True)
-            item.dir.write_run_info(run_info(item.run, sweep.name, sweep_file))
+            item.dir.write_run_info(RunInfo.from_run(item.run, sweep.name, sweep_file))
 
     if launcher == "slurm":
         done = _submit_slurm(sweep.name, sweep_dir, planned, script_text, dry_run, console)
     elif dry_run:
-        done = [RunSummary(run=item.run.name, state="planned", note=f"would {item.action}")
+        done = [RunSummary(run=item.run.name, state=Outcome.PLANNED, note=f"would {item.action}")
                 for item in planned]
     else:
         done = _run_local(planned, nproc=nproc, fsdp=fsdp, gpus=_visible_gpus() if gpus is None else gpus,
@@ -340,12 +326,12 @@ def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], tex
         console.print(text, markup=False, highlight=False, soft_wrap=True)
         console.print(f"wrote {script} (dry run: not submitted; submit with `sbatch {script}`)", markup=False,
                       soft_wrap=True)
-        return [RunSummary(run=p.run.name, state="planned", note=f"in {script}") for p in planned]
+        return [RunSummary(run=p.run.name, state=Outcome.PLANNED, note=f"in {script}") for p in planned]
     job = submit(script)
     console.print(f"submitted job array {job} ({len(planned)} runs): {script}", markup=False, soft_wrap=True)
     for i, item in enumerate(planned):  # `matcher status` shows it until the task itself starts
         item.dir.write_slurm_job(f"{job}_{i}")
-    return [RunSummary(run=p.run.name, state="submitted", note=f"job {job}_{i}")
+    return [RunSummary(run=p.run.name, state=Outcome.SUBMITTED, note=f"job {job}_{i}")
             for i, p in enumerate(planned)]
 
 
@@ -363,7 +349,7 @@ def _run_local(planned: list[_Planned], *, nproc: int, fsdp: bool, gpus: list[st
                log_every_steps: int) -> list[RunSummary]:
     if not planned:
         return []
-    totals = {p.run.name: p.run.train.total_steps * p.run.train.tokens_per_step for p in planned}
+    totals = {p.run.name: p.run.train.budget_tokens for p in planned}
     with SweepProgress(console, totals) as progress:
         if gpus:
             return _gpu_queue(planned, gpus, nproc=nproc, fsdp=fsdp, progress=progress,
@@ -376,7 +362,7 @@ def _run_local(planned: list[_Planned], *, nproc: int, fsdp: bool, gpus: list[st
                                  on_record=lambda line, name=name: progress.record(name, line))
             progress.end(name, summary.state)
             summaries.append(summary)
-            if summary.state == "interrupted":
+            if summary.state == Outcome.INTERRUPTED:
                 break  # the user stopped the sweep: leave the remaining runs for the next `matcher run`
         return summaries
 
@@ -424,10 +410,10 @@ def _gpu_queue(planned: list[_Planned], gpus: list[str], *, nproc: int, fsdp: bo
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m matcher.run.runner RUN_DIR [--nproc N] [--fsdp] [-- COMMAND...]`: train one prepared run
-    folder under its lock (with a COMMAND: run it under the lock; it trains the run). Exit codes, the run's
-    state in status.json afterwards: 0 finished or already finished; 1 failed; 2 a user error or a full or
-    read-only disk;
-    3 interrupted (checkpointed; resumes when started again); 75 another process holds the lock."""
+    folder under its lock (with a COMMAND: run it under the lock; it trains the run). Its exit code is the
+    run's outcome (matcher.run.contract.ExitCode): 0 finished or already finished; 1 failed; 2 a user error
+    or a full or read-only disk; 3 interrupted (checkpointed; resumes when started again); 75 another
+    process holds the lock."""
     import argparse
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -448,14 +434,14 @@ def main(argv: list[str] | None = None) -> int:
                              log_every_steps=args.log_every_steps, command=command)
     except MatcherError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return ExitCode.USER_ERROR
     except OSError as error:  # a full or read-only disk (the trainer's, or this process's own writes)
         where = f"{error.filename}: " if error.filename else ""
         print(f"error: {where}{error.strerror or error}; check that the disk has space and is writable, then "
               "start the run again", file=sys.stderr)
-        return 2
+        return ExitCode.USER_ERROR
     print(f"{summary.run}: {summary.state}" + (f" ({summary.note})" if summary.note else ""), file=sys.stderr)
-    return EXIT_CODES.get(summary.state, 0)
+    return ExitCode.of(summary.state)
 
 
 if __name__ == "__main__":

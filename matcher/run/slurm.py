@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matcher.errors import ConfigError, RunError
+from matcher.run.contract import ExitCode
 
 SIGNAL_LEAD_S = 120  # SIGTERM this long before the time limit: time to finish a step and checkpoint
 # torchrun's wait for its workers after passing a signal on, before it kills them: most of the lead
@@ -168,8 +169,6 @@ def torchrun_command(*, python: str, nnodes: str, nproc_per_node: int, endpoint:
 def job_script(*, sweep_name: str, sweep_dir: Path, run_names: list[str], options: SlurmOptions,
                fsdp: bool) -> str:
     """The sbatch script text (deterministic: tests compare it with golden files)."""
-    from matcher.run.runner import EXIT_INTERRUPTED
-
     if not run_names:
         raise RunError("no runs to submit")
     python = shlex.quote(options.python)
@@ -218,7 +217,7 @@ def job_script(*, sweep_name: str, sweep_dir: Path, run_names: list[str], option
         "  CODE=0",
         '  wait "$RUNNER" || CODE=$?',
         "done",
-        f'if [ "$CODE" -eq {EXIT_INTERRUPTED} ]; then  # interrupted and checkpointed: run again later',
+        f'if [ "$CODE" -eq {ExitCode.INTERRUPTED:d} ]; then  # interrupted and checkpointed: run again later',
         '  echo "matcher: $RUN_DIR interrupted; requeueing $TASK"',
         '  scontrol requeue "$TASK"',
         "  exit 0",

@@ -43,6 +43,7 @@ from matcher.errors import MatcherError, RunError
 from matcher.models import IGNORE_INDEX
 from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
+from matcher.run.contract import ExitCode, RunState
 from matcher.run.dashboards import open_dashboards
 from matcher.run.distributed import (
     all_reduce_sum,
@@ -62,7 +63,7 @@ OnRecord = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class RunResult:
-    state: str  # finished | failed | interrupted
+    state: RunState  # finished | failed | interrupted
     reason: str | None
     step: int
     tokens: int
@@ -77,7 +78,7 @@ def train_run(run_dir: str | Path, *, fsdp: bool = False, log_every_steps: int =
     run = RunDir(run_dir)
     trainer = None
 
-    def leave(state: str, reason: str, error: BaseException | None = None) -> None:
+    def leave(state: RunState, reason: str, error: BaseException | None = None) -> None:
         if int(os.environ.get("RANK", 0)) == 0:
             step, tokens = (trainer.step, trainer.tokens) if trainer is not None else (0, 0)
             os_error = ((error.errno, error.strerror, error.filename)
@@ -88,10 +89,10 @@ def train_run(run_dir: str | Path, *, fsdp: bool = False, log_every_steps: int =
         trainer = Trainer(run, fsdp=fsdp, log_every_steps=log_every_steps, on_record=on_record, device=device)
         return trainer.run()
     except KeyboardInterrupt:  # a second signal: stopped at once, without a checkpoint of this moment
-        leave("interrupted", "aborted by a second stop signal; resumes from its last checkpoint")
+        leave(RunState.INTERRUPTED, "aborted by a second stop signal; resumes from its last checkpoint")
         raise
     except Exception as error:
-        leave("failed", describe_error(error), error)
+        leave(RunState.FAILED, describe_error(error), error)
         raise
     finally:
         if trainer is not None:
@@ -192,7 +193,8 @@ class Trainer:
                  device: str | None):
         self.rundir, self.fsdp, self.on_record = run, fsdp, on_record
         self.log_every_steps = max(1, log_every_steps)
-        self.info, self.model_cfg, self.cfg = run.read_run_info()
+        self.info = run.read_run_info()
+        self.model_cfg, self.cfg = self.info.model, self.info.train
         self.step = 0
         self.signals = StopSignals()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher-data")
@@ -253,7 +255,7 @@ class Trainer:
                                  fused=self.device.type == "cuda")
 
     def _train_flops_per_token(self) -> float:
-        predicted = self.info.get("predicted") or {}
+        predicted = self.info.predicted
         if "train_flops_per_token" in predicted:
             return float(predicted["train_flops_per_token"])
         from matcher.cost.analytic import train_flops_per_token
@@ -262,7 +264,7 @@ class Trainer:
 
     def _identity(self) -> dict[str, Any]:
         """What a checkpoint of this run holds: the model, and the run's name and seed."""
-        return {"run": self.info["run"], "seed": self.cfg.seed, "model": self.model_cfg.to_dict()}
+        return {"run": self.info.run, "seed": self.cfg.seed, "model": self.model_cfg.to_dict()}
 
     def _save_checkpoint(self, elapsed_s: float) -> None:
         loop_state = {
@@ -279,7 +281,7 @@ class Trainer:
         from matcher.run.snapshots import save_snapshot
 
         save_snapshot(self.rundir.path, self.model, self.model_cfg, step=self.step, tokens=self.tokens,
-                      run=self.info["run"], dtype=torch.bfloat16 if self.dtype == "bf16" else torch.float32,
+                      run=self.info.run, dtype=torch.bfloat16 if self.dtype == "bf16" else torch.float32,
                       is_main=self.world.is_main, keep=self.cfg.keep_checkpoints)
 
     def close(self) -> None:
@@ -357,7 +359,7 @@ class Trainer:
             self._write_env()
             if self.step:
                 self._write({"event": "resume", "step": self.step, "tokens": self.tokens})
-            self.rundir.write_status("running", step=self.step, tokens=self.tokens)
+            self.rundir.write_status(RunState.RUNNING, step=self.step, tokens=self.tokens)
         self.signals.install()
         session_start = time.perf_counter()
         elapsed = lambda: self.elapsed_before_s + time.perf_counter() - session_start
@@ -387,8 +389,8 @@ class Trainer:
                 if not checkpointed:
                     self._save_checkpoint(elapsed())
                 by = signal.Signals(self.signals.received).name if self.signals.received else "a signal on another rank"
-                return self._finish("interrupted", f"stopped by {by}")
-        return self._finish("finished", None)
+                return self._finish(RunState.INTERRUPTED, f"stopped by {by}")
+        return self._finish(RunState.FINISHED, None)
 
     def _log_train(self) -> None:
         window = self.meter.since_log
@@ -397,9 +399,9 @@ class Trainer:
                      "tokens_per_s": window.tokens_per_s(self.cfg.tokens_per_step)})
         self.meter.since_log = Window()
         if self.world.is_main:
-            self.rundir.write_status("running", step=self.step, tokens=self.tokens)
+            self.rundir.write_status(RunState.RUNNING, step=self.step, tokens=self.tokens)
 
-    def _finish(self, state: str, reason: str | None) -> RunResult:
+    def _finish(self, state: RunState, reason: str | None) -> RunResult:
         if self.world.is_main:
             self.rundir.write_status(state, step=self.step, tokens=self.tokens, reason=reason)
         return RunResult(state=state, reason=reason, step=self.step, tokens=self.tokens)
@@ -410,7 +412,7 @@ class Trainer:
         if self.dtype == "bf16":
             advice += ", or train in fp32 (dtype: fp32)"
         reason = f"training loss became {loss_value} at step {self.step} ({self.tokens} tokens); {advice}"
-        return self._finish("failed", reason)
+        return self._finish(RunState.FAILED, reason)
 
     def _evaluate(self, elapsed_s: float) -> None:
         window = self.meter.since_eval
@@ -474,10 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         result = train_run(args.run_dir, fsdp=args.fsdp, log_every_steps=args.log_every_steps)
     except MatcherError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return ExitCode.USER_ERROR
     except KeyboardInterrupt:
-        return 130
-    return 1 if result.state == "failed" else 0
+        return ExitCode.STOPPED_BY_SIGNAL
+    return ExitCode.FAILED if result.state == RunState.FAILED else ExitCode.OK
 
 
 def inductor_cache_without_whitespace() -> None:
