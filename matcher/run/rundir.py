@@ -111,21 +111,24 @@ class RunDir:
         return Status.read(self.status_json)[0]
 
     def write_status(self, state: RunState | str, *, step: int, tokens: int, reason: str | None = None,
-                     os_error: tuple[int, str, str | None] | None = None) -> None:
-        """`os_error`: (errno, strerror, filename) of the OSError a failed run stopped on, so the runner
-        can tell a full disk (which every later run would hit too) from the run's own failure."""
+                     os_error: tuple[int, str, str | None] | None = None) -> Status:
+        """Write status.json; returns the Status written. `os_error`: (errno, strerror, filename) of the
+        OSError a failed run stopped on, so the runner can tell a full disk (which every later run would
+        hit too) from the run's own failure."""
         state = RunState(state)
         assert state in WRITTEN_STATES, state
-        text = Status(state=state, reason=reason, step=step, tokens=tokens,
-                      updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"), os_error=os_error).to_json()
+        status = Status(state=state, reason=reason, step=step, tokens=tokens,
+                        updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"), os_error=os_error)
+        text = status.to_json()
         try:
             write_text_atomic(self.status_json, text)
         except OSError as error:
             # A full disk has no room for the temporary file; the old status.json's own blocks still
             # take a short status in place, so a run that stops on a full disk is not left `running`.
             full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-            if not full or state == "running" or not _overwrite(self.status_json, text):
+            if not full or state == RunState.RUNNING or not _overwrite(self.status_json, text):
                 raise
+        return status
 
     def write_env(self, env: dict[str, Any]) -> None:
         write_text_atomic(self.env_json, json.dumps(env, indent=2) + "\n")

@@ -43,7 +43,7 @@ from matcher.errors import MatcherError, RunError
 from matcher.models import IGNORE_INDEX
 from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
-from matcher.run.contract import ExitCode, RunState
+from matcher.run.contract import ExitCode, RunState, Status
 from matcher.run.dashboards import open_dashboards
 from matcher.run.distributed import (
     all_reduce_sum,
@@ -61,16 +61,8 @@ from matcher.run.throughput import gini, mfu, peak_flops
 OnRecord = Callable[[dict[str, Any]], None]
 
 
-@dataclass(frozen=True)
-class RunResult:
-    state: RunState  # finished | failed | interrupted
-    reason: str | None
-    step: int
-    tokens: int
-
-
 def train_run(run_dir: str | Path, *, fsdp: bool = False, log_every_steps: int = 10,
-              on_record: OnRecord | None = None, device: str | None = None) -> RunResult:
+              on_record: OnRecord | None = None, device: str | None = None) -> Status:
     """Train or resume the run in `run_dir` to its token budget, a non-finite loss or a stop signal.
     Every rank of a torchrun group calls this; rank 0 writes the files and calls `on_record` with each
     metrics line. `device`: "cpu" or "cuda" (default: CUDA when available). An exception leaves state
@@ -352,7 +344,7 @@ class Trainer:
             "slurm_job": _slurm_job(),
         })
 
-    def run(self) -> RunResult:
+    def run(self) -> Status:
         total = self.cfg.total_steps
         evals = set(eval_steps(self.cfg))
         if self.world.is_main:
@@ -401,12 +393,12 @@ class Trainer:
         if self.world.is_main:
             self.rundir.write_status(RunState.RUNNING, step=self.step, tokens=self.tokens)
 
-    def _finish(self, state: RunState, reason: str | None) -> RunResult:
+    def _finish(self, state: RunState, reason: str | None) -> Status:
         if self.world.is_main:
-            self.rundir.write_status(state, step=self.step, tokens=self.tokens, reason=reason)
-        return RunResult(state=state, reason=reason, step=self.step, tokens=self.tokens)
+            return self.rundir.write_status(state, step=self.step, tokens=self.tokens, reason=reason)
+        return Status(state=state, reason=reason, step=self.step, tokens=self.tokens)
 
-    def _fail_non_finite(self, loss_value: float) -> RunResult:
+    def _fail_non_finite(self, loss_value: float) -> Status:
         self._write({"event": "nan", "step": self.step, "tokens": self.tokens, "loss": str(loss_value)})
         advice = "lower lr or keep grad_clip on"
         if self.dtype == "bf16":
