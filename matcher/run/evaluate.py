@@ -97,7 +97,7 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
             model, meta = load_snapshot(snapshots[at], model_cfg, depth=depth, device=target)
             for text, task in loaded:
                 if on_score is not None:
-                    on_score(f"eval: scoring {text} on {info['run']} at step {meta['step']}, depth {depth}")
+                    on_score(f"eval: scoring {text} on {info.run} at step {meta['step']}, depth {depth}")
                 result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast)
                 row = {"event": "bench", "run": info.run, **result, "spec": text, "source": task.source,
                        "step": meta["step"], "tokens": meta["tokens"], "depth": depth,
