@@ -13,7 +13,7 @@ from matcher.models.sequence_attention import SequenceAttention
 
 
 class Layer(nn.Module):
-    def __init__(self, cfg: ModelConfig, n_applications: int):
+    def __init__(self, cfg: ModelConfig, n_applications: int, trained_depth: int | None = None):
         super().__init__()
         self.parallel = cfg.mixture == "parallel"
         if self.parallel:
@@ -23,7 +23,7 @@ class Layer(nn.Module):
             self.da_norm = RMSNorm(cfg.d_model, cfg.norm_eps, bias=cfg.norm_bias) if cfg.has_depth_attention else None
             self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, bias=cfg.norm_bias)
         self.attn = SequenceAttention(cfg)
-        self.depth_attn = DepthAttention(cfg) if cfg.has_depth_attention else None
+        self.depth_attn = DepthAttention(cfg, trained_depth) if cfg.has_depth_attention else None
         if cfg.is_moe:
             self.ffn = ExpertAttention(cfg, n_applications)
         else:

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from matcher.config import ModelConfig
+from matcher.config import LR_GROUPS, ModelConfig
 from matcher.models.cache import DepthKV, KVCache
 from matcher.models.expert_attention import ExpertAttention, ExpertsForward, Router
 from matcher.models.kernels import WeightGradients
@@ -27,13 +27,15 @@ WEIGHT_GRADIENT_MODES = ("combined", "per_application")
 
 
 class Model(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, trained_depth: int | None = None):
+        """`trained_depth`: the depth a dr_da model applied at a test-time depth cfg.depth was trained at
+        (da_rope forward_reversed counts its reversed index from it); None: cfg.depth."""
         super().__init__()
         self.cfg = cfg
         self.recompute = False  # activation checkpointing per applied layer; set by the trainer
         n_applications = cfg.depth // cfg.n_unique_layers  # times each unique layer is applied
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(Layer(cfg, n_applications) for _ in range(cfg.n_unique_layers))
+        self.layers = nn.ModuleList(Layer(cfg, n_applications, trained_depth) for _ in range(cfg.n_unique_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps, bias=cfg.norm_bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -55,6 +57,20 @@ class Model(nn.Module):
                 p.normal_(0.0, out_std)
             else:
                 p.normal_(0.0, 0.02)
+
+    def lr_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters of each train.lr_mult group, each parameter in exactly one (tied embeddings once):
+        embeddings (token embedding, LM head), experts (routed and shared experts' weights), shared_block
+        (everything else: attention, depth attention, router, norms, a dense MLP, the final norm)."""
+        embeddings = {id(self.tok_emb.weight), id(self.lm_head.weight)}
+        experts = {id(p) for layer in self.layers if isinstance(layer.ffn, ExpertAttention)
+                   for module in (layer.ffn.experts, layer.ffn.shared) if module is not None
+                   for p in module.parameters()}
+        groups: dict[str, list[nn.Parameter]] = {group: [] for group in LR_GROUPS}
+        for p in self.parameters():
+            group = "embeddings" if id(p) in embeddings else "experts" if id(p) in experts else "shared_block"
+            groups[group].append(p)
+        return groups
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
                 weight_gradients: str = "combined") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
