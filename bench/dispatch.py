@@ -6,7 +6,7 @@ FLOPs the ratios show what the shared layer's dispatch (dr: many narrow experts)
 application (dr-100m: ~10 at 2 x 256, la-100m: 128), so a larger `--batch` shows how much of a ratio is
 the small-matrix regime rather than the dispatch. `--before` adds dr and dr_da as they ran before their
 shared layer's expert weight gradients were computed once per backward (each application's backward
-writing its own, Model.combine_weight_gradients off), alternated in the same rounds. `--breakdown`
+writing its own: Model.forward's weight_gradients="per_application"), alternated in the same rounds. `--breakdown`
 splits each step, under the profiler (median of 3 profiled steps each), into the expert GEMMs (the
 grouped GEMMs' own time: the same FLOPs in all three, but la's 8 experts see ~128 rows each and dr's 105
 ~10, a regime in which the CPU's GEMM reads a whole expert's weights for a few rows) and everything else
@@ -32,19 +32,19 @@ from matcher.plan.presets import get_preset
 PRESETS = ("la-100m", "dr-100m", "dr_da-100m")
 
 
-def step(model: Model, idx: torch.Tensor) -> None:
-    _, loss = model(idx, idx)
+def step(model: Model, idx: torch.Tensor, weight_gradients: str = "combined") -> None:
+    _, loss = model(idx, idx, weight_gradients=weight_gradients)
     loss.backward()
     model.zero_grad(set_to_none=True)
 
 
-def timed(model: Model, idx: torch.Tensor) -> float:
+def timed(model: Model, idx: torch.Tensor, weight_gradients: str) -> float:
     start = time.perf_counter()
-    step(model, idx)
+    step(model, idx, weight_gradients)
     return time.perf_counter() - start
 
 
-def breakdown(model: Model, idx: torch.Tensor, steps: int = 3) -> tuple[float, float]:
+def breakdown(model: Model, idx: torch.Tensor, weight_gradients: str, steps: int = 3) -> tuple[float, float]:
     """Seconds of one step in the experts' grouped GEMMs (aten::_grouped_mm, their kernels included) and in
     everything else, each the median of `steps` profiled steps."""
     from torch.profiler import ProfilerActivity, profile
@@ -52,7 +52,7 @@ def breakdown(model: Model, idx: torch.Tensor, steps: int = 3) -> tuple[float, f
     gemms, rest = [], []
     for _ in range(steps):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            step(model, idx)
+            step(model, idx, weight_gradients)
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events) / 1e6
         gemms.append(sum(e.cpu_time_total for e in events if e.key == "aten::_grouped_mm") / 1e6)
@@ -97,17 +97,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    models = {name: Model(get_preset(name)) for name in presets}
+    # each timed entry: a model and how its forward computes a shared layer's expert weight gradients
+    models = {name: (Model(get_preset(name)), "combined") for name in presets}
     if args.before:
         for name in presets[1:]:
-            models[f"{name} before"] = before = Model(get_preset(name))
-            before.load_state_dict(models[name].state_dict())
-            before.combine_weight_gradients = False
+            before = Model(get_preset(name))
+            before.load_state_dict(models[name][0].state_dict())
+            models[f"{name} before"] = (before, "per_application")
     idx = torch.randint(0, min(get_preset(name).vocab_size for name in presets), (args.batch, args.seq_len))
     times: dict[str, list[float]] = {name: [] for name in models}
     for round_ in range(args.repeats + 1):
-        for name, model in models.items():
-            seconds = timed(model, idx)
+        for name, (model, weight_gradients) in models.items():
+            seconds = timed(model, idx, weight_gradients)
             if round_:  # the first round warms the allocator and the kernels
                 times[name].append(seconds)
 
@@ -122,7 +123,7 @@ def main() -> None:
             print(f"{name}/{base}: {median[name] / median[base]:.2f}")
 
     if args.breakdown:
-        parts = {name: breakdown(model, idx) for name, model in models.items()}
+        parts = {name: breakdown(model, idx, weight_gradients) for name, (model, weight_gradients) in models.items()}
         print("profiled (median of 3 steps each): expert GEMMs + everything else")
         for name, (gemms, rest) in parts.items():
             ratio = "" if name == base else (
@@ -134,7 +135,7 @@ def main() -> None:
 
         for name in presets[1:]:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                step(models[name], idx)
+                step(models[name][0], idx)
             print(f"{name}, one step:")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 

@@ -14,6 +14,7 @@ import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ MAX_SIZE = 1 << 24
 MLP_ACTS = ("swiglu", "gelu")
 MIXTURES = ("sequential", "parallel")
 QK_NORMS = ("none", "head", "full")
+# depth attention's rotary encoding of the depth index d (design.md "Depth position in DA")
+DA_ROPES = ("none", "forward", "forward_reversed")
+# train.lr_mult's groups; which parameters each holds: models/model.py Model.lr_groups
+LR_GROUPS = ("shared_block", "experts", "embeddings")
 # Fields of other decoders' configs (Hugging Face names) that matcher's model cannot express, and why:
 # every layer here runs full causal attention with plain K/V heads and the same FFN kind.
 OUT_OF_SCOPE = {
@@ -61,7 +66,10 @@ class ModelConfig:
     router_rank: int = 0  # 0: router query is the normalised state; r > 0: a rank-r projection first
     mixture: str = "sequential"  # sequential: SA, DA, EA each pre-norm residual; parallel: all read one norm
     rope_theta: float = 10000.0  # RoPE base over token positions
-    da_rope: bool = True  # rotary encoding of the depth index in depth attention
+    # depth attention's rotary encoding of the depth index d: none; forward (every rotary pair by d);
+    # forward_reversed (the even-numbered pairs 0, 2, ... by d, the odd-numbered ones by D - d, D the trained
+    # depth). Older files' true/false read as forward/none, with a note.
+    da_rope: str = "forward"
     router_depth_rope: bool = True  # router query rotated by the depth index (no parameters)
     norm_eps: float = 1e-5  # RMSNorm epsilon
     # RMSNorm of queries and keys before rotary: none; head (Qwen3: one gain of head_dim shared by all heads);
@@ -106,6 +114,8 @@ class ModelConfig:
             raise ConfigError(f"mixture must be one of {', '.join(MIXTURES)}, got {self.mixture!r}")
         if self.qk_norm not in QK_NORMS:
             raise ConfigError(f"qk_norm must be one of {', '.join(QK_NORMS)}, got {self.qk_norm!r}")
+        if self.da_rope not in DA_ROPES:
+            raise ConfigError(f"da_rope must be one of {', '.join(DA_ROPES)}, got {self.da_rope!r}")
         for name in ("vocab_size", "d_model", "depth", "n_heads", "n_kv_heads", "head_dim", "seq_len",
                      "d_ff", "da_heads", "da_head_dim"):
             if getattr(self, name) <= 0:
@@ -123,8 +133,9 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ConfigError(f"head_dim must be even for rotary position encoding, got {self.head_dim}")
-        if self.has_depth_attention and self.da_rope and self.da_head_dim % 2:
-            raise ConfigError(f"da_head_dim must be even when da_rope is on, got {self.da_head_dim}")
+        if self.has_depth_attention and self.da_rope != "none" and self.da_head_dim % 2:
+            raise ConfigError(f"da_head_dim must be even when da_rope is on ({self.da_rope}), got "
+                              f"{self.da_head_dim}; use an even da_head_dim or da_rope: none")
         if self.n_experts == 0:
             if self.top_k:
                 raise ConfigError(f"top_k is {self.top_k} but n_experts is 0 (a dense MLP): set top_k: 0")
@@ -156,6 +167,24 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: Any, where: str = "model config") -> ModelConfig:
         return from_mapping(cls, data, where)
+
+    @staticmethod
+    def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+        """A mapping as older files wrote it, in today's values: da_rope was a bool (true: forward)."""
+        if isinstance(data.get("da_rope"), bool):
+            value = "forward" if data["da_rope"] else "none"
+            _note_once(f"da_rope: {str(data['da_rope']).lower()} (a file from before da_rope took "
+                       f"{' | '.join(DA_ROPES)}) is read as da_rope: {value}; write that to silence this note")
+            data = {**data, "da_rope": value}
+        return data
+
+
+@cache
+def _note_once(text: str) -> None:
+    """A note about an older file, once per process however many runs or files repeat it."""
+    from matcher.console import notice
+
+    notice(text)
 
 
 def _is_int(value: Any) -> bool:
@@ -238,6 +267,8 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
 def _check_mapping(cls: type, data: Any) -> tuple[list[tuple[str | None, str]], Any]:
     if not isinstance(data, dict):
         return [(None, f"expected a mapping of field: value, got {type(data).__name__}")], None
+    if hasattr(cls, "upgrade"):
+        data = cls.upgrade(data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     problems: list[tuple[str | None, str]] = [(key, unknown_key(key, fields)) for key in data if key not in fields]
@@ -346,6 +377,17 @@ def _check_data(data: Any) -> None:
                           "{path: weight}")
 
 
+def _checked_lr_mult(lr_mult: dict) -> dict[str, float]:
+    """train.lr_mult with every group, each a positive finite number (missing groups 1.0)."""
+    for group, mult in lr_mult.items():
+        if group not in LR_GROUPS:
+            raise ConfigError(f"lr_mult.{group}: {unknown_key(group, LR_GROUPS)}")
+        if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not (math.isfinite(mult) and mult > 0):
+            raise ConfigError(f"lr_mult.{group} must be a positive number (the group's LR is lr times it), "
+                              f"got {mult!r}")
+    return {group: float(lr_mult.get(group, 1.0)) for group in LR_GROUPS}
+
+
 def _check_tokenizer(tokenizer: Any) -> None:
     if isinstance(tokenizer, dict):
         unknown = [k for k in tokenizer if k not in TOKENIZER_KEYS]
@@ -399,6 +441,13 @@ class TrainConfig:
     # model checkpoints (safetensors, one per eval point, for `matcher eval`) kept: 0 all, N the newest N
     keep_checkpoints: int = 0
     dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
+    # learning-rate multipliers per parameter group (every group's LR is the scheduled LR times its
+    # multiplier; missing groups 1.0). Each parameter is in exactly one group (Model.lr_groups):
+    # embeddings: the token embedding and the LM head (one matrix when tied); experts: the routed experts'
+    # weights and the always-active shared experts'; shared_block: every other parameter, that is the
+    # layer's sequence and depth attention, router, norms and dense MLP (dr/dr_da: the one shared layer;
+    # la: its `depth` distinct layers) and the final norm
+    lr_mult: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LR_GROUPS, 1.0))
     compile: bool = False  # torch.compile the model
     recompute: str = "none"  # activation recomputation: none | full
     # where metric lines also go, besides metrics.jsonl (the source of truth): tensorboard, wandb
@@ -422,6 +471,7 @@ class TrainConfig:
                               f"{self.batch_size}; use one of {divisors(self.batch_size)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        self.lr_mult = _checked_lr_mult(self.lr_mult)
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1) (AdamW's moment decay), got {getattr(self, name)}")

@@ -27,10 +27,13 @@ from matcher.models.norm import apply_rotary, rotary_cos_sin
 
 
 class DepthAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, trained_depth: int | None = None):
+        """`trained_depth`: D of da_rope forward_reversed's reversed index D - d; None: cfg.depth (a model
+        applied at a test-time depth keeps the D it was trained with)."""
         super().__init__()
         self.n_heads, self.head_dim = cfg.da_heads, cfg.da_head_dim
         self.rope, self.rope_theta = cfg.da_rope, cfg.rope_theta
+        self.trained_depth = cfg.depth if trained_depth is None else trained_depth
         width = cfg.da_heads * cfg.da_head_dim
         self.wq = nn.Linear(cfg.d_model, width, bias=False)
         self.wk = nn.Linear(cfg.d_model, width, bias=False)
@@ -43,10 +46,10 @@ class DepthAttention(nn.Module):
         q = self.wq(x).view(B * T, 1, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(B * T, 1, self.n_heads, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(B * T, 1, self.n_heads, self.head_dim).transpose(1, 2)
-        if self.rope:
+        if self.rope != "none":
             # the depth index plays the role of the position; keys keep the rotation of their own depth
-            at_depth = torch.full((1,), depth, device=x.device)
-            cos, sin = rotary_cos_sin(at_depth, self.head_dim, self.rope_theta)  # (1, hs/2)
+            cos, sin = depth_rotary_cos_sin(depth, self.trained_depth, self.head_dim, self.rope_theta,
+                                            reversed_pairs=self.rope == "forward_reversed", device=x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if torch.is_grad_enabled() and torch.compiler.is_compiling():
             y = depth_kv.attend_traced(depth, q, k, v)  # (B*T, nh, 1, hs); Dynamo cannot trace the Function's state
@@ -56,6 +59,18 @@ class DepthAttention(nn.Module):
             y, _ = _attend(q, *depth_kv.write(depth, k, v))
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.wo(y)
+
+
+def depth_rotary_cos_sin(depth: int, trained_depth: int, dim: int, theta: float, *, reversed_pairs: bool,
+                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (1, dim/2) that rotate every pair by the depth index `depth` (forward); with
+    `reversed_pairs` the odd-numbered pairs (1, 3, ...) by the reversed index trained_depth - depth instead,
+    so both directions keep pairs of every frequency band."""
+    if not reversed_pairs:
+        return rotary_cos_sin(torch.full((1,), depth, device=device), dim, theta)
+    cos, sin = rotary_cos_sin(torch.tensor([depth, trained_depth - depth], device=device), dim, theta)  # (2, dim/2)
+    odd_pair = torch.arange(dim // 2, device=device) % 2 == 1  # (dim/2,)
+    return torch.where(odd_pair, cos[1], cos[0])[None], torch.where(odd_pair, sin[1], sin[0])[None]
 
 
 class AttendOverDepth(torch.autograd.Function):

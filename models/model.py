@@ -12,32 +12,35 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from matcher.config import ModelConfig
+from matcher.config import LR_GROUPS, ModelConfig
 from matcher.models.cache import DepthKV, KVCache
-from matcher.models.expert_attention import ExpertAttention, Experts, Router, WeightGradients
+from matcher.models.expert_attention import ExpertAttention, ExpertsForward, Router
+from matcher.models.kernels import WeightGradients
 from matcher.models.layer import Layer
 from matcher.models.norm import RMSNorm, rotary_cos_sin
 
 IGNORE_INDEX = -100  # target value excluded from the loss (prompt or padding tokens)
+# how a shared layer's expert weight gradients are computed: once per backward over all its applications
+# (see WeightGradients), or by each application's own backward (only to measure what combining saves:
+# bench/dispatch.py --before); the two are equal in fp32
+WEIGHT_GRADIENT_MODES = ("combined", "per_application")
 
 
 class Model(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, trained_depth: int | None = None):
+        """`trained_depth`: the depth a dr_da model applied at a test-time depth cfg.depth was trained at
+        (da_rope forward_reversed counts its reversed index from it); None: cfg.depth."""
         super().__init__()
         self.cfg = cfg
         self.recompute = False  # activation checkpointing per applied layer; set by the trainer
-        # a shared layer's expert weight gradients computed once per backward, not per application (see
-        # WeightGradients); off only to measure what that saves (bench/dispatch.py)
-        self.combine_weight_gradients = True
         n_applications = cfg.depth // cfg.n_unique_layers  # times each unique layer is applied
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(Layer(cfg, n_applications) for _ in range(cfg.n_unique_layers))
+        self.layers = nn.ModuleList(Layer(cfg, n_applications, trained_depth) for _ in range(cfg.n_unique_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps, bias=cfg.norm_bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight  # one matrix, counted once
         self.reset_parameters()
-        self._experts = [m for m in self.modules() if isinstance(m, Experts)]
         self._applied_more_than_once = n_applications > 1
 
     @torch.no_grad()
@@ -55,10 +58,27 @@ class Model(nn.Module):
             else:
                 p.normal_(0.0, 0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def lr_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters of each train.lr_mult group, each parameter in exactly one (tied embeddings once):
+        embeddings (token embedding, LM head), experts (routed and shared experts' weights), shared_block
+        (everything else: attention, depth attention, router, norms, a dense MLP, the final norm)."""
+        embeddings = {id(self.tok_emb.weight), id(self.lm_head.weight)}
+        experts = {id(p) for layer in self.layers if isinstance(layer.ffn, ExpertAttention)
+                   for module in (layer.ffn.experts, layer.ffn.shared) if module is not None
+                   for p in module.parameters()}
+        groups: dict[str, list[nn.Parameter]] = {group: [] for group in LR_GROUPS}
+        for p in self.parameters():
+            group = "embeddings" if id(p) in embeddings else "experts" if id(p) in experts else "shared_block"
+            groups[group].append(p)
+        return groups
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
+                weight_gradients: str = "combined") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """idx (B, T) token ids -> logits (B, T, vocab), or (logits, mean loss) when targets (B, T) are
-        given. With a cache, idx continues the cached sequences at cache.pos and the cache advances."""
+        given. With a cache, idx continues the cached sequences at cache.pos and the cache advances.
+        `weight_gradients`: one of WEIGHT_GRADIENT_MODES."""
+        if weight_gradients not in WEIGHT_GRADIENT_MODES:
+            raise ValueError(f"weight_gradients must be one of {WEIGHT_GRADIENT_MODES}, got {weight_gradients!r}")
         B, T = idx.shape
         start = 0 if cache is None else cache.pos
         positions = torch.arange(start, start + T, device=idx.device)
@@ -69,27 +89,26 @@ class Model(nn.Module):
         else:
             rope = rotary_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta)  # (T, hs/2) each
         h = self.tok_emb(idx)  # (B, T, d)
-        for experts in self._experts:
-            experts.cast_cache = {}  # expert weights cast for autocast once per forward (see Experts)
-            if (self.combine_weight_gradients and self._applied_more_than_once and not self.recompute
-                    and torch.is_grad_enabled() and not torch.compiler.is_compiling()):
-                experts.weight_gradients = WeightGradients()  # backward holds it; forgotten here
+        combine = (weight_gradients == "combined" and self._applied_more_than_once and not self.recompute
+                   and torch.is_grad_enabled() and not torch.compiler.is_compiling())
+        # one per layer (dense layers ignore theirs); backward holds what it needs of them after they close
+        experts_forward = [ExpertsForward(WeightGradients() if combine else None) for _ in self.layers]
         try:
             # depth attention's keys/values of these tokens, filled one depth at a time; outside the
             # checkpointed layers, so recomputation rebuilds no earlier depth's
             depth_kv = DepthKV(self.cfg.depth) if self.cfg.has_depth_attention else None
             for depth in range(self.cfg.depth):
                 layer = self.layers[depth % len(self.layers)]  # la: layer `depth`; dr/dr_da: the shared one
+                layer_experts = experts_forward[depth % len(self.layers)]
                 if cache is not None:
-                    h = layer(h, depth, rope, cache.slot(depth), depth_kv)
+                    h = layer(h, depth, rope, cache.slot(depth), depth_kv, layer_experts)
                 elif self.recompute and torch.is_grad_enabled():
-                    h = checkpoint(layer, h, depth, rope, None, depth_kv, use_reentrant=False)
+                    h = checkpoint(layer, h, depth, rope, None, depth_kv, layer_experts, use_reentrant=False)
                 else:
-                    h = layer(h, depth, rope, None, depth_kv)
+                    h = layer(h, depth, rope, None, depth_kv, layer_experts)
         finally:
-            for experts in self._experts:
-                experts.cast_cache = None  # the casts live on only where backward saved them
-                experts.weight_gradients = None
+            for layer_experts in experts_forward:
+                layer_experts.close()
         if cache is not None:
             cache.advance(T)
         logits = self.lm_head(self.norm(h))  # (B, T, vocab)

@@ -3,7 +3,7 @@ that a forward and backward on the CPU take milliseconds."""
 
 from hypothesis import strategies as st
 
-from matcher.config import ModelConfig
+from matcher.config import DA_ROPES, ModelConfig
 
 
 @st.composite
@@ -20,6 +20,6 @@ def small_configs(draw) -> ModelConfig:
         mlp_act=draw(st.sampled_from(["swiglu", "gelu"])), tie_embeddings=draw(st.booleans()),
         da_heads=draw(st.integers(1, 2)), da_head_dim=draw(st.sampled_from([2, 4])),
         router_rank=draw(st.sampled_from([0, 2, 4])) if n_experts else 0,
-        mixture=draw(st.sampled_from(["sequential", "parallel"])), da_rope=draw(st.booleans()),
+        mixture=draw(st.sampled_from(["sequential", "parallel"])), da_rope=draw(st.sampled_from(DA_ROPES)),
         router_depth_rope=draw(st.booleans()),
     )

@@ -46,6 +46,8 @@ def test_derived_defaults():
         (dict(tie_embeddings="yes"), "tie_embeddings must be bool, got 'yes'"),
         (dict(depth=True), "depth must be int, got True"),
         (dict(variant="dr_da", da_head_dim=7), "da_head_dim must be even when da_rope is on"),
+        (dict(variant="dr_da", da_rope="backward"), "da_rope must be one of none, forward, forward_reversed"),
+        (dict(da_rope=True), "da_rope must be str, got True"),
     ],
 )
 def test_bad_values_are_rejected_with_a_clear_message(changes, message):
@@ -121,6 +123,43 @@ def test_train_config_validation():
         TrainConfig(total_tokens=1000, batch_size=2, seq_len=16, eval_tokens=[10, 5])
     with pytest.raises(ConfigError, match="micro_batch_size must be between 0 \\(no accumulation\\) and batch_size 2"):
         TrainConfig(total_tokens=1000, batch_size=2, seq_len=16, micro_batch_size=4)
+
+
+@pytest.mark.parametrize("legacy, today", [(True, "forward"), (False, "none")])
+def test_a_bool_da_rope_of_an_older_file_loads_with_a_note(legacy, today, tmp_path, capsys):
+    from matcher.config import _note_once
+
+    _note_once.cache_clear()
+    path = tmp_path / "model.yaml"
+    path.write_text(dump_yaml({**tiny(variant="dr_da").to_dict(), "da_rope": legacy}))
+    assert load_model_config(path) == tiny(variant="dr_da", da_rope=today)
+    note = " ".join(capsys.readouterr().err.split())
+    assert f"da_rope: {str(legacy).lower()} (a file from before da_rope took none | forward | forward_reversed) " \
+           f"is read as da_rope: {today}" in note
+    load_model_config(path)
+    assert capsys.readouterr().err == ""  # once per process, however many runs repeat it
+
+
+def test_lr_mult_defaults_to_one_per_group_and_fills_missing_groups():
+    base = dict(total_tokens=1000, batch_size=8, seq_len=16)
+    assert TrainConfig(**base).lr_mult == {"shared_block": 1.0, "experts": 1.0, "embeddings": 1.0}
+    given = TrainConfig.from_dict({**base, "lr_mult": {"experts": 0.5}})
+    assert given.lr_mult == {"shared_block": 1.0, "experts": 0.5, "embeddings": 1.0}
+    assert TrainConfig.from_dict(given.to_dict()) == given
+
+
+@pytest.mark.parametrize(("lr_mult", "message"), [
+    ({"expert": 0.5}, "lr_mult.expert: unknown field (did you mean 'experts'?)"),
+    ({"experts": 0}, "lr_mult.experts must be a positive number (the group's LR is lr times it), got 0"),
+    ({"embeddings": -1.0}, "lr_mult.embeddings must be a positive number"),
+    ({"shared_block": float("inf")}, "lr_mult.shared_block must be a positive number"),
+    ({"shared_block": "0.5"}, "lr_mult.shared_block must be a positive number"),
+    ({"shared_block": True}, "lr_mult.shared_block must be a positive number"),
+])
+def test_bad_lr_mult_is_refused(lr_mult, message):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(total_tokens=1000, batch_size=8, seq_len=16, lr_mult=lr_mult)
+    assert message in " ".join(str(err.value).split())
 
 
 @pytest.mark.parametrize(("changes", "message"), [

@@ -101,6 +101,27 @@ def test_tiny_training_memory_within_ten_percent(name, dtype, recompute):
         assert measured["peak"] <= analytic.training_bytes
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_depth_rope_direction_costs_match_the_module(dtype):
+    """Rotary encodings are not counted as FLOPs (elementwise: the convention of sequence RoPE too); both
+    depth directions keep one cos/sin row per depth: forward_reversed costs what forward does, measured too."""
+    forward = get_preset("dr_da-tiny")
+    assert forward.da_rope == "forward"
+    reversed_ = forward.replace(da_rope="forward_reversed")
+    batch, seq_len = 4, forward.seq_len
+    assert_flops_match(reversed_, seq_len, causal_half=False)
+    assert forward_flops_per_token(reversed_, seq_len=seq_len) == forward_flops_per_token(forward, seq_len=seq_len)
+    conv = Conventions(activation_dtype=dtype)
+    assert memory(reversed_, batch, seq_len, conv) == memory(forward, batch, seq_len, conv)
+    measured = {cfg.da_rope: measured_training_memory(cfg, batch, seq_len, activation_dtype=dtype)
+                for cfg in (forward, reversed_)}
+    assert measured["forward_reversed"]["activations"] == measured["forward"]["activations"]
+    assert memory(reversed_, batch, seq_len, conv).activations_bytes == pytest.approx(
+        measured["forward_reversed"]["activations"], rel=MEMORY_RTOL)
+    without = memory(forward.replace(da_rope="none"), batch, seq_len, conv)
+    assert without.activations_bytes < memory(forward, batch, seq_len, conv).activations_bytes  # the tables
+
+
 @st.composite
 def flash_attention_configs(draw):
     """Heads of 2 are left out: their rotated q/k have no unit-stride last dim, so CPU SDPA takes the math

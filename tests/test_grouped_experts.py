@@ -1,6 +1,7 @@
-"""The grouped-GEMM expert dispatch (models/expert_attention.py): outputs and gradients equal a per-expert
-loop for random routings (experts without tokens included), on any layout the kernels are given, on meta
-and fake tensors in fp32, and under torch.compile without graph breaks or recompiles."""
+"""The grouped-GEMM expert dispatch (models/expert_attention.py, on the kernels of models/kernels.py):
+outputs and gradients equal a per-expert loop for random routings (experts without tokens included), on
+any layout the kernels are given, on meta and fake tensors in fp32, and under torch.compile without graph
+breaks or recompiles. The kernels alone: tests/test_kernels.py."""
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from matcher.models import Model
-from matcher.models.expert_attention import Experts, WeightGradients, grouped_mm
+from matcher.models.expert_attention import Experts, ExpertsForward
+from matcher.models.kernels import WeightGradients
 from matcher.models.model import compile_model
 from matcher.plan.presets import get_preset
 
@@ -123,16 +125,6 @@ def test_fp32_dispatch_runs_forward_and_backward_on_meta_and_fake_tensors(where)
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
 
 
-def test_flop_formula_counts_both_forms_of_the_grouped_gemm():
-    a, b = torch.randn(10, 8), torch.randn(3, 8, 12)
-    offsets = torch.tensor([4, 4, 10], dtype=torch.int32)
-    with FlopCounterMode(display=False) as counter:
-        out = grouped_mm(a, b, offsets)  # (10, 12)
-        weight_gradient = grouped_mm(a.t(), out, offsets)  # (3, 8, 12)
-    assert weight_gradient.shape == (3, 8, 12)
-    assert counter.get_total_flops() == 2 * (2 * 10 * 8 * 12)
-
-
 @pytest.mark.parametrize("preset, recompute", [("dr-tiny", False), ("dr_da-tiny", False), ("dr_da-tiny", True)])
 def test_compiled_training_matches_eager_without_graph_breaks_or_recompiles(preset, recompute):
     """20 steps of a compiled tiny dr (and dr_da, also with recomputation) model: one graph, compiled at the
@@ -181,7 +173,7 @@ def chained_applications(experts, x, routings, dispatch):
 @pytest.mark.parametrize("n_applications", [1, 3])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_weight_gradients_combined_over_applications_equal_the_per_expert_loop(act, n_applications, seed):
-    """With a WeightGradients (as Model.forward sets for a shared layer) each application's backward keeps
+    """With a WeightGradients (as Model.forward passes to a shared layer) each application's backward keeps
     its rows and the first application's computes the weight gradients of all: they equal the loop's."""
     experts, x, _, _, grad, _ = random_case(act, 16, 24, seed)
     routings = []
@@ -191,13 +183,11 @@ def test_weight_gradients_combined_over_applications_equal_the_per_expert_loop(a
     n_experts = experts.w1.shape[0]
 
     def combined():
-        experts.weight_gradients = WeightGradients()
-        try:
-            return chained_applications(experts, x, routings,
-                                        lambda h, chosen, gates: experts(h, chosen, gates,
-                                                                         tokens_per_expert(chosen, n_experts)))
-        finally:
-            experts.weight_gradients = None
+        forward_state = ExpertsForward(WeightGradients())
+        return chained_applications(experts, x, routings,
+                                    lambda h, chosen, gates: experts(h, chosen, gates,
+                                                                     tokens_per_expert(chosen, n_experts),
+                                                                     forward_state))
 
     def reference():
         return chained_applications(experts, x, routings,
@@ -220,10 +210,9 @@ def test_a_weight_gradient_kept_after_the_combining_backward_is_an_error():
     others' weight gradients: that is refused, not silently wrong."""
     experts, x, chosen, gates, grad, _ = random_case("swiglu", 16, 24, seed=4)
     counts = tokens_per_expert(chosen, experts.w1.shape[0])
-    experts.weight_gradients = WeightGradients()
-    first = experts(x, chosen, gates, counts)
-    second = experts(x, chosen, gates, counts)  # reads x, not the first application's output
-    experts.weight_gradients = None
+    forward_state = ExpertsForward(WeightGradients())
+    first = experts(x, chosen, gates, counts, forward_state)
+    second = experts(x, chosen, gates, counts, forward_state)  # reads x, not the first application's output
     first.backward(grad, retain_graph=True)
     with pytest.raises(RuntimeError, match="would be lost"):
         second.backward(grad)
@@ -243,10 +232,9 @@ def weight_gradient_calls(model, idx, combine: bool, bf16: bool = False):
                 CountWeightGradients.calls += 1
             return out
 
-    model.combine_weight_gradients = combine
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        _, loss = model(idx, idx)
+        _, loss = model(idx, idx, weight_gradients="combined" if combine else "per_application")
     with FlopCounterMode(display=False) as flops, CountWeightGradients():
         loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters()}
@@ -270,22 +258,3 @@ def test_a_shared_layer_computes_each_expert_weight_gradient_once_with_the_same_
     for param in per_application[0]:
         assert combined[0][param].dtype == torch.float32
         torch.testing.assert_close(combined[0][param], per_application[0][param], atol=1e-4, rtol=2e-2, msg=param)
-
-
-def test_kernel_layout_pads_the_stride_and_keeps_the_major_order():
-    """What the grouped GEMM kernels accept: strides padded to 16 bytes and 16-byte aligned data; a copy
-    keeps a column-major operand column-major (CUDA's weight-gradient form needs that) and the values."""
-    from matcher.models.expert_attention import _kernel_layout
-
-    row_major = torch.randn(5, 7)
-    column_major = torch.randn(7, 5).t()  # (5, 7), strides (1, 5)
-    for t, major in ((row_major, "row"), (column_major, "column")):
-        out = _kernel_layout(t)
-        assert torch.equal(out, t) and out.shape == t.shape and out.data_ptr() % 16 == 0
-        inner, outer = (out.stride(-1), out.stride(-2)) if major == "row" else (out.stride(-2), out.stride(-1))
-        assert inner == 1 and outer % 4 == 0, (major, out.stride())
-    ok = torch.randn(4, 8)
-    assert _kernel_layout(ok) is ok and _kernel_layout(ok.t()).data_ptr() == ok.data_ptr()  # no copy
-    misaligned = torch.randn(33)[1:].view(4, 8)  # 4 bytes past an aligned start
-    assert misaligned.data_ptr() % 16 and _kernel_layout(misaligned).data_ptr() % 16 == 0
-    assert torch.equal(_kernel_layout(misaligned), misaligned)

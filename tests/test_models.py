@@ -1,7 +1,9 @@
 """The PyTorch models: decoding equals the full forward, meta-device counting works, parameter counts
 match published models, MoE dispatch equals a dense reference, and balancing leaves gradients alone."""
 
+import gc
 import math
+import weakref
 
 import pytest
 import torch
@@ -13,9 +15,9 @@ from model_configs import small_configs
 from matcher.config import ModelConfig
 from matcher.models import Model
 from matcher.models.cache import DepthKV
-from matcher.models.depth_attention import DepthAttention
+from matcher.models.depth_attention import DepthAttention, depth_rotary_cos_sin
 from matcher.models.expert_attention import ExpertAttention
-from matcher.models.norm import apply_rotary, rotary_cos_sin
+from matcher.models.norm import apply_rotary
 from matcher.plan.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -34,7 +36,7 @@ DECODE_CASES = {
     "dr-dense-gelu": dict(variant="dr", n_experts=0, top_k=0, mlp_act="gelu"),
     "dr_da-dense": dict(variant="dr_da", n_experts=0, top_k=0, da_heads=2, da_head_dim=4),
     "la-tied-gelu": dict(tie_embeddings=True, mlp_act="gelu"),
-    "dr_da-shared-lowrank": dict(variant="dr_da", n_shared_experts=1, router_rank=6, da_rope=False),
+    "dr_da-shared-lowrank": dict(variant="dr_da", n_shared_experts=1, router_rank=6, da_rope="none"),
     "dr-no-router-rope": dict(variant="dr", router_depth_rope=False, n_kv_heads=1),
     "la-qk-norm-full-bias": dict(qk_norm="full", qkv_bias=True),
     "dr_da-qk-norm-head-norm-bias": dict(variant="dr_da", qk_norm="head", n_kv_heads=1, norm_bias=True),
@@ -97,14 +99,14 @@ def test_recompute_gives_the_same_loss_and_gradients(variant, bf16):
     model = Model(tiny(variant=variant))
     # recomputation sums a shared layer's expert weight gradients per application; without it they are
     # summed by one GEMM (WeightGradients): equal in fp32, different bf16 roundings, so compare like with like
-    model.combine_weight_gradients = not bf16
+    weight_gradients = "per_application" if bf16 else "combined"
     idx = torch.randint(0, 128, (2, 10))
     grads = []
     for recompute in (False, True):
         model.zero_grad()
         model.recompute = recompute
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            _, loss = model(idx, idx)
+            _, loss = model(idx, idx, weight_gradients=weight_gradients)
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
@@ -116,18 +118,21 @@ def test_shared_experts_are_cast_once_per_forward_under_autocast():
     cfg = tiny(variant="dr", depth=4)
     model = Model(cfg)
     expert_bytes = cfg.n_experts * cfg.d_model * cfg.d_ff * 2  # one bf16 matrix stack
-    storages = set()
+    storages, casts = set(), []
 
     def pack(t):
         if t.dtype == torch.bfloat16 and t.untyped_storage().nbytes() == expert_bytes:
             storages.add(t.untyped_storage().data_ptr())
+            casts.append(weakref.ref(t))
+            return t.detach()  # backward's own reference to the values, so the cast itself is free to go
         return t
 
     bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), bf16:
         model(torch.randint(0, 128, (2, 16)))
     assert len(storages) == 3  # w1, w3, w2
-    assert all(experts.cast_cache is None for experts in model._experts)
+    gc.collect()
+    assert all(cast() is None for cast in casts)  # the casts lived on only where backward saved them
 
 
 @pytest.mark.parametrize("name", ["la-2b", "dr_da-2b"])
@@ -261,12 +266,38 @@ def test_random_configs_run_forward_and_backward_on_meta_and_cpu(cfg, batch, seq
 
 
 
+@pytest.mark.parametrize("depth, trained_depth", [(1, 4), (3, 4), (5, 4)])
+def test_forward_reversed_depth_rope_matches_a_hand_computed_rotation(depth, trained_depth):
+    """da_head_dim 4: pairs (x0, x2) and (x1, x3) at frequencies theta^0 = 1 and theta^(-2/4) = 1/100. Pair 0
+    turns by the depth index d, pair 1 by the reversed index D - d (D the trained depth; d = 5 is a
+    test-time depth beyond it, so D - d < 0)."""
+    x0, x1, x2, x3 = 0.3, -1.2, 0.7, 2.0
+    a0, a1 = depth * 1.0, (trained_depth - depth) / 100.0
+    want = [x0 * math.cos(a0) - x2 * math.sin(a0), x1 * math.cos(a1) - x3 * math.sin(a1),
+            x0 * math.sin(a0) + x2 * math.cos(a0), x1 * math.sin(a1) + x3 * math.cos(a1)]
+    cos, sin = depth_rotary_cos_sin(depth, trained_depth, 4, 10000.0, reversed_pairs=True, device=torch.device("cpu"))
+    got = apply_rotary(torch.tensor([[x0, x1, x2, x3]]), cos, sin)
+    torch.testing.assert_close(got, torch.tensor([want]), atol=1e-6, rtol=1e-6)
+    # forward turns both pairs by d
+    cos, sin = depth_rotary_cos_sin(depth, trained_depth, 4, 10000.0, reversed_pairs=False, device=torch.device("cpu"))
+    forward = apply_rotary(torch.tensor([[x0, x1, x2, x3]]), cos, sin)
+    torch.testing.assert_close(forward[0, [0, 2]], got[0, [0, 2]])
+    assert not torch.allclose(forward[0, [1, 3]], got[0, [1, 3]])
+
+
+def test_a_test_time_depth_keeps_the_trained_depth_of_the_reversed_index():
+    cfg = tiny(variant="dr_da", da_rope="forward_reversed", depth=3)
+    assert Model(cfg).layers[0].depth_attn.trained_depth == 3
+    assert Model(cfg.replace(depth=7), trained_depth=3).layers[0].depth_attn.trained_depth == 3
+
+
 def concatenated_prefix_reference(attn, x, depth, past):
     """Depth attention as SDPA over the concatenated keys/values so far (the form that saves O(depth^2))."""
     N = x.shape[0] * x.shape[1]
     q, k, v = (w(x).view(N, 1, attn.n_heads, attn.head_dim).transpose(1, 2) for w in (attn.wq, attn.wk, attn.wv))
-    if attn.rope:
-        cos, sin = rotary_cos_sin(torch.full((1,), depth), attn.head_dim, attn.rope_theta)
+    if attn.rope != "none":  # the rotation itself is checked by hand below
+        cos, sin = depth_rotary_cos_sin(depth, attn.trained_depth, attn.head_dim, attn.rope_theta,
+                                        reversed_pairs=attn.rope == "forward_reversed", device=x.device)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     past.append((k, v))
     keys, values = (torch.cat(kvs, dim=2) for kvs in zip(*past))
@@ -274,7 +305,7 @@ def concatenated_prefix_reference(attn, x, depth, past):
     return attn.wo(y.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
 
-@pytest.mark.parametrize("heads, rope", [(1, True), (3, False)])
+@pytest.mark.parametrize("heads, rope", [(1, "forward"), (3, "none"), (2, "forward_reversed")])
 def test_depth_attention_equals_sdpa_over_the_concatenated_prefix(heads, rope):
     torch.manual_seed(0)
     attn = DepthAttention(tiny(variant="dr_da", da_heads=heads, da_head_dim=8, da_rope=rope))

@@ -23,7 +23,7 @@ from matcher.run.rundir import RunDir
 from matcher.run.runner import launch_run
 from matcher.run.schedule import eval_steps, wsd_lr
 from matcher.run.throughput import gini, mfu, peak_flops
-from matcher.run.trainer import train_run
+from matcher.run.trainer import make_optimizer, set_lr, train_run
 
 # ------------------------------------------------------------------------------ schedule, stats
 
@@ -363,3 +363,46 @@ def test_data_seed_gives_every_seed_the_same_rows(tmp_path, monkeypatch):
     np.testing.assert_array_equal(first_batches[0, 7], first_batches[1, 7])
     assert not np.array_equal(first_batches[1, 7], first_batches[1, None])
     assert tiny_train(seed=3).stream_seed == 3 and tiny_train(seed=3, data_seed=0).stream_seed == 0
+
+
+@pytest.mark.parametrize("preset, tie", [("dr_da-tiny", False), ("la-tiny", True)])
+def test_lr_mult_reaches_the_optimizer_param_groups(preset, tie):
+    """Each parameter in exactly one group, each group's LR the scheduled LR times its train.lr_mult group's
+    multiplier at every step; equal multipliers keep the two groups (decay, no decay) of before."""
+    import torch
+
+    from matcher.config import TrainConfig
+    from matcher.models import Model
+    from matcher.plan.presets import get_preset
+
+    model = Model(get_preset(preset).replace(tie_embeddings=tie))
+    groups = model.lr_groups()
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert {names[id(p)] for p in groups["embeddings"]} == (
+        {"tok_emb.weight"} if tie else {"tok_emb.weight", "lm_head.weight"})
+    assert groups["experts"] and all(".ffn.experts." in names[id(p)] or ".ffn.shared." in names[id(p)]
+                                     for p in groups["experts"])
+    assert any(".depth_attn." in names[id(p)] for p in groups["shared_block"]) == (preset == "dr_da-tiny")
+    assert any(".router." in names[id(p)] for p in groups["shared_block"]) and "norm.weight" in {
+        names[id(p)] for p in groups["shared_block"]}
+
+    mults = {"shared_block": 0.25, "experts": 0.5, "embeddings": 2.0}
+    cfg = TrainConfig(total_tokens=4096, batch_size=2, seq_len=16, lr=1e-3, lr_mult=mults)
+    optimizer = make_optimizer(model, cfg)
+    held = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(held) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    group_of = {id(p): name for name, params in groups.items() for p in params}
+    for group in optimizer.param_groups:
+        assert {mults[group_of[id(p)]] for p in group["params"]} <= {group["lr_mult"]}
+        assert group["weight_decay"] == (cfg.weight_decay if all(p.dim() >= 2 for p in group["params"]) else 0.0)
+    lr_mults = [group["lr_mult"] for group in optimizer.param_groups]
+    for step in (0, cfg.total_steps // 2, cfg.total_steps - 1):  # warmup, stable, decay
+        set_lr(optimizer, lr_mults, wsd_lr(step, cfg))
+        for group in optimizer.param_groups:
+            assert group["lr"] == pytest.approx(wsd_lr(step, cfg) * group["lr_mult"])
+    assert {group["lr_mult"] for group in optimizer.param_groups} == set(mults.values())
+
+    plain = make_optimizer(model, TrainConfig(total_tokens=4096, batch_size=2, seq_len=16))
+    assert [[id(p) for p in g["params"]] for g in plain.param_groups] == [
+        [id(p) for p in model.parameters() if p.dim() >= 2], [id(p) for p in model.parameters() if p.dim() < 2]]
+    assert isinstance(plain, torch.optim.AdamW)

@@ -38,9 +38,17 @@ def public_row(row: dict) -> dict:
     return {key: value for key, value in row.items() if key not in ("outcomes", "event")}
 
 
+def depth_shown(row: dict) -> str:
+    """The row's depth; at a test-time depth of da_rope forward_reversed, with the reversed index, which still
+    counts from the trained depth D."""
+    if "da_rope_reversed_index" in row:
+        return f"{row['depth']} (reversed index {row['da_rope_reversed_index']})"
+    return str(row["depth"])
+
+
 def eval_point_line(row: dict) -> str:
     scores = ", ".join(f"{metric} {value:.4f}" for metric, value in row["scores"].items() if value is not None)
-    return (f"eval: {row['run']} step {row['step']} ({row['tokens']:,} tokens), depth {row['depth']}, "
+    return (f"eval: {row['run']} step {row['step']} ({row['tokens']:,} tokens), depth {depth_shown(row)}, "
             f"{row['task']} (n {row['n']}): {scores or 'no scores'}")
 
 
@@ -78,6 +86,6 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
             shown = "-" if value is None else f"{value:.4f}"
             span = "-" if not interval else f"{interval[0]:.4f} - {interval[1]:.4f}"
             table.add_row(escape(row["run"]), escape(row["task"]), str(row["step"]), f"{row['tokens']:,}",
-                          str(row["depth"]), str(row["n"]), escape(metric), shown, span)
+                          depth_shown(row), str(row["n"]), escape(metric), shown, span)
     console.print(table)
     return rows

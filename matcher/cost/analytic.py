@@ -311,7 +311,7 @@ def rotary_table_bytes(cfg: ModelConfig, seq_len: int) -> int:
     """fp32 cos and sin tables the rotations keep, shared by the batch: token positions for SA, one row
     per depth index for depth attention and the router."""
     depth_rows = 0
-    if cfg.has_depth_attention and cfg.da_rope:
+    if cfg.has_depth_attention and cfg.da_rope != "none":  # forward_reversed: the same row, its pairs mixed
         depth_rows += cfg.da_head_dim
     if cfg.is_moe and cfg.router_depth_rope:
         depth_rows += cfg.router_rank or cfg.d_model

@@ -149,7 +149,7 @@ def measured_forward_flops(cfg: ModelConfig, seq_len: int, batch: int = 1, causa
 
     counter="torch": torch.utils.flop_counter.FlopCounterMode on the meta device, where SDPA decomposes
     into batched matmuls and is counted exactly, and the experts' grouped GEMMs are counted by the formula
-    registered with their op (models/expert_attention.py): their work is the routed rows times one
+    registered with their op (models/kernels.py): their work is the routed rows times one
     expert's FLOPs per row whatever the (here unknown) routing. Works for any size.
     counter="fvcore": fvcore's FlopCountAnalysis jit-traces the model on small real CPU tensors, with
     handles for scaled_dot_product_attention and the grouped GEMM, which it does not know; MACs are

@@ -102,6 +102,10 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
                 row = {"event": "bench", "run": info.run, **result, "spec": text, "source": task.source,
                        "step": meta["step"], "tokens": meta["tokens"], "depth": depth,
                        "trained_depth": model_cfg.depth}
+                reversed_rope = model_cfg.has_depth_attention and model_cfg.da_rope == "forward_reversed"
+                if reversed_rope and depth != model_cfg.depth:
+                    # half the depth rotary pairs turn by D - d with D the trained depth, not this one
+                    row["da_rope_reversed_index"] = f"{model_cfg.depth} - d"
                 rows.append(row)
                 if on_row is not None:
                     on_row(row)

@@ -87,7 +87,8 @@ def load_snapshot(path: Path, cfg: ModelConfig, *, depth: int | None = None,
     """The model at `path` (fp32 parameters, eval mode) and its metadata; `cfg` (the run's) must be the
     one it was saved with. `depth`: a dr/dr_da model applied `depth` times instead (test-time depth):
     the shared layer's per-depth balancing bias is the trained one for the depths it has, the last
-    trained depth's beyond them."""
+    trained depth's beyond them, and da_rope forward_reversed keeps counting its reversed index from the
+    trained depth."""
     from safetensors.torch import load_file
 
     from matcher.models import Model
@@ -97,6 +98,7 @@ def load_snapshot(path: Path, cfg: ModelConfig, *, depth: int | None = None,
         raise RunError(f"{path}: a checkpoint of another model than this run's run.yaml; put back this "
                        "run's checkpoints")
     state = load_file(str(path))
+    trained_depth = cfg.depth
     if depth is not None and depth != cfg.depth:
         if cfg.variant == "la":
             raise RunError(f"--depth {depth}: la has {cfg.depth} distinct layers, so it runs at its trained depth "
@@ -106,7 +108,7 @@ def load_snapshot(path: Path, cfg: ModelConfig, *, depth: int | None = None,
             if name.endswith("router.bias"):  # (trained depth, n_experts) -> (depth, n_experts)
                 rows = torch.arange(depth).clamp(max=tensor.shape[0] - 1)
                 state[name] = tensor[rows].contiguous()
-    model = Model(cfg)
+    model = Model(cfg, trained_depth=trained_depth)
     missing, unexpected = model.load_state_dict(state, strict=False)
     allowed = {"lm_head.weight"} if cfg.tie_embeddings else set()
     if unexpected or set(missing) - allowed:

@@ -40,7 +40,7 @@ from matcher.config import TrainConfig, divisors
 from matcher.data import streams
 from matcher.data.tokenizer import tokenizer_for
 from matcher.errors import MatcherError, RunError
-from matcher.models import IGNORE_INDEX
+from matcher.models import IGNORE_INDEX, Model
 from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
 from matcher.run.contract import ExitCode, RunState, Status
@@ -201,7 +201,9 @@ class Trainer:
             seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size, eval_examples=self.cfg.eval_examples,
             tokenizer=self.tokenizer, loss_on=self.cfg.loss_on)
         self.model, self.train_model = self._build_model()
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer(self.model, self.cfg, fused=self.device.type == "cuda")
+        # each group's train.lr_mult, kept apart from the groups: a checkpoint's groups replace them on resume
+        self.lr_mults = [group["lr_mult"] for group in self.optimizer.param_groups]
         self.train_flops_per_token = self._train_flops_per_token()
         self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.peak_flops = peak_flops(self.device_name if self.device.type == "cuda" else None, self.dtype)
@@ -225,7 +227,6 @@ class Trainer:
     def _build_model(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The model (checkpointed and evaluated) and the module the training step calls (wrapped for
         data parallelism, compiled)."""
-        from matcher.models import Model
         from matcher.models.model import compile_model
 
         torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank and every attempt
@@ -237,14 +238,6 @@ class Trainer:
             inductor_cache_without_whitespace()
             train_model = compile_model(train_model)
         return model, train_model
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        # Norm gains and other vectors are not decayed: shrinking them only rescales activations.
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.cfg.weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(self.cfg.beta1, self.cfg.beta2),
-                                 fused=self.device.type == "cuda")
 
     def _train_flops_per_token(self) -> float:
         predicted = self.info.predicted
@@ -297,9 +290,7 @@ class Trainer:
         return rows[:, :-1], targets
 
     def _train_step(self, step: int, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        lr = wsd_lr(step, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, self.lr_mults, wsd_lr(step, self.cfg))
         # Micro-batches (train.micro_batch_size) accumulate into one step; gradients are reduced over ranks
         # once, in the last backward. The loss is the mean over the whole batch: each micro-batch's mean
         # weighted by its share of the counted target tokens (counted on the CPU copy: no device sync).
@@ -452,6 +443,29 @@ def _micro_batch(cfg: TrainConfig, world_size: int) -> int:
                        f"sequences each of {world_size} process(es) gets per step; use one of "
                        f"{divisors(local_batch)} (set train.micro_batch_size in the sweep)")
     return micro_batch
+
+
+def make_optimizer(model: Model, cfg: TrainConfig, *, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters: one group per train.lr_mult multiplier (one in all when
+    they are equal, as before there were multipliers) and weight decay, each group carrying its `lr_mult`.
+    Norm gains and other vectors are not decayed: shrinking them only rescales activations."""
+    group_of = {id(p): group for group, params in model.lr_groups().items() for p in params}
+    by_mult: dict[float, list[torch.nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            by_mult.setdefault(cfg.lr_mult[group_of[id(p)]], []).append(p)
+    groups = []
+    for mult, params in by_mult.items():
+        groups += [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_mult": mult},
+                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_mult": mult}]
+    groups = [group for group in groups if group["params"]]  # experts and embeddings have no vectors
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr_mults: list[float], lr: float) -> None:
+    """The scheduled LR on every group, times the group's multiplier (`lr_mults` in group order)."""
+    for group, mult in zip(optimizer.param_groups, lr_mults, strict=True):
+        group["lr"] = lr * mult
 
 
 def main(argv: list[str] | None = None) -> int:
