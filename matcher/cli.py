@@ -276,14 +276,17 @@ def run(
 def status(
     results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep); for a "
                                                     "ladder, one rung's results folder at a time.")],
-    watch: Annotated[bool, typer.Option(help="Redraw until every run is finished or failed (Ctrl-C stops).")] = False,
+    watch: Annotated[bool, typer.Option(help="Redraw until every run is finished or failed, or nothing trains "
+                                             "any more (exit 1 if a run did not finish; Ctrl-C stops).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 5.0,
 ) -> None:
     """Every run of a sweep: state, step, tokens, last accuracy, tokens/s, ETA, Slurm job, failure reason."""
     from matcher.commands.status import status_command
 
-    status_command(results_dir, watch=watch, as_json=as_json, interval_s=interval)
+    code = status_command(results_dir, watch=watch, as_json=as_json, interval_s=interval)
+    if code:
+        raise typer.Exit(code)
 
 
 def _slurm_options(launcher: str, *, nodes: int, gpus_per_node: int | None, gpus_per_run: int | None,
