@@ -223,7 +223,8 @@ def _quiet_exit_on_sigint() -> None:
 def run(
     sweep: Annotated[Path, typer.Argument(help="Sweep YAML file (from `matcher plan`).")],
     launcher: Annotated[str, typer.Option(help="local (this machine: visible GPUs, or CPU) | slurm.")] = "local",
-    nproc: Annotated[int, typer.Option(help="Processes (GPUs) per run, under torchrun with DDP.", min=1)] = 1,
+    nproc: Annotated[int, typer.Option(help="Processes (GPUs) per run, under torchrun with DDP (slurm: per node, "
+                                            "as --gpus-per-node).", min=1)] = 1,
     fsdp: Annotated[bool, typer.Option(help="Shard with FSDP2 instead of DDP when --nproc > 1.")] = False,
     only: Annotated[str | None, typer.Option(help="Comma-separated run names to train.")] = None,
     results: Annotated[Path, typer.Option(help="Results root; runs go to RESULTS/<sweep>/<run>/.")] = Path("results"),
@@ -250,7 +251,7 @@ def run(
     from matcher.console import notice
     from matcher.run.runner import run_sweep
 
-    slurm = _slurm_options(launcher, partition=partition, account=account, time=time, nodes=nodes,
+    slurm = _slurm_options(launcher, nproc=nproc, partition=partition, account=account, time=time, nodes=nodes,
                            gpus_per_node=gpus_per_node, gpus_per_run=gpus_per_run, max_parallel=max_parallel,
                            cpus_per_gpu=cpus_per_gpu, mem=mem, python=python, sbatch_args=sbatch_arg or [],
                            setup=setup or [])
@@ -289,10 +290,11 @@ def status(
         raise typer.Exit(code)
 
 
-def _slurm_options(launcher: str, *, nodes: int, gpus_per_node: int | None, gpus_per_run: int | None,
+def _slurm_options(launcher: str, *, nproc: int, nodes: int, gpus_per_node: int | None, gpus_per_run: int | None,
                    **options):
-    """`--gpus-per-run G` is `--nodes 1 --gpus-per-node G`; the Slurm options are checked whatever the
-    launcher, and a multi-node request without Slurm is refused rather than ignored."""
+    """`--gpus-per-run G` is `--nodes 1 --gpus-per-node G`; under Slurm `--nproc N` is `--gpus-per-node N`
+    (one torchrun per node with N processes). The Slurm options are checked whatever the launcher, and a
+    multi-node request without Slurm is refused rather than ignored."""
     from matcher.errors import ConfigError
     from matcher.run.slurm import SlurmOptions
 
@@ -304,6 +306,11 @@ def _slurm_options(launcher: str, *, nodes: int, gpus_per_node: int | None, gpus
             raise ConfigError(f"--gpus-per-run {gpus_per_run} and --gpus-per-node {gpus_per_node} disagree; "
                               "give one of them")
         gpus_per_node = gpus_per_run
+    if launcher == "slurm" and nproc > 1:
+        if gpus_per_node is not None and gpus_per_node != nproc:
+            raise ConfigError(f"--nproc {nproc} and --gpus-per-node {gpus_per_node} disagree: under Slurm both "
+                              "are the processes (GPUs) per node of a run; give one of them")
+        gpus_per_node = nproc
     if nodes > 1 and launcher != "slurm":
         raise ConfigError(f"--nodes {nodes} needs --launcher slurm (the local launcher trains on this machine)")
     return SlurmOptions(nodes=nodes, gpus_per_node=gpus_per_node or 1, **options)
