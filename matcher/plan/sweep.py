@@ -137,6 +137,12 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
         model_problems, model = field_problems(ModelConfig, run_data.get("model"), f"{where}.model")
         train_problems, train = field_problems(TrainConfig, run_data.get("train"), f"{where}.train")
         problems += model_problems + train_problems
+        if model is not None and train is not None and model.seq_len != train.seq_len:
+            # One context: the model is built for and trained at train.seq_len; a model.seq_len that
+            # differs would be a number the sweep records but nothing uses.
+            problems.append(f"{where}.model.seq_len: {model.seq_len} differs from {where}.train.seq_len "
+                            f"{train.seq_len}; the model's context and the training one are one setting: set "
+                            "both to the same value (or plan again with --seq-len)")
         predicted = run_data.get("predicted", {})
         if not isinstance(predicted, dict):
             problems.append(f"{where}.predicted: must be a mapping of cost: number")
