@@ -157,8 +157,8 @@ def data_encode(
                                                       "messages; parquet with the same columns.")],
     out: Annotated[Path, typer.Option(help="Folder for the shards and manifest.json (train.data: OUT).")],
     tokenizer: Annotated[str, typer.Option(help="`char` or a Hugging Face tokenizer.json.")] = "char",
-    shard_tokens: Annotated[int, typer.Option(help="Tokens per shard (the last one may hold fewer).",
-                                              min=1)] = 1 << 26,
+    shard_tokens: Annotated[int, typer.Option(help="Tokens per shard (the last one may hold fewer; at least "
+                                                   "1,024).")] = 1 << 26,
     force: Annotated[bool, typer.Option(help="Replace what OUT holds (another or a finished encode).")] = False,
 ) -> None:
     """Tokenize a corpus into fixed-size shards with a manifest; a rerun resumes an interrupted encode."""

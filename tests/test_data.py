@@ -324,6 +324,19 @@ def test_encode_cli_never_overwrites_without_force(tmp_path, capsys):
     assert "holds other files" in _err(capsys)
 
 
+@pytest.mark.parametrize("shard_tokens", ["1", "1023", "0", "-5"])
+def test_encode_refuses_shards_too_small_to_be_useful(tmp_path, capsys, shard_tokens):
+    """--shard-tokens 1 wrote one shard (two files, an fsync, a manifest rewrite) per token and crawled."""
+    from matcher.cli import main
+
+    (tmp_path / "a.txt").write_text("hello")
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(tmp_path / "out"),
+                 "--shard-tokens", shard_tokens]) == 2
+    message = _err(capsys)
+    assert f"--shard-tokens {int(shard_tokens):,} is too small" in message and "at least 1,024" in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_encode_reports_unrepresentable_text_and_refuses_binary_files(tmp_path, capsys):
     from matcher.cli import main
 

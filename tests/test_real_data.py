@@ -58,8 +58,9 @@ def test_bpe_round_trips_and_ids_are_the_librarys(bpe):
 
 
 def test_the_loss_mask_covers_exactly_the_answer_tokens(tmp_path, bpe):
-    rows = _qa_file(tmp_path / "qa.jsonl")
-    manifest = encode_corpus([tmp_path / "qa.jsonl"], bpe, tmp_path / "out", shard_tokens=97, progress=False).manifest
+    rows = _qa_file(tmp_path / "qa.jsonl", n=300)
+    manifest = encode_corpus([tmp_path / "qa.jsonl"], bpe, tmp_path / "out", shard_tokens=1024,
+                             progress=False).manifest
     assert manifest["loss_mask"] and manifest["documents"] == len(rows) and len(manifest["shards"]) > 3
     data = shards.open_data(tmp_path / "out", 320, bpe)
     tokens, mask = np.concatenate(data.tokens), np.concatenate(data.masks)
@@ -147,15 +148,15 @@ def test_an_interrupted_encode_leaves_no_usable_partial_shard_and_resumes(tmp_pa
 
 def test_a_kill_between_manifest_and_rename_is_recovered(tmp_path, bpe):
     (tmp_path / "a.txt").write_text("\n".join(_texts(500)))
-    manifest = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", shard_tokens=1000, progress=False).manifest
+    manifest = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", shard_tokens=1024, progress=False).manifest
     last = tmp_path / "out" / manifest["shards"][-1]["file"]
     last.rename(last.with_name(last.name + ".tmp"))  # listed, not renamed yet
     (tmp_path / "out" / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
-    resumed = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", shard_tokens=1000, progress=False)
+    resumed = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", shard_tokens=1024, progress=False)
     assert resumed.resumed_tokens == manifest["tokens"] and last.is_file()
     (tmp_path / "early").mkdir()  # killed before its first shard was listed: no manifest, a partial shard
     (tmp_path / "early" / "shard-00000.bin.tmp").write_bytes(b"\x01\x00" * 10)
-    again = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "early", shard_tokens=1000, progress=False)
+    again = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "early", shard_tokens=1024, progress=False)
     assert again.manifest["shards"] == manifest["shards"] and not list((tmp_path / "early").glob("*.tmp"))
 
 

@@ -41,6 +41,9 @@ from matcher.errors import DataError
 MANIFEST = "manifest.json"
 FORMAT = "matcher-shards-1"
 DEFAULT_SHARD_TOKENS = 1 << 26  # 64 Mi tokens: 128 MiB as uint16; few files even at 100B tokens
+# Each shard costs two files, an fsync and a rewrite of the manifest (which lists every shard before it):
+# tiny shards make an encode crawl, and a shard shorter than seq_len + 1 tokens holds no training row.
+MIN_SHARD_TOKENS = 1024
 BATCH_CHARS = 1 << 20  # text tokenized per encode_batch call
 READ_BYTES = 1 << 20  # a text file is read (and split at a line end) in pieces of about this size
 MASKED_SUFFIXES = (".jsonl", ".parquet")
@@ -354,8 +357,10 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
     """Encode `inputs` into shards in `out` (see the module docstring)."""
     if not inputs:
         raise DataError("give at least one input file to encode")
-    if shard_tokens < 1:
-        raise DataError(f"--shard-tokens must be positive, got {shard_tokens}")
+    if shard_tokens < MIN_SHARD_TOKENS:
+        raise DataError(f"--shard-tokens {shard_tokens:,} is too small: every shard costs two files, an fsync and "
+                        f"a manifest rewrite, and one shorter than seq_len + 1 tokens holds no training row; give "
+                        f"at least {MIN_SHARD_TOKENS:,} (the default, {DEFAULT_SHARD_TOKENS:,}, suits any corpus)")
     for path in inputs:
         if not path.is_file():
             raise DataError(f"{path}: no such file to encode")
