@@ -338,3 +338,20 @@ def test_a_tokenizer_with_an_unknown_token_reports_what_it_replaced(tmp_path):
     assert unknown["characters"] == 3  # "€", "✓", "✓": one <unk> each, as the library itself encodes them
     assert unknown["characters"] == sum(tok.encode(line).ids.count(unk) for line in corpus.read_text().splitlines())
     assert "a.txt" in unknown["first"] and "€" in unknown["first"]
+
+
+@pytest.mark.parametrize("line_ends", [True, False])
+def test_a_long_document_cut_into_pieces_has_the_bpe_tokens_of_the_whole(tmp_path, bpe, monkeypatch, line_ends):
+    """A document is handed to the tokenizer in pieces (bounded memory, whatever its size): cut at line ends,
+    or in a line without one before a space that starts a word; the BPE's tokens are those of the whole."""
+    from matcher.data import encode
+
+    monkeypatch.setattr(encode, "READ_BYTES", 2048)
+    monkeypatch.setattr(encode, "MAX_PIECE_CHARS", 2048)
+    text = ("\n" if line_ends else " ").join(_texts(3000, seed=3))
+    (tmp_path / "doc.txt").write_text(text)
+    pieces = [piece for _, piece in encode.input_pieces(tmp_path / "doc.txt", lambda n: None)]
+    assert len(pieces) > 20 and "".join(p[1] for p in pieces) == text
+    manifest = encode_corpus([tmp_path / "doc.txt"], bpe, tmp_path / "out", progress=False).manifest
+    tokens = np.concatenate(shards.open_data(tmp_path / "out", 320, bpe).tokens).tolist()
+    assert manifest["documents"] == 1 and tokens == [bpe.bos_id, *bpe.encode(text), bpe.eos_id]

@@ -8,8 +8,12 @@ Inputs, by suffix:
 - `.parquet`: the same fields as columns (needs `pyarrow`: pip install 'matcher[parquet]');
 - anything else: a UTF-8 text file, one document (a binary or non-UTF-8 file is refused).
 
-Every document is BOS, its text, EOS. Text is read and tokenized in batches (the library's parallel
-batch encoding) and written as it comes, so memory is flat in the corpus size.
+Every document is BOS, its text, EOS; a document with no text but whitespace is skipped and counted
+(`empty_documents` in the manifest). Text is read and tokenized in batches (the library's parallel
+batch encoding) and written as it comes, so memory is flat in the corpus size, also for one document of
+many GB: a text file is handed to the tokenizer in pieces of about a MiB, each ending at a line end; a
+longer line is cut before a space that starts a word (a boundary of byte-level BPE's pre-tokenizer), and
+a line without one at a character. The pieces' tokens, concatenated, are the document's.
 
 The output folder holds `shard-NNNNN.bin` (little-endian uint16 below 65,536 ids, else uint32), for
 JSONL/parquet inputs a `shard-NNNNN.mask` beside each (one uint8 per token: 1 where the token is a
@@ -46,10 +50,12 @@ DEFAULT_SHARD_TOKENS = 1 << 26  # 64 Mi tokens: 128 MiB as uint16; few files eve
 MIN_SHARD_TOKENS = 1024
 BATCH_CHARS = 1 << 20  # text tokenized per encode_batch call
 READ_BYTES = 1 << 20  # a text file is read (and split at a line end) in pieces of about this size
+MAX_PIECE_CHARS = 1 << 20  # longer text without a line end is cut at a word start (module docstring)
 MASKED_SUFFIXES = (".jsonl", ".parquet")
 
-# A piece of a document: (BOS/TEXT/EOS, text, counted under loss_on: answers)
-BOS, TEXT, EOS = 0, 1, 2
+# A piece of a document: (BOS/TEXT/EOS, text, counted under loss_on: answers); EMPTY stands for a
+# skipped document with no text but whitespace
+BOS, TEXT, EOS, EMPTY = 0, 1, 2, 3
 Piece = tuple[int, str, bool]
 
 
@@ -87,10 +93,25 @@ def _check_not_binary(path: Path, head: bytes) -> None:
                         "or .parquet files")
 
 
+def _piece_end(text: str, final: bool) -> int:
+    """How much of `text` goes to the tokenizer now (the rest waits for more): up to its last line end;
+    a line longer than MAX_PIECE_CHARS up to its last word start, else all of it."""
+    if final:
+        return len(text)
+    cut = text.rfind("\n") + 1
+    if cut or len(text) < MAX_PIECE_CHARS:
+        return cut
+    tail = len(text) - MAX_PIECE_CHARS // 2  # a word start is searched in the last half piece
+    at = text.rfind(" ", tail, len(text) - 1)
+    while at > tail and (text[at - 1].isspace() or text[at + 1].isspace()):  # one space between two words
+        at = text.rfind(" ", tail, at)
+    return at if at > tail else len(text)
+
+
 def _text_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     line, offset, carry = 1, 0, ""
-    yield f"{path}:1", (BOS, "", False)
+    held: list[tuple[str, Piece]] | None = []  # whitespace before the first word: the document may be empty
     with path.open("rb") as handle:
         while True:
             raw = handle.read(READ_BYTES)
@@ -103,14 +124,23 @@ def _text_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[s
                                 ".jsonl or .parquet files") from None
             offset += len(raw)
             advance(len(raw))
-            cut = text.rfind("\n") + 1 if raw else len(text)
+            cut = _piece_end(text, final=not raw)
             if cut:
-                yield f"{path}:{line}", (TEXT, text[:cut], True)
+                piece = f"{path}:{line}", (TEXT, text[:cut], True)
+                if held is None:
+                    yield piece
+                elif text[:cut].isspace():
+                    held.append(piece)
+                else:
+                    yield f"{path}:1", (BOS, "", False)
+                    yield from held
+                    yield piece
+                    held = None
                 line += text.count("\n", 0, cut)
             carry = text[cut:]
             if not raw:
                 break
-    yield f"{path}:{line}", (EOS, "", True)
+    yield (f"{path}", (EMPTY, "", False)) if held is not None else (f"{path}:{line}", (EOS, "", True))
 
 
 def _jsonl_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
@@ -160,15 +190,25 @@ def _parquet_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tupl
 
 
 def _document(where: str, pieces: list[Piece]) -> Iterator[tuple[str, Piece]]:
+    if all(not text.strip() for _, text, _ in pieces):
+        yield where, (EMPTY, "", False)
+        return
     yield where, (BOS, "", False)
     for piece in pieces:
         yield where, piece
     yield where, (EOS, "", True)
 
 
-def input_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
+def check_input(path: Path) -> None:
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give the files in it to encode, e.g. {path / '*.jsonl'} "
+                        f"or {path / '*.txt'}")
     if not path.is_file():
         raise DataError(f"{path}: no such file to encode")
+
+
+def input_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
+    check_input(path)
     if path.suffix == ".jsonl":
         return _jsonl_pieces(path, advance)
     if path.suffix == ".parquet":
@@ -208,6 +248,8 @@ class ShardWriter:
     skip_tokens: int = 0  # already in listed shards (a resumed encode)
     documents: int = 0
     tokens: int = 0
+    empty_documents: int = 0  # skipped: no text but whitespace
+    first_empty: str | None = None  # where the first one was
     _handle: object = None
     _mask_handle: object = None
     _hashes: list = field(default_factory=list)
@@ -362,8 +404,7 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
                         f"a manifest rewrite, and one shorter than seq_len + 1 tokens holds no training row; give "
                         f"at least {MIN_SHARD_TOKENS:,} (the default, {DEFAULT_SHARD_TOKENS:,}, suits any corpus)")
     for path in inputs:
-        if not path.is_file():
-            raise DataError(f"{path}: no such file to encode")
+        check_input(path)
     manifest = {
         "format": FORMAT, "complete": False, "tokenizer": tokenizer.record(),
         "dtype": dtype_for(tokenizer.vocab_size), "shard_tokens": shard_tokens,
@@ -405,8 +446,10 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
         raise
     pool.shutdown()
     if writer.tokens == 0 or not manifest["shards"]:
-        raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents")
+        empty = f" ({writer.empty_documents:,} empty ones skipped)" if writer.empty_documents else ""
+        raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents{empty}")
     manifest.update(complete=True, documents=writer.documents, tokens=writer.tokens,
+                    empty_documents={"documents": writer.empty_documents, "first": writer.first_empty},
                     unrepresentable={"characters": unrepresentable.characters, "first": unrepresentable.first})
     write_manifest(out, manifest)
     return EncodeResult(out, manifest, resumed)
@@ -429,6 +472,10 @@ def _write_batch(pending, tokenizer: Tokenizer, writer: ShardWriter, unrepresent
     flat: list[int] = []
     lengths, counted, starts = [], [], []
     for where, (kind, text, count) in batch:
+        if kind == EMPTY:
+            writer.empty_documents += 1
+            writer.first_empty = writer.first_empty or where
+            continue
         if kind == TEXT:
             ids = next(encoded)
             unrepresentable.add(tokenizer, where, text, ids)
