@@ -11,9 +11,10 @@ Inputs, by suffix:
 Every document is BOS, its text, EOS; a document with no text but whitespace is skipped and counted
 (`empty_documents` in the manifest). Text is read and tokenized in batches (the library's parallel
 batch encoding) and written as it comes, so memory is flat in the corpus size, also for one document of
-many GB: a text file is handed to the tokenizer in pieces of about a MiB, each ending at a line end; a
-longer line is cut before a space that starts a word (a boundary of byte-level BPE's pre-tokenizer), and
-a line without one at a character. The pieces' tokens, concatenated, are the document's.
+many GB: a text file is handed to the tokenizer in pieces of at most 64 Ki characters, each ending at a
+line end; a longer line is cut before a space that starts a word (a boundary of byte-level BPE's
+pre-tokenizer), and a line without one at a character. The pieces' tokens, concatenated, are the
+document's.
 
 The output folder holds `shard-NNNNN.bin` (little-endian uint16 below 65,536 ids, else uint32), for
 JSONL/parquet inputs a `shard-NNNNN.mask` beside each (one uint8 per token: 1 where the token is a
@@ -50,7 +51,8 @@ DEFAULT_SHARD_TOKENS = 1 << 26  # 64 Mi tokens: 128 MiB as uint16; few files eve
 MIN_SHARD_TOKENS = 1024
 BATCH_CHARS = 1 << 20  # text tokenized per encode_batch call
 READ_BYTES = 1 << 20  # a text file is read (and split at a line end) in pieces of about this size
-MAX_PIECE_CHARS = 1 << 20  # longer text without a line end is cut at a word start (module docstring)
+MAX_PIECE_CHARS = 1 << 16  # text goes to the tokenizer in pieces of at most this (module docstring); many
+# pieces make one batch, which the library encodes on all cores
 MASKED_SUFFIXES = (".jsonl", ".parquet")
 
 # A piece of a document: (BOS/TEXT/EOS, text, counted under loss_on: answers); EMPTY stands for a
@@ -93,19 +95,21 @@ def _check_not_binary(path: Path, head: bytes) -> None:
                         "or .parquet files")
 
 
-def _piece_end(text: str, final: bool) -> int:
-    """How much of `text` goes to the tokenizer now (the rest waits for more): up to its last line end;
-    a line longer than MAX_PIECE_CHARS up to its last word start, else all of it."""
-    if final:
-        return len(text)
-    cut = text.rfind("\n") + 1
-    if cut or len(text) < MAX_PIECE_CHARS:
+def _piece_end(text: str, start: int, final: bool) -> int:
+    """Where the piece of `text` that begins at `start` ends: at the last line end within MAX_PIECE_CHARS;
+    in a longer line at its last word start, else after MAX_PIECE_CHARS characters. `start` itself when the
+    rest is shorter, holds no line end, and more text is to come (it waits for that)."""
+    limit = start + MAX_PIECE_CHARS
+    if len(text) <= limit:
+        return len(text) if final else max(start, text.rfind("\n", start) + 1)
+    cut = text.rfind("\n", start, limit) + 1
+    if cut > start:
         return cut
-    tail = len(text) - MAX_PIECE_CHARS // 2  # a word start is searched in the last half piece
-    at = text.rfind(" ", tail, len(text) - 1)
+    tail = limit - MAX_PIECE_CHARS // 2  # a word start is searched in the last half piece
+    at = text.rfind(" ", tail, limit)
     while at > tail and (text[at - 1].isspace() or text[at + 1].isspace()):  # one space between two words
         at = text.rfind(" ", tail, at)
-    return at if at > tail else len(text)
+    return at if at > tail else limit
 
 
 def _text_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
@@ -124,20 +128,21 @@ def _text_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[s
                                 ".jsonl or .parquet files") from None
             offset += len(raw)
             advance(len(raw))
-            cut = _piece_end(text, final=not raw)
-            if cut:
-                piece = f"{path}:{line}", (TEXT, text[:cut], True)
+            start = 0
+            while (cut := _piece_end(text, start, final=not raw)) > start:
+                piece = f"{path}:{line}", (TEXT, text[start:cut], True)
                 if held is None:
                     yield piece
-                elif text[:cut].isspace():
+                elif piece[1][1].isspace():
                     held.append(piece)
                 else:
                     yield f"{path}:1", (BOS, "", False)
                     yield from held
                     yield piece
                     held = None
-                line += text.count("\n", 0, cut)
-            carry = text[cut:]
+                line += text.count("\n", start, cut)
+                start = cut
+            carry = text[start:]
             if not raw:
                 break
     yield (f"{path}", (EMPTY, "", False)) if held is not None else (f"{path}:{line}", (EOS, "", True))
