@@ -392,6 +392,22 @@ def test_a_ladder_writes_one_consistent_sweep_per_rung_and_a_manifest(tmp_path, 
     assert result["written"] and [p["target"] for p in result["plans"]] == ["la-100m", "la-1b", "la-2b"]
 
 
+def test_a_ladder_rung_given_as_a_config_file_is_named_by_its_stem(tmp_path, monkeypatch, capsys):
+    """A rung given as a path (`--ladder la-100m,configs/my 1b.yaml`) put the path into the ladder's folder
+    name, its sweep names and its run folders."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "my 1b.yaml").write_text(yaml.safe_dump(get_preset("la-1b").to_dict()))
+    result = plan_json(capsys, "--ladder", "la-100m,configs/my 1b.yaml", "--variants", "dr", "--no-measure")
+    assert result["written"]
+    (manifest,) = Path("sweeps").glob("*/ladder.yaml")
+    assert manifest.parent.name == "ladder-la-100m-my-1b-vs-dr"
+    rung_sweep = load_sweep(manifest.parent / "ladder-la-100m-my-1b-vs-dr-my-1b.yaml")
+    assert [run.name for run in rung_sweep.runs] == ["my-1b", "dr"]
+
+
 def test_a_ladder_refuses_what_would_break_its_rule():
     from matcher.plan.ladder import plan_ladder
 
