@@ -408,6 +408,27 @@ def test_a_ladder_rung_given_as_a_config_file_is_named_by_its_stem(tmp_path, mon
     assert [run.name for run in rung_sweep.runs] == ["my-1b", "dr"]
 
 
+def test_a_ladder_manifest_given_as_a_sweep_names_its_sweeps(tmp_path, monkeypatch, capsys):
+    """`matcher run ladder.yaml` answered with 11 sweep-schema errors; run, sweep validate, sweep show and
+    status now say it is a ladder manifest and name the sweeps (or results folders) of its rungs."""
+    monkeypatch.chdir(tmp_path)
+    out = Path("lad") / "ladder.yaml"
+    plan_json(capsys, "--ladder", "la-100m,la-1b", "--variants", "dr", "--out", str(out))
+    sweeps = ["lad/lad-la-100m.yaml", "lad/lad-la-1b.yaml"]
+    assert all(Path(sweep).is_file() for sweep in sweeps)
+    for command in (["run", str(out), "--dry-run"], ["sweep", "validate", str(out)], ["sweep", "show", str(out)]):
+        assert main(command) == 2
+        message = " ".join(capsys.readouterr().err.split())
+        assert f"{out.as_posix()} is a ladder manifest (written by `matcher plan --ladder`), not a sweep" in message
+        assert f"beside it: {sweeps[0]}, {sweeps[1]}; give one of them (e.g. `matcher run {sweeps[0]}`)" in message
+        assert "problem(s)" not in message
+    assert main(["status", str(out)]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "is a ladder manifest; its rungs train in results/lad-la-100m, results/lad-la-1b" in message
+    assert main(["status", sweeps[0]]) == 2
+    assert f"for the sweep {sweeps[0]}, results/lad-la-100m" in " ".join(capsys.readouterr().err.split())
+
+
 def test_a_ladder_refuses_what_would_break_its_rule():
     from matcher.plan.ladder import plan_ladder
 

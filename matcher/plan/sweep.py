@@ -251,10 +251,27 @@ def missing_sweep_hint(path: Path) -> str:
     return "write one with `matcher plan --target <preset> --variants dr,dr_da`"
 
 
+def ladder_sweeps(path: Path, data: Any) -> list[Path] | None:
+    """The rung sweeps a ladder manifest (`matcher plan --ladder`) lists beside it; None when `data` is
+    not a ladder manifest."""
+    if not isinstance(data, dict) or "matcher_ladder" not in data:
+        return None
+    rungs = data.get("rungs") if isinstance(data.get("rungs"), list) else []
+    return [path.parent / rung["sweep"] for rung in rungs
+            if isinstance(rung, dict) and isinstance(rung.get("sweep"), str)]
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Load and validate a sweep file; every problem is listed in one ConfigError."""
     path = Path(path)
-    problems, sweep = check_sweep_data(read_yaml(path, missing_sweep_hint(path)))
+    data = read_yaml(path, missing_sweep_hint(path))
+    rung_sweeps = ladder_sweeps(path, data)
+    if rung_sweeps is not None:
+        first = f" (e.g. `matcher run {rung_sweeps[0].as_posix()}`)" if rung_sweeps else ""
+        raise ConfigError(f"{path} is a ladder manifest (written by `matcher plan --ladder`), not a sweep; its "
+                          f"sweeps, one per rung, are beside it: {', '.join(p.as_posix() for p in rung_sweeps)}; "
+                          f"give one of them{first}, and `matcher compare {path.as_posix()}` compares the rungs")
+    problems, sweep = check_sweep_data(data)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(
