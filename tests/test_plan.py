@@ -448,3 +448,18 @@ def test_a_ladder_with_a_tokenizer_takes_its_vocabulary_on_every_rung():
     assert {run.config.vocab_size for plan in ladder.plans for run in plan.runs} == {128}
     with pytest.raises(ConfigError, match="drop --vocab-size"):
         make_plan(PlanRequest(target="la-1b", variants="dr", tokenizer="char", vocab_size=1024))
+
+
+@pytest.mark.parametrize("dtype", ["fp8", "fp16", "int8"])
+@pytest.mark.parametrize("command", [["cost", "la-tiny", "--no-measure"], ["cost", "la-tiny"],
+                                     ["plan", "--target", "la-tiny", "--variants", "dr", "--no-measure", "--dry-run"],
+                                     ["plan", "--target", "la-tiny", "--variants", "dr", "--dry-run"]])
+def test_every_command_accepts_the_same_activation_dtypes(command, dtype, capsys):
+    """fp8/fp16 activations were accepted by `plan --no-measure` and `cost --no-measure` and refused by the
+    measured check: one list, checked in one place."""
+    assert main([*command, "--activation-dtype", dtype]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert f"activation_dtype (--activation-dtype) must be one of bf16, fp32, the dtypes training runs in; got " \
+           f"'{dtype}'" in message
+    if "--no-measure" in command:
+        assert main([*command, "--activation-dtype", "fp32"]) == 0
