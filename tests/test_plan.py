@@ -463,3 +463,44 @@ def test_every_command_accepts_the_same_activation_dtypes(command, dtype, capsys
            f"'{dtype}'" in message
     if "--no-measure" in command:
         assert main([*command, "--activation-dtype", "fp32"]) == 0
+
+
+PLAN_REQUESTS = [
+    ["--target", "la-tiny"], ["--target", "la-tiny", "--tolerance", "0.2"], ["--target", "la-tiny", "--tokens", "100"],
+    ["--target", "la-tiny", "--batch", "3"], ["--target", "la-tiny", "--batch", "8", "--micro-batch", "2"],
+    ["--target", "la-tiny", "--seeds", "0,1"], ["--target", "la-tiny", "--match", "flops"],
+    ["--target", "la-tiny", "--match", "inference_memory", "--inference-context", "4096", "--inference-batch", "4"],
+    ["--target", "la-tiny", "--max-memory-ratio", "1.5"], ["--target", "la-tiny", "--vocab-size", "300"],
+    ["--target", "la-tiny", "--set", "router_rank=8"], ["--target", "la-tiny", "--set", "mixture=parallel"],
+    ["--target", "la-tiny", "--set", "train.data=math", "--set", "train.loss_on=answers"],
+    ["--target", "la-tiny", "--set", "train.data=missing.bin"], ["--target", "la-tiny", "--set", "train.data=latent"],
+    ["--target", "la-tiny", "--set", "train.eval_data=missing.jsonl"], ["--target", "la-tiny", "--seq-len", "16"],
+    ["--target", "la-tiny", "--set", "train.total_tokens=1"], ["--target", "la-tiny", "--tokenizer", "char"],
+    ["--params", "2e6", "--base", "la-tiny"], ["--target", "dr-tiny", "--variants", "la"],
+    ["--target", "la-tiny", "--top-k", "1"], ["--target", "la-tiny", "--da-heads", "2"],
+]
+
+
+@pytest.mark.parametrize("request_args", PLAN_REQUESTS, ids=lambda args: " ".join(args[1:]))
+def test_whatever_plan_writes_validates(request_args, tmp_path, capsys):
+    """plan exited 0 writing sweeps that `sweep validate` refused (data or eval files that do not exist):
+    a plan either writes a sweep that validates, or refuses with exit 2 and writes nothing, its dry run
+    alike."""
+    out = tmp_path / "s.yaml"
+    dry = main(["plan", *request_args, "--no-measure", "--dry-run", "--out", str(out)])
+    code = main(["plan", *request_args, "--no-measure", "--out", str(out)])
+    capsys.readouterr()
+    assert code == dry and code in (0, 2)
+    if code == 2:
+        assert not out.exists()
+        return
+    assert main(["sweep", "validate", str(out)]) == 0, capsys.readouterr().err
+
+
+def test_a_plan_whose_data_is_missing_is_not_written(tmp_path, capsys):
+    out = tmp_path / "s.yaml"
+    assert main(["plan", "--target", "la-tiny", "--set", "train.data=missing.bin", "--out", str(out),
+                 "--no-measure"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "not written: the sweep would not pass `matcher sweep validate`, 1 problem(s)" in message
+    assert "missing.bin: no such data file" in message and not out.exists()

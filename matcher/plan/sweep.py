@@ -280,12 +280,26 @@ def load_sweep(path: str | Path) -> Sweep:
     return sweep
 
 
+def check_before_writing(sweep: Sweep, path: str | Path) -> str:
+    """The file text of `sweep`, after the checks `matcher sweep validate` makes on it (parsed back from
+    that text): a sweep that would not validate is one ConfigError, and nothing is written."""
+    import yaml
+
+    path = Path(path)
+    text = ("# matcher sweep: matched runs with full configs and predicted costs.\n"
+            "# Check after editing: matcher sweep validate " + path.as_posix() + "\n" + dump_yaml(sweep.to_dict()))
+    problems, _ = check_sweep_data(yaml.safe_load(text))
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{path}: not written: the sweep would not pass `matcher sweep validate`, "
+                          f"{len(problems)} problem(s); change the request and plan again:\n{listing}")
+    return text
+
+
 def write_sweep(sweep: Sweep, path: str | Path, force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not force:
         raise MatcherError(f"{path} exists; pass --force to overwrite it or --out to write elsewhere")
-    header = ("# matcher sweep: matched runs with full configs and predicted costs.\n"
-              "# Check after editing: matcher sweep validate " + path.as_posix() + "\n")
-    write_text_atomic(path, header + dump_yaml(sweep.to_dict()))
+    write_text_atomic(path, check_before_writing(sweep, path))
     sweep.name = path.stem
     return path
