@@ -1,7 +1,7 @@
 """Benchmark `matcher data encode`: throughput against the `tokenizers` library's own batch encoding
 of the same text, in one run, and peak memory of the encode for corpora of two sizes.
 
-    python bench/data.py [--throughput-mb 4] [--sizes 4,40] [--json out.json]
+    python bench/data.py [--throughput-mb 4] [--sizes 4,40] [--single-document-mb 0] [--json out.json]
 
 A byte-level BPE (vocabulary 8,192) is trained here on generated text, so nothing is downloaded; the
 corpus is generated JSONL `{"text": ...}` of the given size. Throughput: the library encodes the
@@ -9,7 +9,10 @@ documents in batches of the same size matcher uses (`encode_batch`, all cores), 
 encode`'s encode_corpus (the same tokenizer, reading, batching, writing shards and the manifest),
 alternated in one process over --repeats rounds, best of each. Peak memory: each encode in its own
 process (ru_maxrss of the child).
-Goals: encode >= 0.8 x the library's throughput; peak memory flat between the two sizes.
+--single-document-mb N also encodes one .txt document of N MB without a line end (the case a tokenizer
+would otherwise get in one piece) and reports its peak memory.
+Goals: encode >= 0.8 x the library's throughput; peak memory flat between the two sizes and bounded for
+one document of any size.
 """
 
 from __future__ import annotations
@@ -43,6 +46,17 @@ def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
             size += len(line.encode("utf-8"))
             documents += 1
     return documents
+
+
+def write_single_document(path: Path, megabytes: float, seed: int = 3) -> None:
+    """One line of words, `megabytes` long: one document without a line end."""
+    rng = random.Random(seed)
+    target, size = int(megabytes * 1e6), 0
+    with path.open("w", encoding="utf-8") as handle:
+        while size < target:
+            text = " ".join(rng.choice(WORDS) for _ in range(1000)) + " "
+            handle.write(text)
+            size += len(text.encode("utf-8"))
 
 
 def train_tokenizer(path: Path) -> None:
@@ -104,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--throughput-mb", type=float, default=4.0, help="corpus size for the throughput rows")
     parser.add_argument("--sizes", default="4,40", help="two corpus sizes in MB for the peak-memory rows")
+    parser.add_argument("--single-document-mb", type=float, default=0.0,
+                        help="also the peak memory of one document of this size without a line end (0: skip)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -140,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
             big.unlink()
             rows["peak_rss_bytes"][f"{size:g}"] = rss
             print(f"peak memory, {size:g} MB corpus ({count:,} tokens, {seconds:.1f} s): {rss / 2**20:.0f} MiB")
+        if args.single_document_mb:
+            one = tmp / "one-document.txt"
+            write_single_document(one, args.single_document_mb)
+            seconds, count, rss = matcher_encode(one, tokenizer, tmp / "shards-one")
+            rows["single_document"] = {"megabytes": args.single_document_mb, "peak_rss_bytes": rss}
+            print(f"peak memory, one {args.single_document_mb:g} MB document without a line end ({count:,} tokens, "
+                  f"{seconds:.1f} s): {rss / 2**20:.0f} MiB")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -157,8 +157,8 @@ def data_encode(
                                                       "messages; parquet with the same columns.")],
     out: Annotated[Path, typer.Option(help="Folder for the shards and manifest.json (train.data: OUT).")],
     tokenizer: Annotated[str, typer.Option(help="`char` or a Hugging Face tokenizer.json.")] = "char",
-    shard_tokens: Annotated[int, typer.Option(help="Tokens per shard (the last one may hold fewer).",
-                                              min=1)] = 1 << 26,
+    shard_tokens: Annotated[int, typer.Option(help="Tokens per shard (the last one may hold fewer; at least "
+                                                   "1,024).")] = 1 << 26,
     force: Annotated[bool, typer.Option(help="Replace what OUT holds (another or a finished encode).")] = False,
 ) -> None:
     """Tokenize a corpus into fixed-size shards with a manifest; a rerun resumes an interrupted encode."""
@@ -223,7 +223,8 @@ def _quiet_exit_on_sigint() -> None:
 def run(
     sweep: Annotated[Path, typer.Argument(help="Sweep YAML file (from `matcher plan`).")],
     launcher: Annotated[str, typer.Option(help="local (this machine: visible GPUs, or CPU) | slurm.")] = "local",
-    nproc: Annotated[int, typer.Option(help="Processes (GPUs) per run, under torchrun with DDP.", min=1)] = 1,
+    nproc: Annotated[int, typer.Option(help="Processes (GPUs) per run, under torchrun with DDP (slurm: per node, "
+                                            "as --gpus-per-node).", min=1)] = 1,
     fsdp: Annotated[bool, typer.Option(help="Shard with FSDP2 instead of DDP when --nproc > 1.")] = False,
     only: Annotated[str | None, typer.Option(help="Comma-separated run names to train.")] = None,
     results: Annotated[Path, typer.Option(help="Results root; runs go to RESULTS/<sweep>/<run>/.")] = Path("results"),
@@ -251,7 +252,7 @@ def run(
     from matcher.run.contract import ExitCode, Outcome
     from matcher.run.runner import run_sweep
 
-    slurm = _slurm_options(launcher, partition=partition, account=account, time=time, nodes=nodes,
+    slurm = _slurm_options(launcher, nproc=nproc, partition=partition, account=account, time=time, nodes=nodes,
                            gpus_per_node=gpus_per_node, gpus_per_run=gpus_per_run, max_parallel=max_parallel,
                            cpus_per_gpu=cpus_per_gpu, mem=mem, python=python, sbatch_args=sbatch_arg or [],
                            setup=setup or [])
@@ -277,20 +278,24 @@ def run(
 def status(
     results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep); for a "
                                                     "ladder, one rung's results folder at a time.")],
-    watch: Annotated[bool, typer.Option(help="Redraw until every run is finished or failed (Ctrl-C stops).")] = False,
+    watch: Annotated[bool, typer.Option(help="Redraw until every run is finished or failed, or nothing trains "
+                                             "any more (exit 1 if a run did not finish; Ctrl-C stops).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between redraws with --watch.")] = 5.0,
 ) -> None:
     """Every run of a sweep: state, step, tokens, last accuracy, tokens/s, ETA, Slurm job, failure reason."""
     from matcher.commands.status import status_command
 
-    status_command(results_dir, watch=watch, as_json=as_json, interval_s=interval)
+    code = status_command(results_dir, watch=watch, as_json=as_json, interval_s=interval)
+    if code:
+        raise typer.Exit(code)
 
 
-def _slurm_options(launcher: str, *, nodes: int, gpus_per_node: int | None, gpus_per_run: int | None,
+def _slurm_options(launcher: str, *, nproc: int, nodes: int, gpus_per_node: int | None, gpus_per_run: int | None,
                    **options):
-    """`--gpus-per-run G` is `--nodes 1 --gpus-per-node G`; the Slurm options are checked whatever the
-    launcher, and a multi-node request without Slurm is refused rather than ignored."""
+    """`--gpus-per-run G` is `--nodes 1 --gpus-per-node G`; under Slurm `--nproc N` is `--gpus-per-node N`
+    (one torchrun per node with N processes). The Slurm options are checked whatever the launcher, and a
+    multi-node request without Slurm is refused rather than ignored."""
     from matcher.errors import ConfigError
     from matcher.run.slurm import SlurmOptions
 
@@ -302,6 +307,11 @@ def _slurm_options(launcher: str, *, nodes: int, gpus_per_node: int | None, gpus
             raise ConfigError(f"--gpus-per-run {gpus_per_run} and --gpus-per-node {gpus_per_node} disagree; "
                               "give one of them")
         gpus_per_node = gpus_per_run
+    if launcher == "slurm" and nproc > 1:
+        if gpus_per_node is not None and gpus_per_node != nproc:
+            raise ConfigError(f"--nproc {nproc} and --gpus-per-node {gpus_per_node} disagree: under Slurm both "
+                              "are the processes (GPUs) per node of a run; give one of them")
+        gpus_per_node = nproc
     if nodes > 1 and launcher != "slurm":
         raise ConfigError(f"--nodes {nodes} needs --launcher slurm (the local launcher trains on this machine)")
     return SlurmOptions(nodes=nodes, gpus_per_node=gpus_per_node or 1, **options)

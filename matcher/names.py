@@ -8,6 +8,7 @@ exactly the canonical one. An unknown name raises ConfigError listing the closes
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,3 +57,9 @@ def resolve(typed: str, known: Iterable[str], kind: str) -> Resolved:
     raise ConfigError(
         f"unknown {kind} {typed!r}. {hint}Known {kind}s: {', '.join(known)}."
     )
+
+
+def file_name(text: str) -> str:
+    """`text` as a sweep, folder and run name: letters, digits, '.', '_' and '-' (any other run of
+    characters becomes one '-')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"

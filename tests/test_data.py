@@ -4,11 +4,13 @@ and rank-sliceable streams, token shards and GSM8K-style JSONL, and one clear er
 import json
 import random
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from matcher.data import math_task, problems, shards, streams, tokenizer
+from matcher.data import encode, math_task, problems, shards, streams, tokenizer
 from matcher.data.problems import Problem, final_number, load_jsonl, normalise_number
 from matcher.errors import DataError
 
@@ -324,6 +326,19 @@ def test_encode_cli_never_overwrites_without_force(tmp_path, capsys):
     assert "holds other files" in _err(capsys)
 
 
+@pytest.mark.parametrize("shard_tokens", ["1", "1023", "0", "-5"])
+def test_encode_refuses_shards_too_small_to_be_useful(tmp_path, capsys, shard_tokens):
+    """--shard-tokens 1 wrote one shard (two files, an fsync, a manifest rewrite) per token and crawled."""
+    from matcher.cli import main
+
+    (tmp_path / "a.txt").write_text("hello")
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(tmp_path / "out"),
+                 "--shard-tokens", shard_tokens]) == 2
+    message = _err(capsys)
+    assert f"--shard-tokens {int(shard_tokens):,} is too small" in message and "at least 1,024" in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_encode_reports_unrepresentable_text_and_refuses_binary_files(tmp_path, capsys):
     from matcher.cli import main
 
@@ -339,3 +354,87 @@ def test_encode_reports_unrepresentable_text_and_refuses_binary_files(tmp_path, 
     (tmp_path / "c.txt").write_bytes(b"ok \xff\xfe")
     assert main(["data", "encode", str(tmp_path / "c.txt"), "--out", str(tmp_path / "c")]) == 2
     assert "not UTF-8 text (byte 3)" in _err(capsys)
+
+
+def _one_line_text(path, megabytes: float, seed: int = 0) -> str:
+    """One document of words and numbers with no line end: the case that was tokenized in one piece."""
+    rng = random.Random(seed)
+    words = ["apple", "river", "stone", "cloud", "seven", "x=3+4", "night", "tree", "42"]
+    text = " ".join(rng.choice(words) for _ in range(int(megabytes * 1e6 / 5.5)))
+    path.write_text(text)
+    return text
+
+
+STREAMED_PEAK = """
+import resource, sys
+from pathlib import Path
+from matcher.data import tokenizer
+from matcher.data.encode import encode_corpus
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+encode_corpus([Path(sys.argv[1])], tokenizer.CHAR, Path(sys.argv[2]), progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_one_long_document_encodes_in_bounded_memory(tmp_path):
+    """A 24 MB document without a line end peaked at ~27x its size (tokenized in one piece); now it is cut
+    into pieces of about a MiB: the peak grows by far less than the text (ru_maxrss of a child, KiB)."""
+    _one_line_text(tmp_path / "one.txt", 24)
+    done = subprocess.run([sys.executable, "-c", STREAMED_PEAK, str(tmp_path / "one.txt"), str(tmp_path / "out")],
+                          capture_output=True, text=True, check=True)
+    grown_mib = int(done.stdout) / 1024
+    assert grown_mib < 96, f"peak memory grew by {grown_mib:.0f} MiB encoding a 24 MB document"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["documents"] == 1 and manifest["tokens"] == (tmp_path / "one.txt").stat().st_size + 2
+
+
+@pytest.mark.parametrize("line_ends", [True, False])
+def test_a_document_cut_into_pieces_has_the_tokens_of_the_whole(tmp_path, monkeypatch, line_ends):
+    monkeypatch.setattr(encode, "READ_BYTES", 4096)
+    monkeypatch.setattr(encode, "MAX_PIECE_CHARS", 4096)
+    text = _one_line_text(tmp_path / "doc.txt", 0.1)
+    if line_ends:
+        text = text.replace(" 42 ", " 42\n")
+        (tmp_path / "doc.txt").write_text(text)
+    pieces = [piece for _, piece in encode.input_pieces(tmp_path / "doc.txt", lambda n: None)]
+    assert len(pieces) > 20 and "".join(p[1] for p in pieces) == text
+    if line_ends:
+        assert all(p[1].endswith("\n") for p in pieces[1:-2])
+    manifest = _encode([tmp_path / "doc.txt"], tmp_path / "out")
+    data = shards.open_data(tmp_path / "out", 128, tokenizer.CHAR)
+    assert np.concatenate(data.tokens).tolist() == tokenizer.CHAR.encode_document(text)
+    assert manifest["documents"] == 1
+
+
+def test_empty_documents_are_skipped_and_counted(tmp_path, capsys):
+    from matcher.cli import main
+
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank.txt").write_text("  \n\n")
+    (tmp_path / "a.txt").write_text("\nhello\n")
+    (tmp_path / "b.jsonl").write_text('{"text": ""}\n{"text": "hi"}\n{"text": " "}\n')
+    inputs = [str(tmp_path / name) for name in ("empty.txt", "blank.txt", "a.txt", "b.jsonl")]
+    assert main(["data", "encode", *inputs, "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "2 documents" in captured.out
+    assert "skipped 4 empty document(s)" in " ".join(captured.err.split())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["documents"] == 2 and manifest["empty_documents"]["documents"] == 4
+    tokens = np.concatenate(shards.open_data(tmp_path / "out", 128, tokenizer.CHAR).tokens).tolist()
+    assert tokens == tokenizer.CHAR.encode_document("\nhello\n") + tokenizer.CHAR.encode_document("hi")
+    assert main(["data", "encode", inputs[0], "--out", str(tmp_path / "none")]) == 2
+    assert "hold no documents (1 empty ones skipped)" in _err(capsys)
+
+
+def test_a_folder_to_encode_or_as_tokenizer_is_named_a_folder(tmp_path, capsys):
+    from matcher.cli import main
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "a.txt").write_text("hello")
+    assert main(["data", "encode", str(tmp_path / "corpus"), "--out", str(tmp_path / "out")]) == 2
+    message = _err(capsys)
+    assert "corpus is a folder; give the files in it to encode" in message and "no such file" not in message
+    assert main(["data", "encode", str(tmp_path / "a.txt"), "--out", str(tmp_path / "out"),
+                 "--tokenizer", str(tmp_path / "corpus")]) == 2
+    message = _err(capsys)
+    assert "corpus is a folder without a tokenizer.json in it" in message and "no such" not in message

@@ -263,6 +263,33 @@ def test_eval_errors_are_clear(trained_dr, tmp_path, capsys):
     assert "no model checkpoints" in " ".join(capsys.readouterr().err.split())
 
 
+def test_eval_on_a_device_torch_cannot_use_is_one_error(trained_dr, monkeypatch, capsys):
+    """`eval --device cuda` where torch sees no GPU (a CPU-only build) ended in a traceback."""
+    import torch
+
+    from matcher.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["eval", str(trained_dr.path), "--device", "cuda"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "device cuda was asked for, but torch sees no CUDA GPU here" in message and "--device cpu" in message
+    assert "Traceback" not in message
+    assert main(["eval", str(trained_dr.path), "--device", "gpu"]) == 2
+    assert "--device 'gpu' is not a device; give cpu or cuda" in " ".join(capsys.readouterr().err.split())
+
+
+def test_training_on_a_device_torch_cannot_use_is_one_error(tmp_path, monkeypatch):
+    import torch
+
+    from matcher.errors import RunError
+    from matcher.run.trainer import train_run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run_dir = prepare(tmp_path, tiny_run("la-tiny"))
+    with pytest.raises(RunError, match="torch sees no CUDA GPU here"):
+        train_run(run_dir.path, device="cuda")
+
+
 def test_keep_policy_keeps_the_newest_checkpoints(tmp_path):
     from matcher.run.snapshots import list_snapshots
     from matcher.run.trainer import train_run

@@ -392,6 +392,43 @@ def test_a_ladder_writes_one_consistent_sweep_per_rung_and_a_manifest(tmp_path, 
     assert result["written"] and [p["target"] for p in result["plans"]] == ["la-100m", "la-1b", "la-2b"]
 
 
+def test_a_ladder_rung_given_as_a_config_file_is_named_by_its_stem(tmp_path, monkeypatch, capsys):
+    """A rung given as a path (`--ladder la-100m,configs/my 1b.yaml`) put the path into the ladder's folder
+    name, its sweep names and its run folders."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "my 1b.yaml").write_text(yaml.safe_dump(get_preset("la-1b").to_dict()))
+    result = plan_json(capsys, "--ladder", "la-100m,configs/my 1b.yaml", "--variants", "dr", "--no-measure")
+    assert result["written"]
+    (manifest,) = Path("sweeps").glob("*/ladder.yaml")
+    assert manifest.parent.name == "ladder-la-100m-my-1b-vs-dr"
+    rung_sweep = load_sweep(manifest.parent / "ladder-la-100m-my-1b-vs-dr-my-1b.yaml")
+    assert [run.name for run in rung_sweep.runs] == ["my-1b", "dr"]
+
+
+def test_a_ladder_manifest_given_as_a_sweep_names_its_sweeps(tmp_path, monkeypatch, capsys):
+    """`matcher run ladder.yaml` answered with 11 sweep-schema errors; run, sweep validate, sweep show and
+    status now say it is a ladder manifest and name the sweeps (or results folders) of its rungs."""
+    monkeypatch.chdir(tmp_path)
+    out = Path("lad") / "ladder.yaml"
+    plan_json(capsys, "--ladder", "la-100m,la-1b", "--variants", "dr", "--out", str(out))
+    sweeps = ["lad/lad-la-100m.yaml", "lad/lad-la-1b.yaml"]
+    assert all(Path(sweep).is_file() for sweep in sweeps)
+    for command in (["run", str(out), "--dry-run"], ["sweep", "validate", str(out)], ["sweep", "show", str(out)]):
+        assert main(command) == 2
+        message = " ".join(capsys.readouterr().err.split())
+        assert f"{out.as_posix()} is a ladder manifest (written by `matcher plan --ladder`), not a sweep" in message
+        assert f"beside it: {sweeps[0]}, {sweeps[1]}; give one of them (e.g. `matcher run {sweeps[0]}`)" in message
+        assert "problem(s)" not in message
+    assert main(["status", str(out)]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "is a ladder manifest; its rungs train in results/lad-la-100m, results/lad-la-1b" in message
+    assert main(["status", sweeps[0]]) == 2
+    assert f"for the sweep {sweeps[0]}, results/lad-la-100m" in " ".join(capsys.readouterr().err.split())
+
+
 def test_a_ladder_refuses_what_would_break_its_rule():
     from matcher.plan.ladder import plan_ladder
 
@@ -411,3 +448,59 @@ def test_a_ladder_with_a_tokenizer_takes_its_vocabulary_on_every_rung():
     assert {run.config.vocab_size for plan in ladder.plans for run in plan.runs} == {128}
     with pytest.raises(ConfigError, match="drop --vocab-size"):
         make_plan(PlanRequest(target="la-1b", variants="dr", tokenizer="char", vocab_size=1024))
+
+
+@pytest.mark.parametrize("dtype", ["fp8", "fp16", "int8"])
+@pytest.mark.parametrize("command", [["cost", "la-tiny", "--no-measure"], ["cost", "la-tiny"],
+                                     ["plan", "--target", "la-tiny", "--variants", "dr", "--no-measure", "--dry-run"],
+                                     ["plan", "--target", "la-tiny", "--variants", "dr", "--dry-run"]])
+def test_every_command_accepts_the_same_activation_dtypes(command, dtype, capsys):
+    """fp8/fp16 activations were accepted by `plan --no-measure` and `cost --no-measure` and refused by the
+    measured check: one list, checked in one place."""
+    assert main([*command, "--activation-dtype", dtype]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert f"activation_dtype (--activation-dtype) must be one of bf16, fp32, the dtypes training runs in; got " \
+           f"'{dtype}'" in message
+    if "--no-measure" in command:
+        assert main([*command, "--activation-dtype", "fp32"]) == 0
+
+
+PLAN_REQUESTS = [
+    ["--target", "la-tiny"], ["--target", "la-tiny", "--tolerance", "0.2"], ["--target", "la-tiny", "--tokens", "100"],
+    ["--target", "la-tiny", "--batch", "3"], ["--target", "la-tiny", "--batch", "8", "--micro-batch", "2"],
+    ["--target", "la-tiny", "--seeds", "0,1"], ["--target", "la-tiny", "--match", "flops"],
+    ["--target", "la-tiny", "--match", "inference_memory", "--inference-context", "4096", "--inference-batch", "4"],
+    ["--target", "la-tiny", "--max-memory-ratio", "1.5"], ["--target", "la-tiny", "--vocab-size", "300"],
+    ["--target", "la-tiny", "--set", "router_rank=8"], ["--target", "la-tiny", "--set", "mixture=parallel"],
+    ["--target", "la-tiny", "--set", "train.data=math", "--set", "train.loss_on=answers"],
+    ["--target", "la-tiny", "--set", "train.data=missing.bin"], ["--target", "la-tiny", "--set", "train.data=latent"],
+    ["--target", "la-tiny", "--set", "train.eval_data=missing.jsonl"], ["--target", "la-tiny", "--seq-len", "16"],
+    ["--target", "la-tiny", "--set", "train.total_tokens=1"], ["--target", "la-tiny", "--tokenizer", "char"],
+    ["--params", "2e6", "--base", "la-tiny"], ["--target", "dr-tiny", "--variants", "la"],
+    ["--target", "la-tiny", "--top-k", "1"], ["--target", "la-tiny", "--da-heads", "2"],
+]
+
+
+@pytest.mark.parametrize("request_args", PLAN_REQUESTS, ids=lambda args: " ".join(args[1:]))
+def test_whatever_plan_writes_validates(request_args, tmp_path, capsys):
+    """plan exited 0 writing sweeps that `sweep validate` refused (data or eval files that do not exist):
+    a plan either writes a sweep that validates, or refuses with exit 2 and writes nothing, its dry run
+    alike."""
+    out = tmp_path / "s.yaml"
+    dry = main(["plan", *request_args, "--no-measure", "--dry-run", "--out", str(out)])
+    code = main(["plan", *request_args, "--no-measure", "--out", str(out)])
+    capsys.readouterr()
+    assert code == dry and code in (0, 2)
+    if code == 2:
+        assert not out.exists()
+        return
+    assert main(["sweep", "validate", str(out)]) == 0, capsys.readouterr().err
+
+
+def test_a_plan_whose_data_is_missing_is_not_written(tmp_path, capsys):
+    out = tmp_path / "s.yaml"
+    assert main(["plan", "--target", "la-tiny", "--set", "train.data=missing.bin", "--out", str(out),
+                 "--no-measure"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "not written: the sweep would not pass `matcher sweep validate`, 1 problem(s)" in message
+    assert "missing.bin: no such data file" in message and not out.exists()

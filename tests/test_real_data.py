@@ -58,8 +58,9 @@ def test_bpe_round_trips_and_ids_are_the_librarys(bpe):
 
 
 def test_the_loss_mask_covers_exactly_the_answer_tokens(tmp_path, bpe):
-    rows = _qa_file(tmp_path / "qa.jsonl")
-    manifest = encode_corpus([tmp_path / "qa.jsonl"], bpe, tmp_path / "out", shard_tokens=97, progress=False).manifest
+    rows = _qa_file(tmp_path / "qa.jsonl", n=300)
+    manifest = encode_corpus([tmp_path / "qa.jsonl"], bpe, tmp_path / "out", shard_tokens=1024,
+                             progress=False).manifest
     assert manifest["loss_mask"] and manifest["documents"] == len(rows) and len(manifest["shards"]) > 3
     data = shards.open_data(tmp_path / "out", 320, bpe)
     tokens, mask = np.concatenate(data.tokens), np.concatenate(data.masks)
@@ -147,15 +148,15 @@ def test_an_interrupted_encode_leaves_no_usable_partial_shard_and_resumes(tmp_pa
 
 def test_a_kill_between_manifest_and_rename_is_recovered(tmp_path, bpe):
     (tmp_path / "a.txt").write_text("\n".join(_texts(500)))
-    manifest = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", shard_tokens=1000, progress=False).manifest
+    manifest = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", shard_tokens=1024, progress=False).manifest
     last = tmp_path / "out" / manifest["shards"][-1]["file"]
     last.rename(last.with_name(last.name + ".tmp"))  # listed, not renamed yet
     (tmp_path / "out" / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
-    resumed = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", shard_tokens=1000, progress=False)
+    resumed = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "out", shard_tokens=1024, progress=False)
     assert resumed.resumed_tokens == manifest["tokens"] and last.is_file()
     (tmp_path / "early").mkdir()  # killed before its first shard was listed: no manifest, a partial shard
     (tmp_path / "early" / "shard-00000.bin.tmp").write_bytes(b"\x01\x00" * 10)
-    again = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "early", shard_tokens=1000, progress=False)
+    again = encode_corpus([tmp_path / "a.txt"], bpe, tmp_path / "early", shard_tokens=1024, progress=False)
     assert again.manifest["shards"] == manifest["shards"] and not list((tmp_path / "early").glob("*.tmp"))
 
 
@@ -280,6 +281,7 @@ def test_encode_plan_train_and_evaluate_with_one_bpe(tmp_path, bpe, capsys):
 
 
 def test_a_sweep_whose_shards_name_another_tokenizer_is_refused_by_validate(tmp_path, bpe, capsys):
+    """Refused by the checks of `sweep validate`, which plan makes before writing a sweep."""
     from matcher.cli import main
 
     other = train_bpe(tmp_path / "other.json", vocab_size=290, seed=4)
@@ -288,10 +290,9 @@ def test_a_sweep_whose_shards_name_another_tokenizer_is_refused_by_validate(tmp_
                  "--out", str(tmp_path / "shards")]) == 0
     sweep_path = tmp_path / "s.yaml"
     assert main(["plan", "--target", "la-tiny", "--variants", "dr", "--tokenizer", bpe.spec, "--no-measure",
-                 "--set", f"train.data={tmp_path / 'shards'}", "--out", str(sweep_path)]) == 0
-    capsys.readouterr()
-    assert main(["sweep", "validate", str(sweep_path)]) == 2
+                 "--set", f"train.data={tmp_path / 'shards'}", "--out", str(sweep_path)]) == 2
     err = " ".join(capsys.readouterr().err.split())
+    assert "not written: the sweep would not pass `matcher sweep validate`" in err and not sweep_path.exists()
     assert "the shards were encoded with" in err and "re-encode the corpus with the run's tokenizer" in err
     assert CHAR.vocab_size == 128
 
@@ -337,3 +338,20 @@ def test_a_tokenizer_with_an_unknown_token_reports_what_it_replaced(tmp_path):
     assert unknown["characters"] == 3  # "€", "✓", "✓": one <unk> each, as the library itself encodes them
     assert unknown["characters"] == sum(tok.encode(line).ids.count(unk) for line in corpus.read_text().splitlines())
     assert "a.txt" in unknown["first"] and "€" in unknown["first"]
+
+
+@pytest.mark.parametrize("line_ends", [True, False])
+def test_a_long_document_cut_into_pieces_has_the_bpe_tokens_of_the_whole(tmp_path, bpe, monkeypatch, line_ends):
+    """A document is handed to the tokenizer in pieces (bounded memory, whatever its size): cut at line ends,
+    or in a line without one before a space that starts a word; the BPE's tokens are those of the whole."""
+    from matcher.data import encode
+
+    monkeypatch.setattr(encode, "READ_BYTES", 2048)
+    monkeypatch.setattr(encode, "MAX_PIECE_CHARS", 2048)
+    text = ("\n" if line_ends else " ").join(_texts(3000, seed=3))
+    (tmp_path / "doc.txt").write_text(text)
+    pieces = [piece for _, piece in encode.input_pieces(tmp_path / "doc.txt", lambda n: None)]
+    assert len(pieces) > 20 and "".join(p[1] for p in pieces) == text
+    manifest = encode_corpus([tmp_path / "doc.txt"], bpe, tmp_path / "out", progress=False).manifest
+    tokens = np.concatenate(shards.open_data(tmp_path / "out", 320, bpe).tokens).tolist()
+    assert manifest["documents"] == 1 and tokens == [bpe.bos_id, *bpe.encode(text), bpe.eos_id]

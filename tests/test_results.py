@@ -262,6 +262,20 @@ def test_folder_errors_and_a_results_folder_with_one_sweep(tmp_path):
         load_results(tmp_path)
 
 
+def test_the_heading_names_only_the_default_targets_there_are(tmp_path):
+    """A baseline whose best accuracy is 0.03: 25% and 50% of it both round to 0.01, so there are two
+    targets; the heading named three fractions as three targets."""
+    sweep = _copy_fixture(tmp_path)
+    for metrics in sweep.glob("*/metrics.jsonl"):
+        metrics.write_text(re.sub(r'"eval_accuracy": ([0-9.]+)',
+                                  lambda m: f'"eval_accuracy": {float(m[1]) * 0.0375:.4f}', metrics.read_text()))
+    out, err = _consoles()
+    compare_command(sweep, fmt="md", console=out, err_console=err)
+    text = " ".join(out.file.getvalue().split())
+    assert ("Targets: 0.01 (25% and 50%), 0.02 (75%) of the baseline's best mean accuracy 0.03, rounded to 2 "
+            "decimals.") in text
+
+
 def test_no_readable_run_and_no_default_targets(tmp_path):
     sweep = _copy_fixture(tmp_path)
     out, err = _consoles()

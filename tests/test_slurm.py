@@ -89,7 +89,25 @@ def test_the_cli_maps_its_options_and_prints_the_script(tmp_path, monkeypatch, c
     assert '-m matcher.run.runner "$RUN_DIR" --nproc 2 &' in script and "srun" not in script
 
 
+def test_nproc_under_slurm_is_the_gpus_per_node(tmp_path, monkeypatch):
+    """`--nproc N --launcher slurm` writes the script of --gpus-per-node N (torchrun with N processes per
+    node), on one node and on several; it was silently dropped before."""
+    monkeypatch.chdir(tmp_path)
+    write_tiny_sweep(Path("."))
+    scripts = {}
+    for name, args in [("nproc", ["--nproc", "2"]), ("gpus", ["--gpus-per-node", "2"]),
+                       ("nproc-nodes", ["--nproc", "2", "--nodes", "2"]),
+                       ("gpus-nodes", ["--gpus-per-node", "2", "--nodes", "2"])]:
+        assert main(["run", "tiny.yaml", "--launcher", "slurm", "--dry-run", *args]) == 0
+        scripts[name] = Path("results/tiny/slurm/tiny.sbatch").read_text()
+    assert scripts["nproc"] == scripts["gpus"] and scripts["nproc-nodes"] == scripts["gpus-nodes"]
+    assert '-m matcher.run.runner "$RUN_DIR" --nproc 2 &' in scripts["nproc"]
+    assert "#SBATCH --gpus-per-node=2\n" in scripts["nproc"]
+    assert "--nproc-per-node=2 --rdzv-backend=c10d" in scripts["nproc-nodes"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
+    (["--nproc", "2", "--gpus-per-node", "4"], "--nproc 2 and --gpus-per-node 4 disagree"),
     (["--time", "bogus"], "--time 'bogus' is not a Slurm time limit"),
     (["--time", "00:01:00"], "leaves no time to train"),
     (["--mem", "lots"], "not a Slurm memory size"),

@@ -101,8 +101,54 @@ def test_watch_redraws_until_every_run_is_done(tmp_path, monkeypatch):
 
     monkeypatch.setattr(status_module.time, "sleep", sleep)
     console = Console(file=io.StringIO(), width=250)
-    status_command(tmp_path, watch=True, interval_s=0.5, console=console)
+    lock = RunLock(run_dir.lock)  # a live trainer
+    assert lock.acquire() is None
+    try:
+        assert status_command(tmp_path, watch=True, interval_s=0.5, console=console) == 0
+    finally:
+        lock.release()
     assert draws == [0.5, 0.5] and "1/1 finished" in record(console)
+
+
+@pytest.mark.parametrize("fault", ["killed", "unreadable"])
+def test_watch_reports_a_dead_run_and_exits_1(tmp_path, monkeypatch, capsys, fault):
+    """A trainer killed (status.json says running, nobody holds the lock) or a status.json that cannot be
+    read: nothing will change, so --watch says so and ends with exit 1, printing off a terminal too."""
+    run_dir = _running(tmp_path)
+    if fault == "unreadable":
+        run_dir.status_json.write_text("{not json")
+    sleeps = []
+    monkeypatch.setattr(status_module.time, "sleep", sleeps.append)
+    assert main(["status", str(tmp_path), "--watch", "--interval", "0.5"]) == 1
+    out, err = capsys.readouterr()
+    assert sleeps == [0.5]  # read twice, a watch interval apart, then ended
+    assert "la-tiny" in out and "0/1 finished" in out  # the table, although stdout is not a terminal
+    message = " ".join(err.split())
+    assert "watch ended: no run is training or waiting for Slurm; not finished: la-tiny" in message
+    assert ("its trainer was killed" if fault == "killed" else "not valid JSON") in message
+
+
+def test_watch_off_a_terminal_prints_the_table_when_it_changes(tmp_path, monkeypatch):
+    run_dir = _running(tmp_path)
+    steps = iter([12, 12, 18])
+
+    def sleep(seconds):
+        step = next(steps, None)
+        if step is None:
+            run_dir.write_status("finished", step=24, tokens=24 * 512)
+        else:
+            run_dir.write_status("running", step=step, tokens=step * 512)
+
+    monkeypatch.setattr(status_module.time, "sleep", sleep)
+    console = Console(file=io.StringIO(), width=250, force_terminal=False)
+    lock = RunLock(run_dir.lock)
+    assert lock.acquire() is None
+    try:
+        assert status_command(tmp_path, watch=True, interval_s=0.5, console=console) == 0
+    finally:
+        lock.release()
+    tables = record(console).count("la-tiny")
+    assert tables == 3  # the first read, step 18, finished: the unchanged reads print nothing
 
 
 def test_ctrl_c_ends_watch_with_exit_0(tmp_path, monkeypatch, capsys):

@@ -1,5 +1,6 @@
 """Sweep files: round trip, validation of every field with its path, atomic no-overwrite writes."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def make_sweep() -> Sweep:
     train = TrainConfig(total_tokens=4096, batch_size=2, seq_len=32)
     runs = []
     for role, name in (("target", "la-tiny"), ("variant", "dr-tiny"), ("variant", "dr_da-tiny")):
-        model = get_preset(name)
+        model = dataclasses.replace(get_preset(name), seq_len=train.seq_len)
         runs.append(Run(name=model.variant, group=model.variant, role=role, model=model, train=train,
                         predicted=predict(model, train, conv)))
     meta = SweepMeta(target="la-tiny", variants=["dr", "dr_da"], matched=["flops", "params"],
@@ -76,6 +77,9 @@ def _edited(tmp_path, edit):
         (lambda d: (d["runs"][1]["train"].update(batch_size=4), d["runs"][1].pop("predicted")),
          "tokens per step (batch_size x seq_len) differ"),
         (lambda d: d.update(matcher_sweep=7), "matcher_sweep: must be 1"),
+        (lambda d: d["runs"][1]["model"].update(seq_len=128),
+         "runs[1].model.seq_len: 128 differs from runs[1].train.seq_len 32; the model's context and the training "
+         "one are one setting"),
     ],
 )
 def test_bad_sweeps_name_the_key(tmp_path, edit, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -30,8 +31,8 @@ def tiny_train(**changes) -> TrainConfig:
 
 
 def tiny_run(name: str = "la-tiny", train: TrainConfig | None = None, role: str = "target") -> Run:
-    model = get_preset(name)
     train = train or tiny_train()
+    model = dataclasses.replace(get_preset(name), seq_len=train.seq_len)  # one context (sweep validation)
     return Run(name=name, group=name, role=role, model=model, train=train,
                predicted=predict(model, train, Conventions()))
 

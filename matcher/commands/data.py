@@ -26,6 +26,10 @@ def encode_command(inputs: list[Path], folder: Path, tokenizer_spec: str, shard_
         notice(f"{lost['characters']:,} characters could not be represented by the {tokenizer.describe()} and "
                f"were replaced (the first: {lost['first']}); use a tokenizer that covers them (a byte-level "
                "BPE represents any text)")
+    empty = manifest["empty_documents"]
+    if empty["documents"]:
+        notice(f"skipped {empty['documents']:,} empty document(s) (no text but whitespace; the first: "
+               f"{empty['first']}); they are counted in {folder / 'manifest.json'} as empty_documents")
     if result.resumed_tokens:
         notice(f"resumed: {result.resumed_tokens:,} tokens were already in complete shards")
     mask = ", with a loss mask (train.loss_on: answers)" if manifest["loss_mask"] else ""

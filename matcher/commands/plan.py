@@ -31,9 +31,10 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
         notice(line)
     sweep = build_sweep(plan)
     path = out_path or plan.default_path()
-    if not dry_run:
-        from matcher.plan.sweep import write_sweep
+    from matcher.plan.sweep import check_before_writing, write_sweep
 
+    check_before_writing(sweep, path)  # a dry run fails where the real one would
+    if not dry_run:
         write_sweep(sweep, path, force=force)
     result = plan_result(plan, checks, path, written=not dry_run)
     if as_json:
@@ -183,7 +184,7 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
     from matcher.atomic import write_text_atomic
     from matcher.config import dump_yaml
     from matcher.plan.ladder import manifest, plan_ladder
-    from matcher.plan.sweep import write_sweep
+    from matcher.plan.sweep import check_before_writing, write_sweep
 
     with Activity("planning the ladder") as status:
         ladder = plan_ladder(request, progress=status.update)
@@ -199,10 +200,13 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
         for line in plan.notices:
             notice(f"{plan.target_label}: {line}")
     data = manifest(ladder, sweep_paths, created)
+    sweeps = [build_sweep(plan, created) for plan in ladder.plans]
+    for sweep, sweep_path in zip(sweeps, sweep_paths):  # every rung, before any is written
+        check_before_writing(sweep, sweep_path)
     if not dry_run:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for plan, sweep_path in zip(ladder.plans, sweep_paths):
-            write_sweep(build_sweep(plan, created), sweep_path, force=True)
+        for sweep, sweep_path in zip(sweeps, sweep_paths):
+            write_sweep(sweep, sweep_path, force=True)
         write_text_atomic(path, "# matcher ladder: one sweep per rung under one rule set.\n" + dump_yaml(data))
     result = {**data, "manifest": path.as_posix(), "written": not dry_run,
               "plans": [plan_result(plan, check, sweep_path, not dry_run)

@@ -23,6 +23,13 @@ from matcher.run.lock import live_holder
 from matcher.run.rundir import RunDir
 
 WATCH_INTERVAL_S = 5.0
+# --watch also stops when no run is trained or waits for Slurm on this many reads in a row: two, so the
+# instant between one run's end and the next run's start under a sequential `matcher run` is not an end.
+WATCH_IDLE_READS = 2
+
+
+KILLED = "no process holds its lock: its trainer was killed; `matcher run` resumes it"
+SUBMITTED = "submitted; waiting for Slurm to start it"
 
 
 @dataclass
@@ -53,10 +60,10 @@ def run_status(run_dir: RunDir) -> RunStatus:
     if problems:
         reason = "; ".join(problems)
     elif state == RunState.RUNNING and live_holder(run_dir.lock) is None:
-        reason = "no process holds its lock: its trainer was killed; `matcher run` resumes it"
+        reason = KILLED
     slurm_job = run_dir.slurm_job()
     if state == RunState.NEW and slurm_job and not reason:
-        reason = "submitted; waiting for Slurm to start it"
+        reason = SUBMITTED
     return RunStatus(run=run_dir.name, state=state, step=run.step, tokens=run.tokens, total_tokens=run.budget_tokens,
                      eval_accuracy=last_eval.get("eval_accuracy"), eval_tokens=last_eval.get("tokens"),
                      tokens_per_s=run.tokens_per_s, eta_s=eta, slurm_job=slurm_job, reason=reason,
@@ -73,6 +80,11 @@ def sweep_status(results_dir: str | Path) -> tuple[Path, list[RunStatus]]:
     order = {variant: i for i, variant in enumerate(VARIANTS)}
     runs.sort(key=lambda r: (r.role != "target", order.get(r.variant, len(order)), r.run))
     return sweep_dir, runs
+
+
+def in_progress(run: RunStatus) -> bool:
+    """A process trains the run now, or Slurm will start it: something --watch can wait for."""
+    return (run.state == "running" and run.reason != KILLED) or (run.state == "new" and run.reason == SUBMITTED)
 
 
 def status_table(sweep_dir: Path, runs: list[RunStatus]):
@@ -97,9 +109,11 @@ def status_table(sweep_dir: Path, runs: list[RunStatus]):
 
 
 def status_command(results_dir: str | Path, *, watch: bool = False, as_json: bool = False,
-                   interval_s: float = WATCH_INTERVAL_S, console=None) -> None:
+                   interval_s: float = WATCH_INTERVAL_S, console=None) -> int:
     """Print the table (or JSON) once; with `watch`, redraw it every `interval_s` until every run is
-    finished or failed, or Ctrl-C."""
+    finished or failed, nothing trains any more (a killed trainer, an unreadable status.json), or Ctrl-C.
+    Off a terminal, the table is printed again whenever it changes, so a log shows the progress. Returns
+    the exit code: 1 when a watch ended with runs that did not finish, else 0."""
     from matcher import console as consoles
 
     if watch and as_json:
@@ -111,17 +125,54 @@ def status_command(results_dir: str | Path, *, watch: bool = False, as_json: boo
     if as_json:
         console.print_json(json.dumps({"sweep": sweep_dir.name, "path": str(sweep_dir),
                                        "runs": [dataclasses.asdict(r) for r in runs]}))
-        return
+        return 0
     if not watch:
         console.print(status_table(sweep_dir, runs))
-        return
-    from rich.live import Live
+        return 0
+    if console.is_terminal:
+        from rich.live import Live
 
-    with Live(status_table(sweep_dir, runs), console=console, auto_refresh=False) as live:
-        try:
-            while not all(r.state in DONE_STATES for r in runs):
-                time.sleep(interval_s)
-                sweep_dir, runs = sweep_status(sweep_dir)
-                live.update(status_table(sweep_dir, runs), refresh=True)
-        except KeyboardInterrupt:  # the way to stop watching: not an error
-            pass
+        with Live(status_table(sweep_dir, runs), console=console, auto_refresh=False) as live:
+            runs = _watch(sweep_dir, runs, interval_s, lambda runs: live.update(status_table(sweep_dir, runs),
+                                                                                refresh=True))
+    else:
+        console.print(status_table(sweep_dir, runs))
+        shown = [_content(runs)]
+
+        def print_changed(runs: list[RunStatus]) -> None:
+            if _content(runs) != shown[0]:
+                console.print(status_table(sweep_dir, runs))
+                shown[0] = _content(runs)
+
+        runs = _watch(sweep_dir, runs, interval_s, print_changed)
+    if runs is None:  # Ctrl-C: the way to stop watching, not an error
+        return 0
+    unfinished = [r for r in runs if r.state != "finished"]
+    if not unfinished:
+        return 0
+    from matcher.console import notice
+
+    notice("watch ended: no run is training or waiting for Slurm; not finished: " + "; ".join(
+        f"{r.run} ({r.state}{': ' + r.reason if r.reason else ''})" for r in unfinished))
+    return 1
+
+
+def _content(runs: list[RunStatus]) -> list[RunStatus]:
+    """What the table shows: the runs without the time status.json was written."""
+    return [dataclasses.replace(r, updated=None) for r in runs]
+
+
+def _watch(sweep_dir: Path, runs: list[RunStatus], interval_s: float, show) -> list[RunStatus] | None:
+    """Read the sweep every `interval_s` and `show` it, until it is done or idle; the last read, or None
+    after Ctrl-C."""
+    idle_reads = 0
+    try:
+        while True:
+            idle_reads = 0 if any(in_progress(r) for r in runs) else idle_reads + 1
+            if all(r.state in DONE_STATES for r in runs) or idle_reads >= WATCH_IDLE_READS:
+                return runs
+            time.sleep(interval_s)
+            sweep_dir, runs = sweep_status(sweep_dir)
+            show(runs)
+    except KeyboardInterrupt:
+        return None

@@ -29,11 +29,21 @@ from matcher.config import ModelConfig
 from matcher.errors import ConfigError
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+# Saved activations in the dtypes the trainer runs (bf16 autocast or fp32), so every command that takes
+# --activation-dtype (cost, plan with or without --measure) accepts the same ones and the measured check
+# can run them
+ACTIVATION_DTYPES = ("bf16", "fp32")
 
 PARAM_COMPONENTS = ("embedding", "lm_head", "final_norm", "norms", "sa", "da", "router", "experts",
                     "shared_experts", "dense_mlp")
 FLOP_COMPONENTS = ("sa_proj", "sa_scores", "da_proj", "da_scores", "router", "experts", "shared_experts",
                    "dense_mlp", "lm_head")
+
+
+def check_activation_dtype(dtype: str) -> None:
+    if dtype not in ACTIVATION_DTYPES:
+        raise ConfigError(f"activation_dtype (--activation-dtype) must be one of {', '.join(ACTIVATION_DTYPES)}, "
+                          f"the dtypes training runs in; got {dtype!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +60,7 @@ class Conventions:
     def __post_init__(self) -> None:
         if self.recompute not in ("none", "full"):
             raise ConfigError(f"recompute must be none or full, got {self.recompute!r}")
+        check_activation_dtype(self.activation_dtype)
         for name in ("weight_dtype", "grad_dtype", "optimizer_dtype", "activation_dtype", "cache_dtype",
                      "inference_weight_dtype"):
             if getattr(self, name) not in DTYPE_BYTES:

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from matcher.config import ModelConfig
-from matcher.cost.analytic import FLOP_COMPONENTS, PARAM_COMPONENTS, param_counts
+from matcher.cost.analytic import FLOP_COMPONENTS, PARAM_COMPONENTS, check_activation_dtype, param_counts
 from matcher.errors import ConfigError, MatcherError
 
 FVCORE_MAX_PARAMS = 300_000_000  # fvcore runs real weights on the CPU: 300M fp32 parameters is 1.2 GB
@@ -306,8 +306,7 @@ def measured_training_memory(cfg: ModelConfig, batch: int, seq_len: int, recompu
     """
     if recompute not in ("none", "full"):
         raise ConfigError(f"recompute must be none or full, got {recompute!r}")
-    if activation_dtype not in ("fp32", "bf16"):
-        raise ConfigError(f"activation_dtype must be fp32 or bf16, got {activation_dtype!r}")
+    check_activation_dtype(activation_dtype)
     if device == "fake":
         return _fake_training_memory(cfg, batch, seq_len, recompute == "full", activation_dtype)
     if device == "cuda":

@@ -8,8 +8,13 @@ Inputs, by suffix:
 - `.parquet`: the same fields as columns (needs `pyarrow`: pip install 'matcher[parquet]');
 - anything else: a UTF-8 text file, one document (a binary or non-UTF-8 file is refused).
 
-Every document is BOS, its text, EOS. Text is read and tokenized in batches (the library's parallel
-batch encoding) and written as it comes, so memory is flat in the corpus size.
+Every document is BOS, its text, EOS; a document with no text but whitespace is skipped and counted
+(`empty_documents` in the manifest). Text is read and tokenized in batches (the library's parallel
+batch encoding) and written as it comes, so memory is flat in the corpus size, also for one document of
+many GB: a text file is handed to the tokenizer in pieces of at most 64 Ki characters, each ending at a
+line end; a longer line is cut before a space that starts a word (a boundary of byte-level BPE's
+pre-tokenizer), and a line without one at a character. The pieces' tokens, concatenated, are the
+document's.
 
 The output folder holds `shard-NNNNN.bin` (little-endian uint16 below 65,536 ids, else uint32), for
 JSONL/parquet inputs a `shard-NNNNN.mask` beside each (one uint8 per token: 1 where the token is a
@@ -41,12 +46,18 @@ from matcher.errors import DataError
 MANIFEST = "manifest.json"
 FORMAT = "matcher-shards-1"
 DEFAULT_SHARD_TOKENS = 1 << 26  # 64 Mi tokens: 128 MiB as uint16; few files even at 100B tokens
+# Each shard costs two files, an fsync and a rewrite of the manifest (which lists every shard before it):
+# tiny shards make an encode crawl, and a shard shorter than seq_len + 1 tokens holds no training row.
+MIN_SHARD_TOKENS = 1024
 BATCH_CHARS = 1 << 20  # text tokenized per encode_batch call
 READ_BYTES = 1 << 20  # a text file is read (and split at a line end) in pieces of about this size
+MAX_PIECE_CHARS = 1 << 16  # text goes to the tokenizer in pieces of at most this (module docstring); many
+# pieces make one batch, which the library encodes on all cores
 MASKED_SUFFIXES = (".jsonl", ".parquet")
 
-# A piece of a document: (BOS/TEXT/EOS, text, counted under loss_on: answers)
-BOS, TEXT, EOS = 0, 1, 2
+# A piece of a document: (BOS/TEXT/EOS, text, counted under loss_on: answers); EMPTY stands for a
+# skipped document with no text but whitespace
+BOS, TEXT, EOS, EMPTY = 0, 1, 2, 3
 Piece = tuple[int, str, bool]
 
 
@@ -84,10 +95,27 @@ def _check_not_binary(path: Path, head: bytes) -> None:
                         "or .parquet files")
 
 
+def _piece_end(text: str, start: int, final: bool) -> int:
+    """Where the piece of `text` that begins at `start` ends: at the last line end within MAX_PIECE_CHARS;
+    in a longer line at its last word start, else after MAX_PIECE_CHARS characters. `start` itself when the
+    rest is shorter, holds no line end, and more text is to come (it waits for that)."""
+    limit = start + MAX_PIECE_CHARS
+    if len(text) <= limit:
+        return len(text) if final else max(start, text.rfind("\n", start) + 1)
+    cut = text.rfind("\n", start, limit) + 1
+    if cut > start:
+        return cut
+    tail = limit - MAX_PIECE_CHARS // 2  # a word start is searched in the last half piece
+    at = text.rfind(" ", tail, limit)
+    while at > tail and (text[at - 1].isspace() or text[at + 1].isspace()):  # one space between two words
+        at = text.rfind(" ", tail, at)
+    return at if at > tail else limit
+
+
 def _text_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     line, offset, carry = 1, 0, ""
-    yield f"{path}:1", (BOS, "", False)
+    held: list[tuple[str, Piece]] | None = []  # whitespace before the first word: the document may be empty
     with path.open("rb") as handle:
         while True:
             raw = handle.read(READ_BYTES)
@@ -100,14 +128,24 @@ def _text_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[s
                                 ".jsonl or .parquet files") from None
             offset += len(raw)
             advance(len(raw))
-            cut = text.rfind("\n") + 1 if raw else len(text)
-            if cut:
-                yield f"{path}:{line}", (TEXT, text[:cut], True)
-                line += text.count("\n", 0, cut)
-            carry = text[cut:]
+            start = 0
+            while (cut := _piece_end(text, start, final=not raw)) > start:
+                piece = f"{path}:{line}", (TEXT, text[start:cut], True)
+                if held is None:
+                    yield piece
+                elif piece[1][1].isspace():
+                    held.append(piece)
+                else:
+                    yield f"{path}:1", (BOS, "", False)
+                    yield from held
+                    yield piece
+                    held = None
+                line += text.count("\n", start, cut)
+                start = cut
+            carry = text[start:]
             if not raw:
                 break
-    yield f"{path}:{line}", (EOS, "", True)
+    yield (f"{path}", (EMPTY, "", False)) if held is not None else (f"{path}:{line}", (EOS, "", True))
 
 
 def _jsonl_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
@@ -157,15 +195,25 @@ def _parquet_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tupl
 
 
 def _document(where: str, pieces: list[Piece]) -> Iterator[tuple[str, Piece]]:
+    if all(not text.strip() for _, text, _ in pieces):
+        yield where, (EMPTY, "", False)
+        return
     yield where, (BOS, "", False)
     for piece in pieces:
         yield where, piece
     yield where, (EOS, "", True)
 
 
-def input_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
+def check_input(path: Path) -> None:
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give the files in it to encode, e.g. {path / '*.jsonl'} "
+                        f"or {path / '*.txt'}")
     if not path.is_file():
         raise DataError(f"{path}: no such file to encode")
+
+
+def input_pieces(path: Path, advance: Callable[[int], None]) -> Iterator[tuple[str, Piece]]:
+    check_input(path)
     if path.suffix == ".jsonl":
         return _jsonl_pieces(path, advance)
     if path.suffix == ".parquet":
@@ -205,6 +253,8 @@ class ShardWriter:
     skip_tokens: int = 0  # already in listed shards (a resumed encode)
     documents: int = 0
     tokens: int = 0
+    empty_documents: int = 0  # skipped: no text but whitespace
+    first_empty: str | None = None  # where the first one was
     _handle: object = None
     _mask_handle: object = None
     _hashes: list = field(default_factory=list)
@@ -354,11 +404,12 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
     """Encode `inputs` into shards in `out` (see the module docstring)."""
     if not inputs:
         raise DataError("give at least one input file to encode")
-    if shard_tokens < 1:
-        raise DataError(f"--shard-tokens must be positive, got {shard_tokens}")
+    if shard_tokens < MIN_SHARD_TOKENS:
+        raise DataError(f"--shard-tokens {shard_tokens:,} is too small: every shard costs two files, an fsync and "
+                        f"a manifest rewrite, and one shorter than seq_len + 1 tokens holds no training row; give "
+                        f"at least {MIN_SHARD_TOKENS:,} (the default, {DEFAULT_SHARD_TOKENS:,}, suits any corpus)")
     for path in inputs:
-        if not path.is_file():
-            raise DataError(f"{path}: no such file to encode")
+        check_input(path)
     manifest = {
         "format": FORMAT, "complete": False, "tokenizer": tokenizer.record(),
         "dtype": dtype_for(tokenizer.vocab_size), "shard_tokens": shard_tokens,
@@ -400,8 +451,10 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
         raise
     pool.shutdown()
     if writer.tokens == 0 or not manifest["shards"]:
-        raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents")
+        empty = f" ({writer.empty_documents:,} empty ones skipped)" if writer.empty_documents else ""
+        raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents{empty}")
     manifest.update(complete=True, documents=writer.documents, tokens=writer.tokens,
+                    empty_documents={"documents": writer.empty_documents, "first": writer.first_empty},
                     unrepresentable={"characters": unrepresentable.characters, "first": unrepresentable.first})
     write_manifest(out, manifest)
     return EncodeResult(out, manifest, resumed)
@@ -424,6 +477,10 @@ def _write_batch(pending, tokenizer: Tokenizer, writer: ShardWriter, unrepresent
     flat: list[int] = []
     lengths, counted, starts = [], [], []
     for where, (kind, text, count) in batch:
+        if kind == EMPTY:
+            writer.empty_documents += 1
+            writer.first_empty = writer.first_empty or where
+            continue
         if kind == TEXT:
             ids = next(encoded)
             unrepresentable.add(tokenizer, where, text, ids)

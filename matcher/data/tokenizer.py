@@ -149,11 +149,7 @@ class HFTokenizer(Tokenizer):
         except ImportError:  # pragma: no cover - a declared dependency
             raise DataError("reading a tokenizer.json needs the `tokenizers` package: pip install tokenizers"
                             ) from None
-        path = Path(path)
-        if path.is_dir():
-            path = path / "tokenizer.json"
-        if not path.is_file():
-            raise DataError(f"{path}: no such tokenizer file; give `char` or a Hugging Face tokenizer.json")
+        path = tokenizer_file(path)
         raw = path.read_bytes()
         try:
             self._tok = _HF.from_str(raw.decode("utf-8"))
@@ -211,12 +207,21 @@ def load_tokenizer(spec: str | Path | None = "char") -> Tokenizer:
     """`char` (or None) or the path of a tokenizer.json (or a folder holding one)."""
     if spec is None or str(spec) == "char":
         return CHAR
+    path = tokenizer_file(spec)
+    return _load_hf(str(path), path.stat().st_mtime_ns)
+
+
+def tokenizer_file(spec: str | Path) -> Path:
+    """The tokenizer.json that `spec` names: the file, or the one in the folder it names."""
     path = Path(spec)
     if path.is_dir():
+        if not (path / "tokenizer.json").is_file():
+            raise DataError(f"{spec} is a folder without a tokenizer.json in it; give `char` or the path of a "
+                            "Hugging Face tokenizer.json (or of the folder that holds one)")
         path = path / "tokenizer.json"
     if not path.is_file():
         raise DataError(f"{spec}: no such tokenizer; give `char` or the path of a Hugging Face tokenizer.json")
-    return _load_hf(str(path), path.stat().st_mtime_ns)
+    return path
 
 
 def tokenizer_for(train) -> Tokenizer:

@@ -40,7 +40,8 @@ class Ladder:
         """sweeps/ladder-<rungs>-vs-<variants>/ladder.yaml: a folder of its own, so a rung's sweep never
         overwrites the sweep of a plain `matcher plan --target <rung>`."""
         variants = self.plans[0].variants
-        return folder / f"ladder-{'-'.join(self.rungs)}-vs-{'-'.join(variants)}" / "ladder.yaml"
+        rungs = [plan.target_label for plan in self.plans]  # a config file's stem, not its path
+        return folder / f"ladder-{'-'.join(rungs)}-vs-{'-'.join(variants)}" / "ladder.yaml"
 
 
 def parse_ladder(text: str) -> list[str]:

@@ -23,7 +23,7 @@ from matcher import __version__, fmt
 from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig
 from matcher.cost.analytic import Conventions
 from matcher.errors import ConfigError, MatchError
-from matcher.names import resolve
+from matcher.names import file_name, resolve
 from matcher.plan.search import (
     ALIASES,
     AUTO_ALIGN_FLOOR,
@@ -460,7 +460,7 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
             raise ConfigError("with budgets, la is the baseline (the target run): "
                               "give --variants dr and/or dr_da")
     else:
-        label = target_label = resolved.name if resolved else Path(request.target).stem
+        label = target_label = resolved.name if resolved else file_name(Path(request.target).stem)
         target_config, target_match = shape, None
     target_costs = costs_of(target_config, spec, ("flops", "params"))
     train = default_training(target_costs["flops"], target_costs["params"], shape.seq_len,

@@ -137,6 +137,12 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
         model_problems, model = field_problems(ModelConfig, run_data.get("model"), f"{where}.model")
         train_problems, train = field_problems(TrainConfig, run_data.get("train"), f"{where}.train")
         problems += model_problems + train_problems
+        if model is not None and train is not None and model.seq_len != train.seq_len:
+            # One context: the model is built for and trained at train.seq_len; a model.seq_len that
+            # differs would be a number the sweep records but nothing uses.
+            problems.append(f"{where}.model.seq_len: {model.seq_len} differs from {where}.train.seq_len "
+                            f"{train.seq_len}; the model's context and the training one are one setting: set "
+                            "both to the same value (or plan again with --seq-len)")
         predicted = run_data.get("predicted", {})
         if not isinstance(predicted, dict):
             problems.append(f"{where}.predicted: must be a mapping of cost: number")
@@ -245,10 +251,27 @@ def missing_sweep_hint(path: Path) -> str:
     return "write one with `matcher plan --target <preset> --variants dr,dr_da`"
 
 
+def ladder_sweeps(path: Path, data: Any) -> list[Path] | None:
+    """The rung sweeps a ladder manifest (`matcher plan --ladder`) lists beside it; None when `data` is
+    not a ladder manifest."""
+    if not isinstance(data, dict) or "matcher_ladder" not in data:
+        return None
+    rungs = data.get("rungs") if isinstance(data.get("rungs"), list) else []
+    return [path.parent / rung["sweep"] for rung in rungs
+            if isinstance(rung, dict) and isinstance(rung.get("sweep"), str)]
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Load and validate a sweep file; every problem is listed in one ConfigError."""
     path = Path(path)
-    problems, sweep = check_sweep_data(read_yaml(path, missing_sweep_hint(path)))
+    data = read_yaml(path, missing_sweep_hint(path))
+    rung_sweeps = ladder_sweeps(path, data)
+    if rung_sweeps is not None:
+        first = f" (e.g. `matcher run {rung_sweeps[0].as_posix()}`)" if rung_sweeps else ""
+        raise ConfigError(f"{path} is a ladder manifest (written by `matcher plan --ladder`), not a sweep; its "
+                          f"sweeps, one per rung, are beside it: {', '.join(p.as_posix() for p in rung_sweeps)}; "
+                          f"give one of them{first}, and `matcher compare {path.as_posix()}` compares the rungs")
+    problems, sweep = check_sweep_data(data)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(
@@ -257,12 +280,26 @@ def load_sweep(path: str | Path) -> Sweep:
     return sweep
 
 
+def check_before_writing(sweep: Sweep, path: str | Path) -> str:
+    """The file text of `sweep`, after the checks `matcher sweep validate` makes on it (parsed back from
+    that text): a sweep that would not validate is one ConfigError, and nothing is written."""
+    import yaml
+
+    path = Path(path)
+    text = ("# matcher sweep: matched runs with full configs and predicted costs.\n"
+            "# Check after editing: matcher sweep validate " + path.as_posix() + "\n" + dump_yaml(sweep.to_dict()))
+    problems, _ = check_sweep_data(yaml.safe_load(text))
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{path}: not written: the sweep would not pass `matcher sweep validate`, "
+                          f"{len(problems)} problem(s); change the request and plan again:\n{listing}")
+    return text
+
+
 def write_sweep(sweep: Sweep, path: str | Path, force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not force:
         raise MatcherError(f"{path} exists; pass --force to overwrite it or --out to write elsewhere")
-    header = ("# matcher sweep: matched runs with full configs and predicted costs.\n"
-              "# Check after editing: matcher sweep validate " + path.as_posix() + "\n")
-    write_text_atomic(path, header + dump_yaml(sweep.to_dict()))
+    write_text_atomic(path, check_before_writing(sweep, path))
     sweep.name = path.stem
     return path

@@ -24,6 +24,7 @@ from matcher.report.efficiency import (
     LOSS_METRICS,
     Spread,
     Target,
+    default_target_fractions,
     default_targets,
     efficiency_ratio,
     spread,
@@ -58,11 +59,25 @@ class Report:
     tables: list[Table]
 
 
+def _baseline_curve(results: Results) -> list[float]:
+    return [row["eval_accuracy_mean"] for row in checkpoint_rows(results) if row["group"] == results.baseline]
+
+
 def baseline_targets(results: Results) -> list[float]:
     """Default targets from the baseline group's seed-mean accuracy curve (see matcher/report/efficiency.py)."""
-    baseline = results.baseline
-    curve = [row["eval_accuracy_mean"] for row in checkpoint_rows(results) if row["group"] == baseline]
-    return default_targets(curve)
+    return default_targets(_baseline_curve(results))
+
+
+def _default_targets_text(results: Results) -> str:
+    """How the default targets came about, e.g. "0.1 (25%), 0.2 (50%), 0.3 (75%) of the baseline's best
+    mean accuracy 0.4": only the fractions that gave a target, and each target once."""
+    curve = _baseline_curve(results)
+    chosen = default_target_fractions(curve)
+    if not chosen:
+        return "none (the baseline has no eval with accuracy 0.01 or more yet)."
+    listing = ", ".join(f"{target:g} ({' and '.join(f'{f:.0%}' for f in fractions)})"
+                        for target, fractions in sorted(chosen.items()))
+    return f"{listing} of the baseline's best mean accuracy {max(curve):.3g}, rounded to 2 decimals."
 
 
 def build_report(results: Results, targets: list[float | Target], targets_given: bool) -> Report:
@@ -72,9 +87,8 @@ def build_report(results: Results, targets: list[float | Target], targets_given:
     summary = [
         f"Baseline: {baseline} ({'chosen with --baseline' if results.chosen_baseline else 'role: target'}). "
         f"{len(results.runs)} runs in {len(results.groups)} groups.",
-        "Targets: " + (", ".join(str(t) for t in targets) if targets else "none")
-        + (" (given)." if targets_given else
-           " (25%, 50% and 75% of the baseline's best mean accuracy, rounded to 2 decimals)."),
+        "Targets: " + ((", ".join(str(t) for t in targets) if targets else "none") + " (given)."
+                       if targets_given else _default_targets_text(results)),
     ]
     tables = [runs_table(results), reach_table(results, targets), checkpoint_table(results)]
     if results.bench is not None and len(results.bench):

@@ -79,11 +79,21 @@ def spread(values: Sequence[float | None]) -> Spread:
 
 def default_targets(baseline_accuracy: Sequence[float]) -> list[float]:
     """Targets from the baseline's (seed-mean) accuracy curve; [] while its best is below 0.01."""
+    return sorted(default_target_fractions(baseline_accuracy))
+
+
+def default_target_fractions(baseline_accuracy: Sequence[float]) -> dict[float, list[float]]:
+    """Each default target and the fractions of the baseline's best accuracy that round to it (several
+    when the best is small: 25% and 50% of 0.03 are both 0.01); a fraction that rounds to 0 gives none."""
     if not baseline_accuracy:
-        return []
+        return {}
     best = max(baseline_accuracy)
-    targets = {round(fraction * best, 2) for fraction in DEFAULT_TARGET_FRACTIONS}
-    return sorted(t for t in targets if 0 < t <= best)
+    targets: dict[float, list[float]] = {}
+    for fraction in DEFAULT_TARGET_FRACTIONS:
+        target = round(fraction * best, 2)
+        if 0 < target <= best:
+            targets.setdefault(target, []).append(fraction)
+    return targets
 
 
 def parse_targets(text: str) -> list[float]:

@@ -199,8 +199,25 @@ def _check_against_sweep_files(path: Path, recorded: dict[str, dict[str, Any]], 
                            "folder (`matcher run SWEEP --results DIR`) and compare that")
 
 
+def _results_folders_hint(path: Path) -> str:
+    """Where `matcher run` trains the sweep file `path`, or each rung of the ladder manifest `path`."""
+    from matcher.config import read_yaml
+    from matcher.plan.sweep import ladder_sweeps
+
+    try:
+        rung_sweeps = ladder_sweeps(path, read_yaml(path))
+    except ConfigError:
+        rung_sweeps = None
+    if rung_sweeps:
+        folders = ", ".join(f"results/{sweep.stem}" for sweep in rung_sweeps)
+        return f"{path} is a ladder manifest; its rungs train in {folders} (one at a time)"
+    return f"for the sweep {path}, results/{path.stem}" if path.suffix in (".yaml", ".yml") else "e.g. results/<sweep>"
+
+
 def find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
     """The sweep folder `path` names (itself, or the one sweep in a results/ folder) and its run folders."""
+    if path.is_file():
+        raise ResultsError(f"{path} is a file; give a sweep's results folder: {_results_folders_hint(path)}")
     if not path.is_dir():
         raise ResultsError(f"{path}: no such folder; give a sweep's results folder, e.g. results/<sweep>")
     if (path / "run.yaml").is_file():

@@ -24,20 +24,32 @@ class World:
         return self.rank == 0
 
 
+def pick_device(device_type: str | None, index: int = 0) -> torch.device:
+    """`device_type` cpu, cuda or cuda:N (None: CUDA when available) as a device, or one clear error: an
+    unknown name, or cuda where torch sees no GPU (a CPU-only build of torch, or no GPU visible)."""
+    if device_type is None:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    name, _, number = device_type.partition(":")
+    if name not in ("cpu", "cuda") or (number and not (name == "cuda" and number.isdigit())):
+        raise RunError(f"--device {device_type!r} is not a device; give cpu or cuda")
+    index = int(number) if number else index
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = ("this torch is a CPU-only build: install a CUDA build of torch to use a GPU"
+               if torch.version.cuda is None else "no GPU is visible: check nvidia-smi and CUDA_VISIBLE_DEVICES")
+        raise RunError(f"device cuda was asked for, but torch sees no CUDA GPU here ({why}); or use --device cpu")
+    return torch.device("cuda", index)
+
+
 def init_world(device_type: str | None = None) -> tuple[World, torch.device]:
     """Join torchrun's process group when there is one; pick this rank's device (`device_type` cpu or
     cuda; default: CUDA when available)."""
     world = World(rank=int(os.environ.get("RANK", 0)), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
                   size=int(os.environ.get("WORLD_SIZE", 1)))
-    if device_type is None:
-        device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_type == "cuda":
-        if not torch.cuda.is_available():
-            raise RunError("device cuda was asked for, but torch sees no CUDA GPU here")
-        device = torch.device("cuda", world.local_rank)
+    device = pick_device(device_type, world.local_rank)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if world.size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", device_id=(
             device if device.type == "cuda" else None))

@@ -17,7 +17,7 @@ from matcher.data.streams import MATH_DATA, eval_problems
 from matcher.errors import RunError
 from matcher.eval.score import score_task
 from matcher.eval.tasks import Task, embedded_task, int_option, load_task, parse_task
-from matcher.run.distributed import autocast_for, resolve_dtype
+from matcher.run.distributed import autocast_for, pick_device, resolve_dtype
 
 
 def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
@@ -89,7 +89,7 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
     if model_cfg.variant == "la" and depths != [model_cfg.depth]:
         raise RunError(f"--depth: {info.run} is la ({model_cfg.depth} distinct layers), so it runs at its "
                        "trained depth only; test-time depth is for dr and dr_da runs")
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    target = pick_device(device)
     autocast = autocast_for(resolve_dtype(cfg.dtype, target), target)
     rows = []
     for at in steps:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
@@ -31,7 +30,9 @@ class MatcherLM(LM):
         """A run's checkpoint (`run_dir`, `step`: default the last, `depth`: test-time depth), or a
         `model` with its `tokenizer` and `seq_len` given directly."""
         super().__init__()
-        self.device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        from matcher.run.distributed import pick_device
+
+        self.device_ = pick_device(device)
         self.batch_size_ = int(batch_size)
         self.autocast = contextlib.nullcontext()
         if model is None:
