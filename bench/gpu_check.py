@@ -126,7 +126,7 @@ class Check:
         """Run a command to its end within the part's time; its output goes to the log (and is returned
         with `capture`). Past the time: SIGTERM to its process group (matcher checkpoints), then SIGKILL."""
         timeout_s = self.remaining_s()
-        shown = " ".join(str(a) for a in argv).replace(str(self.work), "$WORK")
+        shown = " ".join(str(a) for a in argv)
         self.log(f"\n$ {shown}")
         if timeout_s <= 1:
             raise OutOfTime(f"no time left for: {shown}")
@@ -147,7 +147,7 @@ class Check:
     def kill_after_second_eval(self, argv: list[str], metrics: Path) -> dict[str, Any]:
         """Start a training command and SIGKILL its whole process tree (the trainer first, so no handler
         checkpoints) once its second evaluation is in metrics.jsonl; returns where it stood."""
-        self.log(f"\n$ {' '.join(argv).replace(str(self.work), '$WORK')}  (SIGKILL after the second eval)")
+        self.log(f"\n$ {' '.join(argv)}  (SIGKILL after the second eval)")
         started = time.monotonic()
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(argv, cwd=self.work, env=self.env, start_new_session=True, stdout=log,
@@ -190,9 +190,17 @@ class Check:
                 self.log(traceback.format_exc())
             result["elapsed_s"] = round(time.monotonic() - started, 1)
         self.results[name] = result
+        self.scrub_log()
         write_json(self.out / f"{name}.json", result)
         self.write_summary()
         return result
+
+    def scrub_log(self) -> None:
+        """The log names the temporary folder $WORK and the checkout $REPO: no machine's paths in what is
+        committed."""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        self.log_path.write_text(text.replace(str(self.work), "$WORK").replace(str(ROOT), "$REPO"),
+                                 encoding="utf-8")
 
     def write_summary(self) -> None:
         complete = all(name in self.results and "skipped" not in self.results[name] for name in self.parts)
