@@ -98,6 +98,7 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
                 if on_score is not None:
                     on_score(f"eval: scoring {text} on {info['run']} at step {meta['step']}, depth {depth}")
                 result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast)
+                _refuse_non_finite(result, snapshots[at])
                 row = {"event": "bench", "run": info["run"], **result, "spec": text, "source": task.source,
                        "step": meta["step"], "tokens": meta["tokens"], "depth": depth,
                        "trained_depth": model_cfg.depth}
@@ -107,6 +108,16 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
             del model
     store_rows(run.evals, rows)
     return rows
+
+
+def _refuse_non_finite(result: dict[str, Any], path: Path) -> None:
+    """A NaN score is a damaged model, not a result: refused before anything is stored."""
+    import math
+
+    bad = [metric for metric, value in result["scores"].items() if value is not None and not math.isfinite(value)]
+    if bad:
+        raise RunError(f"{path}: scored {', '.join(bad)} = NaN or infinite on {result['task']}; the checkpoint is "
+                       "damaged or the run diverged: score another step, or retrain; nothing was stored")
 
 
 def _key(row: dict[str, Any]) -> tuple:
