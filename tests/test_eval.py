@@ -30,15 +30,27 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 # ------------------------------------------------------------------------------------ extraction
 @pytest.mark.parametrize("output, strict, flexible", [
     ("She has 3 + 4 = 7 apples.\n#### 7", "7", "7"),
-    ("The answer is $1,250.", None, "1250"),
-    ("#### 3.50\n\nQuestion:", "3.5", "3.5"),
-    ("no number here", None, None),
+    ("The answer is $1,250.", "[invalid]", "$1,250."),
+    ("#### 3.50\n\nQuestion:", "3.50", "3.50"),
+    ("no number here", "[invalid]", "[invalid]"),
     ("first 12 then 5 #### 12 and then 9", "12", "9"),
-    ("-4 degrees", None, "-4"),
+    ("-4 degrees", "[invalid]", "-4"),
+    ("it is 7, or 8", "[invalid]", "8"),
 ])
-def test_gsm8k_strict_and_flexible_extraction(output, strict, flexible):
+def test_gsm8k_strict_and_flexible_filters_are_the_harness_filters(output, strict, flexible):
     assert extract.gsm8k_strict(output) == strict
     assert extract.gsm8k_flexible(output) == flexible
+
+
+@pytest.mark.parametrize("extracted, reference, right", [
+    ("$1,250.", "so 1,000 + 250 = 1,250\n#### 1,250", True),  # `,` `$` and a final `.` ignored
+    ("3.50", "#### 3.5", False),  # the harness compares strings: no number normalisation
+    ("5.", "x #### 5", True),
+    ("[invalid]", "#### 5", False),
+    ("12", "#### 1 #### 12", True),  # `(?s).*#### ` removes up to the last marker
+])
+def test_gsm8k_exact_match_is_the_harness_exact_match(extracted, reference, right):
+    assert extract.gsm8k_correct(extracted, reference) is right
 
 
 def test_boxed_extraction_and_exact_match_fallback():
@@ -116,7 +128,7 @@ class FixedNextToken(torch.nn.Module):
         return self.logits.expand(*idx.shape, -1).clone()
 
 
-def test_mc_picks_the_choice_the_model_prefers_and_acc_norm_per_byte(tmp_path):
+def test_mc_picks_the_choice_the_model_prefers_and_the_normalised_choices(tmp_path):
     logits = torch.full((128,), -10.0)
     logits[ord(" ")] = logits[ord("b")] = 0.0  # " b" likely; every other character unlikely
     model = FixedNextToken(logits)
@@ -129,7 +141,21 @@ def test_mc_picks_the_choice_the_model_prefers_and_acc_norm_per_byte(tmp_path):
     assert lls[0][1] > lls[0][0] and lls[1][0] > lls[1][1]
     result = score.score_task(model, task, CHAR, seq_len=64, device=torch.device("cpu"))
     assert result["outcomes"]["acc"] == "100" and result["outcomes"]["acc_norm"] == "101"
+    assert result["outcomes"]["acc_norm_per_byte"] == "101" and result["outcomes"]["acc_norm_per_token"] == "101"
     assert result["intervals"]["acc"] == pytest.approx(binomial_interval(1, 3))
+
+
+def test_acc_norm_divides_by_characters_without_the_delimiter_on_non_ascii_choices(tmp_path, monkeypatch):
+    """Hand-computed: choice 0 "ééé" (3 characters, continuation " ééé" 7 UTF-8 bytes, 2 tokens here)
+    at -6 nats, choice 1 "abcd" (4 characters, 5 bytes, 5 tokens) at -7 nats.
+    acc: -6 > -7 picks 0. acc_norm (per character): -2.0 < -1.75 picks 1.
+    per byte: -6/7 = -0.857 > -7/5 = -1.4 picks 0. per token: -3.0 < -1.4 picks 1."""
+    records = [{"question": "q", "choices": ["ééé", "abcd"], "answer": 1}]
+    task = load_task(f"mc={write_jsonl(tmp_path / 'mc.jsonl', records)}")
+    assert task.items[0].choices == ("ééé", "abcd") and task.items[0].target_delimiter == " "
+    monkeypatch.setattr(engine, "continuation_nats", lambda model, pairs, **kw: [[3.0, 3.0], [1.4] * 5])
+    result = score.score_task(None, task, CHAR, seq_len=64, device=torch.device("cpu"))
+    assert result["outcomes"] == {"acc": "0", "acc_norm": "1", "acc_norm_per_byte": "0", "acc_norm_per_token": "1"}
 
 
 def test_bits_per_byte_of_a_uniform_model_is_log2_of_the_vocabulary(tmp_path):
@@ -256,11 +282,35 @@ def test_eval_errors_are_clear(trained_dr, tmp_path, capsys):
     from matcher.cli import main
 
     assert main(["eval", str(trained_dr.path), "--step", "3", "--device", "cpu"]) == 2
-    assert "no model checkpoint at step 3; saved steps: 1, 5, 24" in capsys.readouterr().err
+    assert "no model checkpoint at step 3; saved steps: 1, 5, 24" in " ".join(capsys.readouterr().err.split())
     assert main(["eval", str(trained_dr.path), "--depth", "two"]) == 2
     untrained = prepare(tmp_path, tiny_run("la-tiny"))
     assert main(["eval", str(untrained.path)]) == 2
     assert "no model checkpoints" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("damage", ["cut", "nan"])
+def test_a_damaged_checkpoint_is_refused_and_nothing_is_stored(trained_dr, tmp_path, capsys, damage):
+    import shutil
+
+    from matcher.cli import main
+    from matcher.run.snapshots import list_snapshots
+
+    copy = tmp_path / "copy run"
+    shutil.copytree(trained_dr.path, copy)
+    step, path = list_snapshots(copy)[-1]
+    data = bytearray(path.read_bytes())
+    if damage == "cut":
+        data = data[:len(data) * 2 // 3]
+    else:  # 0xff bytes at the end of the data region: NaN in fp32 and bf16 alike
+        data[-64:] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    before = (copy / "evals.jsonl").read_bytes() if (copy / "evals.jsonl").is_file() else None
+    assert main(["eval", str(copy), "--device", "cpu"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert ("cannot be read" in message or "not a readable" in message) if damage == "cut" else \
+        "hold NaN or infinite values" in message
+    assert ((copy / "evals.jsonl").read_bytes() if (copy / "evals.jsonl").is_file() else None) == before
 
 
 def test_keep_policy_keeps_the_newest_checkpoints(tmp_path):

@@ -3,8 +3,14 @@ its interval, and the per-item outcomes (what bootstrap intervals over problems 
 
 - accuracies (embedded/latent acc, gsm8k strict and flexible, math acc, mc acc and acc_norm): the share
   of items right, with a Wilson interval (matcher/eval/intervals.py);
-- mc: a choice's score is the sum of its tokens' log-probabilities given the question; acc takes the
-  best, acc_norm the best per byte of the choice's text (lm-evaluation-harness's acc_norm);
+- mc, as lm-evaluation-harness scores multiple_choice: a choice's score is the sum of the
+  log-probabilities of its continuation's tokens (target delimiter + choice) given the question; acc
+  takes the best, acc_norm the best per character of the choice's text without the delimiter
+  (`len(choice)`, the harness's completion_len); ties go to the first choice (np.argmax). Our variants
+  have their own names: acc_norm_per_byte (per UTF-8 byte of the continuation) and acc_norm_per_token
+  (per token of the continuation);
+- gsm8k strict and flexible: the harness's strict-match and flexible-extract filters and exact_match
+  (matcher/eval/extract.py);
 - bpb: the gold continuations' nats summed, over ln 2 and their UTF-8 bytes, with a bootstrap interval
   over items; loss (embedded): mean nats per answer token, EOS included.
 """
@@ -85,33 +91,50 @@ def _generated(model, task: Task, items: list[Item], tokenizer: Tokenizer, **kwa
                                    max_new_tokens=task.max_new_tokens, pad_id=tokenizer.pad_id,
                                    eos_id=tokenizer.eos_id, decode=tokenizer.decode, stop=task.spec.stop, **kwargs)
     if task.spec.name == "gsm8k":
-        return [{"strict": extract.gsm8k_strict(text) == item.target,
-                 "flexible": extract.gsm8k_flexible(text) == item.target} for item, text in zip(items, texts)]
+        return [{"strict": extract.gsm8k_correct(extract.gsm8k_strict(text), item.reference),
+                 "flexible": extract.gsm8k_correct(extract.gsm8k_flexible(text), item.reference)}
+                for item, text in zip(items, texts)]
     use_math_verify = extract.has_math_verify()
     return [{"acc": extract.math_equal(extract.math_answer(text), item.target, use_math_verify=use_math_verify)}
             for item, text in zip(items, texts)]
 
 
-def choice_scores(model, items: list[Item], tokenizer: Tokenizer, **kwargs) -> list[list[float]]:
-    """Per item, the log-likelihood (nats, negative) of each choice given the question."""
+def choice_scores(model, items: list[Item], tokenizer: Tokenizer, token_counts: list[list[int]] | None = None,
+                  **kwargs) -> list[list[float]]:
+    """Per item, the log-likelihood (nats, negative) of each choice's continuation given the question;
+    `token_counts`, a list, receives each continuation's length in tokens."""
     pairs, owners = [], []
     for i, item in enumerate(items):
         context = _context(tokenizer, item)
         for choice in item.choices:
-            pairs.append((context, tokenizer.encode(choice)))
+            pairs.append((context, tokenizer.encode(item.target_delimiter + choice)))
             owners.append(i)
     nats = engine.continuation_nats(model, pairs, pad_id=tokenizer.pad_id, **kwargs)
     scores: list[list[float]] = [[] for _ in items]
+    counts: list[list[int]] = [[] for _ in items]
     for owner, choice_nats in zip(owners, nats):
         scores[owner].append(-sum(choice_nats))
+        counts[owner].append(len(choice_nats))
+    if token_counts is not None:
+        token_counts[:] = counts
     return scores
 
 
+def choice_decisions(item: Item, lls: list[float], token_counts: list[int]) -> dict[str, int]:
+    """The choice each mc metric picks from the choices' log-likelihoods."""
+    continuations = [item.target_delimiter + choice for choice in item.choices]
+    return {"acc": _argmax(lls),
+            "acc_norm": _argmax([ll / len(choice) for ll, choice in zip(lls, item.choices)]),
+            "acc_norm_per_byte": _argmax([ll / len(text.encode("utf-8")) for ll, text in zip(lls, continuations)]),
+            "acc_norm_per_token": _argmax([ll / count for ll, count in zip(lls, token_counts)])}
+
+
 def _choices(model, items: list[Item], tokenizer: Tokenizer, **kwargs) -> list[dict[str, Any]]:
+    counts: list[list[int]] = []
     results = []
-    for item, lls in zip(items, choice_scores(model, items, tokenizer, **kwargs)):
-        per_byte = [ll / max(1, len(choice.encode("utf-8"))) for ll, choice in zip(lls, item.choices)]
-        results.append({"acc": _argmax(lls) == item.answer_index, "acc_norm": _argmax(per_byte) == item.answer_index})
+    for item, lls, item_counts in zip(items, choice_scores(model, items, tokenizer, counts, **kwargs), counts):
+        picked = choice_decisions(item, lls, item_counts)
+        results.append({metric: choice == item.answer_index for metric, choice in picked.items()})
     return results
 
 
@@ -123,4 +146,5 @@ def _gold_bits(model, items: list[Item], tokenizer: Tokenizer, **kwargs) -> list
 
 
 def _argmax(values: list[float]) -> int:
+    """The first index of the largest value, as numpy.argmax."""
     return max(range(len(values)), key=lambda i: values[i])

@@ -5,7 +5,7 @@ and metrics are data here, as in lm-evaluation-harness's task YAMLs) and the ite
 |---|---|---|---|
 | gsm8k | question, answer ending in `#### N` | greedy generation, 5-shot, 256 new tokens | strict, flexible |
 | math | problem + solution with `\\boxed{}` (or question + answer) | greedy, 4-shot, 256 new tokens | acc |
-| mc | question, choices (list), answer (index) | log-likelihood of each choice | acc, acc_norm |
+| mc | question, choices (list), answer (index) | log-likelihood per choice | acc, acc_norm, acc_norm_per_{byte,token} |
 | bpb | question, answer | bits per byte of the gold answer | bpb |
 | embedded | none (held-out generated problems) or a GSM8K-style file | greedy, `Q: ... A:` | acc, loss, bpb |
 | latent | none (held-out generated problems) | the final value only: ` #### N` | acc, loss, bpb |
@@ -24,7 +24,7 @@ from typing import Any
 
 from matcher.data.problems import Problem, final_number, jsonl_records, prompt_text
 from matcher.errors import DataError
-from matcher.eval.extract import last_boxed
+from matcher.eval.extract import exact_match_text, last_boxed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +46,7 @@ SPECS = {
                       metrics=("strict", "flexible")),
     "math": TaskSpec(name="math", kind="generate", question_template="Problem:\n{question}\n\nSolution:",
                      n_shot=4, stop=("Problem:",), metrics=("acc",)),
-    "mc": TaskSpec(name="mc", kind="choice", metrics=("acc", "acc_norm")),
+    "mc": TaskSpec(name="mc", kind="choice", metrics=("acc", "acc_norm", "acc_norm_per_byte", "acc_norm_per_token")),
     "bpb": TaskSpec(name="bpb", kind="bpb", metrics=("bpb",)),
     # the embedded task's prompts are the training documents' (matcher.data.problems); its budget is the
     # longest answer a chain of `steps` can have, so no problem's own answer length leaks into it
@@ -64,7 +64,8 @@ class Item:
     prompt: str  # the text the model continues, few-shot examples included (BOS is added by the engine)
     reference: str  # the gold continuation (the answer text), for loss and bits per byte
     target: str | None = None  # what a generated answer must equal: a number, a boxed expression
-    choices: tuple[str, ...] = ()  # mc: the continuations compared
+    choices: tuple[str, ...] = ()  # mc: the choices' texts (lm-evaluation-harness's doc_to_choice)
+    target_delimiter: str = " "  # mc: what comes between the prompt and each choice in its continuation
     answer_index: int = -1  # mc: the right one
 
 
@@ -201,9 +202,9 @@ def _generate_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Ite
     question = _field(record, where, "question", "problem")
     if spec.name == "gsm8k":
         answer = _field(record, where, "answer")
-        target = final_number(answer)
-        if target is None:
+        if final_number(answer) is None:
             raise DataError(f"{where}: the answer must end in '#### <number>' (the GSM8K convention)")
+        target = exact_match_text(answer)  # the number as lm-evaluation-harness's exact_match compares it
     else:
         answer = _field(record, where, "solution", "answer")
         target = record["answer"].strip() if isinstance(record.get("answer"), str) and "solution" in record \
@@ -217,13 +218,13 @@ def _generate_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Ite
 def _choice_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Item:
     question = _field(record, where, "question")
     choices, answer = record.get("choices"), record.get("answer")
-    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-        raise DataError(f"{where}: `choices` must be a list of at least two strings")
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+        raise DataError(f"{where}: `choices` must be a list of at least two non-empty strings")
     if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
         raise DataError(f"{where}: `answer` must be the index (0..{len(choices) - 1}) of the right choice")
     return Item(prompt=prefix + spec.question_template.format(question=question),
                 reference=spec.answer_prefix + choices[answer], target=str(answer),
-                choices=tuple(spec.answer_prefix + c for c in choices), answer_index=answer)
+                choices=tuple(choices), target_delimiter=spec.answer_prefix, answer_index=answer)
 
 
 def _bpb_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Item:
