@@ -199,11 +199,14 @@ def eval_(
                                                    "the trained depth).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
+    truncate: Annotated[str | None, typer.Option(help="left: score items longer than the model's context on "
+                                                      "their last tokens (counted as truncated), not refuse.")] = None,
 ) -> None:
     """Score a run's saved model checkpoints on benchmark tasks; results go to the run's evals.jsonl."""
     from matcher.commands.eval import eval_command
 
-    eval_command(run_dir, task or [], step=step, all_steps=all_steps, depth=depth, as_json=as_json, device=device)
+    eval_command(run_dir, task or [], step=step, all_steps=all_steps, depth=depth, as_json=as_json, device=device,
+                 truncate=truncate)
 
 
 def _quiet_exit_on_sigint() -> None:

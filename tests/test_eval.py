@@ -69,10 +69,10 @@ def test_math_verify_equivalence():
     assert not extract.math_equal("3", r"\frac{1}{2}", use_math_verify=True)
 
 
-def scored_outputs(task, outputs, monkeypatch):
+def scored_outputs(task, outputs, monkeypatch, seq_len=2048, **options):
     """Score `task` with the model's generations replaced by hand-made `outputs`."""
     monkeypatch.setattr(engine, "greedy_generate", lambda model, prompts, **kw: outputs[:len(prompts)])
-    return score.score_task(None, task, CHAR, seq_len=64, device=torch.device("cpu"))
+    return score.score_task(None, task, CHAR, seq_len=seq_len, device=torch.device("cpu"), **options)
 
 
 def test_gsm8k_task_scores_hand_made_outputs(tmp_path, monkeypatch):
@@ -114,6 +114,46 @@ def test_embedded_and_latent_tasks_have_fixed_budgets():
 def test_bad_task_specs_are_one_clear_error(text, message):
     with pytest.raises(MatcherError, match=message):
         load_task(text)
+
+
+# ------------------------------------------------------------------------------ fit or refuse
+def long_gsm8k(tmp_path, count=4, long=(0, 2)):
+    """GSM8K-format problems; the questions at `long` are 200 characters (tokens, for CHAR)."""
+    problems = [{"question": ("x" * 200 if i in long else f"What is {i} + 1?"),
+                 "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(count)]
+    return write_jsonl(tmp_path / "gsm.jsonl", problems)
+
+
+def test_items_longer_than_the_context_are_refused_with_the_counts(tmp_path):
+    from matcher.errors import DataError
+
+    task = load_task(f"gsm8k={long_gsm8k(tmp_path)},n_shot=0,max_new_tokens=16")
+    with pytest.raises(DataError) as refused:
+        score.score_task(None, task, CHAR, seq_len=64, device=torch.device("cpu"))
+    message = " ".join(str(refused.value).split())
+    # BOS + "Question: " + 200 + "\nAnswer:" = 219 prompt tokens, + 16 generated
+    assert "gsm8k-gsm: 2 of 4 items do not fit the model's context of 64 tokens" in message
+    assert "the longest needs 235 tokens" in message and "max_new_tokens (now 16)" in message
+    assert "seq_len >= 235" in message and "--truncate left" in message
+
+
+def test_truncate_left_scores_them_and_counts_them(tmp_path, monkeypatch):
+    task = load_task(f"gsm8k={long_gsm8k(tmp_path)},n_shot=0,max_new_tokens=16")
+    result = scored_outputs(task, [" #### 1", " #### 2", " #### 9", " #### 4"], monkeypatch, 64, truncate="left")
+    assert result["truncated"] == 2 and result["outcomes"]["strict"] == "1101"
+    fits = load_task(f"gsm8k={long_gsm8k(tmp_path, long=())},n_shot=0,max_new_tokens=16")
+    assert fits.items[1].prompt == "Question: What is 1 + 1?\nAnswer:"
+    assert "truncated" not in scored_outputs(fits, [" #### 2"] * 4, monkeypatch, 64)
+
+
+def test_sweep_validation_refuses_an_eval_set_longer_than_the_context():
+    from matcher.plan.sweep import _data_problems
+
+    problems = _data_problems([tiny_run("la-tiny", tiny_train(data_steps=8))])  # 8-step chains: 129 tokens
+    assert len(problems) == 1
+    assert "runs[0].train (la-tiny): embedded: 3 of 3 items do not fit the model's context of 64 tokens" \
+        in " ".join(problems[0].split()) and "use train.seq_len >= 129" in problems[0]
+    assert _data_problems([tiny_run("la-tiny", tiny_train(data_steps=2))]) == []
 
 
 # ------------------------------------------------------------------------- hand-built models
@@ -311,6 +351,20 @@ def test_a_damaged_checkpoint_is_refused_and_nothing_is_stored(trained_dr, tmp_p
     assert ("cannot be read" in message or "not a readable" in message) if damage == "cut" else \
         "hold NaN or infinite values" in message
     assert ((copy / "evals.jsonl").read_bytes() if (copy / "evals.jsonl").is_file() else None) == before
+
+
+def test_matcher_eval_refuses_long_items_unless_truncate_left_and_shows_the_count(trained_dr, tmp_path, capsys):
+    from matcher.cli import main
+
+    before = trained_dr.evals.read_bytes()
+    spec = f"gsm8k={long_gsm8k(tmp_path)},n_shot=0,max_new_tokens=4"
+    assert main(["eval", str(trained_dr.path), "--task", spec, "--device", "cpu"]) == 2
+    assert "2 of 4 items do not fit the model's context of 64 tokens" in " ".join(capsys.readouterr().err.split())
+    assert trained_dr.evals.read_bytes() == before
+    assert main(["eval", str(trained_dr.path), "--task", spec, "--device", "cpu", "--truncate", "left"]) == 0
+    assert "4 (2 truncated)" in capsys.readouterr().out
+    assert [row.get("truncated") for row in map(json.loads, trained_dr.evals.read_text().splitlines())
+            if row["task"] == "gsm8k-gsm"] == [2]
 
 
 def test_keep_policy_keeps_the_newest_checkpoints(tmp_path):

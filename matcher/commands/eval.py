@@ -44,8 +44,17 @@ def eval_point_line(row: dict) -> str:
             f"{row['task']} (n {row['n']}): {scores or 'no scores'}")
 
 
+def scored_count(row: dict) -> str:
+    """The n column: the items scored, and how many of them were cut to the context."""
+    text = str(row["n"])
+    if row.get("truncated"):
+        text += f" ({row['truncated']} truncated)"
+    return text
+
+
 def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = None, all_steps: bool = False,
-                 depth: str | None = None, as_json: bool = False, device: str | None = None, console=None) -> list:
+                 depth: str | None = None, as_json: bool = False, device: str | None = None,
+                 truncate: str | None = None, console=None) -> list:
     from rich.table import Table
 
     from matcher import console as consoles
@@ -64,7 +73,7 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
             eval_point_line(row), markup=False, soft_wrap=True)
         for path in paths:
             rows += evaluate_run(path, tasks, step=step, all_steps=all_steps, depths=depths, device=device,
-                                 on_score=activity.update, on_row=on_row)
+                                 truncate=truncate, on_score=activity.update, on_row=on_row)
     if as_json:
         console.file.write(json.dumps([public_row(row) for row in rows], indent=2) + "\n")
         return rows
@@ -78,6 +87,6 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
             shown = "-" if value is None else f"{value:.4f}"
             span = "-" if not interval else f"{interval[0]:.4f} - {interval[1]:.4f}"
             table.add_row(escape(row["run"]), escape(row["task"]), str(row["step"]), f"{row['tokens']:,}",
-                          str(row["depth"]), str(row["n"]), escape(metric), shown, span)
+                          str(row["depth"]), scored_count(row), escape(metric), shown, span)
     console.print(table)
     return rows

@@ -26,14 +26,19 @@ import torch
 from matcher.data.problems import final_number
 from matcher.data.tokenizer import Tokenizer
 from matcher.eval import engine, extract
+from matcher.eval.fit import check_fit
 from matcher.eval.intervals import ACCURACY_METRICS, binomial_interval, ratio_interval
 from matcher.eval.tasks import Item, Task
 
 
 def score_task(model, task: Task, tokenizer: Tokenizer, *, seq_len: int, device: torch.device,
-               autocast: contextlib.AbstractContextManager | None = None) -> dict[str, Any]:
-    """{"task", "n", "scores", "intervals", "outcomes"} of `model` (in eval mode) on `task`. Collective
-    under torch.distributed: every rank calls it and gets the same result."""
+               autocast: contextlib.AbstractContextManager | None = None, truncate: str | None = None
+               ) -> dict[str, Any]:
+    """{"task", "n", "scores", "intervals", "outcomes"} of `model` (in eval mode) on `task`, and with
+    `truncate` ("left") the count of items cut to the context (`truncated`); without it, items that do
+    not fit the context are refused (matcher/eval/fit.py). Collective under torch.distributed: every
+    rank calls it and gets the same result."""
+    truncated = check_fit(task, tokenizer, seq_len, truncate)
     kwargs = dict(seq_len=seq_len, device=device, autocast=autocast)
     kind = task.spec.kind
     if kind == "embedded":
@@ -44,7 +49,10 @@ def score_task(model, task: Task, tokenizer: Tokenizer, *, seq_len: int, device:
         per_item = engine.map_over_ranks(task.items, lambda items: _choices(model, items, tokenizer, **kwargs))
     else:
         per_item = engine.map_over_ranks(task.items, lambda items: _gold_bits(model, items, tokenizer, **kwargs))
-    return summarise(task, per_item)
+    result = summarise(task, per_item)
+    if truncate is not None:
+        result["truncated"] = truncated
+    return result
 
 
 def summarise(task: Task, per_item: list[dict[str, Any]]) -> dict[str, Any]:

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matcher.data.problems import Problem, final_number, jsonl_records, prompt_text
 from matcher.errors import DataError
 from matcher.eval.extract import exact_match_text, last_boxed
+
+if TYPE_CHECKING:
+    from matcher.config import TrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,6 +174,15 @@ def embedded_task(problems: list[Problem], *, latent: bool = False, steps: int =
     else:
         budget = max(len(item.reference) for item in items) + 1
     return Task(spec, items, source, {}, budget)
+
+
+def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
+    """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples), in the
+    latent form (the final value only) where eval_data is math-latent."""
+    from matcher.data.streams import MATH_DATA
+
+    return embedded_task(problems, latent=cfg.eval_data == "math-latent", steps=cfg.data_steps,
+                         source="generated" if cfg.eval_data in MATH_DATA else cfg.eval_data)
 
 
 def _records(file: str | Path) -> list[tuple[str, dict]]:

@@ -213,24 +213,30 @@ def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]
 
 
 def _data_problems(runs: list[Run]) -> list[str]:
-    """What the trainer would refuse at its start (matcher.data.streams.open_training_data), found for
-    every run now, not after the runs before it have trained. Each distinct setting is checked once."""
+    """What the trainer would refuse at its start (matcher.data.streams.open_training_data, an eval set
+    that does not fit the context: matcher/eval/fit.py), found for every run now, not after the runs
+    before it have trained. Each distinct setting is checked once."""
     from matcher.data import streams
     from matcher.data.tokenizer import tokenizer_for
     from matcher.errors import DataError
+    from matcher.eval.fit import check_fit
+    from matcher.eval.tasks import run_eval_task
 
     found, checked = [], set()
     for i, run in enumerate(runs):
         train = run.train
         key = repr((train.data, train.eval_data, train.stream_seed, train.data_steps, train.seq_len,
-                    run.model.vocab_size, train.tokenizer, train.loss_on))
+                    run.model.vocab_size, train.tokenizer, train.loss_on, train.eval_examples))
         if key in checked:
             continue
         checked.add(key)
         try:
-            streams.open_training_data(train.data, train.eval_data, seed=train.stream_seed, n_steps=train.data_steps,
-                                       seq_len=train.seq_len, vocab_size=run.model.vocab_size, eval_examples=1,
-                                       tokenizer=tokenizer_for(train), loss_on=train.loss_on)
+            tokenizer = tokenizer_for(train)
+            _, problems = streams.open_training_data(
+                train.data, train.eval_data, seed=train.stream_seed, n_steps=train.data_steps, seq_len=train.seq_len,
+                vocab_size=run.model.vocab_size, eval_examples=train.eval_examples, tokenizer=tokenizer,
+                loss_on=train.loss_on)
+            check_fit(run_eval_task(problems, train), tokenizer, train.seq_len, in_training=True)
         except DataError as err:
             found.append(f"runs[{i}].train ({run.name}): {err}")
     return found

@@ -13,18 +13,12 @@ from typing import Any
 import torch
 
 from matcher.config import TrainConfig
-from matcher.data.streams import MATH_DATA, eval_problems
+from matcher.data.streams import eval_problems
 from matcher.errors import RunError
+from matcher.eval.fit import check_fit
 from matcher.eval.score import score_task
-from matcher.eval.tasks import Task, embedded_task, int_option, load_task, parse_task
+from matcher.eval.tasks import Task, int_option, load_task, parse_task, run_eval_task
 from matcher.run.distributed import autocast_for, resolve_dtype
-
-
-def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
-    """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples), in the
-    latent form (the final value only) where eval_data is math-latent."""
-    return embedded_task(problems, latent=cfg.eval_data == "math-latent", steps=cfg.data_steps,
-                         source="generated" if cfg.eval_data in MATH_DATA else cfg.eval_data)
 
 
 def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.device,
@@ -67,11 +61,12 @@ def choose_steps(available: list[int], step: int | None, all_steps: bool, where:
 
 
 def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = None, all_steps: bool = False,
-                 depths: list[int] | None = None, device: str | None = None,
+                 depths: list[int] | None = None, device: str | None = None, truncate: str | None = None,
                  on_row=None, on_score=None) -> list[dict[str, Any]]:
     """Score the run's saved checkpoints on `tasks` (`--task` strings) at `depths` (default: the
-    trained one); the rows are appended to the run's evals.jsonl and returned. `on_score(text)` is told
-    what is scored next, `on_row(row)` each row as it is scored."""
+    trained one); the rows are appended to the run's evals.jsonl and returned. Every task is checked
+    against the context before any checkpoint is loaded (`truncate`: matcher/eval/fit.py).
+    `on_score(text)` is told what is scored next, `on_row(row)` each row as it is scored."""
     from matcher.data.tokenizer import tokenizer_for
     from matcher.run.rundir import RunDir
     from matcher.run.snapshots import list_snapshots, load_snapshot
@@ -82,6 +77,8 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
         tasks = ["embedded"]
     loaded = [(text, _resolve_task(text, cfg)) for text in tasks]
     tokenizer = tokenizer_for(cfg)
+    for _, task in loaded:
+        check_fit(task, tokenizer, cfg.seq_len, truncate)
     snapshots = dict(list_snapshots(run.path))
     steps = choose_steps(sorted(snapshots), step, all_steps, run.path)
     depths = depths or [model_cfg.depth]
@@ -97,7 +94,8 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
             for text, task in loaded:
                 if on_score is not None:
                     on_score(f"eval: scoring {text} on {info['run']} at step {meta['step']}, depth {depth}")
-                result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast)
+                result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast,
+                                    truncate=truncate)
                 _refuse_non_finite(result, snapshots[at])
                 row = {"event": "bench", "run": info["run"], **result, "spec": text, "source": task.source,
                        "step": meta["step"], "tokens": meta["tokens"], "depth": depth,

@@ -40,6 +40,8 @@ from matcher.config import TrainConfig, divisors
 from matcher.data import streams
 from matcher.data.tokenizer import tokenizer_for
 from matcher.errors import MatcherError, RunError
+from matcher.eval.fit import check_fit
+from matcher.eval.tasks import run_eval_task
 from matcher.models import IGNORE_INDEX
 from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
@@ -206,6 +208,7 @@ class Trainer:
             self.cfg.data, self.cfg.eval_data, seed=self.cfg.stream_seed, n_steps=self.cfg.data_steps,
             seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size, eval_examples=self.cfg.eval_examples,
             tokenizer=self.tokenizer, loss_on=self.cfg.loss_on)
+        check_fit(run_eval_task(self.eval_problems, self.cfg), self.tokenizer, self.cfg.seq_len, in_training=True)
         self.model, self.train_model = self._build_model()
         self.optimizer = self._make_optimizer()
         self.train_flops_per_token = self._train_flops_per_token()
