@@ -15,7 +15,7 @@ from matcher.plan.sweep import Run, Sweep, SweepMeta, load_sweep, predict, write
 
 def make_sweep() -> Sweep:
     conv = Conventions()
-    train = TrainConfig(total_tokens=4096, batch_size=2, seq_len=32)
+    train = TrainConfig(total_tokens=4096, batch_size=2, seq_len=32, data_steps=1)  # eval chains fit 32
     runs = []
     for role, name in (("target", "la-tiny"), ("variant", "dr-tiny"), ("variant", "dr_da-tiny")):
         model = get_preset(name)
