@@ -297,7 +297,8 @@ def test_scoring_saved_checkpoints_reproduces_the_in_training_eval(trained_dr, c
     assert [(r["task"], r["step"], r["tokens"], r["n"], r["depth"]) for r in rows] == [
         ("embedded", e["step"], e["tokens"], 6, 4) for e in logged]
     for row, line in zip(rows, logged):
-        assert row["scores"] == {"acc": line["eval_accuracy"], "loss": line["eval_loss"], "bpb": line["eval_bpb"]}
+        assert row["scores"] == {"acc": line["eval_accuracy"], "loss": line["eval_loss"], "bpb": line["eval_bpb"],
+                                 "loss_answer": line["eval_loss_answer"], "loss_chain": line["eval_loss_chain"]}
         assert row["intervals"]["acc"] == [line["eval_accuracy_low"], line["eval_accuracy_high"]]
     stored = [json.loads(line) for line in trained_dr.evals.read_text().splitlines()]
     assert [r["step"] for r in stored] == [e["step"] for e in logged]
@@ -365,6 +366,79 @@ def test_matcher_eval_refuses_long_items_unless_truncate_left_and_shows_the_coun
     assert "4 (2 truncated)" in capsys.readouterr().out
     assert [row.get("truncated") for row in map(json.loads, trained_dr.evals.read_text().splitlines())
             if row["task"] == "gsm8k-gsm"] == [2]
+
+
+def recomputed(samples: list[dict]) -> dict:
+    """Every metric of a task computed again from its samples file alone, as lm-evaluation-harness and
+    matcher define them."""
+    from matcher.eval import extract
+
+    first = samples[0]
+    if "loglikelihoods" in first:  # mc
+        def picks(divisors):
+            return [max(range(len(s["loglikelihoods"])), key=lambda i: s["loglikelihoods"][i] / divisors(s)[i])
+                    == s["gold"] for s in samples]
+        decided = {"acc": picks(lambda s: [1] * len(s["loglikelihoods"])),
+                   "acc_norm": picks(lambda s: s["choice_chars"]),
+                   "acc_norm_per_byte": picks(lambda s: s["choice_bytes"]),
+                   "acc_norm_per_token": picks(lambda s: s["choice_tokens"])}
+        return {metric: sum(right) / len(right) for metric, right in decided.items()}
+    if "generation" in first and isinstance(first["extracted"], dict):  # gsm8k
+        return {name: sum(extract.gsm8k_correct(getattr(extract, f"gsm8k_{name}")(s["generation"]), s["gold"])
+                          for s in samples) / len(samples) for name in ("strict", "flexible")}
+    if "chain_tokens" in first:  # embedded
+        from matcher.data.problems import final_number
+
+        nats = [n for s in samples for n in s["token_nats"]]
+        chain = [n for s in samples for n in s["token_nats"][:s["chain_tokens"]]]
+        answer = [n for s in samples for n in s["token_nats"][s["chain_tokens"]:]]
+        return {"acc": sum(final_number(s["generation"]) == s["gold"] for s in samples) / len(samples),
+                "loss": sum(nats) / len(nats), "loss_answer": sum(answer) / len(answer),
+                "loss_chain": sum(chain) / len(chain) if chain else None,
+                "bpb": sum(sum(s["token_nats"][:-1]) for s in samples) / math.log(2) / sum(s["bytes"] for s in samples)}
+    return {"bpb": sum(sum(s["token_nats"]) for s in samples) / math.log(2) / sum(s["bytes"] for s in samples)}
+
+
+def test_samples_are_stored_and_recompute_every_metric(trained_dr, tmp_path, capsys):
+    from matcher.cli import main
+    from matcher.run.evaluate import read_samples, samples_path
+
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": f"{i}+{i}?", "choices": [str(2 * i), f"{i}é", "x" * (i + 1)],
+                                              "answer": i % 3} for i in range(5)])
+    gsm = write_jsonl(tmp_path / "gsm.jsonl", [{"question": f"y={i}+1?", "answer": f"y={i + 1} #### {i + 1}"}
+                                               for i in range(4)])
+    bpb = write_jsonl(tmp_path / "bpb.jsonl", [{"question": "q", "answer": "a gold answer"}])
+    assert main(["eval", str(trained_dr.path), "--task", "embedded", "--task", "latent,n=4", "--task", f"mc={mc}",
+                 "--task", f"gsm8k={gsm},n_shot=0,max_new_tokens=6", "--task", f"bpb={bpb}", "--json",
+                 "--device", "cpu"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 5
+    for row in rows:
+        samples = read_samples(samples_path(trained_dr.path, row["step"], row["task"]))
+        assert len(samples) == row["n"] and all(len(s["prompt_sha256"]) == 16 for s in samples)
+        again = recomputed(samples)
+        assert set(again) == set(row["scores"])
+        for metric, value in row["scores"].items():
+            assert again[metric] == (None if value is None else pytest.approx(value, rel=1e-9)), (row["task"], metric)
+    by_task = {row["task"]: row for row in rows}
+    assert by_task["latent-n4"]["scores"]["loss_chain"] is None  # the latent form has no chain
+    mc_samples = read_samples(samples_path(trained_dr.path, rows[0]["step"], "mc-mc"))
+    assert [s["id"] for s in mc_samples] == [f"line {i}" for i in range(1, 6)] and mc_samples[1]["choice_chars"] == [
+        1, 2, 2] and mc_samples[1]["choice_bytes"] == [2, 4, 3]
+
+
+def test_large_samples_are_compressed_and_read_back(tmp_path, monkeypatch):
+    from matcher.run import evaluate
+
+    path = evaluate.samples_path(tmp_path, 7, "mc-test")
+    many = [{"id": f"line {i}", "generation": "x" * 100} for i in range(50)]
+    monkeypatch.setattr(evaluate, "SAMPLES_GZIP_BYTES", 1000)
+    written = evaluate.write_samples(path, many)
+    assert written.name == "mc-test.samples.jsonl.gz" and not path.exists()
+    assert evaluate.read_samples(path) == many
+    monkeypatch.setattr(evaluate, "SAMPLES_GZIP_BYTES", 1 << 20)
+    assert evaluate.write_samples(path, many[:2]) == path and not written.exists()  # one file per step and task
+    assert evaluate.read_samples(path) == many[:2]
 
 
 def test_keep_policy_keeps_the_newest_checkpoints(tmp_path):

@@ -18,7 +18,7 @@ The generation budget is fixed by the spec or `max_new_tokens`, never by the ref
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,9 @@ class TaskSpec:
     needs_file: bool = True
 
 
+# loss_answer: nats per token of the final value (` #### N` and EOS); loss_chain: per token of the
+# written-out chain before it (none in the latent form). Their token-weighted mean is loss.
+EMBEDDED_METRICS = ("acc", "loss", "loss_answer", "loss_chain", "bpb")
 SPECS = {
     "gsm8k": TaskSpec(name="gsm8k", kind="generate", n_shot=5, stop=("Question:", "</s>", "<|im_end|>"),
                       metrics=("strict", "flexible")),
@@ -54,9 +57,9 @@ SPECS = {
     # the embedded task's prompts are the training documents' (matcher.data.problems); its budget is the
     # longest answer a chain of `steps` can have, so no problem's own answer length leaks into it
     "embedded": TaskSpec(name="embedded", kind="embedded", question_template="Q: {question} A:",
-                         max_new_tokens=0, metrics=("acc", "loss", "bpb"), needs_file=False),
+                         max_new_tokens=0, metrics=EMBEDDED_METRICS, needs_file=False),
     "latent": TaskSpec(name="latent", kind="embedded", question_template="Q: {question} A:",
-                       max_new_tokens=0, metrics=("acc", "loss", "bpb"), needs_file=False),
+                       max_new_tokens=0, metrics=EMBEDDED_METRICS, needs_file=False),
 }
 OPTIONS = ("n_shot", "fewshot", "max_new_tokens", "limit", "n", "steps")
 EMBEDDED_PROBLEMS = 256  # held-out problems `matcher eval --task embedded` scores by default
@@ -70,6 +73,7 @@ class Item:
     choices: tuple[str, ...] = ()  # mc: the choices' texts (lm-evaluation-harness's doc_to_choice)
     target_delimiter: str = " "  # mc: what comes between the prompt and each choice in its continuation
     answer_index: int = -1  # mc: the right one
+    item_id: str = ""  # where the item comes from ("line 12" of its file, "problem 3" generated): samples name it
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,8 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
     make = {"generate": _generate_item, "choice": _choice_item, "bpb": _bpb_item}[spec.kind]
     prefix = "".join(_solved(spec, make(spec, "", where, record)) + spec.fewshot_delimiter
                      for where, record in shots)
-    items = [make(spec, prefix, where, record) for where, record in scored]
+    items = [replace(make(spec, prefix, where, record), item_id=f"line {where.rsplit(':', 1)[-1]}")
+             for where, record in scored]
     if limit:
         items = items[:limit]
     budget = int_option(options, "max_new_tokens", spec.max_new_tokens, text, minimum=1)
@@ -168,7 +173,7 @@ def embedded_task(problems: list[Problem], *, latent: bool = False, steps: int =
     for the longest reference when the problems come from a file (a bound on the set, not per problem)."""
     spec = SPECS["latent" if latent else "embedded"]
     items = [Item(prompt=prompt_text(p.question), reference=" " + (f"#### {p.final}" if latent else p.answer),
-                  target=p.final) for p in problems]
+                  target=p.final, item_id=f"problem {i}") for i, p in enumerate(problems)]
     if source == "generated":
         budget = len(" #### 999") + 1 if latent else len(" " + ", ".join(["x=999"] * steps) + " #### 999") + 1
     else:

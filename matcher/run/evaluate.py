@@ -22,16 +22,62 @@ from matcher.run.distributed import autocast_for, resolve_dtype
 
 
 def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.device,
-                     autocast: contextlib.AbstractContextManager) -> dict[str, Any]:
-    """The eval line's scores. Collective under torch.distributed."""
+                     autocast: contextlib.AbstractContextManager, run_path: Path | None = None,
+                     step: int = 0) -> dict[str, Any]:
+    """The eval line's scores; with `run_path` (the main rank's), the samples are written to
+    evals/<step>/<task>.samples.jsonl. Collective under torch.distributed."""
     from matcher.data.tokenizer import tokenizer_for
 
     result = score_task(model, run_eval_task(problems, cfg), tokenizer_for(cfg), seq_len=cfg.seq_len,
                         device=device, autocast=autocast)
+    samples = result.pop("samples")
+    if run_path is not None:
+        write_samples(samples_path(run_path, step, result["task"]), samples)
+    scores = result["scores"]
     low_high = result["intervals"]["acc"] or (None, None)
-    return {"eval_loss": result["scores"]["loss"], "eval_accuracy": result["scores"]["acc"],
+    return {"eval_loss": scores["loss"], "eval_loss_answer": scores["loss_answer"],
+            "eval_loss_chain": scores["loss_chain"], "eval_accuracy": scores["acc"],
             "eval_accuracy_low": low_high[0], "eval_accuracy_high": low_high[1],
-            "eval_bpb": result["scores"]["bpb"], "eval_n": result["n"], "eval_correct": result["outcomes"]["acc"]}
+            "eval_bpb": scores["bpb"], "eval_n": result["n"], "eval_correct": result["outcomes"]["acc"]}
+
+
+SAMPLES_GZIP_BYTES = 1 << 20  # a samples file larger than this is written gzip-compressed
+
+
+def samples_path(run_path: Path, step: int, task_label: str, depth: int | None = None) -> Path:
+    """evals/<step>/<task>.samples.jsonl (with `-depth<D>` at a test-time depth); `.gz` is added when
+    the file is written compressed."""
+    name = task_label if depth is None else f"{task_label}-depth{depth}"
+    return Path(run_path) / "evals" / str(step) / f"{name}.samples.jsonl"
+
+
+def write_samples(path: Path, samples: list[dict[str, Any]]) -> Path:
+    """One JSON line per item, atomically; gzip-compressed (path + .gz) when large. The other form of
+    the same file, left by an earlier eval, is removed, so one file holds the step's samples."""
+    import gzip
+
+    from matcher.atomic import write_atomic
+
+    data = "".join(json.dumps(sample) + "\n" for sample in samples).encode("utf-8")
+    compressed = len(data) > SAMPLES_GZIP_BYTES
+    gzipped = path.with_name(path.name + ".gz")
+    target, other = (gzipped, path) if compressed else (path, gzipped)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, lambda handle: handle.write(gzip.compress(data, mtime=0) if compressed else data))
+    other.unlink(missing_ok=True)
+    return target
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """The samples `write_samples` wrote at `path` (plain or .gz)."""
+    import gzip
+
+    compressed = path.with_name(path.name + ".gz")
+    if compressed.is_file():
+        text = gzip.decompress(compressed.read_bytes()).decode("utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _resolve_task(text: str, cfg: TrainConfig) -> Task:
@@ -87,7 +133,7 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
                        "trained depth only; test-time depth is for dr and dr_da runs")
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     autocast = autocast_for(resolve_dtype(cfg.dtype, target), target)
-    rows = []
+    rows, pending = [], []
     for at in steps:
         for depth in depths:
             model, meta = load_snapshot(snapshots[at], model_cfg, depth=depth, device=target)
@@ -97,6 +143,9 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
                 result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast,
                                     truncate=truncate)
                 _refuse_non_finite(result, snapshots[at])
+                samples = result.pop("samples")
+                pending.append((samples_path(run.path, meta["step"], result["task"],
+                                             None if depth == model_cfg.depth else depth), samples))
                 row = {"event": "bench", "run": info["run"], **result, "spec": text, "source": task.source,
                        "step": meta["step"], "tokens": meta["tokens"], "depth": depth,
                        "trained_depth": model_cfg.depth}
@@ -104,6 +153,8 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
                 if on_row is not None:
                     on_row(row)
             del model
+    for path, samples in pending:  # only once every checkpoint has scored: a refused one stores nothing
+        write_samples(path, samples)
     store_rows(run.evals, rows)
     return rows
 

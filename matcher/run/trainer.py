@@ -423,7 +423,8 @@ class Trainer:
         self.model.eval()
         # problems split over the ranks, every rank running the same forwards (matcher/eval/engine.py)
         scores = in_training_eval(self.model, self.eval_problems, self.cfg, device=self.device,
-                                  autocast=self.autocast)
+                                  autocast=self.autocast, run_path=self.rundir.path if self.world.is_main else None,
+                                  step=self.step)
         self.model.train()
         shares = None
         if self.load_since_eval is not None:  # each expert's share per applied depth, steps since the last eval
