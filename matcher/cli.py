@@ -201,12 +201,14 @@ def eval_(
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
     truncate: Annotated[str | None, typer.Option(help="left: score items longer than the model's context on "
                                                       "their last tokens (counted as truncated), not refuse.")] = None,
+    show: Annotated[int | None, typer.Option(help="Print the first N wrong items of each task: of those scored, or "
+                                                  "without --task of the samples stored at the step.", min=0)] = None,
 ) -> None:
     """Score a run's saved model checkpoints on benchmark tasks; results go to the run's evals.jsonl."""
     from matcher.commands.eval import eval_command
 
     eval_command(run_dir, task or [], step=step, all_steps=all_steps, depth=depth, as_json=as_json, device=device,
-                 truncate=truncate)
+                 truncate=truncate, show=show)
 
 
 def _quiet_exit_on_sigint() -> None:

@@ -357,11 +357,14 @@ def test_a_damaged_checkpoint_is_refused_and_nothing_is_stored(trained_dr, tmp_p
 def test_matcher_eval_refuses_long_items_unless_truncate_left_and_shows_the_count(trained_dr, tmp_path, capsys):
     from matcher.cli import main
 
-    before = trained_dr.evals.read_bytes()
+    def stored():
+        return trained_dr.evals.read_bytes() if trained_dr.evals.is_file() else None
+
+    before = stored()
     spec = f"gsm8k={long_gsm8k(tmp_path)},n_shot=0,max_new_tokens=4"
     assert main(["eval", str(trained_dr.path), "--task", spec, "--device", "cpu"]) == 2
     assert "2 of 4 items do not fit the model's context of 64 tokens" in " ".join(capsys.readouterr().err.split())
-    assert trained_dr.evals.read_bytes() == before
+    assert stored() == before
     assert main(["eval", str(trained_dr.path), "--task", spec, "--device", "cpu", "--truncate", "left"]) == 0
     assert "4 (2 truncated)" in capsys.readouterr().out
     assert [row.get("truncated") for row in map(json.loads, trained_dr.evals.read_text().splitlines())
@@ -425,6 +428,26 @@ def test_samples_are_stored_and_recompute_every_metric(trained_dr, tmp_path, cap
     mc_samples = read_samples(samples_path(trained_dr.path, rows[0]["step"], "mc-mc"))
     assert [s["id"] for s in mc_samples] == [f"line {i}" for i in range(1, 6)] and mc_samples[1]["choice_chars"] == [
         1, 2, 2] and mc_samples[1]["choice_bytes"] == [2, 4, 3]
+
+
+def test_show_prints_the_first_wrong_items(trained_dr, tmp_path, capsys):
+    from matcher.cli import main
+    from matcher.commands.eval import wrong_samples
+    from matcher.run.evaluate import read_samples, samples_path
+
+    last = max(int(p.name) for p in (trained_dr.path / "evals").iterdir())
+    stored = read_samples(samples_path(trained_dr.path, last, "embedded"))
+    wrong = wrong_samples(stored)
+    assert wrong == [s for s in stored if not s["correct"]["acc"]] and wrong  # a 24-step model gets most wrong
+    assert main(["eval", str(trained_dr.path), "--show", "2"]) == 0  # the stored samples: nothing scored
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"embedded at step {last}: {len(wrong)} wrong, the first 2" in out
+    assert wrong[0]["id"] in out and wrong[1]["id"] in out
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": a} for a in (0, 1)])
+    assert main(["eval", str(trained_dr.path), "--task", f"mc={mc}", "--show", "5", "--device", "cpu"]) == 0
+    assert "mc-mc at step" in " ".join(capsys.readouterr().out.split())  # one of the two is wrong
+    assert main(["eval", str(trained_dr.path), "--step", "3", "--show", "1"]) == 2
+    assert "no stored samples at step 3" in " ".join(capsys.readouterr().err.split())
 
 
 def test_large_samples_are_compressed_and_read_back(tmp_path, monkeypatch):
