@@ -17,7 +17,7 @@ import pytest
 from tiny_runs import comparable, prepare, tiny_run, tiny_train
 
 from matcher.data import shards, streams
-from matcher.errors import RunError
+from matcher.errors import MatcherError, RunError
 from matcher.run.rundir import RunDir
 from matcher.run.runner import EXIT_INTERRUPTED, launch_run
 from matcher.run.schedule import eval_steps, wsd_lr
@@ -44,6 +44,12 @@ def test_eval_steps():
     assert eval_steps(cfg) == [1, 10, 100, 1000]  # log-spaced from one step to the end
     assert eval_steps(tiny_train(total_tokens=50 * 512, eval_tokens=[512, 700, 10**9])) == [1, 2, 50]
     assert eval_steps(tiny_train(total_tokens=7 * 512, n_evals=1)) == [7]
+    # log-spaced points that round onto the same step move to the next free one: exactly n_evals points
+    crowded = tiny_train(total_tokens=10 * 512, n_evals=8)  # rounded up: 1, 2, 2, 3, 4, 6, 8, 10 (7 distinct)
+    assert eval_steps(crowded) == [1, 2, 3, 4, 5, 6, 8, 10]
+    assert eval_steps(tiny_train(total_tokens=8 * 512, n_evals=8)) == list(range(1, 9))
+    with pytest.raises(MatcherError, match="n_evals 8 is more eval points than the run's 7 steps"):
+        tiny_train(total_tokens=7 * 512, n_evals=8)
 
 
 def test_throughput_stats():
