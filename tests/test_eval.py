@@ -464,6 +464,25 @@ def test_large_samples_are_compressed_and_read_back(tmp_path, monkeypatch):
     assert evaluate.read_samples(path) == many[:2]
 
 
+def test_a_limit_is_shown_as_n_scored_of_n(trained_dr, tmp_path, capsys):
+    from matcher.cli import main
+    from matcher.config import TrainConfig
+    from matcher.data.streams import eval_problems
+    from matcher.eval.tasks import run_eval_task
+
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": f"q{i}", "choices": ["a", "b"], "answer": 0}
+                                             for i in range(5)])
+    assert main(["eval", str(trained_dr.path), "--task", f"mc={mc},limit=2", "--device", "cpu"]) == 0
+    assert "│ 2 of 5 │" in capsys.readouterr().out
+    assert main(["eval", str(trained_dr.path), "--task", f"mc={mc},limit=2", "--json", "--device", "cpu"]) == 0
+    assert {(row["n"], row["n_total"]) for row in json.loads(capsys.readouterr().out)} == {(2, 5)}
+    problems = write_jsonl(tmp_path / "gsm.jsonl", [{"question": f"{i}+1?", "answer": f"#### {i + 1}"}
+                                                     for i in range(5)])
+    cfg = TrainConfig(total_tokens=4096, batch_size=2, seq_len=64, eval_data=str(problems), eval_examples=3)
+    assert run_eval_task(eval_problems(cfg.eval_data, 2, 3), cfg).n_total == 5  # eval_examples: 3 of 5
+    assert run_eval_task(eval_problems(cfg.eval_data, 2, 9), cfg).n_total is None  # all of them
+
+
 def test_keep_policy_keeps_the_newest_checkpoints(tmp_path):
     from matcher.run.snapshots import list_snapshots
     from matcher.run.trainer import train_run

@@ -46,8 +46,9 @@ def eval_point_line(row: dict) -> str:
 
 
 def scored_count(row: dict) -> str:
-    """The n column: the items scored, and how many of them were cut to the context."""
-    text = str(row["n"])
+    """The n column: the items scored (of how many, where a limit applies), and how many were cut to the
+    context."""
+    text = str(row["n"]) + (f" of {row['n_total']}" if row.get("n_total") else "")
     if row.get("truncated"):
         text += f" ({row['truncated']} truncated)"
     return text

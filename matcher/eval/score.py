@@ -51,6 +51,8 @@ def score_task(model, task: Task, tokenizer: Tokenizer, *, seq_len: int, device:
     else:
         per_item = engine.map_over_ranks(task.items, lambda items: _gold_bits(model, items, tokenizer, **kwargs))
     result = summarise(task, per_item)
+    if task.n_total is not None:
+        result["n_total"] = task.n_total
     if truncate is not None:
         result["truncated"] = truncated
     return result

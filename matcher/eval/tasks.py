@@ -83,6 +83,7 @@ class Task:
     source: str  # the file, or "generated" for the embedded problems
     options: dict[str, Any] = field(default_factory=dict)
     max_new_tokens: int = 256
+    n_total: int | None = None  # the items there were, where a limit (limit, eval_examples) scores fewer
 
     @property
     def label(self) -> str:
@@ -143,8 +144,7 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
 
             problems = math_task.eval_problems(steps, count)
         task = embedded_task(problems, latent=name == "latent", steps=steps, source=file or "generated")
-        items = task.items[:limit] if limit else task.items
-        return Task(spec, items, task.source, options, task.max_new_tokens)
+        return limited(Task(spec, task.items, task.source, options, task.max_new_tokens), limit)
     records = _records(file)
     fewshot_file = options.get("fewshot")
     n_shot = int_option(options, "n_shot", spec.n_shot, text)
@@ -160,10 +160,15 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
                      for where, record in shots)
     items = [replace(make(spec, prefix, where, record), item_id=f"line {where.rsplit(':', 1)[-1]}")
              for where, record in scored]
-    if limit:
-        items = items[:limit]
     budget = int_option(options, "max_new_tokens", spec.max_new_tokens, text, minimum=1)
-    return Task(spec, items, str(file), options, budget)
+    return limited(Task(spec, items, str(file), options, budget), limit)
+
+
+def limited(task: Task, limit: int) -> Task:
+    """`task` scoring its first `limit` items (0: all), remembering how many there were."""
+    if not limit or limit >= len(task.items):
+        return task
+    return replace(task, items=task.items[:limit], n_total=task.n_total or len(task.items))
 
 
 def embedded_task(problems: list[Problem], *, latent: bool = False, steps: int = 2,
@@ -183,11 +188,17 @@ def embedded_task(problems: list[Problem], *, latent: bool = False, steps: int =
 
 def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
     """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples), in the
-    latent form (the final value only) where eval_data is math-latent."""
+    latent form (the final value only) where eval_data is math-latent; n_total is the file's problem
+    count where eval_examples scores fewer."""
+    from matcher.data.problems import load_jsonl
     from matcher.data.streams import MATH_DATA
 
-    return embedded_task(problems, latent=cfg.eval_data == "math-latent", steps=cfg.data_steps,
+    task = embedded_task(problems, latent=cfg.eval_data == "math-latent", steps=cfg.data_steps,
                          source="generated" if cfg.eval_data in MATH_DATA else cfg.eval_data)
+    if cfg.eval_data in MATH_DATA:
+        return task
+    available = len(load_jsonl(cfg.eval_data))  # eval_examples may score fewer: the result says so
+    return replace(task, n_total=available) if available > len(task.items) else task
 
 
 def _records(file: str | Path) -> list[tuple[str, dict]]:

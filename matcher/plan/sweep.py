@@ -251,10 +251,65 @@ def missing_sweep_hint(path: Path) -> str:
     return "write one with `matcher plan --target <preset> --variants dr,dr_da`"
 
 
+NOT_PATHS = ("math", "math-latent", "char")  # train.data / eval_data / tokenizer values that name no file
+
+
+def map_train_paths(data: Any, change) -> None:
+    """Apply `change` to every file path in a parsed sweep's runs[*].train (data, its mixture's keys,
+    eval_data, tokenizer or tokenizer.path), in place."""
+    def one(value):
+        return change(value) if isinstance(value, str) and value and value not in NOT_PATHS else value
+
+    runs = data.get("runs") if isinstance(data, dict) else None
+    for run in runs if isinstance(runs, list) else []:
+        train = run.get("train") if isinstance(run, dict) else None
+        if not isinstance(train, dict):
+            continue
+        if isinstance(train.get("data"), dict):
+            train["data"] = {one(source): weight for source, weight in train["data"].items()}
+        elif "data" in train:
+            train["data"] = one(train["data"])
+        if "eval_data" in train:
+            train["eval_data"] = one(train["eval_data"])
+        if isinstance(train.get("tokenizer"), dict) and "path" in train["tokenizer"]:
+            train["tokenizer"]["path"] = one(train["tokenizer"]["path"])
+        elif "tokenizer" in train:
+            train["tokenizer"] = one(train["tokenizer"])
+
+
+def _resolve_beside(data: Any, path: Path) -> list[str]:
+    """Paths in the sweep resolve relative to the sweep file. An older sweep's path that exists only
+    from the current directory (how they used to resolve) is kept, with a notice to rewrite it."""
+    import os
+
+    folder = path.parent
+    relied: list[str] = []
+
+    def resolve(value: str) -> str:
+        if Path(value).is_absolute() or (folder / value).resolve() == Path(value).resolve():
+            return value  # the same file either way (a sweep in the current directory): as written
+        beside = os.path.normpath(folder / value)
+        if not Path(beside).exists() and Path(value).exists():
+            relied.append(value)
+            return value
+        return beside
+
+    map_train_paths(data, resolve)
+    return [f"{path}: {', '.join(dict.fromkeys(relied))} found from the current directory, not beside the sweep "
+            f"file; paths in a sweep are relative to the sweep file's folder ({folder}): write them so "
+            f"(e.g. {os.path.relpath(Path(relied[0]).resolve(), folder.resolve())})"] if relied else []
+
+
 def load_sweep(path: str | Path) -> Sweep:
-    """Load and validate a sweep file; every problem is listed in one ConfigError."""
+    """Load and validate a sweep file; every problem is listed in one ConfigError. Paths in it
+    (train.data, eval_data, tokenizer) are relative to the sweep file's folder."""
+    from matcher.console import notice
+
     path = Path(path)
-    problems, sweep = check_sweep_data(read_yaml(path, missing_sweep_hint(path)))
+    data = read_yaml(path, missing_sweep_hint(path))
+    for note in _resolve_beside(data, path):
+        notice(note)
+    problems, sweep = check_sweep_data(data)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(
@@ -263,12 +318,24 @@ def load_sweep(path: str | Path) -> Sweep:
     return sweep
 
 
+def _relative_to(value: str, folder: Path) -> str:
+    """A path given from the current directory, as the sweep file in `folder` writes it."""
+    import os
+
+    if Path(value).is_absolute():
+        return value
+    return Path(os.path.relpath(Path(value).resolve(), folder.resolve())).as_posix()
+
+
 def write_sweep(sweep: Sweep, path: str | Path, force: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not force:
         raise MatcherError(f"{path} exists; pass --force to overwrite it or --out to write elsewhere")
     header = ("# matcher sweep: matched runs with full configs and predicted costs.\n"
-              "# Check after editing: matcher sweep validate " + path.as_posix() + "\n")
-    write_text_atomic(path, header + dump_yaml(sweep.to_dict()))
+              "# Check after editing: matcher sweep validate " + path.as_posix() + "\n"
+              "# Paths (train.data, eval_data, tokenizer) are relative to this file's folder.\n")
+    data = sweep.to_dict()
+    map_train_paths(data, lambda value: _relative_to(value, path.parent))
+    write_text_atomic(path, header + dump_yaml(data))
     sweep.name = path.stem
     return path

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from matcher.data.streams import eval_problems
 from matcher.errors import RunError
 from matcher.eval.fit import check_fit
 from matcher.eval.score import score_task
-from matcher.eval.tasks import Task, int_option, load_task, parse_task, run_eval_task
+from matcher.eval.tasks import Task, int_option, limited, load_task, parse_task, run_eval_task
 from matcher.run.distributed import autocast_for, resolve_dtype
 
 
@@ -38,7 +39,8 @@ def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.d
     return {"eval_loss": scores["loss"], "eval_loss_answer": scores["loss_answer"],
             "eval_loss_chain": scores["loss_chain"], "eval_accuracy": scores["acc"],
             "eval_accuracy_low": low_high[0], "eval_accuracy_high": low_high[1],
-            "eval_bpb": scores["bpb"], "eval_n": result["n"], "eval_correct": result["outcomes"]["acc"]}
+            "eval_bpb": scores["bpb"], "eval_n": result["n"], "eval_correct": result["outcomes"]["acc"],
+            **({"eval_n_total": result["n_total"]} if "n_total" in result else {})}
 
 
 SAMPLES_GZIP_BYTES = 1 << 20  # a samples file larger than this is written gzip-compressed
@@ -85,10 +87,7 @@ def _resolve_task(text: str, cfg: TrainConfig) -> Task:
     name, file, options = parse_task(text)
     if name == "embedded" and file is None and not {"n", "steps"} & set(options):
         task = run_eval_task(eval_problems(cfg.eval_data, cfg.data_steps, cfg.eval_examples), cfg)
-        limit = int_option(options, "limit", 0, text)
-        if limit:
-            task = Task(task.spec, task.items[:limit], task.source, options, task.max_new_tokens)
-        return task
+        return limited(replace(task, options=options), int_option(options, "limit", 0, text))
     return load_task(text, data_steps=cfg.data_steps)
 
 
