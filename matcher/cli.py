@@ -211,6 +211,21 @@ def eval_(
                  truncate=truncate, show=show)
 
 
+@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lm_eval_(
+    ctx: typer.Context,
+    run_dir: Annotated[Path, typer.Argument(help="A run's folder, results/<sweep>/<run>.")],
+    step: Annotated[int | None, typer.Option(help="The checkpoint of this step (default: the last).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Test-time depth for dr/dr_da (default: the trained one).",
+                                              min=1)] = None,
+) -> None:
+    """lm-evaluation-harness's own CLI on a run's checkpoint: matcher lm-eval RUN -- --tasks arc_easy ...
+    (results in RUN/lm-eval/ and, per task, in RUN/evals.jsonl as lm-eval-<task>)."""
+    from matcher.commands.lm_eval import lm_eval_command
+
+    lm_eval_command(run_dir, list(ctx.args), step=step, depth=depth)
+
+
 def _quiet_exit_on_sigint() -> None:
     """Everything is saved once the sweep returns: a Ctrl-C from here on (a second one, pressed while
     exit hooks join the trainer's threads) ends the process at once, without a traceback."""

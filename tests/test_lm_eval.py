@@ -198,3 +198,30 @@ def test_gsm8k_filters_and_exact_match_equal_the_harness(output, reference):
     assert extract.gsm8k_correct(extract.gsm8k_strict(output), reference) == harness(r"#### (\-?[0-9\.\,]+)", 0)
     assert extract.gsm8k_correct(extract.gsm8k_flexible(output), reference) == harness(
         r"(-?[$0-9.,]{2,})|(-?[0-9]+)", -1)
+
+
+def test_matcher_lm_eval_runs_the_harness_cli_on_a_checkpoint(trained_la, tmp_path, capsys):
+    from matcher.cli import main
+
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps({"question": f"k={i}", "choices": [str(i), str(i + 5)], "answer": 0}) + "\n"
+                            for i in range(4)))
+    write_task(tmp_path / "tasks", "matcher_cli_mc", f"""dataset_kwargs:
+  data_files:
+    test: {json.dumps(str(data))}
+output_type: multiple_choice
+doc_to_text: "Q: {{{{question}}}} A:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: answer
+metric_list:
+  - metric: acc
+""")
+    assert main(["lm-eval", str(trained_la.path), "--step", "5", "--", "--tasks", "matcher_cli_mc",
+                 "--include_path", str(tmp_path / "tasks")]) == 0  # no --device: cpu on a CPU build
+    rows = [row for row in map(json.loads, trained_la.evals.read_text().splitlines())
+            if row["task"] == "lm-eval-matcher_cli_mc"]
+    assert len(rows) == 1 and rows[0]["step"] == 5 and rows[0]["n"] == 4 and 0 <= rows[0]["scores"]["acc"] <= 1
+    assert rows[0]["source"] == "lm-evaluation-harness"
+    assert list((trained_la.path / "lm-eval" / "step-5").rglob("results_*.json"))
+    assert main(["lm-eval", str(trained_la.path), "--", "--model", "hf", "--tasks", "x"]) == 2
+    assert "--model: matcher lm-eval sets the model" in " ".join(capsys.readouterr().err.split())
