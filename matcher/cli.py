@@ -167,6 +167,19 @@ def data_encode(
     encode_command(inputs, out, tokenizer, shard_tokens, force)
 
 
+@data_app.command("overlap")
+def data_overlap(
+    corpus: Annotated[Path, typer.Argument(help="Training shards: a `matcher data encode` folder (or .bin shards).")],
+    eval_file: Annotated[Path, typer.Argument(help="Eval items, JSONL (question/answer, problem/solution, choices).")],
+    n: Annotated[int, typer.Option("--n", help="Tokens per n-gram.", min=1)] = 13,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Per eval item, whether any of its n-grams of tokens occur in the training shards (contamination)."""
+    from matcher.commands.data import overlap_command
+
+    overlap_command(corpus, eval_file, n, as_json)
+
+
 @app.command()
 def compare(
     results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep); for a "
@@ -268,8 +281,12 @@ def run(
 ) -> None:
     """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
     from matcher.console import notice
+    from matcher.data.overlap import sweep_overlap_warnings
+    from matcher.plan.sweep import load_sweep
     from matcher.run.runner import run_sweep
 
+    for line in sweep_overlap_warnings(load_sweep(sweep, notices=False)):  # run_sweep gives the sweep's notices
+        notice(line)
     slurm = _slurm_options(launcher, partition=partition, account=account, time=time, nodes=nodes,
                            gpus_per_node=gpus_per_node, gpus_per_run=gpus_per_run, max_parallel=max_parallel,
                            cpus_per_gpu=cpus_per_gpu, mem=mem, python=python, sbatch_args=sbatch_arg or [],

@@ -300,7 +300,7 @@ def _resolve_beside(data: Any, path: Path) -> list[str]:
             f"(e.g. {os.path.relpath(Path(relied[0]).resolve(), folder.resolve())})"] if relied else []
 
 
-def load_sweep(path: str | Path) -> Sweep:
+def load_sweep(path: str | Path, notices: bool = True) -> Sweep:
     """Load and validate a sweep file; every problem is listed in one ConfigError. Paths in it
     (train.data, eval_data, tokenizer) are relative to the sweep file's folder."""
     from matcher.console import notice
@@ -308,7 +308,8 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     data = read_yaml(path, missing_sweep_hint(path))
     for note in _resolve_beside(data, path):
-        notice(note)
+        if notices:
+            notice(note)
     problems, sweep = check_sweep_data(data)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
