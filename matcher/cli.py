@@ -285,8 +285,9 @@ def run(
     from matcher.plan.sweep import load_sweep
     from matcher.run.runner import run_sweep
 
-    for line in sweep_overlap_warnings(load_sweep(sweep, notices=False)):  # run_sweep gives the sweep's notices
-        notice(line)
+    if sweep.is_file():  # a missing sweep is run_sweep's error to give
+        for line in sweep_overlap_warnings(load_sweep(sweep, notices=False)):  # run_sweep gives its notices
+            notice(line)
     slurm = _slurm_options(launcher, partition=partition, account=account, time=time, nodes=nodes,
                            gpus_per_node=gpus_per_node, gpus_per_run=gpus_per_run, max_parallel=max_parallel,
                            cpus_per_gpu=cpus_per_gpu, mem=mem, python=python, sbatch_args=sbatch_arg or [],
