@@ -167,6 +167,19 @@ def data_encode(
     encode_command(inputs, out, tokenizer, shard_tokens, force)
 
 
+@data_app.command("overlap")
+def data_overlap(
+    corpus: Annotated[Path, typer.Argument(help="Training shards: a `matcher data encode` folder (or .bin shards).")],
+    eval_file: Annotated[Path, typer.Argument(help="Eval items, JSONL (question/answer, problem/solution, choices).")],
+    n: Annotated[int, typer.Option("--n", help="Tokens per n-gram.", min=1)] = 13,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Per eval item, whether any of its n-grams of tokens occur in the training shards (contamination)."""
+    from matcher.commands.data import overlap_command
+
+    overlap_command(corpus, eval_file, n, as_json)
+
+
 @app.command()
 def compare(
     results_dir: Annotated[Path, typer.Argument(help="results/<sweep> (or a results/ holding one sweep); for a "
@@ -199,11 +212,31 @@ def eval_(
                                                    "the trained depth).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: cuda when available).")] = None,
+    truncate: Annotated[str | None, typer.Option(help="left: score items longer than the model's context on "
+                                                      "their last tokens (counted as truncated), not refuse.")] = None,
+    show: Annotated[int | None, typer.Option(help="Print the first N wrong items of each task: of those scored, or "
+                                                  "without --task of the samples stored at the step.", min=0)] = None,
 ) -> None:
     """Score a run's saved model checkpoints on benchmark tasks; results go to the run's evals.jsonl."""
     from matcher.commands.eval import eval_command
 
-    eval_command(run_dir, task or [], step=step, all_steps=all_steps, depth=depth, as_json=as_json, device=device)
+    eval_command(run_dir, task or [], step=step, all_steps=all_steps, depth=depth, as_json=as_json, device=device,
+                 truncate=truncate, show=show)
+
+
+@app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def lm_eval_(
+    ctx: typer.Context,
+    run_dir: Annotated[Path, typer.Argument(help="A run's folder, results/<sweep>/<run>.")],
+    step: Annotated[int | None, typer.Option(help="The checkpoint of this step (default: the last).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Test-time depth for dr/dr_da (default: the trained one).",
+                                              min=1)] = None,
+) -> None:
+    """lm-evaluation-harness's own CLI on a run's checkpoint: matcher lm-eval RUN -- --tasks arc_easy ...
+    (results in RUN/lm-eval/ and, per task, in RUN/evals.jsonl as lm-eval-<task>)."""
+    from matcher.commands.lm_eval import lm_eval_command
+
+    lm_eval_command(run_dir, list(ctx.args), step=step, depth=depth)
 
 
 def _quiet_exit_on_sigint() -> None:
@@ -249,9 +282,14 @@ def run(
 ) -> None:
     """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
     from matcher.console import notice
+    from matcher.data.overlap import sweep_overlap_warnings
+    from matcher.plan.sweep import load_sweep
     from matcher.run.contract import ExitCode, Outcome
     from matcher.run.runner import run_sweep
 
+    if sweep.is_file():  # a missing sweep is run_sweep's error to give
+        for line in sweep_overlap_warnings(load_sweep(sweep, notices=False)):  # run_sweep gives its notices
+            notice(line)
     slurm = _slurm_options(launcher, nproc=nproc, partition=partition, account=account, time=time, nodes=nodes,
                            gpus_per_node=gpus_per_node, gpus_per_run=gpus_per_run, max_parallel=max_parallel,
                            cpus_per_gpu=cpus_per_gpu, mem=mem, python=python, sbatch_args=sbatch_arg or [],

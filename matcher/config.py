@@ -500,6 +500,10 @@ class TrainConfig:
             raise ConfigError(f"dashboards lists one twice: {self.dashboards}")
         if any(t <= 0 for t in self.eval_tokens) or list(self.eval_tokens) != sorted(set(self.eval_tokens)):
             raise ConfigError("eval_tokens must be positive and strictly increasing")
+        if not self.eval_tokens and self.n_evals > self.total_steps:
+            raise ConfigError(f"n_evals {self.n_evals} is more eval points than the run's {self.total_steps} steps "
+                              f"(total_tokens {self.total_tokens:,} / {self.tokens_per_step:,} per step); use "
+                              f"n_evals <= {self.total_steps} or more total_tokens")
 
     @property
     def stream_seed(self) -> int:

@@ -114,7 +114,7 @@ def test_math_rows_are_packed_documents():
 def test_latent_rows_hold_the_final_value_only():
     """math-latent: the same problems as math, each answered ` #### N` (the latent eval task's reference)."""
     from matcher.config import TrainConfig
-    from matcher.run.evaluate import run_eval_task
+    from matcher.eval.tasks import run_eval_task
 
     latent = streams.open_stream("math-latent", seed=3, n_steps=3, seq_len=128, vocab_size=128)
     chain = streams.open_stream("math", seed=3, n_steps=3, seq_len=128, vocab_size=128)
@@ -137,7 +137,8 @@ def test_latent_rows_hold_the_final_value_only():
     first_question = complete[0].split(" A: ")[0]
     assert tokenizer.CHAR.decode(chain.row(7)[1:]).startswith(first_question + " A: ")
     first = math_task.make_problem(math_task.problem_rng(3, "train", 7), 3)
-    config = TrainConfig(total_tokens=1024, batch_size=2, seq_len=128, data_steps=3, eval_data="math-latent")
+    config = TrainConfig(total_tokens=1024, batch_size=2, seq_len=128, data_steps=3, eval_data="math-latent",
+                         n_evals=4)
     item = run_eval_task([first], config).items[0]
     assert item.prompt + item.reference == complete[0] and item.reference == f" #### {first.final}"
     # a pure function of (seed, index)

@@ -30,15 +30,27 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 # ------------------------------------------------------------------------------------ extraction
 @pytest.mark.parametrize("output, strict, flexible", [
     ("She has 3 + 4 = 7 apples.\n#### 7", "7", "7"),
-    ("The answer is $1,250.", None, "1250"),
-    ("#### 3.50\n\nQuestion:", "3.5", "3.5"),
-    ("no number here", None, None),
+    ("The answer is $1,250.", "[invalid]", "$1,250."),
+    ("#### 3.50\n\nQuestion:", "3.50", "3.50"),
+    ("no number here", "[invalid]", "[invalid]"),
     ("first 12 then 5 #### 12 and then 9", "12", "9"),
-    ("-4 degrees", None, "-4"),
+    ("-4 degrees", "[invalid]", "-4"),
+    ("it is 7, or 8", "[invalid]", "8"),
 ])
-def test_gsm8k_strict_and_flexible_extraction(output, strict, flexible):
+def test_gsm8k_strict_and_flexible_filters_are_the_harness_filters(output, strict, flexible):
     assert extract.gsm8k_strict(output) == strict
     assert extract.gsm8k_flexible(output) == flexible
+
+
+@pytest.mark.parametrize("extracted, reference, right", [
+    ("$1,250.", "so 1,000 + 250 = 1,250\n#### 1,250", True),  # `,` `$` and a final `.` ignored
+    ("3.50", "#### 3.5", False),  # the harness compares strings: no number normalisation
+    ("5.", "x #### 5", True),
+    ("[invalid]", "#### 5", False),
+    ("12", "#### 1 #### 12", True),  # `(?s).*#### ` removes up to the last marker
+])
+def test_gsm8k_exact_match_is_the_harness_exact_match(extracted, reference, right):
+    assert extract.gsm8k_correct(extracted, reference) is right
 
 
 def test_boxed_extraction_and_exact_match_fallback():
@@ -57,10 +69,10 @@ def test_math_verify_equivalence():
     assert not extract.math_equal("3", r"\frac{1}{2}", use_math_verify=True)
 
 
-def scored_outputs(task, outputs, monkeypatch):
+def scored_outputs(task, outputs, monkeypatch, seq_len=2048, **options):
     """Score `task` with the model's generations replaced by hand-made `outputs`."""
     monkeypatch.setattr(engine, "greedy_generate", lambda model, prompts, **kw: outputs[:len(prompts)])
-    return score.score_task(None, task, CHAR, seq_len=64, device=torch.device("cpu"))
+    return score.score_task(None, task, CHAR, seq_len=seq_len, device=torch.device("cpu"), **options)
 
 
 def test_gsm8k_task_scores_hand_made_outputs(tmp_path, monkeypatch):
@@ -104,6 +116,46 @@ def test_bad_task_specs_are_one_clear_error(text, message):
         load_task(text)
 
 
+# ------------------------------------------------------------------------------ fit or refuse
+def long_gsm8k(tmp_path, count=4, long=(0, 2)):
+    """GSM8K-format problems; the questions at `long` are 200 characters (tokens, for CHAR)."""
+    problems = [{"question": ("x" * 200 if i in long else f"What is {i} + 1?"),
+                 "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(count)]
+    return write_jsonl(tmp_path / "gsm.jsonl", problems)
+
+
+def test_items_longer_than_the_context_are_refused_with_the_counts(tmp_path):
+    from matcher.errors import DataError
+
+    task = load_task(f"gsm8k={long_gsm8k(tmp_path)},n_shot=0,max_new_tokens=16")
+    with pytest.raises(DataError) as refused:
+        score.score_task(None, task, CHAR, seq_len=64, device=torch.device("cpu"))
+    message = " ".join(str(refused.value).split())
+    # BOS + "Question: " + 200 + "\nAnswer:" = 219 prompt tokens, + 16 generated
+    assert "gsm8k-gsm: 2 of 4 items do not fit the model's context of 64 tokens" in message
+    assert "the longest needs 235 tokens" in message and "max_new_tokens (now 16)" in message
+    assert "seq_len >= 235" in message and "--truncate left" in message
+
+
+def test_truncate_left_scores_them_and_counts_them(tmp_path, monkeypatch):
+    task = load_task(f"gsm8k={long_gsm8k(tmp_path)},n_shot=0,max_new_tokens=16")
+    result = scored_outputs(task, [" #### 1", " #### 2", " #### 9", " #### 4"], monkeypatch, 64, truncate="left")
+    assert result["truncated"] == 2 and result["outcomes"]["strict"] == "1101"
+    fits = load_task(f"gsm8k={long_gsm8k(tmp_path, long=())},n_shot=0,max_new_tokens=16")
+    assert fits.items[1].prompt == "Question: What is 1 + 1?\nAnswer:"
+    assert "truncated" not in scored_outputs(fits, [" #### 2"] * 4, monkeypatch, 64)
+
+
+def test_sweep_validation_refuses_an_eval_set_longer_than_the_context():
+    from matcher.plan.sweep import _data_problems
+
+    problems = _data_problems([tiny_run("la-tiny", tiny_train(data_steps=8))])  # 8-step chains: 129 tokens
+    assert len(problems) == 1
+    assert "runs[0].train (la-tiny): embedded: 3 of 3 items do not fit the model's context of 64 tokens" \
+        in " ".join(problems[0].split()) and "use train.seq_len >= 129" in problems[0]
+    assert _data_problems([tiny_run("la-tiny", tiny_train(data_steps=2))]) == []
+
+
 # ------------------------------------------------------------------------- hand-built models
 class FixedNextToken(torch.nn.Module):
     """Logits that depend on nothing but a fixed preference over the vocabulary."""
@@ -116,7 +168,7 @@ class FixedNextToken(torch.nn.Module):
         return self.logits.expand(*idx.shape, -1).clone()
 
 
-def test_mc_picks_the_choice_the_model_prefers_and_acc_norm_per_byte(tmp_path):
+def test_mc_picks_the_choice_the_model_prefers_and_the_normalised_choices(tmp_path):
     logits = torch.full((128,), -10.0)
     logits[ord(" ")] = logits[ord("b")] = 0.0  # " b" likely; every other character unlikely
     model = FixedNextToken(logits)
@@ -129,7 +181,21 @@ def test_mc_picks_the_choice_the_model_prefers_and_acc_norm_per_byte(tmp_path):
     assert lls[0][1] > lls[0][0] and lls[1][0] > lls[1][1]
     result = score.score_task(model, task, CHAR, seq_len=64, device=torch.device("cpu"))
     assert result["outcomes"]["acc"] == "100" and result["outcomes"]["acc_norm"] == "101"
+    assert result["outcomes"]["acc_norm_per_byte"] == "101" and result["outcomes"]["acc_norm_per_token"] == "101"
     assert result["intervals"]["acc"] == pytest.approx(binomial_interval(1, 3))
+
+
+def test_acc_norm_divides_by_characters_without_the_delimiter_on_non_ascii_choices(tmp_path, monkeypatch):
+    """Hand-computed: choice 0 "ééé" (3 characters, continuation " ééé" 7 UTF-8 bytes, 2 tokens here)
+    at -6 nats, choice 1 "abcd" (4 characters, 5 bytes, 5 tokens) at -7 nats.
+    acc: -6 > -7 picks 0. acc_norm (per character): -2.0 < -1.75 picks 1.
+    per byte: -6/7 = -0.857 > -7/5 = -1.4 picks 0. per token: -3.0 < -1.4 picks 1."""
+    records = [{"question": "q", "choices": ["ééé", "abcd"], "answer": 1}]
+    task = load_task(f"mc={write_jsonl(tmp_path / 'mc.jsonl', records)}")
+    assert task.items[0].choices == ("ééé", "abcd") and task.items[0].target_delimiter == " "
+    monkeypatch.setattr(engine, "continuation_nats", lambda model, pairs, **kw: [[3.0, 3.0], [1.4] * 5])
+    result = score.score_task(None, task, CHAR, seq_len=64, device=torch.device("cpu"))
+    assert result["outcomes"] == {"acc": "0", "acc_norm": "1", "acc_norm_per_byte": "0", "acc_norm_per_token": "1"}
 
 
 def test_bits_per_byte_of_a_uniform_model_is_log2_of_the_vocabulary(tmp_path):
@@ -231,7 +297,8 @@ def test_scoring_saved_checkpoints_reproduces_the_in_training_eval(trained_dr, c
     assert [(r["task"], r["step"], r["tokens"], r["n"], r["depth"]) for r in rows] == [
         ("embedded", e["step"], e["tokens"], 6, 4) for e in logged]
     for row, line in zip(rows, logged):
-        assert row["scores"] == {"acc": line["eval_accuracy"], "loss": line["eval_loss"], "bpb": line["eval_bpb"]}
+        assert row["scores"] == {"acc": line["eval_accuracy"], "loss": line["eval_loss"], "bpb": line["eval_bpb"],
+                                 "loss_answer": line["eval_loss_answer"], "loss_chain": line["eval_loss_chain"]}
         assert row["intervals"]["acc"] == [line["eval_accuracy_low"], line["eval_accuracy_high"]]
     stored = [json.loads(line) for line in trained_dr.evals.read_text().splitlines()]
     assert [r["step"] for r in stored] == [e["step"] for e in logged]
@@ -256,7 +323,7 @@ def test_eval_errors_are_clear(trained_dr, tmp_path, capsys):
     from matcher.cli import main
 
     assert main(["eval", str(trained_dr.path), "--step", "3", "--device", "cpu"]) == 2
-    assert "no model checkpoint at step 3; saved steps: 1, 5, 24" in capsys.readouterr().err
+    assert "no model checkpoint at step 3; saved steps: 1, 5, 24" in " ".join(capsys.readouterr().err.split())
     assert main(["eval", str(trained_dr.path), "--depth", "two"]) == 2
     untrained = prepare(tmp_path, tiny_run("la-tiny"))
     assert main(["eval", str(untrained.path)]) == 2
@@ -288,6 +355,159 @@ def test_training_on_a_device_torch_cannot_use_is_one_error(tmp_path, monkeypatc
     run_dir = prepare(tmp_path, tiny_run("la-tiny"))
     with pytest.raises(RunError, match="torch sees no CUDA GPU here"):
         train_run(run_dir.path, device="cuda")
+
+
+@pytest.mark.parametrize("damage", ["cut", "nan"])
+def test_a_damaged_checkpoint_is_refused_and_nothing_is_stored(trained_dr, tmp_path, capsys, damage):
+    import shutil
+
+    from matcher.cli import main
+    from matcher.run.snapshots import list_snapshots
+
+    copy = tmp_path / "copy run"
+    shutil.copytree(trained_dr.path, copy)
+    step, path = list_snapshots(copy)[-1]
+    data = bytearray(path.read_bytes())
+    if damage == "cut":
+        data = data[:len(data) * 2 // 3]
+    else:  # 0xff bytes at the end of the data region: NaN in fp32 and bf16 alike
+        data[-64:] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    before = (copy / "evals.jsonl").read_bytes() if (copy / "evals.jsonl").is_file() else None
+    assert main(["eval", str(copy), "--device", "cpu"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert ("cannot be read" in message or "not a readable" in message) if damage == "cut" else \
+        "hold NaN or infinite values" in message
+    assert ((copy / "evals.jsonl").read_bytes() if (copy / "evals.jsonl").is_file() else None) == before
+
+
+def test_matcher_eval_refuses_long_items_unless_truncate_left_and_shows_the_count(trained_dr, tmp_path, capsys):
+    from matcher.cli import main
+
+    def stored():
+        return trained_dr.evals.read_bytes() if trained_dr.evals.is_file() else None
+
+    before = stored()
+    spec = f"gsm8k={long_gsm8k(tmp_path)},n_shot=0,max_new_tokens=4"
+    assert main(["eval", str(trained_dr.path), "--task", spec, "--device", "cpu"]) == 2
+    assert "2 of 4 items do not fit the model's context of 64 tokens" in " ".join(capsys.readouterr().err.split())
+    assert stored() == before
+    assert main(["eval", str(trained_dr.path), "--task", spec, "--device", "cpu", "--truncate", "left"]) == 0
+    assert "4 (2 truncated)" in capsys.readouterr().out
+    assert [row.get("truncated") for row in map(json.loads, trained_dr.evals.read_text().splitlines())
+            if row["task"] == "gsm8k-gsm"] == [2]
+
+
+def recomputed(samples: list[dict]) -> dict:
+    """Every metric of a task computed again from its samples file alone, as lm-evaluation-harness and
+    matcher define them."""
+    from matcher.eval import extract
+
+    first = samples[0]
+    if "loglikelihoods" in first:  # mc
+        def picks(divisors):
+            return [max(range(len(s["loglikelihoods"])), key=lambda i: s["loglikelihoods"][i] / divisors(s)[i])
+                    == s["gold"] for s in samples]
+        decided = {"acc": picks(lambda s: [1] * len(s["loglikelihoods"])),
+                   "acc_norm": picks(lambda s: s["choice_chars"]),
+                   "acc_norm_per_byte": picks(lambda s: s["choice_bytes"]),
+                   "acc_norm_per_token": picks(lambda s: s["choice_tokens"])}
+        return {metric: sum(right) / len(right) for metric, right in decided.items()}
+    if "generation" in first and isinstance(first["extracted"], dict):  # gsm8k
+        return {name: sum(extract.gsm8k_correct(getattr(extract, f"gsm8k_{name}")(s["generation"]), s["gold"])
+                          for s in samples) / len(samples) for name in ("strict", "flexible")}
+    if "chain_tokens" in first:  # embedded
+        from matcher.data.problems import final_number
+
+        nats = [n for s in samples for n in s["token_nats"]]
+        chain = [n for s in samples for n in s["token_nats"][:s["chain_tokens"]]]
+        answer = [n for s in samples for n in s["token_nats"][s["chain_tokens"]:]]
+        return {"acc": sum(final_number(s["generation"]) == s["gold"] for s in samples) / len(samples),
+                "loss": sum(nats) / len(nats), "loss_answer": sum(answer) / len(answer),
+                "loss_chain": sum(chain) / len(chain) if chain else None,
+                "bpb": sum(sum(s["token_nats"][:-1]) for s in samples) / math.log(2) / sum(s["bytes"] for s in samples)}
+    return {"bpb": sum(sum(s["token_nats"]) for s in samples) / math.log(2) / sum(s["bytes"] for s in samples)}
+
+
+def test_samples_are_stored_and_recompute_every_metric(trained_dr, tmp_path, capsys):
+    from matcher.cli import main
+    from matcher.run.evaluate import read_samples, samples_path
+
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": f"{i}+{i}?", "choices": [str(2 * i), f"{i}é", "x" * (i + 1)],
+                                              "answer": i % 3} for i in range(5)])
+    gsm = write_jsonl(tmp_path / "gsm.jsonl", [{"question": f"y={i}+1?", "answer": f"y={i + 1} #### {i + 1}"}
+                                               for i in range(4)])
+    bpb = write_jsonl(tmp_path / "bpb.jsonl", [{"question": "q", "answer": "a gold answer"}])
+    assert main(["eval", str(trained_dr.path), "--task", "embedded", "--task", "latent,n=4", "--task", f"mc={mc}",
+                 "--task", f"gsm8k={gsm},n_shot=0,max_new_tokens=6", "--task", f"bpb={bpb}", "--json",
+                 "--device", "cpu"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 5
+    for row in rows:
+        samples = read_samples(samples_path(trained_dr.path, row["step"], row["task"]))
+        assert len(samples) == row["n"] and all(len(s["prompt_sha256"]) == 16 for s in samples)
+        again = recomputed(samples)
+        assert set(again) == set(row["scores"])
+        for metric, value in row["scores"].items():
+            assert again[metric] == (None if value is None else pytest.approx(value, rel=1e-9)), (row["task"], metric)
+    by_task = {row["task"]: row for row in rows}
+    assert by_task["latent-n4"]["scores"]["loss_chain"] is None  # the latent form has no chain
+    mc_samples = read_samples(samples_path(trained_dr.path, rows[0]["step"], "mc-mc"))
+    assert [s["id"] for s in mc_samples] == [f"line {i}" for i in range(1, 6)] and mc_samples[1]["choice_chars"] == [
+        1, 2, 2] and mc_samples[1]["choice_bytes"] == [2, 4, 3]
+
+
+def test_show_prints_the_first_wrong_items(trained_dr, tmp_path, capsys):
+    from matcher.cli import main
+    from matcher.commands.eval import wrong_samples
+    from matcher.run.evaluate import read_samples, samples_path
+
+    last = max(int(p.name) for p in (trained_dr.path / "evals").iterdir())
+    stored = read_samples(samples_path(trained_dr.path, last, "embedded"))
+    wrong = wrong_samples(stored)
+    assert wrong == [s for s in stored if not s["correct"]["acc"]] and wrong  # a 24-step model gets most wrong
+    assert main(["eval", str(trained_dr.path), "--show", "2"]) == 0  # the stored samples: nothing scored
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"embedded at step {last}: {len(wrong)} wrong, the first 2" in out
+    assert wrong[0]["id"] in out and wrong[1]["id"] in out
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": a} for a in (0, 1)])
+    assert main(["eval", str(trained_dr.path), "--task", f"mc={mc}", "--show", "5", "--device", "cpu"]) == 0
+    assert "mc-mc at step" in " ".join(capsys.readouterr().out.split())  # one of the two is wrong
+    assert main(["eval", str(trained_dr.path), "--step", "3", "--show", "1"]) == 2
+    assert "no stored samples at step 3" in " ".join(capsys.readouterr().err.split())
+
+
+def test_large_samples_are_compressed_and_read_back(tmp_path, monkeypatch):
+    from matcher.run import evaluate
+
+    path = evaluate.samples_path(tmp_path, 7, "mc-test")
+    many = [{"id": f"line {i}", "generation": "x" * 100} for i in range(50)]
+    monkeypatch.setattr(evaluate, "SAMPLES_GZIP_BYTES", 1000)
+    written = evaluate.write_samples(path, many)
+    assert written.name == "mc-test.samples.jsonl.gz" and not path.exists()
+    assert evaluate.read_samples(path) == many
+    monkeypatch.setattr(evaluate, "SAMPLES_GZIP_BYTES", 1 << 20)
+    assert evaluate.write_samples(path, many[:2]) == path and not written.exists()  # one file per step and task
+    assert evaluate.read_samples(path) == many[:2]
+
+
+def test_a_limit_is_shown_as_n_scored_of_n(trained_dr, tmp_path, capsys):
+    from matcher.cli import main
+    from matcher.config import TrainConfig
+    from matcher.data.streams import eval_problems
+    from matcher.eval.tasks import run_eval_task
+
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": f"q{i}", "choices": ["a", "b"], "answer": 0}
+                                             for i in range(5)])
+    assert main(["eval", str(trained_dr.path), "--task", f"mc={mc},limit=2", "--device", "cpu"]) == 0
+    assert "│ 2 of 5 │" in capsys.readouterr().out
+    assert main(["eval", str(trained_dr.path), "--task", f"mc={mc},limit=2", "--json", "--device", "cpu"]) == 0
+    assert {(row["n"], row["n_total"]) for row in json.loads(capsys.readouterr().out)} == {(2, 5)}
+    problems = write_jsonl(tmp_path / "gsm.jsonl", [{"question": f"{i}+1?", "answer": f"#### {i + 1}"}
+                                                     for i in range(5)])
+    cfg = TrainConfig(total_tokens=4096, batch_size=2, seq_len=64, eval_data=str(problems), eval_examples=3)
+    assert run_eval_task(eval_problems(cfg.eval_data, 2, 3), cfg).n_total == 5  # eval_examples: 3 of 5
+    assert run_eval_task(eval_problems(cfg.eval_data, 2, 9), cfg).n_total is None  # all of them
 
 
 def test_keep_policy_keeps_the_newest_checkpoints(tmp_path):

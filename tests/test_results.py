@@ -97,6 +97,27 @@ def test_spread_over_seeds_counts_only_values_present():
     assert spread([None, None]) == type(stats)(None, None, 0, 2)
 
 
+def test_an_interval_that_cannot_be_estimated_is_none_not_zero_width():
+    import numpy as np
+
+    from matcher.report.comparison import reach_intervals
+    from matcher.report.efficiency import Target
+
+    target = Target("acc", 0.5)
+    curves = {"a-s0": ([100.0, 200.0, 400.0], [0.2, 0.4, 0.8], None),
+              "a-s1": ([100.0, 200.0, 400.0], [0.3, 0.6, 0.9], None),
+              "base-s0": ([100.0, 200.0, 400.0], [0.1, 0.3, 0.6], None)}
+    assert reach_intervals(curves, ["base-s0"], ["base-s0"], target, samples=50) == (None, None)  # one seed
+    tokens, ratio = reach_intervals(curves, ["a-s0", "a-s1"], ["base-s0"], target, samples=50)
+    assert tokens[0] < tokens[1] and ratio[0] < ratio[1]  # two seeds: something to resample
+    tokens, ratio = reach_intervals(curves, ["base-s0"], ["a-s0", "a-s1"], target, samples=50)
+    assert tokens is None and ratio[0] < ratio[1]  # the group's one seed; the baseline's two vary the ratio
+    rng = np.random.default_rng(0)
+    with_outcomes = {"one-s0": ([100.0, 400.0], [0.25, 0.75], (rng.random((2, 40)) < [[0.25], [0.75]]).astype(float))}
+    tokens, _ = reach_intervals(with_outcomes, ["one-s0"], ["one-s0"], target, samples=50)
+    assert tokens[0] < tokens[1]  # one seed, but its problems are resampled
+
+
 def test_default_targets():
     assert default_targets([0.0, 0.3, 0.8, 0.7]) == [0.2, 0.4, 0.6]  # 25/50/75% of the best, 0.8
     assert default_targets([0.04]) == [0.01, 0.02, 0.03]
@@ -469,8 +490,8 @@ def test_loss_targets_and_bootstrap_intervals_over_seeds():
     s0 = k * 2 ** (4 / 7)  # 3.4 -> 2.7 between 16384 and 32768
     assert dr["reached"] == 2 and dr["tokens_low"] <= dr["tokens_mean"] <= dr["tokens_high"]
     assert min(s0, dr["tokens_low"]) == pytest.approx(s0, rel=0.01)  # one seed alone is the lowest draw
-    # one seed, no per-problem outcomes: nothing to resample, the interval is the point
-    assert rows["la-tiny"]["tokens_low"] == rows["la-tiny"]["tokens_high"] == pytest.approx(2 * k)
+    # one seed, no per-problem outcomes: nothing to resample, so no interval (shown "-"), not a zero-width one
+    assert rows["la-tiny"]["tokens_low"] is None and rows["la-tiny"]["tokens_high"] is None
     assert dr["vs_low"] <= dr["vs_baseline"] <= dr["vs_high"]
 
 

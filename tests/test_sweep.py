@@ -16,7 +16,7 @@ from matcher.plan.sweep import Run, Sweep, SweepMeta, load_sweep, predict, write
 
 def make_sweep() -> Sweep:
     conv = Conventions()
-    train = TrainConfig(total_tokens=4096, batch_size=2, seq_len=32)
+    train = TrainConfig(total_tokens=4096, batch_size=2, seq_len=32, data_steps=1)  # eval chains fit 32
     runs = []
     for role, name in (("target", "la-tiny"), ("variant", "dr-tiny"), ("variant", "dr_da-tiny")):
         model = dataclasses.replace(get_preset(name), seq_len=train.seq_len)
@@ -37,6 +37,32 @@ def test_round_trip(tmp_path):
     assert [r.model for r in loaded.runs] == [r.model for r in sweep.runs]
     assert [r.predicted for r in loaded.runs] == [r.predicted for r in sweep.runs]
     assert loaded.target.name == "la"
+
+
+def test_paths_in_a_sweep_are_relative_to_the_sweep_file(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    (tmp_path / "evalset.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    monkeypatch.chdir(tmp_path)
+    sweep = make_sweep()
+    sweep.runs = [dataclasses.replace(r, train=dataclasses.replace(r.train, eval_data="evalset.jsonl"))
+                  for r in sweep.runs]
+    path = write_sweep(sweep, Path("sweeps") / "s.yaml")  # the path as given from the current directory...
+    assert "eval_data: ../evalset.jsonl" in path.read_text()  # ...written relative to the sweep file
+    elsewhere = tmp_path / "a" / "b"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    loaded = load_sweep(tmp_path / "sweeps" / "s.yaml")  # found from any directory
+    assert Path(loaded.runs[0].train.eval_data) == tmp_path / "evalset.jsonl"
+    assert "note:" not in capsys.readouterr().err
+
+    monkeypatch.chdir(tmp_path)  # an older sweep: the path was written from the current directory
+    old = tmp_path / "sweeps" / "old.yaml"
+    old.write_text(path.read_text().replace("eval_data: ../evalset.jsonl", "eval_data: evalset.jsonl"))
+    assert load_sweep(Path("sweeps") / "old.yaml").runs[0].train.eval_data == "evalset.jsonl"
+    message = " ".join(capsys.readouterr().err.split())
+    assert "evalset.jsonl found from the current directory, not beside the sweep file" in message
+    assert "(e.g. ../evalset.jsonl)" in message
 
 
 def test_never_overwrites_without_force(tmp_path):
@@ -72,8 +98,8 @@ def _edited(tmp_path, edit):
         (lambda d: d["runs"][1]["model"].update(d_ff=128),
          "runs[1] (dr): no longer matched to the target la: flops +"),
         (lambda d: d["runs"][1].update(role="target"), "runs of several groups have role: target (dr, la)"),
-        (lambda d: d["runs"][2]["train"].update(data="missing.bin"), "runs[2].train (dr_da): missing.bin"),
-        (lambda d: d["runs"][0]["train"].update(eval_data="gsm.jsonl"), "runs[0].train (la): gsm.jsonl: no such eval"),
+        (lambda d: d["runs"][2]["train"].update(data="missing.bin"), "missing.bin: no such data file"),
+        (lambda d: d["runs"][0]["train"].update(eval_data="gsm.jsonl"), "gsm.jsonl: no such eval"),
         (lambda d: (d["runs"][1]["train"].update(batch_size=4), d["runs"][1].pop("predicted")),
          "tokens per step (batch_size x seq_len) differ"),
         (lambda d: d.update(matcher_sweep=7), "matcher_sweep: must be 1"),

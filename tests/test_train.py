@@ -17,7 +17,7 @@ import pytest
 from tiny_runs import comparable, prepare, tiny_run, tiny_train
 
 from matcher.data import shards, streams
-from matcher.errors import RunError
+from matcher.errors import MatcherError, RunError
 from matcher.run.contract import ExitCode
 from matcher.run.rundir import RunDir
 from matcher.run.runner import launch_run
@@ -45,6 +45,12 @@ def test_eval_steps():
     assert eval_steps(cfg) == [1, 10, 100, 1000]  # log-spaced from one step to the end
     assert eval_steps(tiny_train(total_tokens=50 * 512, eval_tokens=[512, 700, 10**9])) == [1, 2, 50]
     assert eval_steps(tiny_train(total_tokens=7 * 512, n_evals=1)) == [7]
+    # log-spaced points that round onto the same step move to the next free one: exactly n_evals points
+    crowded = tiny_train(total_tokens=10 * 512, n_evals=8)  # rounded up: 1, 2, 2, 3, 4, 6, 8, 10 (7 distinct)
+    assert eval_steps(crowded) == [1, 2, 3, 4, 5, 6, 8, 10]
+    assert eval_steps(tiny_train(total_tokens=8 * 512, n_evals=8)) == list(range(1, 9))
+    with pytest.raises(MatcherError, match="n_evals 8 is more eval points than the run's 7 steps"):
+        tiny_train(total_tokens=7 * 512, n_evals=8)
 
 
 def test_throughput_stats():
@@ -83,10 +89,13 @@ def test_tiny_run_learns_and_writes_the_results_format(tmp_path):
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 1.0
     assert trains[-1]["train_loss"] < trains[0]["train_loss"] - 1.0
     for e in evals:
-        assert set(e) == {"event", "step", "tokens", "unique_tokens", "train_loss", "eval_loss", "eval_accuracy",
-                          "eval_accuracy_low", "eval_accuracy_high", "eval_bpb", "eval_n", "eval_correct",
-                          "tokens_per_s", "mfu", "peak_memory_bytes", "expert_load", "expert_gini",
-                          "elapsed_s"}
+        assert set(e) == {"event", "step", "tokens", "unique_tokens", "train_loss", "eval_loss", "eval_loss_answer",
+                          "eval_loss_chain", "eval_accuracy", "eval_accuracy_low", "eval_accuracy_high", "eval_bpb",
+                          "eval_n", "eval_correct", "tokens_per_s", "mfu", "peak_memory_bytes", "expert_load",
+                          "expert_gini", "elapsed_s"}
+        assert min(e["eval_loss_answer"], e["eval_loss_chain"]) <= e["eval_loss"] <= max(
+            e["eval_loss_answer"], e["eval_loss_chain"])  # their token-weighted mean
+        assert (run_dir.path / "evals" / str(e["step"]) / "embedded.samples.jsonl").is_file()
         assert e["eval_n"] == 3 and len(e["eval_correct"]) == 3
         assert e["eval_accuracy_low"] <= e["eval_accuracy"] <= e["eval_accuracy_high"]
         assert e["tokens"] == e["step"] * 16 * 64 and 0 <= e["eval_accuracy"] <= 1

@@ -1,4 +1,5 @@
-"""`matcher data encode`: token shards for real corpora (matcher/data/encode.py)."""
+"""`matcher data encode`: token shards for real corpora (matcher/data/encode.py); `matcher data overlap`:
+eval items that share an n-gram with them (matcher/data/overlap.py)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,30 @@ def encode_command(inputs: list[Path], folder: Path, tokenizer_spec: str, shard_
                 f"{len(manifest['shards'])} shard(s) ({manifest['dtype']}, {tokenizer.describe()}){mask}; "
                 f"train on it with `--set train.data={folder}` at plan time or `data: {folder}` in a sweep",
                 markup=False)
+
+
+def overlap_command(corpus: Path, eval_file: Path, n: int, as_json: bool) -> list:
+    import json
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from matcher.data.overlap import overlap
+
+    items = overlap(corpus, eval_file, n)
+    if as_json:
+        out().file.write(json.dumps([{"id": i.id, "ngrams": i.ngrams, "found": i.found,
+                                      "contaminated": i.contaminated} for i in items], indent=2) + "\n")
+        return items
+    table = Table(title=Text(f"{n}-gram overlap of {eval_file} with {corpus}"))
+    for header in ("item", f"{n}-grams", "in the corpus", "contaminated"):
+        table.add_column(header, justify="left" if header == "item" else "right")
+    for item in items:
+        table.add_row(Text(item.id), str(item.ngrams), str(item.found),
+                      "yes" if item.contaminated else ("too short" if not item.ngrams else "no"))
+    out().print(table)
+    hit = sum(item.contaminated for item in items)
+    short = sum(not item.ngrams for item in items)
+    out().print(Text(f"{hit} of {len(items)} items share at least one {n}-gram with the corpus"
+                     + (f"; {short} are shorter than {n} tokens and were not checked" if short else "")))
+    return items

@@ -30,6 +30,10 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
     for line in plan.notices:
         notice(line)
     sweep = build_sweep(plan)
+    from matcher.data.overlap import sweep_overlap_warnings
+
+    for line in sweep_overlap_warnings(sweep):
+        notice(line)
     path = out_path or plan.default_path()
     from matcher.plan.sweep import check_before_writing, write_sweep
 

@@ -1,10 +1,11 @@
 r"""Answer extraction and equivalence, after lm-evaluation-harness's task definitions.
 
-- gsm8k, strict: the number after `#### ` (regex `#### (\-?[0-9\.\,]+)`), as the harness's
-  `strict-match` filter; flexible: the last number anywhere in the output (`flexible-extract`, regex
-  `(-?[$0-9.,]{2,})|(-?[0-9]+)`, last match). Both are compared with the reference number after
-  removing `,`, `$` and a trailing `.` (the harness's `regexes_to_ignore`), numbers normalised
-  (`3.50` = `3.5`).
+- gsm8k: exactly lm-evaluation-harness's tasks/gsm8k/gsm8k.yaml. Two filters on the generation:
+  `strict-match` (regex `#### (\-?[0-9\.\,]+)`, the first match) and `flexible-extract` (regex
+  `(-?[$0-9.,]{2,})|(-?[0-9]+)`, the last match, `group_select: -1`), each falling back to
+  `[invalid]`; then `exact_match` against the whole reference answer with `regexes_to_ignore`
+  (`,`, `\$`, `(?s).*#### `, `\.$`, applied in that order to both) and `ignore_case`. No number
+  normalisation: `3.50` is not `3.5`, as in the harness.
 - math: the content of the last `\\boxed{...}` (balanced braces), else the text after "final answer
   is"; equivalence by `math-verify` when it is installed (`pip install matcher[math]`), else exact match
   of the normalised strings (spaces, `$`, `\\left`/`\\right`, `\\dfrac`/`\\tfrac`, a trailing `.` dropped).
@@ -16,32 +17,44 @@ import re
 
 from matcher.data.problems import normalise_number
 
-_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
-_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+GSM8K_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+GSM8K_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+GSM8K_IGNORE = (",", "\\$", "(?s).*#### ", "\\.$")  # gsm8k.yaml's regexes_to_ignore, in its order
+FALLBACK = "[invalid]"  # the harness's RegexFilter output when nothing matches
 _FINAL_ANSWER = re.compile(r"final answer is\s*\$?(.+?)\$?(?:\.\s*I hope|\.?\s*$)", re.IGNORECASE | re.DOTALL)
 
 
-def clean_number(text: str) -> str | None:
-    """The harness's cleanup (`,`, `$`, a trailing `.`), then matcher's number normalisation; None when
-    nothing numeric is left."""
-    text = text.replace(",", "").replace("$", "").strip().rstrip(".")
-    if not re.fullmatch(r"-?\d*\.?\d+", text):
-        return text or None
-    return normalise_number(text)
+def regex_filter(output: str, pattern: re.Pattern, group_select: int = 0) -> str:
+    """lm-evaluation-harness's `regex` filter: the `group_select`-th match (of findall), its first
+    non-empty group when the pattern has several, stripped; FALLBACK when nothing matches."""
+    found = pattern.findall(output)
+    if not found:
+        return FALLBACK
+    match = found[group_select]
+    if isinstance(match, tuple):
+        groups = [group for group in match if group]
+        match = groups[0] if groups else FALLBACK
+    return match.strip()
 
 
-def gsm8k_strict(output: str) -> str | None:
-    found = _STRICT.findall(output)
-    return clean_number(found[0]) if found else None
+def exact_match_text(text: str, regexes_to_ignore=GSM8K_IGNORE) -> str:
+    """What the harness's exact_match compares: `text` with each regex removed in turn, lowercased."""
+    for pattern in regexes_to_ignore:
+        text = re.sub(pattern, "", text)
+    return text.lower()
 
 
-def gsm8k_flexible(output: str) -> str | None:
-    found = [a or b for a, b in _FLEXIBLE.findall(output)]
-    for candidate in reversed(found):  # the last one that is a number once cleaned ("$." is not)
-        cleaned = clean_number(candidate)
-        if cleaned is not None and re.fullmatch(r"-?\d*\.?\d+", cleaned):
-            return cleaned
-    return None
+def gsm8k_strict(output: str) -> str:
+    return regex_filter(output, GSM8K_STRICT, 0)
+
+
+def gsm8k_flexible(output: str) -> str:
+    return regex_filter(output, GSM8K_FLEXIBLE, -1)
+
+
+def gsm8k_correct(extracted: str, reference_answer: str) -> bool:
+    """The harness's exact_match of a filtered answer against the whole reference (`... #### 72`)."""
+    return exact_match_text(extracted) == exact_match_text(reference_answer)
 
 
 def last_boxed(text: str) -> str | None:

@@ -14,7 +14,7 @@ LEVEL = 0.95  # the confidence level every interval in matcher uses
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0  # fixed, so the same results give the same intervals
 # metrics scored right or wrong per problem: a binomial interval (the others, bpb and loss, a bootstrap)
-ACCURACY_METRICS = ("acc", "acc_norm", "strict", "flexible")
+ACCURACY_METRICS = ("acc", "acc_norm", "acc_norm_per_byte", "acc_norm_per_token", "strict", "flexible")
 
 
 def binomial_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[float, float] | None:

@@ -5,7 +5,7 @@ and metrics are data here, as in lm-evaluation-harness's task YAMLs) and the ite
 |---|---|---|---|
 | gsm8k | question, answer ending in `#### N` | greedy generation, 5-shot, 256 new tokens | strict, flexible |
 | math | problem + solution with `\\boxed{}` (or question + answer) | greedy, 4-shot, 256 new tokens | acc |
-| mc | question, choices (list), answer (index) | log-likelihood of each choice | acc, acc_norm |
+| mc | question, choices (list), answer (index) | log-likelihood per choice | acc, acc_norm, acc_norm_per_{byte,token} |
 | bpb | question, answer | bits per byte of the gold answer | bpb |
 | embedded | none (held-out generated problems) or a GSM8K-style file | greedy, `Q: ... A:` | acc, loss, bpb |
 | latent | none (held-out generated problems) | the final value only: ` #### N` | acc, loss, bpb |
@@ -18,13 +18,16 @@ The generation budget is fixed by the spec or `max_new_tokens`, never by the ref
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matcher.data.problems import Problem, final_number, jsonl_records, prompt_text
 from matcher.errors import DataError
-from matcher.eval.extract import last_boxed
+from matcher.eval.extract import exact_match_text, last_boxed
+
+if TYPE_CHECKING:
+    from matcher.config import TrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,19 +44,22 @@ class TaskSpec:
     needs_file: bool = True
 
 
+# loss_answer: nats per token of the final value (` #### N` and EOS); loss_chain: per token of the
+# written-out chain before it (none in the latent form). Their token-weighted mean is loss.
+EMBEDDED_METRICS = ("acc", "loss", "loss_answer", "loss_chain", "bpb")
 SPECS = {
     "gsm8k": TaskSpec(name="gsm8k", kind="generate", n_shot=5, stop=("Question:", "</s>", "<|im_end|>"),
                       metrics=("strict", "flexible")),
     "math": TaskSpec(name="math", kind="generate", question_template="Problem:\n{question}\n\nSolution:",
                      n_shot=4, stop=("Problem:",), metrics=("acc",)),
-    "mc": TaskSpec(name="mc", kind="choice", metrics=("acc", "acc_norm")),
+    "mc": TaskSpec(name="mc", kind="choice", metrics=("acc", "acc_norm", "acc_norm_per_byte", "acc_norm_per_token")),
     "bpb": TaskSpec(name="bpb", kind="bpb", metrics=("bpb",)),
     # the embedded task's prompts are the training documents' (matcher.data.problems); its budget is the
     # longest answer a chain of `steps` can have, so no problem's own answer length leaks into it
     "embedded": TaskSpec(name="embedded", kind="embedded", question_template="Q: {question} A:",
-                         max_new_tokens=0, metrics=("acc", "loss", "bpb"), needs_file=False),
+                         max_new_tokens=0, metrics=EMBEDDED_METRICS, needs_file=False),
     "latent": TaskSpec(name="latent", kind="embedded", question_template="Q: {question} A:",
-                       max_new_tokens=0, metrics=("acc", "loss", "bpb"), needs_file=False),
+                       max_new_tokens=0, metrics=EMBEDDED_METRICS, needs_file=False),
 }
 OPTIONS = ("n_shot", "fewshot", "max_new_tokens", "limit", "n", "steps")
 EMBEDDED_PROBLEMS = 256  # held-out problems `matcher eval --task embedded` scores by default
@@ -64,8 +70,10 @@ class Item:
     prompt: str  # the text the model continues, few-shot examples included (BOS is added by the engine)
     reference: str  # the gold continuation (the answer text), for loss and bits per byte
     target: str | None = None  # what a generated answer must equal: a number, a boxed expression
-    choices: tuple[str, ...] = ()  # mc: the continuations compared
+    choices: tuple[str, ...] = ()  # mc: the choices' texts (lm-evaluation-harness's doc_to_choice)
+    target_delimiter: str = " "  # mc: what comes between the prompt and each choice in its continuation
     answer_index: int = -1  # mc: the right one
+    item_id: str = ""  # where the item comes from ("line 12" of its file, "problem 3" generated): samples name it
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class Task:
     source: str  # the file, or "generated" for the embedded problems
     options: dict[str, Any] = field(default_factory=dict)
     max_new_tokens: int = 256
+    n_total: int | None = None  # the items there were, where a limit (limit, eval_examples) scores fewer
 
     @property
     def label(self) -> str:
@@ -135,8 +144,7 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
 
             problems = math_task.eval_problems(steps, count)
         task = embedded_task(problems, latent=name == "latent", steps=steps, source=file or "generated")
-        items = task.items[:limit] if limit else task.items
-        return Task(spec, items, task.source, options, task.max_new_tokens)
+        return limited(Task(spec, task.items, task.source, options, task.max_new_tokens), limit)
     records = _records(file)
     fewshot_file = options.get("fewshot")
     n_shot = int_option(options, "n_shot", spec.n_shot, text)
@@ -150,11 +158,17 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
     make = {"generate": _generate_item, "choice": _choice_item, "bpb": _bpb_item}[spec.kind]
     prefix = "".join(_solved(spec, make(spec, "", where, record)) + spec.fewshot_delimiter
                      for where, record in shots)
-    items = [make(spec, prefix, where, record) for where, record in scored]
-    if limit:
-        items = items[:limit]
+    items = [replace(make(spec, prefix, where, record), item_id=f"line {where.rsplit(':', 1)[-1]}")
+             for where, record in scored]
     budget = int_option(options, "max_new_tokens", spec.max_new_tokens, text, minimum=1)
-    return Task(spec, items, str(file), options, budget)
+    return limited(Task(spec, items, str(file), options, budget), limit)
+
+
+def limited(task: Task, limit: int) -> Task:
+    """`task` scoring its first `limit` items (0: all), remembering how many there were."""
+    if not limit or limit >= len(task.items):
+        return task
+    return replace(task, items=task.items[:limit], n_total=task.n_total or len(task.items))
 
 
 def embedded_task(problems: list[Problem], *, latent: bool = False, steps: int = 2,
@@ -164,12 +178,27 @@ def embedded_task(problems: list[Problem], *, latent: bool = False, steps: int =
     for the longest reference when the problems come from a file (a bound on the set, not per problem)."""
     spec = SPECS["latent" if latent else "embedded"]
     items = [Item(prompt=prompt_text(p.question), reference=" " + (f"#### {p.final}" if latent else p.answer),
-                  target=p.final) for p in problems]
+                  target=p.final, item_id=f"problem {i}") for i, p in enumerate(problems)]
     if source == "generated":
         budget = len(" #### 999") + 1 if latent else len(" " + ", ".join(["x=999"] * steps) + " #### 999") + 1
     else:
         budget = max(len(item.reference) for item in items) + 1
     return Task(spec, items, source, {}, budget)
+
+
+def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
+    """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples), in the
+    latent form (the final value only) where eval_data is math-latent; n_total is the file's problem
+    count where eval_examples scores fewer."""
+    from matcher.data.problems import load_jsonl
+    from matcher.data.streams import MATH_DATA
+
+    task = embedded_task(problems, latent=cfg.eval_data == "math-latent", steps=cfg.data_steps,
+                         source="generated" if cfg.eval_data in MATH_DATA else cfg.eval_data)
+    if cfg.eval_data in MATH_DATA:
+        return task
+    available = len(load_jsonl(cfg.eval_data))  # eval_examples may score fewer: the result says so
+    return replace(task, n_total=available) if available > len(task.items) else task
 
 
 def _records(file: str | Path) -> list[tuple[str, dict]]:
@@ -201,9 +230,9 @@ def _generate_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Ite
     question = _field(record, where, "question", "problem")
     if spec.name == "gsm8k":
         answer = _field(record, where, "answer")
-        target = final_number(answer)
-        if target is None:
+        if final_number(answer) is None:
             raise DataError(f"{where}: the answer must end in '#### <number>' (the GSM8K convention)")
+        target = exact_match_text(answer)  # the number as lm-evaluation-harness's exact_match compares it
     else:
         answer = _field(record, where, "solution", "answer")
         target = record["answer"].strip() if isinstance(record.get("answer"), str) and "solution" in record \
@@ -217,13 +246,13 @@ def _generate_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Ite
 def _choice_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Item:
     question = _field(record, where, "question")
     choices, answer = record.get("choices"), record.get("answer")
-    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-        raise DataError(f"{where}: `choices` must be a list of at least two strings")
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+        raise DataError(f"{where}: `choices` must be a list of at least two non-empty strings")
     if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
         raise DataError(f"{where}: `answer` must be the index (0..{len(choices) - 1}) of the right choice")
     return Item(prompt=prefix + spec.question_template.format(question=question),
                 reference=spec.answer_prefix + choices[answer], target=str(answer),
-                choices=tuple(spec.answer_prefix + c for c in choices), answer_index=answer)
+                choices=tuple(choices), target_delimiter=spec.answer_prefix, answer_index=answer)
 
 
 def _bpb_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Item:

@@ -219,24 +219,30 @@ def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]
 
 
 def _data_problems(runs: list[Run]) -> list[str]:
-    """What the trainer would refuse at its start (matcher.data.streams.open_training_data), found for
-    every run now, not after the runs before it have trained. Each distinct setting is checked once."""
+    """What the trainer would refuse at its start (matcher.data.streams.open_training_data, an eval set
+    that does not fit the context: matcher/eval/fit.py), found for every run now, not after the runs
+    before it have trained. Each distinct setting is checked once."""
     from matcher.data import streams
     from matcher.data.tokenizer import tokenizer_for
     from matcher.errors import DataError
+    from matcher.eval.fit import check_fit
+    from matcher.eval.tasks import run_eval_task
 
     found, checked = [], set()
     for i, run in enumerate(runs):
         train = run.train
         key = repr((train.data, train.eval_data, train.stream_seed, train.data_steps, train.seq_len,
-                    run.model.vocab_size, train.tokenizer, train.loss_on))
+                    run.model.vocab_size, train.tokenizer, train.loss_on, train.eval_examples))
         if key in checked:
             continue
         checked.add(key)
         try:
-            streams.open_training_data(train.data, train.eval_data, seed=train.stream_seed, n_steps=train.data_steps,
-                                       seq_len=train.seq_len, vocab_size=run.model.vocab_size, eval_examples=1,
-                                       tokenizer=tokenizer_for(train), loss_on=train.loss_on)
+            tokenizer = tokenizer_for(train)
+            _, problems = streams.open_training_data(
+                train.data, train.eval_data, seed=train.stream_seed, n_steps=train.data_steps, seq_len=train.seq_len,
+                vocab_size=run.model.vocab_size, eval_examples=train.eval_examples, tokenizer=tokenizer,
+                loss_on=train.loss_on)
+            check_fit(run_eval_task(problems, train), tokenizer, train.seq_len, in_training=True)
         except DataError as err:
             found.append(f"runs[{i}].train ({run.name}): {err}")
     return found
@@ -261,8 +267,60 @@ def ladder_sweeps(path: Path, data: Any) -> list[Path] | None:
             if isinstance(rung, dict) and isinstance(rung.get("sweep"), str)]
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Load and validate a sweep file; every problem is listed in one ConfigError."""
+NOT_PATHS = ("math", "math-latent", "char")  # train.data / eval_data / tokenizer values that name no file
+
+
+def map_train_paths(data: Any, change) -> None:
+    """Apply `change` to every file path in a parsed sweep's runs[*].train (data, its mixture's keys,
+    eval_data, tokenizer or tokenizer.path), in place."""
+    def one(value):
+        return change(value) if isinstance(value, str) and value and value not in NOT_PATHS else value
+
+    runs = data.get("runs") if isinstance(data, dict) else None
+    for run in runs if isinstance(runs, list) else []:
+        train = run.get("train") if isinstance(run, dict) else None
+        if not isinstance(train, dict):
+            continue
+        if isinstance(train.get("data"), dict):
+            train["data"] = {one(source): weight for source, weight in train["data"].items()}
+        elif "data" in train:
+            train["data"] = one(train["data"])
+        if "eval_data" in train:
+            train["eval_data"] = one(train["eval_data"])
+        if isinstance(train.get("tokenizer"), dict) and "path" in train["tokenizer"]:
+            train["tokenizer"]["path"] = one(train["tokenizer"]["path"])
+        elif "tokenizer" in train:
+            train["tokenizer"] = one(train["tokenizer"])
+
+
+def _resolve_beside(data: Any, path: Path) -> list[str]:
+    """Paths in the sweep resolve relative to the sweep file. An older sweep's path that exists only
+    from the current directory (how they used to resolve) is kept, with a notice to rewrite it."""
+    import os
+
+    folder = path.parent
+    relied: list[str] = []
+
+    def resolve(value: str) -> str:
+        if Path(value).is_absolute() or (folder / value).resolve() == Path(value).resolve():
+            return value  # the same file either way (a sweep in the current directory): as written
+        beside = os.path.normpath(folder / value)
+        if not Path(beside).exists() and Path(value).exists():
+            relied.append(value)
+            return value
+        return beside
+
+    map_train_paths(data, resolve)
+    return [f"{path}: {', '.join(dict.fromkeys(relied))} found from the current directory, not beside the sweep "
+            f"file; paths in a sweep are relative to the sweep file's folder ({folder}): write them so "
+            f"(e.g. {os.path.relpath(Path(relied[0]).resolve(), folder.resolve())})"] if relied else []
+
+
+def load_sweep(path: str | Path, notices: bool = True) -> Sweep:
+    """Load and validate a sweep file; every problem is listed in one ConfigError. Paths in it
+    (train.data, eval_data, tokenizer) are relative to the sweep file's folder."""
+    from matcher.console import notice
+
     path = Path(path)
     data = read_yaml(path, missing_sweep_hint(path))
     rung_sweeps = ladder_sweeps(path, data)
@@ -271,6 +329,9 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(f"{path} is a ladder manifest (written by `matcher plan --ladder`), not a sweep; its "
                           f"sweeps, one per rung, are beside it: {', '.join(p.as_posix() for p in rung_sweeps)}; "
                           f"give one of them{first}, and `matcher compare {path.as_posix()}` compares the rungs")
+    for note in _resolve_beside(data, path):
+        if notices:
+            notice(note)
     problems, sweep = check_sweep_data(data)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
@@ -280,15 +341,31 @@ def load_sweep(path: str | Path) -> Sweep:
     return sweep
 
 
+def _relative_to(value: str, folder: Path) -> str:
+    """A path given from the current directory, as the sweep file in `folder` writes it."""
+    import os
+
+    if Path(value).is_absolute():
+        return value
+    return Path(os.path.relpath(Path(value).resolve(), folder.resolve())).as_posix()
+
+
 def check_before_writing(sweep: Sweep, path: str | Path) -> str:
-    """The file text of `sweep`, after the checks `matcher sweep validate` makes on it (parsed back from
-    that text): a sweep that would not validate is one ConfigError, and nothing is written."""
+    """The file text of `sweep` (paths written relative to the file's folder), after the checks `matcher
+    sweep validate` makes on it (parsed back from that text): a sweep that would not validate is one
+    ConfigError, and nothing is written."""
     import yaml
 
     path = Path(path)
-    text = ("# matcher sweep: matched runs with full configs and predicted costs.\n"
-            "# Check after editing: matcher sweep validate " + path.as_posix() + "\n" + dump_yaml(sweep.to_dict()))
-    problems, _ = check_sweep_data(yaml.safe_load(text))
+    header = ("# matcher sweep: matched runs with full configs and predicted costs.\n"
+              "# Check after editing: matcher sweep validate " + path.as_posix() + "\n"
+              "# Paths (train.data, eval_data, tokenizer) are relative to this file's folder.\n")
+    data = sweep.to_dict()
+    map_train_paths(data, lambda value: _relative_to(value, path.parent))
+    text = header + dump_yaml(data)
+    parsed = yaml.safe_load(text)
+    _resolve_beside(parsed, path)
+    problems, _ = check_sweep_data(parsed)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{path}: not written: the sweep would not pass `matcher sweep validate`, "

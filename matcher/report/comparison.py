@@ -177,13 +177,22 @@ def reach_intervals(curves: dict[str, Curve], group_runs: list[str], baseline_ru
                     samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple:
     """95% percentile bootstrap intervals of the group's tokens to reach `target` and of baseline / group:
     seeds resampled within each group, problems resampled once per draw for both groups (they score the
-    same problems, so the ratio's interval is paired over problems)."""
+    same problems, so the ratio's interval is paired over problems). None where nothing varies between
+    draws (one seed and no per-problem outcomes): a zero-width interval would claim certainty."""
     import numpy as np
 
     from matcher.eval.intervals import percentile_interval
 
     widths = [c[2].shape[1] for c in curves.values() if c[2] is not None]
     n_problems = max(set(widths), key=widths.count) if widths else 0
+
+    def resamplable(runs: list[str]) -> bool:  # several seeds, or per-problem outcomes to draw from
+        return len(set(runs)) > 1 or any(curves.get(run, ([], [], None))[2] is not None
+                                         and curves[run][2].shape[1] == n_problems for run in runs)
+
+    group_varies, baseline_varies = resamplable(group_runs), resamplable(baseline_runs)
+    if not group_varies and not baseline_varies:  # every draw the same number: a zero-width "interval"
+        return None, None
     rng = np.random.default_rng(seed)
     tokens, ratios = [], []
     for _ in range(samples):
@@ -192,7 +201,7 @@ def reach_intervals(curves: dict[str, Curve], group_runs: list[str], baseline_ru
         base = _group_reach(curves, list(rng.choice(baseline_runs, len(baseline_runs))), target, pick)
         tokens.append(group)
         ratios.append(efficiency_ratio(base, group))
-    return percentile_interval(tokens), percentile_interval(ratios)
+    return percentile_interval(tokens) if group_varies else None, percentile_interval(ratios)
 
 
 def reach_table(results: Results, targets: list[float | Target]) -> Table:
@@ -240,7 +249,7 @@ def reach_table(results: Results, targets: list[float | Target]) -> Table:
         "baseline.",
         f"95% low/high: percentile bootstrap ({BOOTSTRAP_SAMPLES} draws) over seeds and, where the per-problem "
         "outcomes were logged, over problems (the same draw for both groups of a ratio); - where most draws "
-        "do not reach the target.",
+        "do not reach the target, or where nothing can be resampled (one seed without per-problem outcomes).",
     ]
     if not targets:
         notes.append("No targets: the baseline has no eval with accuracy 0.01 or more yet; give --targets.")

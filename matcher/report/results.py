@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from matcher.config import VARIANTS
-from matcher.errors import ResultsError
+from matcher.errors import ConfigError, ResultsError
 from matcher.plan.sweep import PREDICTED_KEYS as PREDICTED
 from matcher.run.contract import RunInfo, RunSnapshot, RunState, furthest, stale_runs
 from matcher.run.rundir import RunDir, split_complete

@@ -7,37 +7,79 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from matcher.config import TrainConfig
-from matcher.data.streams import MATH_DATA, eval_problems
+from matcher.data.streams import eval_problems
 from matcher.errors import RunError
+from matcher.eval.fit import check_fit
 from matcher.eval.score import score_task
-from matcher.eval.tasks import Task, embedded_task, int_option, load_task, parse_task
+from matcher.eval.tasks import Task, int_option, limited, load_task, parse_task, run_eval_task
 from matcher.run.distributed import autocast_for, pick_device, resolve_dtype
 
 
-def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
-    """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples), in the
-    latent form (the final value only) where eval_data is math-latent."""
-    return embedded_task(problems, latent=cfg.eval_data == "math-latent", steps=cfg.data_steps,
-                         source="generated" if cfg.eval_data in MATH_DATA else cfg.eval_data)
-
-
 def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.device,
-                     autocast: contextlib.AbstractContextManager) -> dict[str, Any]:
-    """The eval line's scores. Collective under torch.distributed."""
+                     autocast: contextlib.AbstractContextManager, run_path: Path | None = None,
+                     step: int = 0) -> dict[str, Any]:
+    """The eval line's scores; with `run_path` (the main rank's), the samples are written to
+    evals/<step>/<task>.samples.jsonl. Collective under torch.distributed."""
     from matcher.data.tokenizer import tokenizer_for
 
     result = score_task(model, run_eval_task(problems, cfg), tokenizer_for(cfg), seq_len=cfg.seq_len,
                         device=device, autocast=autocast)
+    samples = result.pop("samples")
+    if run_path is not None:
+        write_samples(samples_path(run_path, step, result["task"]), samples)
+    scores = result["scores"]
     low_high = result["intervals"]["acc"] or (None, None)
-    return {"eval_loss": result["scores"]["loss"], "eval_accuracy": result["scores"]["acc"],
+    return {"eval_loss": scores["loss"], "eval_loss_answer": scores["loss_answer"],
+            "eval_loss_chain": scores["loss_chain"], "eval_accuracy": scores["acc"],
             "eval_accuracy_low": low_high[0], "eval_accuracy_high": low_high[1],
-            "eval_bpb": result["scores"]["bpb"], "eval_n": result["n"], "eval_correct": result["outcomes"]["acc"]}
+            "eval_bpb": scores["bpb"], "eval_n": result["n"], "eval_correct": result["outcomes"]["acc"],
+            **({"eval_n_total": result["n_total"]} if "n_total" in result else {})}
+
+
+SAMPLES_GZIP_BYTES = 1 << 20  # a samples file larger than this is written gzip-compressed
+
+
+def samples_path(run_path: Path, step: int, task_label: str, depth: int | None = None) -> Path:
+    """evals/<step>/<task>.samples.jsonl (with `-depth<D>` at a test-time depth); `.gz` is added when
+    the file is written compressed."""
+    name = task_label if depth is None else f"{task_label}-depth{depth}"
+    return Path(run_path) / "evals" / str(step) / f"{name}.samples.jsonl"
+
+
+def write_samples(path: Path, samples: list[dict[str, Any]]) -> Path:
+    """One JSON line per item, atomically; gzip-compressed (path + .gz) when large. The other form of
+    the same file, left by an earlier eval, is removed, so one file holds the step's samples."""
+    import gzip
+
+    from matcher.atomic import write_atomic
+
+    data = "".join(json.dumps(sample) + "\n" for sample in samples).encode("utf-8")
+    compressed = len(data) > SAMPLES_GZIP_BYTES
+    gzipped = path.with_name(path.name + ".gz")
+    target, other = (gzipped, path) if compressed else (path, gzipped)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, lambda handle: handle.write(gzip.compress(data, mtime=0) if compressed else data))
+    other.unlink(missing_ok=True)
+    return target
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """The samples `write_samples` wrote at `path` (plain or .gz)."""
+    import gzip
+
+    compressed = path.with_name(path.name + ".gz")
+    if compressed.is_file():
+        text = gzip.decompress(compressed.read_bytes()).decode("utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _resolve_task(text: str, cfg: TrainConfig) -> Task:
@@ -45,10 +87,7 @@ def _resolve_task(text: str, cfg: TrainConfig) -> Task:
     name, file, options = parse_task(text)
     if name == "embedded" and file is None and not {"n", "steps"} & set(options):
         task = run_eval_task(eval_problems(cfg.eval_data, cfg.data_steps, cfg.eval_examples), cfg)
-        limit = int_option(options, "limit", 0, text)
-        if limit:
-            task = Task(task.spec, task.items[:limit], task.source, options, task.max_new_tokens)
-        return task
+        return limited(replace(task, options=options), int_option(options, "limit", 0, text))
     return load_task(text, data_steps=cfg.data_steps)
 
 
@@ -67,11 +106,12 @@ def choose_steps(available: list[int], step: int | None, all_steps: bool, where:
 
 
 def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = None, all_steps: bool = False,
-                 depths: list[int] | None = None, device: str | None = None,
+                 depths: list[int] | None = None, device: str | None = None, truncate: str | None = None,
                  on_row=None, on_score=None) -> list[dict[str, Any]]:
     """Score the run's saved checkpoints on `tasks` (`--task` strings) at `depths` (default: the
-    trained one); the rows are appended to the run's evals.jsonl and returned. `on_score(text)` is told
-    what is scored next, `on_row(row)` each row as it is scored."""
+    trained one); the rows are appended to the run's evals.jsonl and returned. Every task is checked
+    against the context before any checkpoint is loaded (`truncate`: matcher/eval/fit.py).
+    `on_score(text)` is told what is scored next, `on_row(row)` each row as it is scored."""
     from matcher.data.tokenizer import tokenizer_for
     from matcher.run.rundir import RunDir
     from matcher.run.snapshots import list_snapshots, load_snapshot
@@ -83,6 +123,8 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
         tasks = ["embedded"]
     loaded = [(text, _resolve_task(text, cfg)) for text in tasks]
     tokenizer = tokenizer_for(cfg)
+    for _, task in loaded:
+        check_fit(task, tokenizer, cfg.seq_len, truncate)
     snapshots = dict(list_snapshots(run.path))
     steps = choose_steps(sorted(snapshots), step, all_steps, run.path)
     depths = depths or [model_cfg.depth]
@@ -91,14 +133,19 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
                        "trained depth only; test-time depth is for dr and dr_da runs")
     target = pick_device(device)
     autocast = autocast_for(resolve_dtype(cfg.dtype, target), target)
-    rows = []
+    rows, pending = [], []
     for at in steps:
         for depth in depths:
             model, meta = load_snapshot(snapshots[at], model_cfg, depth=depth, device=target)
             for text, task in loaded:
                 if on_score is not None:
                     on_score(f"eval: scoring {text} on {info.run} at step {meta['step']}, depth {depth}")
-                result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast)
+                result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast,
+                                    truncate=truncate)
+                _refuse_non_finite(result, snapshots[at])
+                samples = result.pop("samples")
+                pending.append((samples_path(run.path, meta["step"], result["task"],
+                                             None if depth == model_cfg.depth else depth), samples))
                 row = {"event": "bench", "run": info.run, **result, "spec": text, "source": task.source,
                        "step": meta["step"], "tokens": meta["tokens"], "depth": depth,
                        "trained_depth": model_cfg.depth}
@@ -110,8 +157,20 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
                 if on_row is not None:
                     on_row(row)
             del model
+    for path, samples in pending:  # only once every checkpoint has scored: a refused one stores nothing
+        write_samples(path, samples)
     store_rows(run.evals, rows)
     return rows
+
+
+def _refuse_non_finite(result: dict[str, Any], path: Path) -> None:
+    """A NaN score is a damaged model, not a result: refused before anything is stored."""
+    import math
+
+    bad = [metric for metric, value in result["scores"].items() if value is not None and not math.isfinite(value)]
+    if bad:
+        raise RunError(f"{path}: scored {', '.join(bad)} = NaN or infinite on {result['task']}; the checkpoint is "
+                       "damaged or the run diverged: score another step, or retrain; nothing was stored")
 
 
 def _key(row: dict[str, Any]) -> tuple:

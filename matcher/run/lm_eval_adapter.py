@@ -8,9 +8,11 @@ harness's tasks (with local data files) score any saved eval point:
     lm_eval.simple_evaluate(model=lm, tasks=["my_local_task"], task_manager=lm_eval.tasks.TaskManager(
         include_path="my_tasks/"))
 
-or `lm_eval --model matcher --model_args run_dir=results/<sweep>/<run>,step=1200 ...` once this module is
-imported (it registers the name `matcher`). The three request types run through matcher/eval/engine.py,
-the same batching, padding and context rules as `matcher eval`.
+or from the command line, `matcher lm-eval results/<sweep>/<run> --step 1200 -- --tasks ...`, which
+imports this module (registering the model name `matcher`) and then runs the harness's own CLI
+(matcher/commands/lm_eval.py). The device defaults to what the machine has (cpu on a CPU build). The
+three request types run through matcher/eval/engine.py, the same batching, padding and context rules
+as `matcher eval`.
 """
 
 from __future__ import annotations

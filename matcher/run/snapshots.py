@@ -9,6 +9,8 @@ optimizer), so any point of a curve can be scored again later (`matcher eval`).
   against the run.yaml beside it.
 - Keep policy (train.keep_checkpoints): 0 keeps every one; N keeps the newest N. The resume
   checkpoint last.pt is separate and always kept.
+- Loading refuses a checkpoint that cannot be read or holds a NaN or infinite value: scored, it would
+  store an accuracy of 0 and a NaN loss as if they were results.
 - Saving is collective under FSDP (the full state dict is gathered); rank 0 writes, atomically.
 """
 
@@ -97,7 +99,14 @@ def load_snapshot(path: Path, cfg: ModelConfig, *, depth: int | None = None,
     if ModelConfig.from_dict(meta["model"]) != cfg:
         raise RunError(f"{path}: a checkpoint of another model than this run's run.yaml; put back this "
                        "run's checkpoints")
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except Exception as error:  # the library raises its own error types for a cut or damaged file
+        raise RunError(f"{path}: its tensors cannot be read ({error}); delete it, or retrain") from None
+    damaged = [name for name, tensor in state.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if damaged:
+        raise RunError(f"{path}: {len(damaged)} tensor(s) hold NaN or infinite values (first: {damaged[0]}); the "
+                       "checkpoint is damaged or the run diverged: score another step, or retrain")
     trained_depth = cfg.depth
     if depth is not None and depth != cfg.depth:
         if cfg.variant == "la":

@@ -40,6 +40,8 @@ from matcher.config import TrainConfig, divisors
 from matcher.data import streams
 from matcher.data.tokenizer import tokenizer_for
 from matcher.errors import MatcherError, RunError
+from matcher.eval.fit import check_fit
+from matcher.eval.tasks import run_eval_task
 from matcher.models import IGNORE_INDEX, Model
 from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
@@ -200,6 +202,7 @@ class Trainer:
             self.cfg.data, self.cfg.eval_data, seed=self.cfg.stream_seed, n_steps=self.cfg.data_steps,
             seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size, eval_examples=self.cfg.eval_examples,
             tokenizer=self.tokenizer, loss_on=self.cfg.loss_on)
+        check_fit(run_eval_task(self.eval_problems, self.cfg), self.tokenizer, self.cfg.seq_len, in_training=True)
         self.model, self.train_model = self._build_model()
         self.optimizer = make_optimizer(self.model, self.cfg, fused=self.device.type == "cuda")
         # each group's train.lr_mult, kept apart from the groups: a checkpoint's groups replace them on resume
@@ -405,7 +408,8 @@ class Trainer:
         self.model.eval()
         # problems split over the ranks, every rank running the same forwards (matcher/eval/engine.py)
         scores = in_training_eval(self.model, self.eval_problems, self.cfg, device=self.device,
-                                  autocast=self.autocast)
+                                  autocast=self.autocast, run_path=self.rundir.path if self.world.is_main else None,
+                                  step=self.step)
         self.model.train()
         shares = None
         if self.load_since_eval is not None:  # each expert's share per applied depth, steps since the last eval
