@@ -122,8 +122,9 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
                   f"on {', '.join(plan.matched)} within {plan.spec.tolerance:.1%}")
     console.print(f"memory matched: {memory_matched(plan)}", markup=False)
     table = Table()
-    for col in ("run", "role", "depth", "d_ff", "experts", "params", "Δ params", "train FLOPs/token",
-                "Δ FLOPs", "Δ inference mem", "train memory", "KV+DA cache", "steps", "evals"):
+    for col in ("run", "role", "depth", "d_ff", "experts", "params", "Δ params", "body params", "Δ body params",
+                "train FLOPs/token", "Δ FLOPs", "body FLOPs/token", "Δ body FLOPs", "Δ inference mem", "train memory",
+                "KV+DA cache", "steps", "evals"):
         table.add_column(col, justify="left" if col in ("run", "role") else "right")
     for run in plan.runs:
         m, p, cfg = run.match, run.predicted, run.config
@@ -133,7 +134,9 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
         table.add_row(
             escape(run.label), escape(run.role), str(cfg.depth), d_ff, experts,
             fmt.params(p["total_params"]), fmt.percent(residuals.get("params")),
+            fmt.params(p["body_params"]), fmt.percent(residuals.get("body_params")),
             fmt.si(p["train_flops_per_token"]), fmt.percent(residuals.get("flops")),
+            fmt.si(p["body_train_flops_per_token"]), fmt.percent(residuals.get("body_flops")),
             fmt.percent(residuals.get("inference_memory")),
             fmt.ratio(p["training_memory_bytes"] / reference["training_memory_bytes"]),
             fmt.ratio(_ratio(p["inference_cache_bytes"], reference["inference_cache_bytes"])),
@@ -167,7 +170,7 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
     console.print("[dim]conventions:[/]")
     for line in plan.spec.conventions.describe():
         console.print(f"[dim]  - {escape(line)}[/]")
-    runs = len(plan.runs) * len(plan.seeds)
+    runs = plan.n_runs
     if written:
         console.print(f"wrote [bold]{escape(path.as_posix())}[/] ({runs} runs); "
                       f"check it with `matcher sweep show {escape(path.as_posix())}`")
@@ -217,7 +220,8 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
     console.print("[bold]ladder[/]: " + escape(
                   f"{', '.join(ladder.plans[0].variants)} matched to {', '.join(ladder.rungs)} on "
                   f"{', '.join(data['matched'])}; one vocabulary ({rules['vocab_size']}), "
-                  f"{rules['tokens_per_param']} tokens per target parameter, batch and lr from the compute fits"))
+                  f"{rules['tokens_per_param']} tokens per target {rules['tokens_per_param_counts'].rstrip('s')}, "
+                  "batch and lr from the compute fits"))
     table = Table()
     for col in ("rung", "params", "train FLOPs", "tokens", "batch", "lr", "worst |Δ|", "sweep"):
         table.add_column(col, justify="left" if col in ("rung", "sweep") else "right")
