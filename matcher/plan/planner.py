@@ -22,6 +22,7 @@ from typing import Any
 from matcher import __version__, fmt
 from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig
 from matcher.cost.analytic import Conventions
+from matcher.cost.gpu_hours import DEFAULT_GPU, DEFAULT_MFU, DEVICES, check_mfu, device
 from matcher.errors import ConfigError, MatchError
 from matcher.names import resolve
 from matcher.plan.grid import grid_points, parse_grid, resolve_grids
@@ -329,6 +330,10 @@ class PlanRequest:
                                            "every run (data, eval_data, lr, loss_on, ...).", flag="--set")
     tokenizer: str | None = _option(None, "A Hugging Face tokenizer.json (or char): every run's vocab_size is "
                                     "its size padded to a multiple of 64, set before matching.")
+    gpu: str = _option(DEFAULT_GPU, f"Device for the GPU-hours before launch: {', '.join(DEVICES)} (peak dense "
+                       "bf16 from the vendor's datasheet).")
+    mfu: float = _option(DEFAULT_MFU, "Assumed model FLOPs utilization for the GPU-hours: the share of the "
+                         "device's peak the training reaches.")
     causal_half: bool = _option(False, "Halve sequence-attention score FLOPs (causal mask).",
                                 flag="--causal-half")
     recompute: str = _option("none", "Activation recomputation in training: none | full.")
@@ -341,6 +346,8 @@ class PlanRequest:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite positive number, got {value}")
         if self.tokens is not None:
             self.tokens = round(self.tokens)  # a count, given as 1.5e6 on the command line
+        device(self.gpu)
+        check_mfu(self.mfu)
 
     @property
     def overrides(self) -> Overrides:
