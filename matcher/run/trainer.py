@@ -56,6 +56,7 @@ from matcher.run.distributed import (
 from matcher.run.rundir import MetricsWriter, RunDir
 from matcher.run.schedule import eval_steps, wsd_lr
 from matcher.run.throughput import gini, mfu, peak_flops
+from matcher.run.validation import val_scores, val_windows
 
 OnRecord = Callable[[dict[str, Any]], None]
 
@@ -206,6 +207,8 @@ class Trainer:
             self.cfg.data, self.cfg.eval_data, seed=self.cfg.stream_seed, n_steps=self.cfg.data_steps,
             seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size, eval_examples=self.cfg.eval_examples,
             tokenizer=self.tokenizer, loss_on=self.cfg.loss_on)
+        self.val_windows = val_windows(self.cfg.data, seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size,
+                                       tokenizer=self.tokenizer)
         self.model, self.train_model = self._build_model()
         self.optimizer = self._make_optimizer()
         self.train_flops_per_token = self._train_flops_per_token()
@@ -421,6 +424,9 @@ class Trainer:
         # problems split over the ranks, every rank running the same forwards (matcher/eval/engine.py)
         scores = in_training_eval(self.model, self.eval_problems, self.cfg, device=self.device,
                                   autocast=self.autocast)
+        if self.val_windows is not None:
+            scores.update(val_scores(self.model, self.val_windows, self.tokenizer, device=self.device,
+                                     autocast=self.autocast, batch_rows=self.micro_batch))
         self.model.train()
         shares = None
         if self.load_since_eval is not None:  # each expert's share per applied depth, steps since the last eval
