@@ -160,11 +160,14 @@ def data_encode(
     shard_tokens: Annotated[int, typer.Option(help="Tokens per shard (the last one may hold fewer; at least "
                                                    "1,024).")] = 1 << 26,
     force: Annotated[bool, typer.Option(help="Replace what OUT holds (another or a finished encode).")] = False,
+    val_fraction: Annotated[float, typer.Option(help="Hold this share of whole documents out into a val split "
+                                                     "(OUT/val), for validation loss and selection.")] = 0.0,
+    split_seed: Annotated[int, typer.Option(help="Seed of which documents the val split holds.")] = 0,
 ) -> None:
     """Tokenize a corpus into fixed-size shards with a manifest; a rerun resumes an interrupted encode."""
     from matcher.commands.data import encode_command
 
-    encode_command(inputs, out, tokenizer, shard_tokens, force)
+    encode_command(inputs, out, tokenizer, shard_tokens, force, val_fraction=val_fraction, split_seed=split_seed)
 
 
 @data_app.command("overlap")

@@ -114,7 +114,8 @@ def test_json_reports_residuals_memory_ratios_and_work(capsys):
     target, dr, dr_da = result["runs"]
     assert target["memory_ratio"] == 1.0 and "residuals" not in target
     for run in (dr, dr_da):
-        assert set(run["residuals"]) == {"flops", "params", "inference_memory", "train_memory"} and run["steps"] >= 1
+        assert set(run["residuals"]) == {"flops", "params", "inference_memory", "train_memory", "body_flops",
+                                         "body_params"} and run["steps"] >= 1
         assert run["evaluations"] > 0 and run["inference_cache_ratio"] >= 1.0
         assert run["align"] in (32, 64) and run["model"]["d_ff"] % run["align"] == 0
         assert max(abs(run["residuals"][q]) for q in result["matched"]) <= 0.005
@@ -377,13 +378,18 @@ def test_a_ladder_writes_one_consistent_sweep_per_rung_and_a_manifest(tmp_path, 
     data = load_ladder(out)
     assert [r["target"] for r in data["rungs"]] == ["la-100m", "la-1b", "la-2b"]
     assert data["rules"]["vocab_size"] == 50304 and data["rules"]["tokens_per_param"] == 20
+    assert data["rules"]["tokens_per_param_counts"] == "body (non-embedding) parameters"
     sweeps = [load_sweep(out.parent / rung["sweep"]) for rung in data["rungs"]]
     for rung, sweep in zip(data["rungs"], sweeps):
         assert {run.model.vocab_size for run in sweep.runs} == {50304}  # one vocabulary, la-100m's 32000 raised
         target = sweep.target
         assert rung["total_params"] == param_counts(target.model).total
-        # one rule: 20 tokens per target parameter, in whole steps
-        assert abs(target.train.total_tokens / (20 * rung["total_params"]) - 1) < 0.01
+        # one rule: 20 tokens per target body (non-embedding) parameter, in whole steps, named in sweep meta
+        assert rung["body_params"] == param_counts(target.model).non_embedding
+        body_rule = default_training(train_flops_per_token(target.model), rung["body_params"], target.train.seq_len)
+        assert target.train.total_tokens == body_rule.total_tokens
+        assert abs(target.train.total_tokens / (20 * rung["body_params"]) - 1) < 0.05  # 2 significant digits
+        assert sweep.meta.tokens_rule == "20 tokens per body (non-embedding) parameter of the target, in whole steps"
         assert rung["train_flops"] == train_flops_per_token(target.model) * target.train.total_tokens
         assert sweep.meta.command == f"matcher plan --target {rung['target']} --vocab-size 50304"
         assert [r.group for r in sweep.runs] == [rung["target"], "dr", "dr_da"]

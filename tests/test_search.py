@@ -50,7 +50,7 @@ def test_flops_and_params_residuals(target_name, variant, depth):
 def test_match_reports_every_quantity_and_the_work_done():
     target = get_preset("la-1b")
     found = match(target.replace(variant="dr"), spec_for(target))
-    assert set(found.costs) == {"flops", "params", "inference_memory", "train_memory"}
+    assert set(found.costs) == {"flops", "params", "inference_memory", "train_memory", "body_flops", "body_params"}
     assert set(found.residuals) == set(found.costs)
     assert found.solved == ("flops", "params") and found.free == ("d_ff", "n_experts")
     assert found.costs == costs_of(found.config, spec_for(target))

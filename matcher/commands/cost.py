@@ -11,6 +11,7 @@ from matcher.console import escape, notice, out
 from matcher.cost.analytic import FLOP_COMPONENTS, PARAM_COMPONENTS, Conventions, cost_report
 from matcher.plan.presets import PRESETS, load_target
 
+BODY = "body (no LM head)"  # the row of body (non-embedding) forward FLOPs
 MEMORY_ROWS = (("weights_bytes", "weights"), ("gradients_bytes", "gradients"),
                ("optimizer_bytes", "optimizer"), ("activations_bytes", "activations"))
 
@@ -78,8 +79,10 @@ def print_cost_tables(result: dict[str, Any], report) -> None:
         if value or mp.get(name):
             params.add_row(*_row(name, value, mp.get(name), fmt.count))
     params.add_row(*_row("[bold]total", report.params.total, mp.get("total"), fmt.count))
-    params.add_row("embedding / non-embedding", f"{fmt.count(report.params.embedding)} / "
-                   f"{fmt.count(report.params.non_embedding)}", "", "")
+    measured_body = mp["total"] - mp.get("embedding", 0) - mp.get("lm_head", 0) if mp else None
+    params.add_row(*_row("body (non-embedding)", report.params.non_embedding, measured_body, fmt.count))
+    params.add_row("embedding share of the total", f"{report.params.embedding / report.params.total:.1%}",
+                   "", "")
     params.add_row("active per token", fmt.count(report.params.active), "", "")
     params.add_row("applied (all depths)", fmt.count(report.params.applied), "", "")
     console.print(params)
@@ -93,17 +96,19 @@ def print_cost_tables(result: dict[str, Any], report) -> None:
         flops.add_column(label, justify="right")
         flops.add_column("diff", justify="right")
     fwd = report.forward_flops_per_token
-    for name in (*FLOP_COMPONENTS, "total"):
-        value = sum(fwd.values()) if name == "total" else fwd[name]
-        if not value and name != "total":
+    for name in (*FLOP_COMPONENTS, "total", BODY):
+        value = {"total": sum(fwd.values()), BODY: report.body_train_flops_per_token / 3}.get(name, fwd.get(name))
+        if not value and name not in ("total", BODY):
             continue
         row = [f"[bold]{name}" if name == "total" else name, fmt.si(value)]
         for counter in counters:
-            got = measured["flops"][counter].get(name)
+            counted = measured["flops"][counter]
+            got = counted.get("total", 0) - counted.get("lm_head", 0) if name == BODY else counted.get(name)
             row += _row("", value, got, fmt.si)[2:]
         flops.add_row(*row)
     console.print(flops)
     console.print(f"training FLOPs per token (3 x forward): [bold]{fmt.si(report.train_flops_per_token)}[/]"
+                  f"   body: {fmt.si(report.body_train_flops_per_token)}"
                   f"   per sequence: {fmt.si(report.train_flops_per_sequence)}"
                   f"   hardware (recompute {report.conventions.recompute}): "
                   f"{fmt.si(report.hardware_flops_per_token)}")

@@ -11,6 +11,7 @@ from matcher import fmt
 from matcher.console import Activity, escape, notice, out
 from matcher.cost.analytic import forward_flops_per_token, param_counts
 from matcher.errors import MatcherError
+from matcher.plan.launch import LaunchCost, launch_cost
 from matcher.plan.planner import Plan, PlanRequest, build_sweep, make_plan
 from matcher.plan.search import NEIGHBOURHOOD_STEPS
 
@@ -27,7 +28,7 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
         if measure:
             status.update("measured check: building the chosen configs on the meta device")
             checks = measured_check(plan)
-    for line in plan.notices:
+    for line in plan.notices + repeat_notices(launch_cost(plan, request.gpu, request.mfu)):
         notice(line)
     sweep = build_sweep(plan)
     from matcher.data.overlap import sweep_overlap_warnings
@@ -94,7 +95,9 @@ def plan_result(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, wri
                        steps=m.steps, evaluations=m.evaluations, converged=m.converged, notes=list(m.notes),
                        align=m.align)
         runs.append(row)
-    return {"target": plan.target_label, "variants": plan.variants, "matched": list(plan.matched),
+    launch = launch_cost(plan, plan.request.gpu, plan.request.mfu)
+    return {"launch": launch.to_dict(), "target": plan.target_label, "variants": plan.variants,
+            "matched": list(plan.matched),
             "targets": plan.spec.targets, "align": plan.spec.align, "tolerance": plan.spec.tolerance,
             "memory_matched": memory_matched(plan), "train": plan.train.to_dict(),
             "seeds": plan.seeds, "runs": runs, "measured": checks, "sweep": path.as_posix(),
@@ -144,6 +147,7 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
             fmt.ratio(_ratio(p["inference_cache_bytes"], reference["inference_cache_bytes"])),
             str(m.steps) if m else "-", str(m.evaluations) if m else "-")
     console.print(table)
+    print_body_and_totals(plan)
     train = plan.train
     held = (f"micro-batches of {train.micro_batch_size} x {train.seq_len} tokens on one process, batch "
             f"{train.batch_size}" if train.micro_batch_size else f"batch {train.batch_size} x {train.seq_len} tokens")
@@ -159,6 +163,7 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
                   f"tokenizer {train.tokenizer['path'] if isinstance(train.tokenizer, dict) else train.tokenizer} "
                   f"(vocab_size {plan.target.config.vocab_size:,}), "
                   f"seeds {', '.join(map(str, plan.seeds))}", markup=False)  # data and tokenizer: user paths
+    print_launch_cost(launch_cost(plan, plan.request.gpu, plan.request.mfu))
     if checks:
         measured = Table(title="Measured check (real modules on the meta device)", title_justify="left")
         for col in ("run", "params", "measured", "diff", "forward FLOPs/token", "measured", "diff"):
@@ -172,12 +177,70 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
     console.print("[dim]conventions:[/]")
     for line in plan.spec.conventions.describe():
         console.print(f"[dim]  - {escape(line)}[/]")
-    runs = len(plan.runs) * len(plan.seeds)
+    runs = plan.n_runs
     if written:
         console.print(f"wrote [bold]{escape(path.as_posix())}[/] ({runs} runs); "
                       f"check it with `matcher sweep show {escape(path.as_posix())}`")
     else:
         console.print(f"dry run: would write {path.as_posix()} ({runs} runs)", markup=False)
+
+
+def print_body_and_totals(plan: Plan) -> None:
+    """Totals beside the body (non-embedding) costs, each with its Δ to the target: with a large
+    vocabulary the embeddings dominate the totals, and a small Δ there can hide a large one in the body."""
+    from rich.table import Table
+
+    table = Table(title="Body (non-embedding: no token embedding or LM head) and totals", title_justify="left")
+    for col in ("run", "params", "Δ params", "body params", "Δ body params", "FLOPs/token", "Δ FLOPs",
+                "body FLOPs/token", "Δ body FLOPs"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for run in plan.runs:
+        p, residuals = run.predicted, run.match.residuals if run.match is not None else {}
+        table.add_row(escape(run.label), fmt.params(p["total_params"]), fmt.percent(residuals.get("params")),
+                      fmt.params(p["body_params"]), fmt.percent(residuals.get("body_params")),
+                      fmt.si(p["train_flops_per_token"]), fmt.percent(residuals.get("flops")),
+                      fmt.si(p["body_train_flops_per_token"]), fmt.percent(residuals.get("body_flops")))
+    out().print(table)
+
+
+def print_launch_cost(launch: LaunchCost) -> None:
+    """GPU-hours per run group and for the sweep, and the data each run reads against what is on disk."""
+    from rich.table import Table
+
+    from matcher.cost.gpu_hours import device
+    from matcher.data.streams import MATH_DATA
+
+    console = out()
+    table = Table(title=f"Compute before launch: {launch.gpu} at MFU {launch.mfu:g} (--gpu, --mfu)",
+                  title_justify="left")
+    for col in ("group", "runs", "tokens per run", "train FLOPs per run", "GPU-hours per run", "GPU-hours"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for group in launch.groups:
+        table.add_row(escape(group.group), str(group.runs), fmt.si(group.tokens_per_run),
+                      f"{group.train_flops_per_run:.3g}", f"{group.gpu_hours_per_run:.3g}",
+                      f"{group.gpu_hours_per_run * group.runs:.3g}")
+    table.add_row("[bold]sweep", str(sum(g.runs for g in launch.groups)), "", "", "",
+                  f"[bold]{launch.total_gpu_hours:.3g}")
+    console.print(table)
+    console.print(f"GPU-hours = model FLOPs (3 x forward) / ({launch.peak_flops / 1e12:,.0f} TFLOP/s peak dense bf16 "
+                  f"x MFU {launch.mfu:g}); peak: {device(launch.gpu).source}", markup=False)
+    for supply in launch.data:
+        if supply.tokens_on_disk is None:
+            held = ("generated on the fly: never repeats" if supply.source in MATH_DATA
+                    else "no token count readable on disk (matcher sweep validate checks the data)")
+            console.print(f"data {supply.source}: each run reads {fmt.si(supply.tokens_needed)} tokens; {held}",
+                          markup=False)
+            continue
+        line = (f"data {supply.source}: each run reads {fmt.si(supply.tokens_needed)} tokens of the "
+                f"{fmt.si(supply.tokens_on_disk)} on disk ({supply.epochs:.2g} epochs)")
+        console.print(line, markup=False)
+
+
+def repeat_notices(launch: LaunchCost) -> list[str]:
+    """A notice for each data source that a run would read more than once."""
+    return [f"{supply.source} holds {fmt.si(supply.tokens_on_disk)} training tokens and each run reads "
+            f"{fmt.si(supply.tokens_needed)}: the data repeats {supply.epochs:.2g} times; encode more data "
+            "or plan fewer --tokens" for supply in launch.data if supply.epochs is not None and supply.epochs > 1]
 
 
 def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
@@ -201,7 +264,7 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
                            "or --out to write the ladder elsewhere")
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for plan in ladder.plans:
-        for line in plan.notices:
+        for line in plan.notices + repeat_notices(launch_cost(plan, request.gpu, request.mfu)):
             notice(f"{plan.target_label}: {line}")
     data = manifest(ladder, sweep_paths, created)
     sweeps = [build_sweep(plan, created) for plan in ladder.plans]
@@ -225,7 +288,8 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
     console.print("[bold]ladder[/]: " + escape(
                   f"{', '.join(ladder.plans[0].variants)} matched to {', '.join(ladder.rungs)} on "
                   f"{', '.join(data['matched'])}; one vocabulary ({rules['vocab_size']}), "
-                  f"{rules['tokens_per_param']} tokens per target parameter, batch and lr from the compute fits"))
+                  f"{rules['tokens_per_param']} tokens per target {rules['tokens_per_param_counts'].rstrip('s')}, "
+                  "batch and lr from the compute fits"))
     table = Table()
     for col in ("rung", "params", "train FLOPs", "tokens", "batch", "lr", "worst |Δ|", "sweep"):
         table.add_column(col, justify="left" if col in ("rung", "sweep") else "right")

@@ -80,6 +80,8 @@ class Conventions:
             "DA caches at the stated batch and context",
             "parameters: total = unique; active = per application of each unique layer (top_k routed "
             "experts) + embeddings; applied = summed over all depth applications + embeddings",
+            "body = non-embedding: parameters without the token embedding and an untied LM head; FLOPs "
+            "without the LM head's product",
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,6 +214,19 @@ def train_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions(),
                           seq_len: int | None = None) -> float:
     """Model FLOPs of one training token: forward + backward = 3 x forward."""
     return 3.0 * sum(forward_flops_per_token(cfg, conv, seq_len).values())
+
+
+# the FLOP components outside the body: the LM head (the embedding lookup is a gather and counts 0)
+EMBEDDING_FLOP_COMPONENTS = ("lm_head",)
+
+
+def body_train_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions(),
+                               seq_len: int | None = None) -> float:
+    """Training FLOPs per token of the body (non-embedding): 3 x forward without the LM head, as the
+    scaling-law papers count compute (Kaplan et al. 2020's C = 6N with N non-embedding parameters;
+    DeepSeek LLM's non-embedding FLOPs per token keep attention and drop the vocabulary's product)."""
+    forward = forward_flops_per_token(cfg, conv, seq_len)
+    return 3.0 * sum(v for name, v in forward.items() if name not in EMBEDDING_FLOP_COMPONENTS)
 
 
 def recompute_flops_per_token(cfg: ModelConfig, conv: Conventions = Conventions(),
@@ -421,6 +436,7 @@ class CostReport:
     params: ParamCounts
     forward_flops_per_token: dict[str, float]
     train_flops_per_token: float
+    body_train_flops_per_token: float  # without the LM head (body_train_flops_per_token)
     hardware_flops_per_token: float
     memory: MemoryReport
 
@@ -439,6 +455,7 @@ class CostReport:
             "flops": {
                 "forward_per_token": {**self.forward_flops_per_token, "total": fwd_total},
                 "train_per_token": self.train_flops_per_token,
+                "body_train_per_token": self.body_train_flops_per_token,
                 "train_per_sequence": self.train_flops_per_sequence,
                 "hardware_per_token": self.hardware_flops_per_token,
             },
@@ -457,6 +474,7 @@ def cost_report(cfg: ModelConfig, conv: Conventions = Conventions(), batch: int 
         params=param_counts(cfg),
         forward_flops_per_token=forward_flops_per_token(cfg, conv, seq_len),
         train_flops_per_token=train_flops_per_token(cfg, conv, seq_len),
+        body_train_flops_per_token=body_train_flops_per_token(cfg, conv, seq_len),
         hardware_flops_per_token=hardware_flops_per_token(cfg, conv, seq_len),
         memory=memory(cfg, batch, seq_len, conv),
     )

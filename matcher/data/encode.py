@@ -329,13 +329,71 @@ class ShardWriter:
                 Path(handle.name).unlink(missing_ok=True)
 
 
+VAL_FOLDER = "val"  # the held-out split: a shard folder of its own inside the output folder
+
+
+def held_out(documents: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Whether each document index falls into the val split: a seeded hash of the index (splitmix64)
+    below `fraction`. A document's fate depends on its index and the seed only, so the choice is the same
+    on every machine and in a resumed encode, and needs no count of the documents in advance."""
+    def mix(x: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            x = x + np.uint64(0x9E3779B97F4A7C15)
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            return x ^ (x >> np.uint64(31))
+
+    keyed = mix(np.asarray(documents, dtype=np.uint64) ^ mix(np.asarray([seed], dtype=np.uint64)))
+    return (keyed >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
+
+
+@dataclass
+class DocumentSplit:
+    """Whole documents to one of two shard writers: `val` where held_out says so, else `train`. Takes the
+    ShardWriter's batches (tokens, mask, document starts); a batch's leading tokens continue the last
+    document of the batch before."""
+
+    train: ShardWriter
+    val: ShardWriter
+    fraction: float
+    seed: int
+    seen_documents: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.train.tokens
+
+    @property
+    def documents(self) -> int:
+        return self.train.documents
+
+    def add(self, tokens: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> None:
+        positions = np.arange(len(tokens))
+        document = self.seen_documents - 1 + np.searchsorted(starts, positions, side="right")
+        to_val = held_out(np.maximum(document, 0), self.fraction, self.seed)
+        self.seen_documents += len(starts)
+        for writer, chosen in ((self.train, ~to_val), (self.val, to_val)):
+            before = np.cumsum(chosen) - chosen  # chosen tokens before each position
+            kept_starts = starts[chosen[starts]]
+            writer.add(tokens[chosen], mask[chosen], before[kept_starts])
+
+    def finish(self) -> None:
+        self.train.finish()
+        self.val.finish()
+
+    def abandon(self) -> None:
+        self.train.abandon()
+        self.val.abandon()
+
+
 def write_manifest(out: Path, manifest: dict) -> None:
     write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 
 def _identity(manifest: dict) -> dict:
-    return {k: manifest.get(k) for k in ("format", "tokenizer", "dtype", "shard_tokens", "loss_mask", "inputs")}
+    keys = ("format", "tokenizer", "dtype", "shard_tokens", "loss_mask", "inputs", "split")
+    return {k: manifest.get(k) for k in keys}
 
 
 def _prepare_out(out: Path, manifest: dict, force: bool) -> int:
@@ -345,7 +403,8 @@ def _prepare_out(out: Path, manifest: dict, force: bool) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / MANIFEST
     ours = [p for p in out.iterdir() if p.name == MANIFEST or p.name.startswith("shard-")]
-    others = [p for p in out.iterdir() if p not in ours and not p.name.startswith(f".{MANIFEST}.")]
+    others = [p for p in out.iterdir() if p not in ours and not p.name.startswith(f".{MANIFEST}.")
+              and not (p.name == VAL_FOLDER and p.is_dir() and manifest.get("split"))]  # the val split's own
     if others:
         raise DataError(f"--out {out} holds other files ({others[0].name}, ...); give an empty or new folder")
     if not path.is_file():  # partial shards (.tmp) of an encode killed before its first shard: ours to remove
@@ -400,8 +459,14 @@ class EncodeResult:
 
 
 def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_tokens: int = DEFAULT_SHARD_TOKENS,
-                  force: bool = False, progress: bool = True) -> EncodeResult:
-    """Encode `inputs` into shards in `out` (see the module docstring)."""
+                  force: bool = False, progress: bool = True, val_fraction: float = 0.0,
+                  split_seed: int = 0) -> EncodeResult:
+    """Encode `inputs` into shards in `out` (see the module docstring). `val_fraction` > 0 holds that
+    share of whole documents out into a val split, OUT/val (a shard folder with its own manifest), chosen
+    by held_out(document index, val_fraction, split_seed); the main manifest records the split."""
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"--val-fraction is the share of documents held out, at least 0 and below 1, got "
+                        f"{val_fraction:g}")
     if not inputs:
         raise DataError("give at least one input file to encode")
     if shard_tokens < MIN_SHARD_TOKENS:
@@ -418,8 +483,16 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
         "inputs": [{"path": str(p), "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in inputs],
         "documents": 0, "tokens": 0, "shards": [],
     }
+    if val_fraction:
+        manifest["split"] = {"val_fraction": val_fraction, "seed": split_seed, "folder": VAL_FOLDER}
     resumed = _prepare_out(out, manifest, force)
-    writer = ShardWriter(out, manifest, shard_tokens, manifest["loss_mask"], skip_tokens=resumed)
+    writer: ShardWriter | DocumentSplit = ShardWriter(out, manifest, shard_tokens, manifest["loss_mask"],
+                                                      skip_tokens=resumed)
+    if val_fraction:
+        val_manifest = {**manifest, "split": {**manifest["split"], "of": "val"}, "shards": []}
+        val_resumed = _prepare_out(out / VAL_FOLDER, val_manifest, force)
+        writer = DocumentSplit(writer, ShardWriter(out / VAL_FOLDER, val_manifest, shard_tokens, manifest["loss_mask"],
+                                                   skip_tokens=val_resumed), val_fraction, split_seed)
     unrepresentable = Unrepresentable()
     total_bytes = sum(p.stat().st_size for p in inputs)
     from matcher.console import ByteProgress
@@ -450,6 +523,8 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
         writer.abandon()
         raise
     pool.shutdown()
+    if isinstance(writer, DocumentSplit):
+        _finish_split(writer, out, inputs)
     if writer.tokens == 0 or not manifest["shards"]:
         empty = f" ({writer.empty_documents:,} empty ones skipped)" if writer.empty_documents else ""
         raise DataError(f"nothing to encode in {', '.join(map(str, inputs))}: the files hold no documents{empty}")
@@ -458,6 +533,20 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
                     unrepresentable={"characters": unrepresentable.characters, "first": unrepresentable.first})
     write_manifest(out, manifest)
     return EncodeResult(out, manifest, resumed)
+
+
+def _finish_split(split: DocumentSplit, out: Path, inputs: list[Path]) -> None:
+    """Both splits hold documents: the val manifest is completed, the main one names its size."""
+    total = split.seen_documents
+    if not split.val.documents or not split.train.documents:
+        empty = "val" if not split.val.documents else "train"
+        raise DataError(f"--val-fraction {split.fraction:g} left the {empty} split empty ({total:,} documents in "
+                        f"{', '.join(map(str, inputs))}); {'raise' if empty == 'val' else 'lower'} --val-fraction "
+                        "or encode more documents")
+    val = split.val.manifest
+    val.update(complete=True, documents=split.val.documents, tokens=split.val.tokens)
+    write_manifest(out / VAL_FOLDER, val)
+    split.train.manifest["val"] = {"folder": VAL_FOLDER, "documents": split.val.documents, "tokens": split.val.tokens}
 
 
 def _submit(pool, pending, batch: list[tuple[str, Piece]], tokenizer: Tokenizer, writer: ShardWriter,

@@ -3,10 +3,10 @@
 Every rung is an ordinary sweep (matcher.plan.planner), planned with one shared rule set so that the
 rungs differ only in size: one vocabulary (--tokenizer's, else --vocab-size, else the largest rung's;
 embeddings are parameters, so it is fixed before matching), training tokens = TOKENS_PER_PARAM x the rung's
-target parameters, and the batch and learning rate from the same compute fits (default_training). A
-manifest next to the sweeps lists the rungs with their sizes and training compute, so `matcher
-compare` can put them on one axis. The manifest and the rung sweeps share a folder
-(sweeps/ladder-<rungs>-vs-<variants>/ by default).
+target body (non-embedding) parameters, as the scaling-law papers count them, and the batch and
+learning rate from the same compute fits (default_training). A manifest next to the sweeps lists the
+rungs with their sizes and training compute, so `matcher compare` can put them on one axis. The manifest
+and the rung sweeps share a folder (sweeps/ladder-<rungs>-vs-<variants>/ by default).
 """
 
 from __future__ import annotations
@@ -17,11 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from matcher.errors import ConfigError
-from matcher.plan.planner import BATCH_TOKENS_FIT, LR_FIT, TOKENS_PER_PARAM, Plan, PlanRequest, make_plan
+from matcher.plan.planner import (
+    BATCH_TOKENS_FIT,
+    LR_FIT,
+    TOKENS_BASES,
+    TOKENS_PER_PARAM,
+    Plan,
+    PlanRequest,
+    make_plan,
+)
 
 LADDER_FORMAT = 1
 # Options that would break the shared rule: each rung's tokens, batch and rate follow from its size.
 PER_RUNG_RULES = ("tokens", "batch", "target", "flops", "params")
+TOKENS_BASIS = "body"  # TOKENS_PER_PARAM counts each rung target's body (non-embedding) parameters
 
 
 @dataclass
@@ -60,7 +69,8 @@ def plan_ladder(request: PlanRequest, progress=lambda text: None) -> Ladder:
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise ConfigError(f"--ladder sets each rung's target, tokens and batch by one rule "
-                          f"({TOKENS_PER_PARAM} tokens per parameter, compute-scaled batch and rate): drop {flags}")
+                          f"({TOKENS_PER_PARAM} tokens per body parameter, compute-scaled batch and rate): "
+                          f"drop {flags}")
     rungs = parse_ladder(request.ladder)
     shapes = [load_target(rung)[0] for rung in rungs]
     # a tokenizer (--tokenizer) fixes one vocabulary for every rung itself; otherwise the largest rung's
@@ -69,7 +79,7 @@ def plan_ladder(request: PlanRequest, progress=lambda text: None) -> Ladder:
     for rung in rungs:
         progress(f"planning the {rung} rung")
         rung_request = dataclasses.replace(request, ladder=None, target=rung, vocab_size=vocab)
-        plans.append(make_plan(rung_request, progress))
+        plans.append(make_plan(rung_request, progress, tokens_basis=TOKENS_BASIS))
     vocab = plans[0].target.config.vocab_size
     sizes = [plan.target.predicted["total_params"] for plan in plans]
     if any(b <= a for a, b in zip(sizes, sizes[1:])):
@@ -84,6 +94,7 @@ def manifest(ladder: Ladder, sweep_paths: list[Path], created: str) -> dict[str,
     for rung, plan, path in zip(ladder.rungs, ladder.plans, sweep_paths):
         target = plan.target.predicted
         rungs.append({"target": rung, "sweep": path.name, "total_params": target["total_params"],
+                      "body_params": target["body_params"],
                       "train_flops_per_token": target["train_flops_per_token"],
                       "total_tokens": plan.train.total_tokens,
                       "train_flops": target["train_flops_per_token"] * plan.train.total_tokens,
@@ -93,6 +104,7 @@ def manifest(ladder: Ladder, sweep_paths: list[Path], created: str) -> dict[str,
         "variants": ladder.plans[0].variants,
         "matched": list(ladder.plans[0].matched),
         "rules": {"vocab_size": ladder.vocab_size, "tokens_per_param": TOKENS_PER_PARAM,
+                  "tokens_per_param_counts": TOKENS_BASES[TOKENS_BASIS],
                   "batch_tokens_fit": list(BATCH_TOKENS_FIT), "lr_fit": list(LR_FIT),
                   "seq_len": sorted({plan.train.seq_len for plan in ladder.plans})},
         "command": ladder.request.command_line(),

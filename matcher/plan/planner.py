@@ -22,8 +22,10 @@ from typing import Any
 from matcher import __version__, fmt
 from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig
 from matcher.cost.analytic import Conventions
+from matcher.cost.gpu_hours import DEFAULT_GPU, DEFAULT_MFU, DEVICES, check_mfu, device
 from matcher.errors import ConfigError, MatchError
 from matcher.names import file_name, resolve
+from matcher.plan.grid import grid_points, parse_grid, resolve_grids
 from matcher.plan.search import (
     ALIASES,
     AUTO_ALIGN_FLOOR,
@@ -47,6 +49,12 @@ NARROW_TOLERANCE = 0.02
 FREE_FIELDS = ("d_ff", "n_experts")
 # Chinchilla (Hoffmann et al. 2022): compute-optimal training uses ~20 tokens per parameter.
 TOKENS_PER_PARAM = 20
+# which of the target's parameters TOKENS_PER_PARAM counts: a plain plan keeps the total (its sweeps stay
+# as they were); a ladder counts the body, as the scaling-law papers do (Kaplan et al. 2020 fit to
+# non-embedding parameters), so that one vocabulary over rungs of growing size does not skew the rule
+TOKENS_BASES = {"total": "total parameters", "body": "body (non-embedding) parameters"}
+# plan warns when embeddings (token embedding + untied LM head) exceed this share of the target's parameters
+EMBEDDING_SHARE_WARNING = 0.5
 # DeepSeek LLM (Bi et al. 2024, arXiv 2401.02954) fits of the compute-optimal batch (tokens) and peak
 # learning rate to the training compute C in FLOPs: B = 0.292 C^0.3271, lr = 0.3118 C^-0.125. Their C
 # counts non-embedding FLOPs; ours includes the LM head, a few percent at these sizes.
@@ -239,17 +247,18 @@ def default_align(target: ModelConfig) -> int:
     return max(1, 2 ** int(math.log2(max(1, target.d_ff // 4))))
 
 
-def default_training(train_flops_per_token: float, total_params: float, seq_len: int, *,
+def default_training(train_flops_per_token: float, params_for_tokens: float, seq_len: int, *,
                      tokens: int | None = None, batch: int | None = None,
                      recompute: str = "none") -> TrainConfig:
     """Training settings shared by every run of a sweep (equal tokens per step, so the curves are
     comparable), scaled to the target:
-    - total tokens: TOKENS_PER_PARAM x the target's total parameters, 2 significant digits;
+    - total tokens: TOKENS_PER_PARAM x the target's parameters (total, or body for a ladder: see
+      TOKENS_BASES), 2 significant digits;
     - batch: the power of two of sequences closest to DeepSeek's compute-optimal batch in tokens;
     - peak LR: DeepSeek's compute-optimal LR, 2 significant digits (all runs share the compute C,
       so they share the LR);
     - eval checkpoints: log-spaced by factors of 2 up to the end, on step boundaries."""
-    total = tokens if tokens is not None else _round_significant(TOKENS_PER_PARAM * total_params, 2)
+    total = tokens if tokens is not None else _round_significant(TOKENS_PER_PARAM * params_for_tokens, 2)
     compute_flops = train_flops_per_token * total
     if batch is None:
         batch_tokens = BATCH_TOKENS_FIT[0] * compute_flops ** BATCH_TOKENS_FIT[1]
@@ -286,7 +295,8 @@ class PlanRequest:
     align: int | None = _option(None, "d_ff is a multiple of this (default 64; d_ff/4 for targets narrower "
                                 "than 256).", min=1)
     match: str = _option(",".join(DEFAULT_MATCHED), "Quantities to match: flops, params, inference_memory "
-                         "(weights + SA KV + DA caches), train_memory (one step at the micro-batch).")
+                         "(weights + SA KV + DA caches), train_memory (one step at the micro-batch), body_flops, "
+                         "body_params (non-embedding: without the token embedding and LM head).")
     free: str | None = _option(None, "Free variables: d_ff,n_experts and optionally one of router_rank, "
                                "n_kv_heads, top_k (default: chosen by the search when needed).")
     inference_batch: int = _option(1, "Sequences decoded at once, for inference memory.", min=1)
@@ -306,6 +316,10 @@ class PlanRequest:
     ladder: str | None = _option(None, "Instead of --target: comma-separated targets, smallest first (such as "
                                  "la-100m,la-1b,la-2b): one sweep per rung and a ladder manifest.")
     seeds: str = _option("0", "Comma-separated seeds; several give runs <variant>-s<seed>.")
+    grid: list[str] | None = _option(None, "A hyperparameter grid, repeatable: train.FIELD=V1,V2,... (xM: M x the "
+                                     "plan's value, such as train.lr=x0.33,x1,x3); VARIANT:train.FIELD=... for "
+                                     "one variant. Runs are the product of the grids and --seeds, named "
+                                     "<variant>-lr1e-3[-s0].")
     base: str = _option("la-1b", "Shape of the family when budgets are given.")
     depth: int | None = _option(None, "Variants' depth (default: the target's).", min=1)
     d_model: int | None = _option(None, "Variants' width; keeps the head width.", min=1)
@@ -316,6 +330,10 @@ class PlanRequest:
                                            "every run (data, eval_data, lr, loss_on, ...).", flag="--set")
     tokenizer: str | None = _option(None, "A Hugging Face tokenizer.json (or char): every run's vocab_size is "
                                     "its size padded to a multiple of 64, set before matching.")
+    gpu: str = _option(DEFAULT_GPU, f"Device for the GPU-hours before launch: {', '.join(DEVICES)} (peak dense "
+                       "bf16 from the vendor's datasheet).")
+    mfu: float = _option(DEFAULT_MFU, "Assumed model FLOPs utilization for the GPU-hours: the share of the "
+                         "device's peak the training reaches.")
     causal_half: bool = _option(False, "Halve sequence-attention score FLOPs (causal mask).",
                                 flag="--causal-half")
     recompute: str = _option("none", "Activation recomputation in training: none | full.")
@@ -328,6 +346,8 @@ class PlanRequest:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite positive number, got {value}")
         if self.tokens is not None:
             self.tokens = round(self.tokens)  # a count, given as 1.5e6 on the command line
+        device(self.gpu)
+        check_mfu(self.mfu)
 
     @property
     def overrides(self) -> Overrides:
@@ -381,10 +401,21 @@ class Plan:
     seeds: list[int]
     runs: list[PlannedRun]  # the target first
     notices: list[str]
+    grid: dict[str, dict[str, list]] = field(default_factory=dict)  # label -> {train field: values}
+    tokens_rule: str = ""  # how train.total_tokens was set, in words (sweep meta)
 
     @property
     def target(self) -> PlannedRun:
         return self.runs[0]
+
+    def grid_points(self, label: str) -> list:
+        """The grid points of one run group (one point, with no settings, without a grid)."""
+        return grid_points(self.grid.get(label, {}))
+
+    @property
+    def n_runs(self) -> int:
+        """Runs of the sweep: every run group's grid points x seeds."""
+        return sum(len(self.grid_points(run.label)) for run in self.runs) * len(self.seeds)
 
     def default_path(self) -> Path:
         depth = self.request.overrides.depth
@@ -396,12 +427,15 @@ class Plan:
         return Path("sweeps") / f"{name}.yaml"
 
 
-def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda text: None) -> Plan:
-    """Resolve the target, fix the shared training settings, and match every variant."""
+def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda text: None, *,
+              tokens_basis: str = "total") -> Plan:
+    """Resolve the target, fix the shared training settings, and match every variant. `tokens_basis`
+    (TOKENS_BASES): which of the target's parameters the default tokens count."""
     from matcher.plan.presets import load_target
 
     variants, notices = parse_variants(request.variants)
     seeds = parse_seeds(request.seeds)
+    grid_axes = [parse_grid(text) for text in request.grid or []]
     matched = parse_match(request.match)
     budgets = {q: v for q, v in (("flops", request.flops), ("params", request.params)) if v is not None}
     if budgets and request.target is not None:
@@ -462,9 +496,14 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
     else:
         label = target_label = resolved.name if resolved else file_name(Path(request.target).stem)
         target_config, target_match = shape, None
-    target_costs = costs_of(target_config, spec, ("flops", "params"))
-    train = default_training(target_costs["flops"], target_costs["params"], shape.seq_len,
+    target_costs = costs_of(target_config, spec, ("flops", "params", "body_params"))
+    notices += _embedding_share_notice(target_config, label, spec.matched)
+    params_for_tokens = target_costs["body_params" if tokens_basis == "body" else "params"]
+    train = default_training(target_costs["flops"], params_for_tokens, shape.seq_len,
                              tokens=request.tokens, batch=request.batch, recompute=conv.recompute)
+    tokens_rule = (f"{fmt.si(request.tokens)} tokens per run (--tokens)" if request.tokens is not None else
+                   f"{TOKENS_PER_PARAM} tokens per {TOKENS_BASES[tokens_basis].rstrip('s')} of the target, "
+                   "in whole steps")
     if request.micro_batch is not None:
         if train.batch_size % request.micro_batch:
             raise ConfigError(f"--micro-batch {request.micro_batch} does not divide the batch of "
@@ -493,8 +532,24 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
         hint = _finer_align_hint(shape, variant, request.overrides, spec, found)
         if hint:
             notices.append(f"{variant}: {hint}")
+    grid = resolve_grids(grid_axes, {run.label: run.config.variant for run in runs}, train)
     return Plan(request=request, target_label=label, variants=variants, matched=spec.matched, spec=spec,
-                train=train, seeds=seeds, runs=runs, notices=notices)
+                train=train, seeds=seeds, runs=runs, notices=notices, grid=grid, tokens_rule=tokens_rule)
+
+
+def _embedding_share_notice(target: ModelConfig, label: str, matched: tuple[str, ...]) -> list[str]:
+    """A warning when embeddings dominate the target's parameters and only totals are matched: then
+    a variant can be "matched" with a body far from the target's."""
+    from matcher.cost.analytic import param_counts
+
+    params = param_counts(target)
+    share = params.embedding / params.total
+    if share <= EMBEDDING_SHARE_WARNING or any(q.startswith("body_") for q in matched):
+        return []
+    body = ",".join(dict.fromkeys({"flops": "body_flops", "params": "body_params"}.get(q, q) for q in matched))
+    return [f"embeddings are {share:.0%} of {label}'s {fmt.params(params.total)} parameters (vocabulary "
+            f"{target.vocab_size:,}): a Δ on totals hides the body's (non-embedding) Δ; match the body with "
+            f"--match {body}"]
 
 
 def _plan_tokenizer(option: str | None, from_set: Any):
@@ -599,15 +654,19 @@ def _suggestions(shape: ModelConfig, base: ModelConfig, held: set[str], variant:
 
 
 def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
-    """The sweep file's content: one run per (target or variant) x seed, grouped by label."""
+    """The sweep file's content: one run per (target or variant) x grid point x seed, grouped by label
+    and grid point (a group's runs differ only in seed)."""
     conv = plan.spec.conventions
     runs = []
     for planned in plan.runs:
-        for seed in plan.seeds:
-            name = planned.label if len(plan.seeds) == 1 else f"{planned.label}-s{seed}"
-            train = dataclasses.replace(plan.train, seed=seed)  # the seed changes no predicted cost
-            runs.append(Run(name=name, group=planned.label, role=planned.role, model=planned.config,
-                            train=train, predicted=dict(planned.predicted)))
+        for point in plan.grid_points(planned.label):
+            group = "-".join(filter(None, (planned.label, point.suffix)))
+            # neither the seed nor a gridded setting changes a predicted cost (batch and context are not gridded)
+            point_train = dataclasses.replace(plan.train, **point.settings)
+            for seed in plan.seeds:
+                name = group if len(plan.seeds) == 1 else f"{group}-s{seed}"
+                runs.append(Run(name=name, group=group, role=planned.role, model=planned.config,
+                                train=dataclasses.replace(point_train, seed=seed), predicted=dict(planned.predicted)))
     meta = SweepMeta(
         target=plan.target_label, variants=[r.label for r in plan.runs if r.role == "variant"],
         matched=list(plan.matched), conventions=conv.to_dict(), tool_version=__version__,
@@ -616,7 +675,10 @@ def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
         description=_describe(plan), tolerance=plan.spec.tolerance,
         solved={r.label: list(r.match.solved) for r in plan.runs if r.match is not None},
         memory_batch=plan.spec.batch, inference_batch=plan.spec.inference_batch,
-        inference_context=plan.spec.inference_context or plan.train.seq_len)
+        inference_context=plan.spec.inference_context or plan.train.seq_len,
+        grid={label: {f"{TRAIN_PREFIX}{name}": values for name, values in grid.items()}
+              for label, grid in plan.grid.items()},
+        tokens_rule=plan.tokens_rule)
     return Sweep(meta=meta, runs=runs)
 
 

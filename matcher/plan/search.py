@@ -35,16 +35,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from matcher.config import ModelConfig
-from matcher.cost.analytic import Conventions, inference_memory_bytes, memory, param_counts, train_flops_per_token
+from matcher.cost.analytic import (
+    Conventions,
+    body_train_flops_per_token,
+    inference_memory_bytes,
+    memory,
+    param_counts,
+    train_flops_per_token,
+)
 from matcher.errors import ConfigError, MatchError
 
-QUANTITIES = ("flops", "params", "inference_memory", "train_memory")
+QUANTITIES = ("flops", "params", "inference_memory", "train_memory", "body_flops", "body_params")
 QUANTITY_LABELS = {"flops": "training FLOPs per token", "params": "total parameters",
                    "inference_memory": "inference memory (weights + SA KV + DA caches)",
-                   "train_memory": "training memory per step"}
+                   "train_memory": "training memory per step",
+                   "body_flops": "body (non-embedding) training FLOPs per token",
+                   "body_params": "body (non-embedding) parameters"}
 ALIASES = {"memory": "train_memory"}  # the name sweeps written before inference memory existed use
 DEFAULT_MATCHED = ("flops", "params", "inference_memory")
-COMPUTE = ("flops",)  # the quantities d_ff is paired with; n_experts takes the others
+COMPUTE = ("flops", "body_flops")  # the quantities d_ff is paired with; n_experts takes the others
 # Third free variables (--free d_ff,n_experts,<one of these>) and why each helps: d_ff and n_experts
 # move FLOPs and parameters in coarse steps (a d_ff step of 32 is ~0.3% of la-2b's FLOPs), and neither
 # moves the SA KV cache, which depth and n_kv_heads fix.
@@ -108,6 +117,8 @@ def costs_of(cfg: ModelConfig, spec: MatchSpec, quantities: Iterable[str] = QUAN
         "inference_memory": lambda: float(inference_memory_bytes(cfg, spec.inference_batch, context,
                                                                  spec.conventions)),
         "train_memory": lambda: float(memory(cfg, spec.batch, seq_len, spec.conventions).training_bytes),
+        "body_flops": lambda: body_train_flops_per_token(cfg, spec.conventions, seq_len),
+        "body_params": lambda: float(param_counts(cfg).non_embedding),
     }
     return {q: compute[q]() for q in quantities}
 
@@ -325,8 +336,8 @@ def _groups(base: ModelConfig, spec: MatchSpec,
 def _amount(quantity: str, value: float) -> str:
     from matcher import fmt
 
-    return {"flops": fmt.si, "params": fmt.params, "inference_memory": fmt.bytes_,
-            "train_memory": fmt.bytes_}[quantity](value)
+    return {"flops": fmt.si, "params": fmt.params, "inference_memory": fmt.bytes_, "train_memory": fmt.bytes_,
+            "body_flops": fmt.si, "body_params": fmt.params}[quantity](value)
 
 
 def _check_reachable(search: _Search, base: ModelConfig, label: str) -> None:
@@ -357,11 +368,15 @@ def _fixed_part(cfg: ModelConfig, spec: MatchSpec, quantity: str) -> str:
     from matcher.cost.analytic import forward_flops_per_token
 
     seq_len = cfg.seq_len if spec.seq_len is None else spec.seq_len
-    if quantity == "params":
+    if quantity in ("params", "body_params"):
         parts = dict(param_counts(cfg).by_component)
         parts["embedding"] += parts.pop("lm_head")
-    elif quantity == "flops":
+        if quantity == "body_params":
+            del parts["embedding"]
+    elif quantity in ("flops", "body_flops"):
         parts = forward_flops_per_token(cfg, spec.conventions, seq_len)
+        if quantity == "body_flops":
+            del parts["lm_head"]
     elif quantity == "inference_memory":
         context = seq_len if spec.inference_context is None else spec.inference_context
         report = memory(cfg, spec.inference_batch, seq_len, spec.conventions, context=context)

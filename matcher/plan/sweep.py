@@ -13,7 +13,14 @@ from typing import Any
 
 from matcher.atomic import write_text_atomic
 from matcher.config import ModelConfig, TrainConfig, dump_yaml, field_problems, read_yaml, unknown_key
-from matcher.cost.analytic import Conventions, inference_memory_bytes, memory, param_counts, train_flops_per_token
+from matcher.cost.analytic import (
+    Conventions,
+    body_train_flops_per_token,
+    inference_memory_bytes,
+    memory,
+    param_counts,
+    train_flops_per_token,
+)
 from matcher.errors import ConfigError, MatcherError
 
 SWEEP_FORMAT = 1
@@ -21,6 +28,9 @@ ROLES = ("target", "variant")
 RUN_KEYS = ("name", "group", "role", "model", "train", "predicted")
 PREDICTED_KEYS = ("train_flops_per_token", "total_params", "active_params", "applied_params",
                   "training_memory_bytes", "inference_cache_bytes")
+# body (non-embedding) costs: recorded by sweeps and run.yaml files written since they were added; results
+# written before lack them, so readers of PREDICTED_KEYS do not require them
+BODY_PREDICTED_KEYS = ("body_params", "body_train_flops_per_token")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -41,12 +51,16 @@ class SweepMeta:
     memory_batch: int = 0  # sequences per forward that memory was matched at (0: each run's own)
     inference_batch: int = 1  # sequences decoded at once, for inference memory
     inference_context: int = 0  # context tokens per sequence, for inference memory (0: each run's seq_len)
+    # hyperparameter grid (`matcher plan --grid`): run group label -> {train.FIELD: values}; each grid point
+    # is a run group of its own (<label>-lr1e-3); empty: no grid
+    grid: dict[str, dict[str, list]] = dataclasses.field(default_factory=dict)
+    tokens_rule: str = ""  # how the training tokens were set ("20 tokens per body parameter of the target")
 
 
 @dataclass(kw_only=True)
 class Run:
     name: str  # unique in the sweep; the results folder name
-    group: str  # runs of one group differ only in seed; `matcher compare` aggregates them
+    group: str  # runs of one group differ only in seed; `matcher compare` aggregates them (a grid point is a group)
     role: str  # target (the baseline) | variant
     model: ModelConfig
     train: TrainConfig
@@ -90,6 +104,8 @@ def predict(model: ModelConfig, train: TrainConfig, conv: Conventions) -> dict[s
         "applied_params": params.applied,
         "training_memory_bytes": mem.training_bytes,
         "inference_cache_bytes": inference.inference_cache_bytes,
+        "body_params": params.non_embedding,
+        "body_train_flops_per_token": round(body_train_flops_per_token(model, conv, train.seq_len)),
     }
 
 
@@ -149,8 +165,9 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
             predicted = {}
         else:
             for key, value in predicted.items():
-                if key not in PREDICTED_KEYS:
-                    problems.append(f"{where}.predicted.{key}: unknown cost (known: {', '.join(PREDICTED_KEYS)})")
+                if key not in PREDICTED_KEYS + BODY_PREDICTED_KEYS:
+                    known = ", ".join(PREDICTED_KEYS + BODY_PREDICTED_KEYS)
+                    problems.append(f"{where}.predicted.{key}: unknown cost (known: {known})")
                 elif isinstance(value, bool) or not isinstance(value, (int, float)):
                     problems.append(f"{where}.predicted.{key}: must be a number, got {value!r}")
         own = (f"{where}.", f"{where}:")  # this run's problems, not those of runs[10] when where is runs[1]
@@ -167,10 +184,12 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
     if runs_data and "target" not in roles:
         problems.append("runs: no run has role: target (the baseline the others are compared with)")
     target_groups = sorted({r.group for r in runs if r.role == "target"})
-    if len(target_groups) > 1:
+    target_models = {repr(r.model) for r in runs if r.role == "target"}
+    gridded = meta is not None and bool(meta.grid)  # the target's grid points are groups of one model
+    if len(target_groups) > 1 and not (gridded and len(target_models) == 1):
         problems.append(f"runs: runs of several groups have role: target ({', '.join(target_groups)}); a sweep "
                         "compares its variants with one target: keep one, make the others role: variant")
-    if meta is not None and len(target_groups) == 1:
+    if meta is not None and (len(target_groups) == 1 or (gridded and len(target_models) == 1)):
         problems += _unmatched(runs, meta, conv or Conventions())
     problems += _data_problems(runs)
     steps = {r.train.tokens_per_step for r in runs}
@@ -184,7 +203,8 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
 
 # the predicted cost that each quantity of meta.matched compares
 MATCHED_COST = {"flops": "train_flops_per_token", "params": "total_params", "memory": "training_memory_bytes",
-                "train_memory": "training_memory_bytes", "inference_memory": "inference_memory_bytes"}
+                "train_memory": "training_memory_bytes", "inference_memory": "inference_memory_bytes",
+                "body_flops": "body_train_flops_per_token", "body_params": "body_params"}
 
 
 def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]:

@@ -59,6 +59,7 @@ from matcher.run.distributed import (
 from matcher.run.rundir import MetricsWriter, RunDir
 from matcher.run.schedule import eval_steps, wsd_lr
 from matcher.run.throughput import gini, mfu, peak_flops
+from matcher.run.validation import val_scores, val_windows
 
 OnRecord = Callable[[dict[str, Any]], None]
 
@@ -203,6 +204,8 @@ class Trainer:
             seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size, eval_examples=self.cfg.eval_examples,
             tokenizer=self.tokenizer, loss_on=self.cfg.loss_on)
         check_fit(run_eval_task(self.eval_problems, self.cfg), self.tokenizer, self.cfg.seq_len, in_training=True)
+        self.val_windows = val_windows(self.cfg.data, seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size,
+                                       tokenizer=self.tokenizer)
         self.model, self.train_model = self._build_model()
         self.optimizer = make_optimizer(self.model, self.cfg, fused=self.device.type == "cuda")
         # each group's train.lr_mult, kept apart from the groups: a checkpoint's groups replace them on resume
@@ -410,6 +413,9 @@ class Trainer:
         scores = in_training_eval(self.model, self.eval_problems, self.cfg, device=self.device,
                                   autocast=self.autocast, run_path=self.rundir.path if self.world.is_main else None,
                                   step=self.step)
+        if self.val_windows is not None:
+            scores.update(val_scores(self.model, self.val_windows, self.tokenizer, device=self.device,
+                                     autocast=self.autocast, batch_rows=self.micro_batch))
         self.model.train()
         shares = None
         if self.load_since_eval is not None:  # each expert's share per applied depth, steps since the last eval

@@ -1,0 +1,53 @@
+"""Validation loss at every eval point, on the val split of the training corpus (`matcher data encode
+--val-fraction`): the same windows for every run of a sweep (the first VAL_ROWS rows of the val split's
+stream under a fixed seed, whatever the run's seed), so grid points and variants are compared on
+identical tokens. Every token of a window is a target (the language-modelling loss, whatever
+train.loss_on says). Bits per byte divide by the UTF-8 bytes of the target tokens' text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+VAL_ROWS = 64  # windows of seq_len + 1 tokens scored at every eval point (fewer where the split is smaller)
+VAL_STREAM_SEED = 0  # fixed, so that the windows do not depend on the run's seed
+
+
+def val_windows(data: str | dict, *, seq_len: int, vocab_size: int, tokenizer) -> np.ndarray | None:
+    """The fixed val windows (rows, seq_len + 1) when train.data is one shard folder with a val split;
+    None otherwise (generated data, a mixture, or a corpus encoded without --val-fraction)."""
+    from matcher.data.encode import MANIFEST
+    from matcher.data.streams import ShardStream
+
+    if not isinstance(data, str) or not (Path(data) / MANIFEST).is_file():
+        return None
+    split = json.loads((Path(data) / MANIFEST).read_text(encoding="utf-8")).get("val")
+    if not split:
+        return None
+    stream = ShardStream(str(Path(data) / split["folder"]), seed=VAL_STREAM_SEED, seq_len=seq_len,
+                         vocab_size=vocab_size, tokenizer=tokenizer)
+    return np.stack([stream.row(i) for i in range(min(VAL_ROWS, stream.windows))])
+
+
+@torch.no_grad()
+def val_scores(model, windows: np.ndarray, tokenizer, *, device: torch.device, autocast,
+               batch_rows: int) -> dict[str, Any]:
+    """val_loss (nats per target token) and val_bpb (bits per byte of the targets' text; None when
+    the targets decode to no bytes) of `model` on `windows`."""
+    nats, targets = 0.0, 0
+    rows = torch.from_numpy(windows.astype(np.int64))
+    for chunk in rows.split(max(1, batch_rows)):
+        x, y = chunk[:, :-1].to(device), chunk[:, 1:].to(device)
+        with autocast:
+            _, loss = model(x, y)
+        nats += float(loss) * y.numel()
+        targets += y.numel()
+    text_bytes = sum(len(tokenizer.decode(row[1:].tolist()).encode("utf-8")) for row in windows)
+    return {"val_loss": nats / targets, "val_bpb": nats / math.log(2) / text_bytes if text_bytes else None,
+            "val_tokens": targets}

@@ -1,0 +1,79 @@
+"""`matcher data encode --val-fraction`: whole documents held out into a val split, deterministically."""
+
+import json
+
+import numpy as np
+import pytest
+
+from matcher.cli import main
+from matcher.data import shards
+from matcher.data.encode import VAL_FOLDER, encode_corpus, held_out
+from matcher.data.tokenizer import CHAR
+from matcher.errors import DataError
+
+
+def write_corpus(folder, documents=60):
+    """JSONL documents, each a distinct text made of its own number, so a document is recognised in the shards."""
+    path = folder / "corpus docs.jsonl"
+    texts = [f"document {i:03d}: " + "abc " * (i % 7 + 1) for i in range(documents)]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    return path, texts
+
+
+def documents_in(folder):
+    """The texts of the documents of a shard folder, in order: between BOS and EOS."""
+    data = shards.open_data(folder, 128, CHAR)
+    tokens = np.concatenate([np.asarray(t) for t in data.tokens]).tolist()
+    texts, current = [], None
+    for token in tokens:
+        if token == CHAR.bos_id:
+            current = []
+        elif token == CHAR.eos_id:
+            texts.append(CHAR.decode(current))
+            current = None
+        else:
+            current.append(token)
+    assert current is None  # every document is whole
+    return texts
+
+
+def test_whole_documents_are_held_out_and_never_overlap_train(tmp_path):
+    path, texts = write_corpus(tmp_path)
+    out = tmp_path / "shards out"
+    # small shards, so documents straddle shard and batch boundaries
+    manifest = encode_corpus([path], CHAR, out, shard_tokens=50, progress=False, val_fraction=0.25,
+                             split_seed=3).manifest
+    train, val = documents_in(out), documents_in(out / VAL_FOLDER)
+    assert set(train).isdisjoint(val) and sorted(train + val) == sorted(texts)
+    chosen = held_out(np.arange(len(texts)), 0.25, 3)
+    assert val == [t for t, c in zip(texts, chosen) if c] and train == [t for t, c in zip(texts, chosen) if not c]
+    assert 0 < len(val) < len(texts)
+    assert manifest["documents"] == len(train) and manifest["val"]["documents"] == len(val)
+    assert manifest["split"] == {"val_fraction": 0.25, "seed": 3, "folder": VAL_FOLDER}
+    val_manifest = json.loads((out / VAL_FOLDER / "manifest.json").read_text(encoding="utf-8"))
+    assert val_manifest["complete"] and val_manifest["tokens"] == manifest["val"]["tokens"]
+
+
+def test_the_choice_is_seeded_and_deterministic(tmp_path):
+    path, texts = write_corpus(tmp_path)
+    vals = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        encode_corpus([path], CHAR, tmp_path / name, progress=False, val_fraction=0.3, split_seed=seed)
+        vals.append(documents_in(tmp_path / name / VAL_FOLDER))
+    assert vals[0] == vals[1] and vals[0] != vals[2]
+    share = held_out(np.arange(100_000), 0.3, 5).mean()
+    assert abs(share - 0.3) < 0.01
+
+
+def test_the_cli_reports_the_split_and_an_empty_split_is_one_message(tmp_path, capsys):
+    path, _ = write_corpus(tmp_path)
+    assert main(["data", "encode", str(path), "--out", str(tmp_path / "s"), "--val-fraction", "0.2"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "held out" in printed and "training logs val_loss on it" in printed
+    (tmp_path / "one").mkdir()
+    single, _ = write_corpus(tmp_path / "one", documents=1)
+    assert not held_out(np.arange(1), 0.01, 0)[0]
+    with pytest.raises(DataError, match="left the val split empty"):
+        encode_corpus([single], CHAR, tmp_path / "o", progress=False, val_fraction=0.01)
+    with pytest.raises(DataError, match="--val-fraction is the share of documents held out"):
+        encode_corpus([path], CHAR, tmp_path / "p", progress=False, val_fraction=1.0)
