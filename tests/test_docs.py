@@ -113,7 +113,8 @@ def broken_links(files: list[Path], root: Path = ROOT) -> list[str]:
             where = f"{path.relative_to(root).as_posix()}: {target}"
             if not linked.exists():
                 broken.append(f"{where} (no such file)")
-            elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked.read_text(encoding="utf-8")):
+            elif (anchor and linked.suffix == ".md"
+                  and anchor not in heading_anchors(linked.read_text(encoding="utf-8"))):
                 broken.append(f"{where} (no heading with that anchor in {linked.name})")
     return broken
 
