@@ -285,6 +285,29 @@ def test_forward_reversed_depth_rope_matches_a_hand_computed_rotation(depth, tra
     assert not torch.allclose(forward[0, [1, 3]], got[0, [1, 3]])
 
 
+@pytest.mark.parametrize("trained_depth", [2, 4, 9])
+def test_forward_reversed_scores_are_forward_scores_of_sign_flipped_queries_and_keys(trained_depth):
+    """With queries and keys both rotated, a score depends on the difference of their angles, so the
+    trained depth D cancels: (D - i) - (D - j) = j - i. forward_reversed is forward with the odd pairs
+    turning the other way, R(-a) = F R(a) F with F flipping a pair's second component, so its scores are
+    forward's scores of F q and F k: the same model family, which a learned projection absorbs."""
+    torch.manual_seed(0)
+    dim, depths = 8, 4
+    q, k = torch.randn(depths, dim), torch.randn(depths, dim)
+
+    def scores(q, k, reversed_pairs):
+        rotated = [(apply_rotary(q[d:d + 1], *cs), apply_rotary(k[d:d + 1], *cs)) for d in range(depths)
+                   for cs in [depth_rotary_cos_sin(d, trained_depth, dim, 10000.0, reversed_pairs=reversed_pairs,
+                                                   device=torch.device("cpu"))]]
+        return torch.stack([torch.stack([(qi * kj).sum() for _, kj in rotated]) for qi, _ in rotated])
+
+    flip = torch.ones(dim)
+    flip[dim // 2 + 1::2] = -1  # the second component (x[i + dim/2]) of each odd-numbered pair i
+    reversed_scores = scores(q, k, True)
+    torch.testing.assert_close(reversed_scores, scores(q * flip, k * flip, False), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(reversed_scores, scores(q, k, False), atol=1e-3)
+
+
 def test_a_test_time_depth_keeps_the_trained_depth_of_the_reversed_index():
     cfg = tiny(variant="dr_da", da_rope="forward_reversed", depth=3)
     assert Model(cfg).layers[0].depth_attn.trained_depth == 3
