@@ -358,6 +358,8 @@ class DocumentSplit:
     fraction: float
     seed: int
     seen_documents: int = 0
+    empty_documents: int = 0  # skipped before the split (no text but whitespace): in neither
+    first_empty: str | None = None
 
     @property
     def tokens(self) -> int:
