@@ -64,6 +64,27 @@ PROGRESS_INTERVAL_ENV = "MATCHER_PROGRESS_INTERVAL_S"
 PROGRESS_INTERVAL_S = 30.0
 
 
+def progress_interval_s() -> float:
+    """Seconds between plain progress lines: MATCHER_PROGRESS_INTERVAL_S, or 30 when it is unset or empty."""
+    import math
+    import os
+
+    from matcher.errors import ConfigError
+
+    text = os.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
+    if not text:
+        return PROGRESS_INTERVAL_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigError(f"{PROGRESS_INTERVAL_ENV}={text}: the seconds between progress lines in a log must be a "
+                          f"number >= 0 (such as {PROGRESS_INTERVAL_S:g}, the default; 0 prints every update); "
+                          "set it to one or unset it")
+    return seconds
+
+
 def live(console) -> bool:
     """Whether `console` redraws in place (bars, spinners) rather than taking plain lines."""
     return console.is_interactive
@@ -74,12 +95,10 @@ class LogLines:
     interval (MATCHER_PROGRESS_INTERVAL_S, default 30 s)."""
 
     def __init__(self, console, interval_s: float | None = None):
-        import os
         import time
 
-        if interval_s is None:
-            interval_s = float(os.environ.get(PROGRESS_INTERVAL_ENV) or PROGRESS_INTERVAL_S)
-        self.console, self.interval_s, self.clock = console, interval_s, time.monotonic
+        self.console, self.clock = console, time.monotonic
+        self.interval_s = progress_interval_s() if interval_s is None else interval_s
         self.started = self.clock()
         self.last: float | None = None
 
@@ -126,10 +145,20 @@ class Activity:
                 self.lines.print(f"{self.text} ({fmt.duration(self.lines.elapsed_s())} so far)")
 
     def update(self, text: str) -> None:
+        """A new step: on the spinner, or a line of its own in a log."""
         self.text = text
         if self.status is not None:
             self.status.update(text)
         else:
+            self.lines.print(text)
+
+    def progress(self, text: str) -> None:
+        """How far the step has come (such as items done of all): on the spinner, or in a log the line of
+        the next interval, so that frequent counts print at most once per interval."""
+        self.text = text
+        if self.status is not None:
+            self.status.update(text)
+        elif self.lines.due():
             self.lines.print(text)
 
     def __exit__(self, *exc) -> None:

@@ -3,17 +3,24 @@ print plain lines at a steady interval (MATCHER_PROGRESS_INTERVAL_S) and a line 
 batch job's log shows that the job is alive."""
 
 import io
+import json
 import os
 import subprocess
 import sys
 import time
 
+import pytest
+import torch
 from rich.console import Console
+from test_eval import FixedNextToken
 from test_runner import write_tiny_sweep
 from tiny_runs import tiny_run, tiny_train
 
 from matcher.cli import main
 from matcher.console import PROGRESS_INTERVAL_ENV, Activity, LogLines
+from matcher.data.tokenizer import CHAR
+from matcher.eval import score
+from matcher.eval.tasks import load_task
 
 
 def test_log_lines_are_due_first_and_then_once_per_interval():
@@ -70,6 +77,34 @@ def test_a_run_under_a_pipe_prints_progress_before_it_ends(tmp_path):
     assert "eval: scoring embedded on la-tiny at step 24, depth 4" in err
     point = next(line for line in err if line.startswith("eval: la-tiny step 24 ("))
     assert ", depth 4, embedded (n 3): " in point and " acc " in point
+    # and, between the two, how far each pass over the task's items has come
+    counts = [line for line in err if line.startswith("eval: embedded on la-tiny at step 24, depth 4: ")]
+    assert any(line.endswith(": log-likelihoods 3/3 items") for line in counts)
+    assert any(line.endswith(": generation 3/3 items") for line in counts)
+    assert err.index(counts[-1]) < err.index(point)
+
+
+def write_items(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_scoring_counts_items_or_choices_batch_by_batch(tmp_path):
+    """40 items in batches of 32 (engine.EVAL_BATCH): 0, 32 and 40 done; multiple choice counts its rows,
+    2 choices per item: 0, 32, 64, 80."""
+    model = FixedNextToken(torch.zeros(128))
+    told = []
+    records = [{"question": f"q{i}", "answer": "a"} for i in range(40)]
+    gold = load_task(f"bpb={write_items(tmp_path / 'gold.jsonl', records)}")
+    score.score_task(model, gold, CHAR, seq_len=64, device=torch.device("cpu"), on_progress=told.append)
+    assert [text.split(",")[0] for text in told] == [
+        "log-likelihoods 0/40 items", "log-likelihoods 32/40 items", "log-likelihoods 40/40 items"]
+    told.clear()
+    records = [{"question": f"q{i}", "choices": ["a", "b"], "answer": 0} for i in range(40)]
+    choice = load_task(f"mc={write_items(tmp_path / 'mc.jsonl', records)}")
+    score.score_task(model, choice, CHAR, seq_len=64, device=torch.device("cpu"), on_progress=told.append)
+    assert [text.split(",")[0] for text in told] == [f"log-likelihoods {n}/80 choices" for n in (0, 32, 64, 80)]
+    assert all(", ETA " in text for text in told[1:-1])
 
 
 def test_data_encode_prints_progress_lines_in_a_log(tmp_path, monkeypatch, capsys):
@@ -80,6 +115,26 @@ def test_data_encode_prints_progress_lines_in_a_log(tmp_path, monkeypatch, capsy
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("encoding: ")]
     assert lines and all(" of " in line and "/s, ETA " in line for line in lines)
     assert lines[-1].startswith(f"encoding: {corpus.stat().st_size / 1024:.3g} KiB of")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
+def test_a_bad_progress_interval_is_one_clear_error(tmp_path, monkeypatch, capsys, value):
+    monkeypatch.setenv(PROGRESS_INTERVAL_ENV, value)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one document\n")
+    assert main(["data", "encode", str(corpus), "--out", str(tmp_path / "shards")]) == 2
+    err = capsys.readouterr().err
+    assert " ".join(err.split()) == (
+        f"error: {PROGRESS_INTERVAL_ENV}={value}: the seconds between progress lines in a log must be a number "
+        ">= 0 (such as 30, the default; 0 prints every update); set it to one or unset it")
+    assert main(["plan", "--target", "la-tiny", "--variants", "dr", "--dry-run", "--no-measure"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {PROGRESS_INTERVAL_ENV}={value}: ")
+
+
+@pytest.mark.parametrize("value, seconds", [("", 30.0), (" 5 ", 5.0), ("0", 0.0), ("2.5", 2.5)])
+def test_a_progress_interval_is_read_in_seconds(monkeypatch, value, seconds):
+    monkeypatch.setenv(PROGRESS_INTERVAL_ENV, value)
+    assert LogLines(Console(file=io.StringIO())).interval_s == seconds
 
 
 def test_plan_says_what_it_does_in_a_log(capsys):

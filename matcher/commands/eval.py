@@ -135,7 +135,7 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
         for path in paths:
             scored += [(path, row) for row in evaluate_run(
                 path, tasks, step=step, all_steps=all_steps, depths=depths, device=device, truncate=truncate,
-                on_score=activity.update, on_row=on_row)]
+                on_score=activity.update, on_progress=activity.progress, on_row=on_row)]
     rows = [row for _, row in scored]
     if show is not None:
         for path, row in scored:

@@ -12,6 +12,8 @@ prompts of different lengths, and the split of items over the ranks of a torchru
 - Under torch.distributed (`synced`) every rank runs the same number of forwards, so the collectives a
   sharded (FSDP) model runs inside each forward stay paired: batch counts and decoding steps are agreed
   with an all-reduce, and a rank with less work runs padding batches.
+- `on_rows(kind, done, total)`, when given, is told before the first batch and after each one how many
+  of this process's rows are done ("log-likelihoods" or "generation"), for progress in a log.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 EVAL_BATCH = 32  # rows per forward
+RowsDone = Callable[[str, int, int], None]  # (kind, rows done, rows in all)
 
 
 def distributed() -> bool:
@@ -62,7 +65,8 @@ def map_over_ranks(items: Sequence[Any], work: Callable[[list[Any]], list[Any]])
 @torch.no_grad()
 def continuation_nats(model, pairs: Sequence[tuple[list[int], list[int]]], *, seq_len: int, pad_id: int,
                       device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
-                      batch_size: int = EVAL_BATCH, greedy: list[bool] | None = None) -> list[list[float]]:
+                      batch_size: int = EVAL_BATCH, greedy: list[bool] | None = None,
+                      on_rows: RowsDone | None = None) -> list[list[float]]:
     """For each (context, continuation) token pair: the nats (-log p) of each continuation token given
     everything before it. The continuation must not be empty. `greedy`, a list, receives per pair
     whether every continuation token is the model's argmax (lm-evaluation-harness's is_greedy)."""
@@ -77,6 +81,9 @@ def continuation_nats(model, pairs: Sequence[tuple[list[int], list[int]]], *, se
     n_batches = _agree_max(len(batches), device) if distributed() else len(batches)
     out: list[list[float]] = [[] for _ in rows]
     flags = [False] * len(rows)
+    done = 0
+    if on_rows is not None:
+        on_rows("log-likelihoods", done, len(rows))
     for b in range(n_batches):
         chunk = batches[b] if b < len(batches) else []
         width = max([len(rows[i][0]) for i in chunk] or [1])
@@ -96,6 +103,9 @@ def continuation_nats(model, pairs: Sequence[tuple[list[int], list[int]]], *, se
             out[i] = nats[r, len(inputs) - n_cont:len(inputs)].tolist()
             if hits is not None:
                 flags[i] = bool(hits[r, len(inputs) - n_cont:len(inputs)].all())
+        done += len(chunk)
+        if chunk and on_rows is not None:
+            on_rows("log-likelihoods", done, len(rows))
     if greedy is not None:
         greedy[:] = flags
     return out
@@ -105,7 +115,7 @@ def continuation_nats(model, pairs: Sequence[tuple[list[int], list[int]]], *, se
 def greedy_generate(model, prompts: Sequence[list[int]], *, max_new_tokens: int, seq_len: int, pad_id: int,
                     eos_id: int, device: torch.device, decode: Callable[[list[int]], str],
                     stop: Sequence[str] = (), autocast: contextlib.AbstractContextManager | None = None,
-                    batch_size: int = EVAL_BATCH) -> list[str]:
+                    batch_size: int = EVAL_BATCH, on_rows: RowsDone | None = None) -> list[str]:
     """The greedy completion of each prompt (token ids, BOS included) as text, cut before EOS and before
     the first stop string."""
     autocast = autocast or contextlib.nullcontext()
@@ -117,6 +127,9 @@ def greedy_generate(model, prompts: Sequence[list[int]], *, max_new_tokens: int,
     n_batches = _agree_max(len(batches), device) if synced else len(batches)
     texts = [""] * len(prompts)
     tail = max((len(s) for s in stop), default=0) + 4
+    finished_rows = 0
+    if on_rows is not None:
+        on_rows("generation", finished_rows, len(prompts))
     for b in range(n_batches):
         chunk = batches[b] if b < len(batches) else []
         rows = [prompts[i] for i in chunk] or [[eos_id]]  # a padding batch: one token, results dropped
@@ -151,4 +164,7 @@ def greedy_generate(model, prompts: Sequence[list[int]], *, max_new_tokens: int,
             for s in stop:
                 text = text.split(s)[0]
             texts[i] = text
+        finished_rows += len(chunk)
+        if chunk and on_rows is not None:
+            on_rows("generation", finished_rows, len(prompts))
     return texts

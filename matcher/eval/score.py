@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,15 +33,17 @@ from matcher.eval.tasks import Item, Task
 
 
 def score_task(model, task: Task, tokenizer: Tokenizer, *, seq_len: int, device: torch.device,
-               autocast: contextlib.AbstractContextManager | None = None, truncate: str | None = None
-               ) -> dict[str, Any]:
+               autocast: contextlib.AbstractContextManager | None = None, truncate: str | None = None,
+               on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """{"task", "n", "scores", "intervals", "outcomes", "samples"} of `model` (in eval mode) on `task`
     (samples: one record per item, matcher/run/evaluate.py writes them beside the scores), and with
     `truncate` ("left") the count of items cut to the context (`truncated`); without it, items that do
     not fit the context are refused (matcher/eval/fit.py). Collective under torch.distributed: every
-    rank calls it and gets the same result."""
+    rank calls it and gets the same result. `on_progress(text)` is told after each batch how far the
+    task has come, such as "generation 64/200 items, ETA 12s"."""
     truncated = check_fit(task, tokenizer, seq_len, truncate)
-    kwargs = dict(seq_len=seq_len, device=device, autocast=autocast)
+    kwargs = dict(seq_len=seq_len, device=device, autocast=autocast,
+                  on_rows=None if on_progress is None else _rows_reporter(task, on_progress))
     kind = task.spec.kind
     if kind == "embedded":
         per_item = engine.map_over_ranks(task.items, lambda items: _embedded(model, task, items, tokenizer, **kwargs))
@@ -56,6 +59,27 @@ def score_task(model, task: Task, tokenizer: Tokenizer, *, seq_len: int, device:
     if truncate is not None:
         result["truncated"] = truncated
     return result
+
+
+def _rows_reporter(task: Task, on_progress: Callable[[str], None]) -> engine.RowsDone:
+    """The engine's rows done as text: a row is an item, or one choice of an item for multiple choice;
+    the ETA is at the pass's rate so far."""
+    import time
+
+    from matcher import fmt
+
+    unit = "choices" if task.spec.kind == "choice" else "items"
+    started: dict[str, float] = {}
+
+    def report(kind: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        elapsed_s = now - started.setdefault(kind, now)
+        text = f"{kind} {done:,}/{total:,} {unit}"
+        if 0 < done < total and elapsed_s > 0:
+            text += f", ETA {fmt.duration((total - done) * elapsed_s / done)}"
+        on_progress(text)
+
+    return report
 
 
 def summarise(task: Task, per_item: list[dict[str, Any]]) -> dict[str, Any]:

@@ -107,11 +107,12 @@ def choose_steps(available: list[int], step: int | None, all_steps: bool, where:
 
 def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = None, all_steps: bool = False,
                  depths: list[int] | None = None, device: str | None = None, truncate: str | None = None,
-                 on_row=None, on_score=None) -> list[dict[str, Any]]:
+                 on_row=None, on_score=None, on_progress=None) -> list[dict[str, Any]]:
     """Score the run's saved checkpoints on `tasks` (`--task` strings) at `depths` (default: the
     trained one); the rows are appended to the run's evals.jsonl and returned. Every task is checked
     against the context before any checkpoint is loaded (`truncate`: matcher/eval/fit.py).
-    `on_score(text)` is told what is scored next, `on_row(row)` each row as it is scored."""
+    `on_score(text)` is told what is scored next, `on_progress(text)` how far its scoring has come (items
+    done of the task's, after each batch), `on_row(row)` each row as it is scored."""
     from matcher.data.tokenizer import tokenizer_for
     from matcher.run.rundir import RunDir
     from matcher.run.snapshots import list_snapshots, load_snapshot
@@ -138,10 +139,13 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
         for depth in depths:
             model, meta = load_snapshot(snapshots[at], model_cfg, depth=depth, device=target)
             for text, task in loaded:
+                where = f"{text} on {info.run} at step {meta['step']}, depth {depth}"
                 if on_score is not None:
-                    on_score(f"eval: scoring {text} on {info.run} at step {meta['step']}, depth {depth}")
+                    on_score(f"eval: scoring {where}")
+                progress = None if on_progress is None else (
+                    lambda done, where=where: on_progress(f"eval: {where}: {done}"))
                 result = score_task(model, task, tokenizer, seq_len=cfg.seq_len, device=target, autocast=autocast,
-                                    truncate=truncate)
+                                    truncate=truncate, on_progress=progress)
                 _refuse_non_finite(result, snapshots[at])
                 samples = result.pop("samples")
                 pending.append((samples_path(run.path, meta["step"], result["task"],
