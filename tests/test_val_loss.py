@@ -56,7 +56,11 @@ def test_every_eval_point_logs_val_loss_on_the_same_tokens_for_every_run(tmp_pat
             assert math.isfinite(line["val_loss"]) and line["val_loss"] > 0
             assert line["val_tokens"] == VAL_ROWS * 64
             assert line["val_bpb"] > 0
-    # the same windows: the same target tokens and bytes, so val_bpb / val_loss is one ratio for every run
+    # the same windows: the same target tokens and bytes, so val_bpb / val_loss is one ratio for every run,
+    # targets / (ln 2 x the bytes of every target token's text), documents after the first included
     ratios = {round(line["val_bpb"] / line["val_loss"], 9) for evals in lines.values() for line in evals}
-    assert len(ratios) == 1
+    windows = val_windows(str(out), seq_len=64, vocab_size=128, tokenizer=CHAR)
+    assert any(CHAR.eos_id in row[1:-1] for row in windows)
+    target_bytes = sum(len(CHAR.decode([token])) for row in windows for token in row[1:].tolist())
+    assert ratios == {round(windows[:, 1:].size / (math.log(2) * target_bytes), 9)}
     assert lines["a"][-1]["val_loss"] != lines["b"][-1]["val_loss"]

@@ -35,6 +35,19 @@ def val_windows(data: str | dict, *, seq_len: int, vocab_size: int, tokenizer) -
     return np.stack([stream.row(i) for i in range(min(VAL_ROWS, stream.windows))])
 
 
+def text_bytes_of(tokenizer, ids: list[int]) -> int:
+    """UTF-8 bytes of the text of `ids`, every document in them: the tokenizer's decode stops at the
+    first EOS (it decodes one completion), so each document between EOS tokens is decoded on its own."""
+    total, document = 0, []
+    for token in ids:
+        if token == tokenizer.eos_id:
+            total += len(tokenizer.decode(document).encode("utf-8"))
+            document = []
+        else:
+            document.append(token)
+    return total + len(tokenizer.decode(document).encode("utf-8"))
+
+
 @torch.no_grad()
 def val_scores(model, windows: np.ndarray, tokenizer, *, device: torch.device, autocast,
                batch_rows: int) -> dict[str, Any]:
@@ -48,6 +61,6 @@ def val_scores(model, windows: np.ndarray, tokenizer, *, device: torch.device, a
             _, loss = model(x, y)
         nats += float(loss) * y.numel()
         targets += y.numel()
-    text_bytes = sum(len(tokenizer.decode(row[1:].tolist()).encode("utf-8")) for row in windows)
+    text_bytes = sum(text_bytes_of(tokenizer, row[1:].tolist()) for row in windows)
     return {"val_loss": nats / targets, "val_bpb": nats / math.log(2) / text_bytes if text_bytes else None,
             "val_tokens": targets}
