@@ -91,8 +91,8 @@ def test_the_message_functions_print_text_as_written(stderr_of):
 def test_a_run_whose_status_holds_markup_is_shown_by_run_and_status(tmp_path, capsys):
     """A failure reason with `[/` in it once crashed `matcher run` and `matcher status` on every call."""
     from matcher.plan.sweep import load_sweep
+    from matcher.run.contract import RunInfo
     from matcher.run.rundir import RunDir
-    from matcher.run.runner import run_info
 
     sweep_path = tmp_path / "sweep.yaml"
     assert main(["plan", "--target", "la-tiny", "--variants", "dr", "--no-measure", "--out", str(sweep_path)]) == 0
@@ -100,7 +100,7 @@ def test_a_run_whose_status_holds_markup_is_shown_by_run_and_status(tmp_path, ca
     run = sweep.runs[0]
     run_dir = RunDir(tmp_path / "results" / sweep.name / run.name)
     run_dir.path.mkdir(parents=True)
-    run_dir.write_run_info(run_info(run, sweep.name, str(sweep_path.resolve())))
+    run_dir.write_run_info(RunInfo.from_run(run, sweep.name, str(sweep_path.resolve())))
     reason = "[/x] [bold]ünï died"
     run_dir.write_status("failed", step=3, tokens=96, reason=reason)
     capsys.readouterr()
