@@ -42,7 +42,8 @@ def lm_eval_command(run_dir: str | Path, harness_args: list[str], *, step: int |
     if not any(arg.split("=")[0] == "--tasks" or arg == "-t" for arg in harness_args):
         raise ConfigError("give the harness's tasks after --, e.g. matcher lm-eval RUN -- --tasks arc_easy")
     run = RunDir(run_dir)
-    info, model_cfg, _ = run.read_run_info()
+    info = run.read_run_info()
+    model_cfg = info.model
     snapshots = dict(list_snapshots(run.path))
     chosen = choose_steps(sorted(snapshots), step, False, run.path)[0]
     meta = read_metadata(snapshots[chosen])
@@ -63,7 +64,7 @@ def lm_eval_command(run_dir: str | Path, harness_args: list[str], *, step: int |
     if not written:
         raise RunError(f"lm-evaluation-harness wrote no results under {out}; see its messages above")
     results = json.loads(written[-1].read_text(encoding="utf-8"))
-    rows = harness_rows(results, run=info["run"], step=meta["step"], tokens=meta["tokens"],
+    rows = harness_rows(results, run=info.run, step=meta["step"], tokens=meta["tokens"],
                         depth=depth or model_cfg.depth, trained_depth=model_cfg.depth,
                         spec=" ".join(harness_args), version=lm_eval.__version__, results_file=written[-1])
     store_rows(run.evals, rows)

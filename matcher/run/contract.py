@@ -17,7 +17,11 @@ runs in a sweep file), the runner and trainer (which write the folder), and `mat
 - slurm.json: {"job", "submitted"}: the Slurm array task it was last submitted as.
 - checkpoints/last.pt: the latest checkpoint, replaced atomically (a resume starts from it).
 - checkpoints/step-<step>.safetensors: the model at each eval point (matcher.run.snapshots).
-- evals.jsonl: benchmark scores `matcher eval` computed on those, one line per (task, step, depth).
+- evals.jsonl: benchmark scores `matcher eval` (and `matcher lm-eval`, as lm-eval-<task>) computed on
+  those, one line per (task, step, depth).
+- evals/<step>/<task>[-depth<D>].samples.jsonl[.gz]: one line per item of every eval, in training and by
+  `matcher eval` (matcher.run.evaluate.write_samples; gzip-compressed when large).
+- lm-eval/step-<step>[-depth<D>]/: lm-evaluation-harness's own results files (`matcher lm-eval`).
 - tensorboard/, wandb_id, wandb/: the dashboards' copies of the metric lines (matcher.run.dashboards).
 - lock: held by the process that trains the run and the processes it started (matcher.run.lock).
 - train.log: output of a training subprocess (GPU queue, torchrun, Slurm).
