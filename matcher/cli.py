@@ -20,9 +20,11 @@ def _user_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from matcher.console import error as print_error
+        from matcher.console import progress_interval_s
         from matcher.errors import MatcherError
 
         try:
+            progress_interval_s()  # a bad value is refused before the command does anything, on a terminal too
             return fn(*args, **kwargs)
         except MatcherError as error:
             print_error(error)

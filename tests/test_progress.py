@@ -123,6 +123,7 @@ def test_a_bad_progress_interval_is_one_clear_error(tmp_path, monkeypatch, capsy
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("one document\n")
     assert main(["data", "encode", str(corpus), "--out", str(tmp_path / "shards")]) == 2
+    assert not (tmp_path / "shards").exists()  # refused before anything is written
     err = capsys.readouterr().err
     assert " ".join(err.split()) == (
         f"error: {PROGRESS_INTERVAL_ENV}={value}: the seconds between progress lines in a log must be a number "
