@@ -325,8 +325,8 @@ class Check:
 
         sweep = self.resume_sweep(step)
         from matcher.plan.sweep import load_sweep
+        from matcher.run.contract import RunInfo
         from matcher.run.rundir import RunDir
-        from matcher.run.runner import run_info
 
         loaded = load_sweep(sweep)
         (run,) = [run for run in loaded.runs if run.name == "dr_da"]
@@ -334,7 +334,7 @@ class Check:
         for name in ("fsdp-uninterrupted", "fsdp-resumed"):
             folders[name] = RunDir(self.work / name / run.name)
             folders[name].path.mkdir(parents=True)
-            folders[name].write_run_info(run_info(run, loaded.name, str(sweep)))
+            folders[name].write_run_info(RunInfo.from_run(run, loaded.name, str(sweep)))
 
         def torchrun(folder: RunDir) -> list[str]:
             return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1",
@@ -352,7 +352,7 @@ class Check:
         single = self.work / "uninterrupted" / "resume" / "dr_da"
         if (single / "metrics.jsonl").is_file():  # part b's run of the same config without FSDP: how close
             result["vs_one_process_without_fsdp"] = compare_curves(single, folders["fsdp-uninterrupted"].path)
-        states = [folder.status().get("state") for folder in folders.values()]
+        states = [folder.status().state.value for folder in folders.values()]
         result["ok"] = (states == ["finished", "finished"] and result["resume"]["exact"]
                         and result["sharded"]["dtensor_parameters"] == result["sharded"]["parameters"])
         return result
@@ -525,9 +525,9 @@ def grouped_mm_probe(device) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from matcher.models import expert_attention
+    from matcher.models import kernels
 
-    public = expert_attention._GROUPED_MM is getattr(F, "grouped_mm", None)
+    public = kernels._GROUPED_MM is getattr(F, "grouped_mm", None)
     found = {"function": "torch.nn.functional.grouped_mm" if public
              else "torch._grouped_mm (older torch: F.grouped_mm is missing)", "dtypes": {}}
     generator = torch.Generator().manual_seed(0)
@@ -537,7 +537,7 @@ def grouped_mm_probe(device) -> dict[str, Any]:
         b = torch.randn(len(counts), 32, 48, generator=generator).to(device, dtype).requires_grad_()
         offsets = counts.cumsum(0).to(device=device, dtype=torch.int32)
         try:
-            out = expert_attention.grouped_mm(a, b, offsets)
+            out = kernels.grouped_mm(a, b, offsets)
             out.float().square().sum().backward()
             want = torch.cat([rows.float() @ b[g].float() for g, rows in enumerate(a.split(counts.tolist()))])
             found["dtypes"][str(dtype).removeprefix("torch.")] = {
