@@ -195,12 +195,19 @@ def compare(
     plot: Annotated[Path | None, typer.Option(help="Write curves and expert-load maps to this image.")] = None,
     baseline: Annotated[str | None, typer.Option(help="Compare with this group (or a run of it) instead of the "
                                                       "sweep's target, e.g. dr to price depth attention.")] = None,
+    select: Annotated[str | None, typer.Option(help="How each variant's grid point is chosen: val_loss | val_bpb "
+                                                    "(lowest mean final value over seeds) | none (every point "
+                                                    "its own group; needs --baseline). Default: val_loss on a "
+                                                    "grid sweep.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON, with each variant's selected "
+                                                         "point and grid edges.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out or --plot file.")] = False,
 ) -> None:
     """Compare data-efficiency curves: tokens to reach each accuracy and the ratio to the baseline."""
     from matcher.commands.compare import compare_command
 
-    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, force=force)
+    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, select=select,
+                    as_json=as_json, force=force)
 
 
 @app.command("eval")
