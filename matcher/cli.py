@@ -162,12 +162,16 @@ def data_encode(
     force: Annotated[bool, typer.Option(help="Replace what OUT holds (another or a finished encode).")] = False,
     val_fraction: Annotated[float, typer.Option(help="Hold this share of whole documents out into a val split "
                                                      "(OUT/val), for validation loss and selection.")] = 0.0,
+    val_docs: Annotated[int, typer.Option(help="Hold exactly this many whole documents out into the val split "
+                                               "instead (chosen by --split-seed; the inputs are read once more "
+                                               "to count them).")] = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of which documents the val split holds.")] = 0,
 ) -> None:
     """Tokenize a corpus into fixed-size shards with a manifest; a rerun resumes an interrupted encode."""
     from matcher.commands.data import encode_command
 
-    encode_command(inputs, out, tokenizer, shard_tokens, force, val_fraction=val_fraction, split_seed=split_seed)
+    encode_command(inputs, out, tokenizer, shard_tokens, force, val_fraction=val_fraction, val_docs=val_docs,
+                   split_seed=split_seed)
 
 
 @data_app.command("overlap")
