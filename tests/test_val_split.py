@@ -38,16 +38,16 @@ def documents_in(folder):
 
 
 def test_whole_documents_are_held_out_and_never_overlap_train(tmp_path):
-    path, texts = write_corpus(tmp_path)
+    path, texts = write_corpus(tmp_path, documents=400)
     out = tmp_path / "shards out"
-    # small shards, so documents straddle shard and batch boundaries
-    manifest = encode_corpus([path], CHAR, out, shard_tokens=50, progress=False, val_fraction=0.25,
+    # the smallest shards, so documents straddle shard boundaries
+    manifest = encode_corpus([path], CHAR, out, shard_tokens=1024, progress=False, val_fraction=0.25,
                              split_seed=3).manifest
     train, val = documents_in(out), documents_in(out / VAL_FOLDER)
     assert set(train).isdisjoint(val) and sorted(train + val) == sorted(texts)
     chosen = held_out(np.arange(len(texts)), 0.25, 3)
     assert val == [t for t, c in zip(texts, chosen) if c] and train == [t for t, c in zip(texts, chosen) if not c]
-    assert 0 < len(val) < len(texts)
+    assert 0 < len(val) < len(texts) and len(manifest["shards"]) > 1
     assert manifest["documents"] == len(train) and manifest["val"]["documents"] == len(val)
     assert manifest["split"] == {"val_fraction": 0.25, "seed": 3, "folder": VAL_FOLDER}
     val_manifest = json.loads((out / VAL_FOLDER / "manifest.json").read_text(encoding="utf-8"))

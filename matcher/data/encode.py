@@ -385,6 +385,8 @@ class DocumentSplit:
     seed: int
     listed: np.ndarray | None = None  # the held-out document indices (--val-docs), sorted
     seen_documents: int = 0
+    empty_documents: int = 0  # skipped before the split (no text but whitespace): in neither
+    first_empty: str | None = None
 
     @property
     def option(self) -> str:
