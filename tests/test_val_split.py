@@ -80,13 +80,14 @@ def test_the_cli_reports_the_split_and_an_empty_split_is_one_message(tmp_path, c
 
 
 def test_val_docs_holds_out_exactly_that_many_whole_documents(tmp_path):
-    path, texts = write_corpus(tmp_path)
+    path, texts = write_corpus(tmp_path, documents=400)
     (tmp_path / "blank.txt").write_text("  \n", encoding="utf-8")  # skipped, and not counted as a document
     out = tmp_path / "docs out"
-    manifest = encode_corpus([path, tmp_path / "blank.txt"], CHAR, out, shard_tokens=50, progress=False,
+    manifest = encode_corpus([path, tmp_path / "blank.txt"], CHAR, out, shard_tokens=1024, progress=False,
                              val_docs=7, split_seed=3).manifest
     train, val = documents_in(out), documents_in(out / VAL_FOLDER)
     assert len(val) == 7 and set(train).isdisjoint(val) and sorted(train + val) == sorted(texts)
+    assert len(manifest["shards"]) > 1  # documents straddle shard boundaries
     chosen = held_out_documents(len(texts), 7, 3)
     assert val == [texts[i] for i in chosen]
     assert manifest["split"] == {"val_docs": 7, "seed": 3, "folder": VAL_FOLDER}

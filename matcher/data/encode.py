@@ -375,7 +375,8 @@ def count_documents(inputs: list[Path]) -> int:
 
 @dataclass
 class DocumentSplit:
-    """Whole documents to one of two shard writers: `val` where held_out says so, else `train`. Takes the
+    """Whole documents to one of two shard writers: `val` where held_out says so (or for the `listed`
+    indices), else `train`. Takes the
     ShardWriter's batches (tokens, mask, document starts); a batch's leading tokens continue the last
     document of the batch before."""
 
