@@ -164,12 +164,16 @@ def data_encode(
     force: Annotated[bool, typer.Option(help="Replace what OUT holds (another or a finished encode).")] = False,
     val_fraction: Annotated[float, typer.Option(help="Hold this share of whole documents out into a val split "
                                                      "(OUT/val), for validation loss and selection.")] = 0.0,
+    val_docs: Annotated[int, typer.Option(help="Hold exactly this many whole documents out into the val split "
+                                               "instead (chosen by --split-seed; the inputs are read once more "
+                                               "to count them).")] = 0,
     split_seed: Annotated[int, typer.Option(help="Seed of which documents the val split holds.")] = 0,
 ) -> None:
     """Tokenize a corpus into fixed-size shards with a manifest; a rerun resumes an interrupted encode."""
     from matcher.commands.data import encode_command
 
-    encode_command(inputs, out, tokenizer, shard_tokens, force, val_fraction=val_fraction, split_seed=split_seed)
+    encode_command(inputs, out, tokenizer, shard_tokens, force, val_fraction=val_fraction, val_docs=val_docs,
+                   split_seed=split_seed)
 
 
 @data_app.command("overlap")
@@ -197,12 +201,19 @@ def compare(
     plot: Annotated[Path | None, typer.Option(help="Write curves and expert-load maps to this image.")] = None,
     baseline: Annotated[str | None, typer.Option(help="Compare with this group (or a run of it) instead of the "
                                                       "sweep's target, e.g. dr to price depth attention.")] = None,
+    select: Annotated[str | None, typer.Option(help="How each variant's grid point is chosen: val_loss | val_bpb "
+                                                    "(lowest mean final value over seeds) | none (every point "
+                                                    "its own group; needs --baseline). Default: val_loss on a "
+                                                    "grid sweep.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON, with each variant's selected "
+                                                         "point and grid edges.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out or --plot file.")] = False,
 ) -> None:
     """Compare data-efficiency curves: tokens to reach each accuracy and the ratio to the baseline."""
     from matcher.commands.compare import compare_command
 
-    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, force=force)
+    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, select=select,
+                    as_json=as_json, force=force)
 
 
 @app.command("eval")

@@ -35,10 +35,11 @@ def test_status_of_a_finished_sweep(capsys):
 def test_status_json_shape(capsys):
     assert main(["status", str(FIXTURE), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"sweep", "path", "runs"} and data["sweep"] == "results_fixture"
+    assert set(data) == {"sweep", "path", "runs", "mfu"} and data["sweep"] == "results_fixture"
+    assert data["mfu"] is None  # the fixture's runs name no sweep file that records an assumed MFU
     assert [run["run"] for run in data["runs"]] == ["la-tiny-s0", "dr-tiny-s0", "dr-tiny-s1", "dr_da-tiny-s0"]
     keys = {"run", "state", "step", "tokens", "total_tokens", "eval_accuracy", "eval_tokens", "tokens_per_s",
-            "eta_s", "slurm_job", "reason", "updated", "role", "variant"}
+            "eta_s", "slurm_job", "reason", "updated", "role", "variant", "mfu", "device"}
     assert all(set(run) == keys for run in data["runs"])
     failed = data["runs"][-1]
     assert (failed["state"], failed["step"], failed["tokens"], failed["total_tokens"]) == \
@@ -175,3 +176,53 @@ def test_a_results_folder_with_one_sweep_is_found(tmp_path, capsys):
 
 def test_durations():
     assert [duration(s) for s in (None, 20, 600, 3725, 2 * 86400 + 7200)] == ["-", "20s", "10m", "1h02m", "2d02h"]
+
+
+def test_measured_mfu_against_the_plans_assumption(tmp_path, monkeypatch, capsys):
+    """plan --gpu --mfu records the assumption in sweep meta; status sets the runs' measured MFU against it."""
+    from matcher.plan.sweep import load_sweep
+    from matcher.run.contract import RunInfo
+    from matcher.run.rundir import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "--target", "la-tiny", "--gpu", "a100", "--mfu", "0.3", "--no-measure"]) == 0
+    sweep_file = tmp_path / "sweeps" / "la-tiny-vs-dr-dr_da.yaml"
+    sweep = load_sweep(sweep_file)
+    assert (sweep.meta.gpu, sweep.meta.assumed_mfu) == ("a100", 0.3)
+    capsys.readouterr()
+    folder = tmp_path / "results" / "la-tiny-vs-dr-dr_da"
+    for run, mfu in zip(sweep.runs, (0.12, 0.18, None)):
+        run_dir = RunDir(folder / run.name)
+        run_dir.path.mkdir(parents=True)
+        run_dir.write_run_info(RunInfo.from_run(run, sweep_file.stem, sweep_file=str(sweep_file.resolve())))
+        run_dir.write_status("running", step=5, tokens=2560)
+        run_dir.metrics.write_text(json.dumps({"event": "eval", "step": 5, "tokens": 2560, "eval_accuracy": 0.1,
+                                               "tokens_per_s": 900.0, "mfu": mfu}) + "\n")
+        run_dir.write_env({"device": "NVIDIA A100-SXM4-80GB"})
+    assert main(["status", str(folder)]) == 0
+    table = " ".join(capsys.readouterr().out.split())
+    assert "MFU measured 0.15 (mean of 2 run(s)' last eval on NVIDIA A100-SXM4-80GB) against the plan assumed " \
+           "MFU 0.3 on a100 (--mfu, --gpu): the plan's GPU-hours are 2.00x too few" in table
+    assert "0.120" in table and "0.180" in table  # the MFU column
+    assert main(["status", str(folder), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["mfu"]["assumed_mfu"] == 0.3 and data["mfu"]["measured_mfu"] == pytest.approx(0.15)
+    assert [run["mfu"] for run in data["runs"]] == [0.12, 0.18, None]
+
+
+def test_mfu_line_before_any_run_reports_one():
+    from matcher.commands.status import RunStatus, mfu_against_plan
+
+    run = RunStatus(run="a", state="running", step=1, tokens=1, total_tokens=2, eval_accuracy=None, eval_tokens=None,
+                    tokens_per_s=None, eta_s=None, slurm_job=None, reason=None, updated=None, role="target",
+                    variant="la")
+    assert mfu_against_plan([run], {}) is None  # a sweep written before the assumption was recorded
+    waiting = mfu_against_plan([run], {"gpu": "h100", "assumed_mfu": 0.4})
+    assert str(waiting) == "MFU: no run reports one yet (measured on CUDA in bf16); the plan assumed MFU 0.4 on h100 " \
+                           "(--mfu, --gpu)"
+    import dataclasses
+
+    fast = dataclasses.replace(run, mfu=0.41)
+    assert str(mfu_against_plan([fast], {"gpu": "h100", "assumed_mfu": 0.4})).endswith("the plan's GPU-hours hold")
+    slow = dataclasses.replace(run, mfu=0.8)
+    assert str(mfu_against_plan([slow], {"gpu": "h100", "assumed_mfu": 0.4})).endswith("2.00x too many")

@@ -7,7 +7,7 @@ import pytest
 
 from matcher.cli import main
 from matcher.data import shards
-from matcher.data.encode import VAL_FOLDER, encode_corpus, held_out
+from matcher.data.encode import VAL_FOLDER, encode_corpus, held_out, held_out_documents
 from matcher.data.tokenizer import CHAR
 from matcher.errors import DataError
 
@@ -77,3 +77,44 @@ def test_the_cli_reports_the_split_and_an_empty_split_is_one_message(tmp_path, c
         encode_corpus([single], CHAR, tmp_path / "o", progress=False, val_fraction=0.01)
     with pytest.raises(DataError, match="--val-fraction is the share of documents held out"):
         encode_corpus([path], CHAR, tmp_path / "p", progress=False, val_fraction=1.0)
+
+
+def test_val_docs_holds_out_exactly_that_many_whole_documents(tmp_path):
+    path, texts = write_corpus(tmp_path, documents=400)
+    (tmp_path / "blank.txt").write_text("  \n", encoding="utf-8")  # skipped, and not counted as a document
+    out = tmp_path / "docs out"
+    manifest = encode_corpus([path, tmp_path / "blank.txt"], CHAR, out, shard_tokens=1024, progress=False,
+                             val_docs=7, split_seed=3).manifest
+    train, val = documents_in(out), documents_in(out / VAL_FOLDER)
+    assert len(val) == 7 and set(train).isdisjoint(val) and sorted(train + val) == sorted(texts)
+    assert len(manifest["shards"]) > 1  # documents straddle shard boundaries
+    chosen = held_out_documents(len(texts), 7, 3)
+    assert val == [texts[i] for i in chosen]
+    assert manifest["split"] == {"val_docs": 7, "seed": 3, "folder": VAL_FOLDER}
+    assert manifest["documents"] == len(texts) - 7 and manifest["val"]["documents"] == 7
+    # seeded and spread over the corpus, not its first documents
+    assert list(chosen) != list(range(7)) and list(held_out_documents(len(texts), 7, 4)) != list(chosen)
+    assert list(held_out_documents(len(texts), 7, 3)) == list(chosen)
+
+
+def test_the_smallest_hashes_are_found_across_chunks(monkeypatch):
+    from matcher.data import encode
+
+    whole = held_out_documents(1000, 25, 9)
+    monkeypatch.setattr(encode, "KEY_CHUNK", 64)  # many chunks: the running best must carry over
+    assert list(held_out_documents(1000, 25, 9)) == list(whole) and len(set(whole)) == 25
+
+
+def test_val_docs_errors(tmp_path, capsys):
+    path, texts = write_corpus(tmp_path, documents=5)
+    with pytest.raises(DataError) as caught:
+        encode_corpus([path], CHAR, tmp_path / "a", progress=False, val_docs=5)
+    message = " ".join(str(caught.value).split())
+    assert "--val-docs 5: the inputs hold 5 document(s)" in message and "hold out at most 4" in message
+    with pytest.raises(DataError, match="give one of them"):
+        encode_corpus([path], CHAR, tmp_path / "b", progress=False, val_docs=2, val_fraction=0.1)
+    with pytest.raises(DataError, match="at least 1"):
+        encode_corpus([path], CHAR, tmp_path / "c", progress=False, val_docs=-1)
+    assert main(["data", "encode", str(path), "--out", str(tmp_path / "d"), "--val-docs", "2"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "held out 2 documents" in printed and "(--val-docs 2, --split-seed 0)" in printed

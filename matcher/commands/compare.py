@@ -26,6 +26,8 @@ def compare_command(
     plot: str | Path | None = None,
     baseline: str | None = None,
     *,
+    select: str | None = None,
+    as_json: bool = False,
     force: bool = False,
     console=None,
     err_console=None,
@@ -35,6 +37,8 @@ def compare_command(
     `fmt`: table (rich, the default on a terminal), markdown or csv; None with `out`: from its suffix
     (.csv: csv, anything else: markdown). `out`: a file instead of stdout. `plot`: a figure file.
     `baseline`: the group (or a run of it) the others are compared with (default: the sweep's target).
+    `select`: val_loss | val_bpb | none: how each variant's grid point is chosen (matcher/report/selection.py;
+    None: val_loss on a grid sweep). `as_json`: the report as one JSON object, with the selection.
     `force`: overwrite an existing `out` or `plot` file (refused otherwise, before anything is read).
     `console` / `err_console`: rich Consoles for the report and the warnings (default: matcher.console's
     stdout and stderr)."""
@@ -45,7 +49,8 @@ def compare_command(
     from matcher.console import warning
 
     if Path(results_dir).is_file():  # a ladder manifest (matcher plan --ladder), not a results folder
-        given = [flag for flag, value in (("--format", fmt), ("--out", out), ("--baseline", baseline)) if value]
+        given = [flag for flag, value in (("--format", fmt), ("--out", out), ("--baseline", baseline),
+                                          ("--select", select), ("--json", as_json)) if value]
         if given:
             raise ResultsError(f"{', '.join(given)}: not for a ladder, whose comparison is one table of the rungs "
                                "and their fit; compare one rung's results folder for those")
@@ -55,7 +60,10 @@ def compare_command(
     from matcher.report.efficiency import parse_metric_targets
     from matcher.report.render import print_rich, to_csv, to_markdown
     from matcher.report.results import load_results
+    from matcher.report.selection import apply_selection, notices, selection_summary, selection_table
 
+    if as_json and fmt is not None:
+        raise ResultsError(f"--json and --format {fmt}: give one of them")
     console = console or consoles.out()
     err_console = err_console or consoles.err()
     fmt = _format(fmt, out)
@@ -65,12 +73,12 @@ def compare_command(
         plot = Path(plot)
         plot = plot / "curves.png" if plot.is_dir() else plot if plot.suffix else plot.with_suffix(".png")
         plot = _new_file(plot, force, "--plot")
-    results = load_results(results_dir)
+    results, selections, baseline = apply_selection(load_results(results_dir), select, baseline)
     if baseline is not None:
         from matcher.report.results import with_baseline
 
         results = with_baseline(results, baseline)
-    for text in results.warnings:
+    for text in results.warnings + (notices(selections) if selections is not None else []):
         warning(text, err_console)
     if results.runs.empty:
         raise ResultsError(f"{results.path}: no run could be read (see the warnings above)")
@@ -82,8 +90,21 @@ def compare_command(
     else:
         chosen = parse_metric_targets(targets)
     report = build_report(results, chosen, targets_given=targets is not None)
+    if selections is not None:
+        report.summary.append(selection_summary(selections))
+        report.tables.insert(0, selection_table(selections))
 
-    if fmt == "table" and out is None:
+    if as_json:
+        from matcher.report.render import to_json
+
+        text = to_json(report, {"selection": {s.family: s.to_dict() for s in selections}
+                                if selections is not None else None, "baseline": results.baseline})
+        if out is None:
+            console.file.write(text)
+        else:
+            _write(Path(out), text)
+            console.print(Text(f"wrote {out}"), soft_wrap=True)
+    elif fmt == "table" and out is None:
         print_rich(report, console)
     else:
         if fmt == "table":

@@ -48,6 +48,61 @@ class RunStatus:
     updated: str | None  # when status.json was last written
     role: str | None  # target | variant (None: its run.yaml cannot be read)
     variant: str | None
+    mfu: float | None = None  # of the last eval line: model FLOP/s over its device's peak (CUDA, bf16 only)
+    device: str | None = None  # where it trains (env.json)
+
+
+@dataclass
+class MfuAgainstPlan:
+    """The MFU the runs measure against the one `matcher plan --gpu --mfu` assumed for its GPU-hours."""
+
+    gpu: str  # the plan's --gpu
+    assumed_mfu: float  # the plan's --mfu
+    measured_mfu: float | None  # mean over the runs that report one (None: none yet)
+    runs: int  # runs that report one
+    devices: list[str]  # the devices those runs train on
+
+    def __str__(self) -> str:
+        plan = f"the plan assumed MFU {self.assumed_mfu:g} on {self.gpu} (--mfu, --gpu)"
+        if self.measured_mfu is None:
+            return f"MFU: no run reports one yet (measured on CUDA in bf16); {plan}"
+        where = f" on {', '.join(self.devices)}" if self.devices else ""
+        scale = self.assumed_mfu / self.measured_mfu
+        verdict = (f"the plan's GPU-hours are {scale:.2f}x too few" if scale > 1.05
+                   else f"the plan's GPU-hours are {1 / scale:.2f}x too many" if scale < 1 / 1.05
+                   else "the plan's GPU-hours hold")
+        return (f"MFU measured {self.measured_mfu:.3g} (mean of {self.runs} run(s)' last eval{where}) against "
+                f"{plan}: {verdict}")
+
+
+def mfu_against_plan(runs: list[RunStatus], sweep_meta: dict | None) -> MfuAgainstPlan | None:
+    """None when the sweep records no assumption (written before it did, or its file cannot be read)."""
+    if not sweep_meta or not sweep_meta.get("assumed_mfu") or not sweep_meta.get("gpu"):
+        return None
+    measured = [r for r in runs if isinstance(r.mfu, (int, float)) and r.mfu > 0]
+    return MfuAgainstPlan(gpu=sweep_meta["gpu"], assumed_mfu=float(sweep_meta["assumed_mfu"]),
+                          measured_mfu=sum(r.mfu for r in measured) / len(measured) if measured else None,
+                          runs=len(measured), devices=sorted({r.device for r in measured if r.device}))
+
+
+def sweep_meta(run_dirs: list[RunDir]) -> dict | None:
+    """The meta of the sweep file the first readable run.yaml names (None where there is none)."""
+    from matcher.config import read_yaml
+    from matcher.errors import MatcherError
+
+    for run_dir in run_dirs:
+        try:
+            info = run_dir.read_run_info()
+        except MatcherError:
+            continue
+        if not info.sweep_file:
+            return None
+        try:
+            meta = read_yaml(Path(info.sweep_file)).get("meta")
+        except (MatcherError, OSError, AttributeError):
+            return None
+        return meta if isinstance(meta, dict) else None
+    return None
 
 
 def run_status(run_dir: RunDir) -> RunStatus:
@@ -68,7 +123,8 @@ def run_status(run_dir: RunDir) -> RunStatus:
                      eval_accuracy=last_eval.get("eval_accuracy"), eval_tokens=last_eval.get("tokens"),
                      tokens_per_s=run.tokens_per_s, eta_s=eta, slurm_job=slurm_job, reason=reason,
                      updated=run.status.updated, role=run.info and run.info.role,
-                     variant=run.info and run.info.variant)
+                     variant=run.info and run.info.variant, mfu=last_eval.get("mfu"),
+                     device=run_dir.read_env().get("device"))
 
 
 def sweep_status(results_dir: str | Path) -> tuple[Path, list[RunStatus]]:
@@ -82,20 +138,34 @@ def sweep_status(results_dir: str | Path) -> tuple[Path, list[RunStatus]]:
     return sweep_dir, runs
 
 
+def planned(sweep_dir: Path) -> dict | None:
+    """The sweep meta of a results folder's runs (see sweep_meta)."""
+    from matcher.report.results import find_run_dirs
+
+    return sweep_meta([RunDir(path) for path in find_run_dirs(sweep_dir)[1]])
+
+
 def in_progress(run: RunStatus) -> bool:
     """A process trains the run now, or Slurm will start it: something --watch can wait for."""
     return (run.state == "running" and run.reason != KILLED) or (run.state == "new" and run.reason == SUBMITTED)
 
 
-def status_table(sweep_dir: Path, runs: list[RunStatus]):
+def status_table(sweep_dir: Path, runs: list[RunStatus], meta: dict | None = None):
+    """`meta`: the sweep's meta, whose assumed MFU is set against the measured one under the table; runs
+    that report an MFU get a column."""
     from rich.table import Table
+    from rich.text import Text
 
     from matcher.console import escape
 
+    mfu = mfu_against_plan(runs, meta)
     table = Table(title=f"{escape(sweep_dir.name)}: {sum(r.state == 'finished' for r in runs)}/{len(runs)} finished",
-                  title_justify="left")
-    for column in ("run", "state", "step", "tokens", "accuracy", "tokens/s", "ETA", "job", "note"):
-        table.add_column(column, justify="right" if column in ("step", "tokens", "accuracy", "tokens/s", "ETA")
+                  title_justify="left", caption=Text(str(mfu)) if mfu is not None else None, caption_justify="left")
+    with_mfu = any(r.mfu is not None for r in runs)
+    columns = ("run", "state", "step", "tokens", "accuracy", "tokens/s", *(("MFU",) if with_mfu else ()), "ETA",
+               "job", "note")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("step", "tokens", "accuracy", "tokens/s", "MFU", "ETA")
                          else "left", overflow="fold")
     colours = {"finished": "green", "failed": "red", "interrupted": "yellow", "unknown": "red", "running": "cyan"}
     for r in runs:
@@ -103,7 +173,8 @@ def status_table(sweep_dir: Path, runs: list[RunStatus]):
         state = f"[{colour}]{r.state}[/]" if colour else r.state
         tokens = fmt.si(r.tokens) + (f"/{fmt.si(r.total_tokens)}" if r.total_tokens else "")
         accuracy = "-" if r.eval_accuracy is None else f"{r.eval_accuracy:.1%} @{fmt.si(r.eval_tokens)}"
-        table.add_row(escape(r.run), state, str(r.step), tokens, accuracy, fmt.si(r.tokens_per_s),
+        measured = (("-" if r.mfu is None else f"{r.mfu:.3f}",) if with_mfu else ())
+        table.add_row(escape(r.run), state, str(r.step), tokens, accuracy, fmt.si(r.tokens_per_s), *measured,
                       duration(r.eta_s), escape(r.slurm_job or "-"), escape(r.reason or ""))
     return table
 
@@ -122,26 +193,29 @@ def status_command(results_dir: str | Path, *, watch: bool = False, as_json: boo
         raise ConfigError(f"--interval must be positive, got {interval_s}")
     console = console or consoles.out()
     sweep_dir, runs = sweep_status(results_dir)
+    meta = planned(sweep_dir)
     if as_json:
+        mfu = mfu_against_plan(runs, meta)
         console.print_json(json.dumps({"sweep": sweep_dir.name, "path": str(sweep_dir),
-                                       "runs": [dataclasses.asdict(r) for r in runs]}))
+                                       "runs": [dataclasses.asdict(r) for r in runs],
+                                       "mfu": None if mfu is None else {**dataclasses.asdict(mfu), "text": str(mfu)}}))
         return 0
     if not watch:
-        console.print(status_table(sweep_dir, runs))
+        console.print(status_table(sweep_dir, runs, meta))
         return 0
     if console.is_terminal:
         from rich.live import Live
 
-        with Live(status_table(sweep_dir, runs), console=console, auto_refresh=False) as live:
-            runs = _watch(sweep_dir, runs, interval_s, lambda runs: live.update(status_table(sweep_dir, runs),
+        with Live(status_table(sweep_dir, runs, meta), console=console, auto_refresh=False) as live:
+            runs = _watch(sweep_dir, runs, interval_s, lambda runs: live.update(status_table(sweep_dir, runs, meta),
                                                                                 refresh=True))
     else:
-        console.print(status_table(sweep_dir, runs))
+        console.print(status_table(sweep_dir, runs, meta))
         shown = [_content(runs)]
 
         def print_changed(runs: list[RunStatus]) -> None:
             if _content(runs) != shown[0]:
-                console.print(status_table(sweep_dir, runs))
+                console.print(status_table(sweep_dir, runs, meta))
                 shown[0] = _content(runs)
 
         runs = _watch(sweep_dir, runs, interval_s, print_changed)

@@ -332,10 +332,8 @@ class ShardWriter:
 VAL_FOLDER = "val"  # the held-out split: a shard folder of its own inside the output folder
 
 
-def held_out(documents: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Whether each document index falls into the val split: a seeded hash of the index (splitmix64)
-    below `fraction`. A document's fate depends on its index and the seed only, so the choice is the same
-    on every machine and in a resumed encode, and needs no count of the documents in advance."""
+def _document_keys(documents: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded hash (splitmix64) of each document index, uniform on [0, 1)."""
     def mix(x: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
             x = x + np.uint64(0x9E3779B97F4A7C15)
@@ -344,22 +342,57 @@ def held_out(documents: np.ndarray, fraction: float, seed: int) -> np.ndarray:
             return x ^ (x >> np.uint64(31))
 
     keyed = mix(np.asarray(documents, dtype=np.uint64) ^ mix(np.asarray([seed], dtype=np.uint64)))
-    return (keyed >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
+    return (keyed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def held_out(documents: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Whether each document index falls into the val split: its seeded hash below `fraction`. A
+    document's fate depends on its index and the seed only, so the choice is the same on every machine
+    and in a resumed encode, and needs no count of the documents in advance."""
+    return _document_keys(documents, seed) < fraction
+
+
+KEY_CHUNK = 1 << 22  # document indices hashed at once when choosing --val-docs: flat memory in the corpus
+
+
+def held_out_documents(total: int, count: int, seed: int) -> np.ndarray:
+    """The `count` document indices (of `total`) with the smallest seeded hashes, sorted: exactly `count`
+    whole documents, as random as held_out's, and the same for the same total and seed."""
+    best_keys, best = np.empty(0), np.empty(0, dtype=np.int64)
+    for start in range(0, total, KEY_CHUNK):
+        indices = np.arange(start, min(total, start + KEY_CHUNK), dtype=np.int64)
+        keys = np.concatenate([best_keys, _document_keys(indices, seed)])
+        indices = np.concatenate([best, indices])
+        keep = np.argsort(keys, kind="stable")[:count]
+        best_keys, best = keys[keep], indices[keep]
+    return np.sort(best)
+
+
+def count_documents(inputs: list[Path]) -> int:
+    """The documents the inputs hold (empty ones aside, as the shards count them): one read, no tokenizing."""
+    return sum(1 for path in inputs for _, (kind, _, _) in input_pieces(path, lambda _: None) if kind == BOS)
 
 
 @dataclass
 class DocumentSplit:
-    """Whole documents to one of two shard writers: `val` where held_out says so, else `train`. Takes the
+    """Whole documents to one of two shard writers: `val` where held_out says so (or for the `listed`
+    indices), else `train`. Takes the
     ShardWriter's batches (tokens, mask, document starts); a batch's leading tokens continue the last
     document of the batch before."""
 
     train: ShardWriter
     val: ShardWriter
-    fraction: float
+    fraction: float  # held_out's share; 0 when the documents are listed
     seed: int
+    listed: np.ndarray | None = None  # the held-out document indices (--val-docs), sorted
     seen_documents: int = 0
     empty_documents: int = 0  # skipped before the split (no text but whitespace): in neither
     first_empty: str | None = None
+
+    @property
+    def option(self) -> str:
+        """The command-line option that made the split, for messages."""
+        return f"--val-docs {len(self.listed)}" if self.listed is not None else f"--val-fraction {self.fraction:g}"
 
     @property
     def tokens(self) -> int:
@@ -372,7 +405,9 @@ class DocumentSplit:
     def add(self, tokens: np.ndarray, mask: np.ndarray, starts: np.ndarray) -> None:
         positions = np.arange(len(tokens))
         document = self.seen_documents - 1 + np.searchsorted(starts, positions, side="right")
-        to_val = held_out(np.maximum(document, 0), self.fraction, self.seed)
+        document = np.maximum(document, 0)
+        to_val = (np.isin(document, self.listed) if self.listed is not None
+                  else held_out(document, self.fraction, self.seed))
         self.seen_documents += len(starts)
         for writer, chosen in ((self.train, ~to_val), (self.val, to_val)):
             before = np.cumsum(chosen) - chosen  # chosen tokens before each position
@@ -462,13 +497,18 @@ class EncodeResult:
 
 def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_tokens: int = DEFAULT_SHARD_TOKENS,
                   force: bool = False, progress: bool = True, val_fraction: float = 0.0,
-                  split_seed: int = 0) -> EncodeResult:
+                  val_docs: int = 0, split_seed: int = 0) -> EncodeResult:
     """Encode `inputs` into shards in `out` (see the module docstring). `val_fraction` > 0 holds that
     share of whole documents out into a val split, OUT/val (a shard folder with its own manifest), chosen
-    by held_out(document index, val_fraction, split_seed); the main manifest records the split."""
+    by held_out(document index, val_fraction, split_seed); `val_docs` > 0 holds exactly that many out
+    instead (held_out_documents, after counting the documents); the main manifest records the split."""
     if not 0 <= val_fraction < 1:
         raise DataError(f"--val-fraction is the share of documents held out, at least 0 and below 1, got "
                         f"{val_fraction:g}")
+    if val_docs < 0:
+        raise DataError(f"--val-docs is a number of documents to hold out, at least 1, got {val_docs}")
+    if val_fraction and val_docs:
+        raise DataError("--val-fraction and --val-docs both size the val split: give one of them")
     if not inputs:
         raise DataError("give at least one input file to encode")
     if shard_tokens < MIN_SHARD_TOKENS:
@@ -485,16 +525,25 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
         "inputs": [{"path": str(p), "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in inputs],
         "documents": 0, "tokens": 0, "shards": [],
     }
-    if val_fraction:
+    listed = None
+    if val_docs:
+        total = count_documents(inputs)
+        if val_docs >= total:
+            raise DataError(f"--val-docs {val_docs:,}: the inputs hold {total:,} document(s) (empty ones aside), "
+                            f"so no training document would be left; hold out at most {total - 1:,}, or encode "
+                            "more documents")
+        listed = held_out_documents(total, val_docs, split_seed)
+        manifest["split"] = {"val_docs": val_docs, "seed": split_seed, "folder": VAL_FOLDER}
+    elif val_fraction:
         manifest["split"] = {"val_fraction": val_fraction, "seed": split_seed, "folder": VAL_FOLDER}
     resumed = _prepare_out(out, manifest, force)
     writer: ShardWriter | DocumentSplit = ShardWriter(out, manifest, shard_tokens, manifest["loss_mask"],
                                                       skip_tokens=resumed)
-    if val_fraction:
+    if "split" in manifest:
         val_manifest = {**manifest, "split": {**manifest["split"], "of": "val"}, "shards": []}
         val_resumed = _prepare_out(out / VAL_FOLDER, val_manifest, force)
         writer = DocumentSplit(writer, ShardWriter(out / VAL_FOLDER, val_manifest, shard_tokens, manifest["loss_mask"],
-                                                   skip_tokens=val_resumed), val_fraction, split_seed)
+                                                   skip_tokens=val_resumed), val_fraction, split_seed, listed)
     unrepresentable = Unrepresentable()
     total_bytes = sum(p.stat().st_size for p in inputs)
     from matcher.console import ByteProgress
@@ -542,8 +591,9 @@ def _finish_split(split: DocumentSplit, out: Path, inputs: list[Path]) -> None:
     total = split.seen_documents
     if not split.val.documents or not split.train.documents:
         empty = "val" if not split.val.documents else "train"
-        raise DataError(f"--val-fraction {split.fraction:g} left the {empty} split empty ({total:,} documents in "
-                        f"{', '.join(map(str, inputs))}); {'raise' if empty == 'val' else 'lower'} --val-fraction "
+        option = split.option.split()[0]
+        raise DataError(f"{split.option} left the {empty} split empty ({total:,} documents in "
+                        f"{', '.join(map(str, inputs))}); {'raise' if empty == 'val' else 'lower'} {option} "
                         "or encode more documents")
     val = split.val.manifest
     val.update(complete=True, documents=split.val.documents, tokens=split.val.tokens)

@@ -678,7 +678,7 @@ def build_sweep(plan: Plan, created: str | None = None) -> Sweep:
         inference_context=plan.spec.inference_context or plan.train.seq_len,
         grid={label: {f"{TRAIN_PREFIX}{name}": values for name, values in grid.items()}
               for label, grid in plan.grid.items()},
-        tokens_rule=plan.tokens_rule)
+        tokens_rule=plan.tokens_rule, gpu=plan.request.gpu, assumed_mfu=plan.request.mfu)
     return Sweep(meta=meta, runs=runs)
 
 

@@ -55,6 +55,10 @@ class SweepMeta:
     # is a run group of its own (<label>-lr1e-3); empty: no grid
     grid: dict[str, dict[str, list]] = dataclasses.field(default_factory=dict)
     tokens_rule: str = ""  # how the training tokens were set ("20 tokens per body parameter of the target")
+    # the GPU-hours assumption of `matcher plan --gpu --mfu`, which `matcher status` sets the measured MFU
+    # against; "" and 0 in sweeps written before it was recorded
+    gpu: str = ""
+    assumed_mfu: float = 0.0
 
 
 @dataclass(kw_only=True)

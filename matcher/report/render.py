@@ -85,6 +85,31 @@ def _markdown_table(columns: list[Column], cells: list[list[str]]) -> str:
     return "\n".join([line(headers), rule + "|"] + [line(row) for row in cells])
 
 
+def to_json(report: Report, extra: dict[str, Any]) -> str:
+    """The report as one JSON object: title, summary, each table's rows (missing values null) and
+    notes, and `extra` (the selection)."""
+    import json
+
+    tables = [{"title": table.title, "rows": [{column.key: row.get(column.key) for column in table.columns}
+                                              for row in table.rows], "notes": table.notes}
+              for table in report.tables]
+    document = {"title": report.title, "summary": report.summary, **extra, "tables": tables}
+    return json.dumps(_json_ready(document), indent=2) + "\n"
+
+
+def _json_ready(value: Any) -> Any:
+    """Plain JSON values: numpy scalars as Python numbers, NaN and infinities as null."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def to_csv(report: Report) -> str:
     blocks = []
     for table in report.tables:

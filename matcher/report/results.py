@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 EVAL_REQUIRED = ("step", "tokens", "eval_accuracy")
 EVAL_OPTIONAL = ("train_loss", "eval_loss", "eval_bpb", "eval_n", "tokens_per_s", "mfu", "peak_memory_bytes",
-                 "elapsed_s")
+                 "elapsed_s", "val_loss", "val_bpb")
 BENCH_COLUMNS = ("run", "group", "seed", "task", "metric", "step", "tokens", "depth", "trained_depth", "n",
                  "score", "low", "high", "outcomes")
 TRAIN_REQUIRED = ("step", "tokens", "train_loss")
@@ -54,6 +54,7 @@ class Results:
     # run -> {tokens: per-problem outcomes "0101..."} of the in-training eval (eval_correct)
     eval_outcomes: dict[str, dict[float, str]] | None = None
     chosen_baseline: str | None = None  # a group given with `matcher compare --baseline`
+    infos: dict[str, RunInfo] | None = None  # run -> its run.yaml (grid settings for matcher/report/selection.py)
 
     @property
     def groups(self) -> list[str]:
@@ -105,7 +106,7 @@ def load_results(path: str | Path) -> Results:
     path, run_dirs = find_run_dirs(Path(path))
     warnings = [f"{d}: metrics but no run.yaml; run skipped" for d in sorted(path.iterdir())
                 if (d / "metrics.jsonl").is_file() and not (d / "run.yaml").is_file()]
-    runs, evals, train, expert_load, bench, outcomes = [], [], [], {}, [], {}
+    runs, evals, train, expert_load, bench, outcomes, infos = [], [], [], {}, [], {}, {}
     recorded: dict[str, dict[str, Any]] = {}  # run folder -> its run.yaml, for the staleness check
     for run_dir in run_dirs:
         snapshot = RunDir(run_dir).snapshot(records=[])  # the metrics lines are read and checked below
@@ -116,6 +117,7 @@ def load_results(path: str | Path) -> Results:
             warnings.append(f"{run_dir / 'run.yaml'}: a second run named {meta['run']!r}; run skipped")
             continue
         recorded[str(run_dir)] = snapshot.info.to_dict()
+        infos[meta["run"]] = snapshot.info
         status = _status(snapshot, warnings)
         run_evals, run_train, load = _read_metrics(run_dir / "metrics.jsonl", warnings)
         if not run_evals and not run_train and status["state"] not in (RunState.NEW, RunState.UNKNOWN):
@@ -146,7 +148,7 @@ def load_results(path: str | Path) -> Results:
     evals = _in_run_order(pd.DataFrame(evals, columns=[*keys, *EVAL_REQUIRED, *EVAL_OPTIONAL]), order)
     train = _in_run_order(pd.DataFrame(train, columns=[*keys, *TRAIN_REQUIRED, *TRAIN_OPTIONAL]), order)
     bench = _in_run_order(pd.DataFrame(bench, columns=list(BENCH_COLUMNS)), order)
-    return Results(path, runs, evals, train, expert_load, warnings, bench, outcomes)
+    return Results(path, runs, evals, train, expert_load, warnings, bench, outcomes, infos=infos)
 
 
 def _read_bench(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
