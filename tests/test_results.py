@@ -226,6 +226,22 @@ def _copy_fixture(tmp_path) -> Path:
     return Path(shutil.copytree(FIXTURE, tmp_path / "tiny"))
 
 
+def test_run_folders_with_old_cost_names_load_with_one_notice(tmp_path):
+    """run.yaml files written before a quantity had one name (training_memory_bytes): read as the current
+    name (train_memory_bytes), with one warning for the whole folder that says what to rename."""
+    sweep = _copy_fixture(tmp_path)
+    for run_yaml in sweep.glob("*/run.yaml"):
+        run_yaml.write_text(run_yaml.read_text().replace("train_memory_bytes:", "training_memory_bytes:"))
+    results = load_results(sweep)
+    assert list(results.runs["train_memory_bytes"]) == list(load_results(FIXTURE).runs["train_memory_bytes"])
+    renamed = [" ".join(w.split()) for w in results.warnings if "old name" in w]
+    assert len(renamed) == 1
+    assert "training_memory_bytes -> train_memory_bytes" in renamed[0]
+    assert "dr-tiny-s0, dr-tiny-s1, dr_da-tiny-s0, la-tiny-s0" in renamed[0]
+    assert "rename them in each run.yaml" in renamed[0]
+    assert not [w for w in load_results(FIXTURE).warnings if "old name" in w]
+
+
 def test_corrupt_lines_are_reported_and_skipped(tmp_path):
     sweep = _copy_fixture(tmp_path)
     metrics = sweep / "la-tiny-s0" / "metrics.jsonl"

@@ -349,7 +349,7 @@ COSTS = (
     ("total_params", "params", "count"),
     ("active_params", "active", "count"),
     ("applied_params", "applied", "count"),
-    ("training_memory_bytes", "train mem", "bytes"),
+    ("train_memory_bytes", "train mem", "bytes"),
     ("inference_cache_bytes", "cache", "bytes"),
 )
 
