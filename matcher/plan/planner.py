@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from matcher import __version__, fmt
-from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig
+from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig, divisors
 from matcher.cost.analytic import Conventions
 from matcher.cost.gpu_hours import DEFAULT_GPU, DEFAULT_MFU, DEVICES, check_mfu, device
 from matcher.errors import ConfigError, MatchError
@@ -228,8 +228,7 @@ def _heads_for(target: ModelConfig, d_model: int, kv_given: bool) -> dict[str, i
         return {"n_heads": n_heads}
     # the most KV heads that divide n_heads without more query heads per KV head than the target's
     per_kv = target.n_heads // target.n_kv_heads
-    n_kv_heads = max(d for d in range(1, n_heads + 1)
-                     if n_heads % d == 0 and (d == 1 or d * per_kv <= n_heads))
+    n_kv_heads = max(d for d in divisors(n_heads) if d == 1 or d * per_kv <= n_heads)
     return {"n_heads": n_heads, "n_kv_heads": n_kv_heads}
 
 

@@ -34,7 +34,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from matcher.config import ModelConfig
+from matcher.config import ModelConfig, divisors
 from matcher.cost.analytic import (
     Conventions,
     body_train_flops_per_token,
@@ -494,7 +494,7 @@ def third_values(base: ModelConfig, third: str) -> list[int]:
     if third == "router_rank":
         values = [0, *range(16, base.d_model // 2 + 1, 16)]
     elif third == "n_kv_heads":
-        values = [d for d in range(1, base.n_heads + 1) if base.n_heads % d == 0]
+        values = divisors(base.n_heads)
     else:
         values = list(range(1, 2 * base.top_k + 1))
     current = getattr(base, third)
