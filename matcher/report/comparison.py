@@ -39,7 +39,7 @@ class Column:
     key: str  # row key and CSV header
     header: str  # terminal and Markdown header
     kind: str  # how matcher/report/render.py writes it: text, int, target, tokens, flops, count, bytes, ratio,
-    # accuracy or loss
+    # accuracy, loss, or a power law's coefficient, exponent and fit (R²)
     missing: str = "-"  # shown where the value is None
 
 
