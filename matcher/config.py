@@ -222,9 +222,15 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def divisors(n: int, most: int = 8) -> str:
-    """The largest `most` divisors of n, for a message that says which micro-batch would fit."""
-    return ", ".join(map(str, [m for m in range(1, n + 1) if n % m == 0][-most:]))
+def divisors(n: int) -> list[int]:
+    """The divisors of n, ascending (micro-batches and process counts that split a batch, KV-head counts
+    that split the query heads)."""
+    return [m for m in range(1, n + 1) if n % m == 0]
+
+
+def largest_divisors(n: int, most: int = 8) -> str:
+    """The largest `most` divisors of n, for a message that says which would fit."""
+    return ", ".join(map(str, divisors(n)[-most:]))
 
 
 def _check_at_most(obj: Any, limit: int, names: tuple[str, ...]) -> None:
@@ -468,7 +474,7 @@ class TrainConfig:
                               f"{self.batch_size}, got {self.micro_batch_size}")
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ConfigError(f"micro_batch_size {self.micro_batch_size} does not divide batch_size "
-                              f"{self.batch_size}; use one of {divisors(self.batch_size)}")
+                              f"{self.batch_size}; use one of {largest_divisors(self.batch_size)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         self.lr_mult = _checked_lr_mult(self.lr_mult)

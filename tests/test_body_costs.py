@@ -45,7 +45,7 @@ def test_embedding_dominated_targets_get_a_warning_that_names_the_body_match():
     plan = make_plan(PlanRequest(target="la-tiny", variants="dr", vocab_size=VOCAB_50K))
     warning = " ".join(next(line for line in plan.notices if "embeddings are" in line).split())
     assert warning.startswith("embeddings are 93% of la-tiny's")
-    assert "match the body with --match body_flops,body_params,inference_memory" in warning
+    assert "match the body with --match body_flops,body_params,inference_memory_bytes" in warning
     assert not any("embeddings are" in line for line in make_plan(PlanRequest(target="la-tiny")).notices)
 
 

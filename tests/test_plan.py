@@ -31,7 +31,7 @@ def test_writes_a_valid_sweep_at_the_default_path(tmp_path, monkeypatch, capsys)
     assert [(r.name, r.role, r.model.variant) for r in sweep.runs] == [
         ("la-1b", "target", "la"), ("dr", "variant", "dr"), ("dr_da", "variant", "dr_da")]
     assert sweep.meta.target == "la-1b" and sweep.meta.variants == ["dr", "dr_da"]
-    assert sweep.meta.matched == ["flops", "params", "inference_memory"]
+    assert sweep.meta.matched == ["flops", "params", "inference_memory_bytes"]
     assert sweep.meta.command == "matcher plan --target la-1b"
     assert sweep.runs[0].model == get_preset("la-1b")
     assert len({r.train.tokens_per_step for r in sweep.runs}) == 1
@@ -114,8 +114,8 @@ def test_json_reports_residuals_memory_ratios_and_work(capsys):
     target, dr, dr_da = result["runs"]
     assert target["memory_ratio"] == 1.0 and "residuals" not in target
     for run in (dr, dr_da):
-        assert set(run["residuals"]) == {"flops", "params", "inference_memory", "train_memory", "body_flops",
-                                         "body_params"} and run["steps"] >= 1
+        assert set(run["residuals"]) == {"flops", "params", "inference_memory_bytes", "train_memory_bytes",
+                                         "body_flops", "body_params"} and run["steps"] >= 1
         assert run["evaluations"] > 0 and run["inference_cache_ratio"] >= 1.0
         assert run["align"] in (32, 64) and run["model"]["d_ff"] % run["align"] == 0
         assert max(abs(run["residuals"][q]) for q in result["matched"]) <= 0.005
@@ -278,11 +278,11 @@ def test_micro_batch_accumulates_and_memory_is_one_micro_batch(tmp_path, capsys)
     assert train.micro_batch_size == 4 and train.batch_size % 4 == 0 and train.batch_size > 4
     assert plan.request.command_line() == "matcher plan --target la-1b --variants dr --micro-batch 4"
     for run in plan.runs:  # predicted training memory: one forward of 4 sequences, not the whole batch
-        predicted = predict(run.config, train, plan.spec.conventions)["training_memory_bytes"]
+        predicted = predict(run.config, train, plan.spec.conventions)["train_memory_bytes"]
         assert predicted == memory(run.config, batch=4, seq_len=train.seq_len,
                                    conv=plan.spec.conventions).training_bytes
     whole = make_plan(PlanRequest(target="la-1b", variants="dr"))
-    assert whole.runs[1].predicted["training_memory_bytes"] > plan.runs[1].predicted["training_memory_bytes"]
+    assert whole.runs[1].predicted["train_memory_bytes"] > plan.runs[1].predicted["train_memory_bytes"]
     assert main(["plan", "--target", "la-1b", "--micro-batch", "7", "--dry-run", "--no-measure"]) == 2
     assert "--micro-batch 7 does not divide the batch" in capsys.readouterr().err
 
@@ -311,7 +311,7 @@ FOUR_CASES = [(t, d) for t in ("la-1b", "la-2b") for d in (None, 16)]
 @pytest.mark.parametrize("target, depth", FOUR_CASES)
 def test_the_default_plan_meets_half_a_percent_on_every_matched_quantity(target, depth):
     plan = make_plan(PlanRequest(target=target, depth=depth))
-    assert plan.spec.tolerance == 0.005 and plan.matched == ("flops", "params", "inference_memory")
+    assert plan.spec.tolerance == 0.005 and plan.matched == ("flops", "params", "inference_memory_bytes")
     for run in plan.runs[1:]:
         m = run.match
         assert max(abs(m.residuals[q]) for q in plan.matched) <= 0.005, (run.label, m.residuals)
@@ -336,7 +336,7 @@ def test_a_third_free_variable_reaches_a_tenth_of_a_percent(target, depth):
 
 def test_an_unreachable_quantity_names_its_gap_and_the_variable_that_closes_it():
     # depth 16 halves the SA KV cache; with d_ff and n_experts alone inference memory stays ~0.8% low
-    with pytest.raises(MatchError, match=r"inference memory .* cannot be matched .*inference_memory -0\.\d+%.*"
+    with pytest.raises(MatchError, match=r"inference memory .* cannot be matched .*inference_memory_bytes -0\.\d+%.*"
                                          r"--free d_ff,n_experts,n_kv_heads"):
         make_plan(PlanRequest(target="la-1b", variants="dr", depth=16, free="d_ff,n_experts"))
     plan = make_plan(PlanRequest(target="la-1b", variants="dr", depth=16, free="d_ff,n_experts,n_kv_heads"))
@@ -350,7 +350,15 @@ def test_free_and_match_options_are_checked():
     plan = make_plan(PlanRequest(target="la-1b", variants="dr", free="d_ff", match="flops"))
     assert plan.runs[1].match.free == ("d_ff",) and plan.runs[1].config.n_experts == 16
     plan = make_plan(PlanRequest(target="la-1b", variants="dr", match="flops,memory", tolerance=0.05))
-    assert plan.matched == ("flops", "train_memory")  # `memory` is training memory, as old sweeps say
+    assert plan.matched == ("flops", "train_memory_bytes")  # `memory` is training memory, as old sweeps say
+
+
+def test_old_match_names_are_read_as_the_current_ones_with_a_notice():
+    plan = make_plan(PlanRequest(target="la-1b", variants="dr", match="flops,train_memory", tolerance=0.05))
+    assert plan.matched == ("flops", "train_memory_bytes")
+    (renamed,) = [n for n in plan.notices if n.startswith("--match")]
+    assert "train_memory -> train_memory_bytes" in renamed and "use the current names" in renamed
+    assert not [n for n in make_plan(PlanRequest(target="la-1b", variants="dr")).notices if "old name" in n]
 
 
 def test_inference_memory_is_weights_and_caches_counted_independently():
@@ -366,8 +374,8 @@ def test_inference_memory_is_weights_and_caches_counted_independently():
         fp32 = Conventions(inference_weight_dtype="fp32")
         assert inference_memory_bytes(cfg, 4, 2048, fp32) == 2 * weights + sa_kv + da
     plan = make_plan(PlanRequest(target="la-2b", variants="dr_da", inference_batch=8, inference_context=4096))
-    assert plan.spec.targets["inference_memory"] == inference_memory_bytes(plan.target.config, 8, 4096)
-    assert abs(plan.runs[1].match.residuals["inference_memory"]) <= 0.005
+    assert plan.spec.targets["inference_memory_bytes"] == inference_memory_bytes(plan.target.config, 8, 4096)
+    assert abs(plan.runs[1].match.residuals["inference_memory_bytes"]) <= 0.005
 
 
 def test_a_ladder_writes_one_consistent_sweep_per_rung_and_a_manifest(tmp_path, capsys):
@@ -475,7 +483,8 @@ PLAN_REQUESTS = [
     ["--target", "la-tiny"], ["--target", "la-tiny", "--tolerance", "0.2"], ["--target", "la-tiny", "--tokens", "100"],
     ["--target", "la-tiny", "--batch", "3"], ["--target", "la-tiny", "--batch", "8", "--micro-batch", "2"],
     ["--target", "la-tiny", "--seeds", "0,1"], ["--target", "la-tiny", "--match", "flops"],
-    ["--target", "la-tiny", "--match", "inference_memory", "--inference-context", "4096", "--inference-batch", "4"],
+    ["--target", "la-tiny", "--match", "inference_memory_bytes", "--inference-context", "4096",
+     "--inference-batch", "4"],
     ["--target", "la-tiny", "--max-memory-ratio", "1.5"], ["--target", "la-tiny", "--vocab-size", "300"],
     ["--target", "la-tiny", "--set", "router_rank=8"], ["--target", "la-tiny", "--set", "mixture=parallel"],
     ["--target", "la-tiny", "--set", "train.data=math", "--set", "train.loss_on=answers"],

@@ -226,6 +226,22 @@ def _copy_fixture(tmp_path) -> Path:
     return Path(shutil.copytree(FIXTURE, tmp_path / "tiny"))
 
 
+def test_run_folders_with_old_cost_names_load_with_one_notice(tmp_path):
+    """run.yaml files written before a quantity had one name (training_memory_bytes): read as the current
+    name (train_memory_bytes), with one warning for the whole folder that says what to rename."""
+    sweep = _copy_fixture(tmp_path)
+    for run_yaml in sweep.glob("*/run.yaml"):
+        run_yaml.write_text(run_yaml.read_text().replace("train_memory_bytes:", "training_memory_bytes:"))
+    results = load_results(sweep)
+    assert list(results.runs["train_memory_bytes"]) == list(load_results(FIXTURE).runs["train_memory_bytes"])
+    renamed = [" ".join(w.split()) for w in results.warnings if "old name" in w]
+    assert len(renamed) == 1
+    assert "training_memory_bytes -> train_memory_bytes" in renamed[0]
+    assert "dr-tiny-s0, dr-tiny-s1, dr_da-tiny-s0, la-tiny-s0" in renamed[0]
+    assert "rename them in each run.yaml" in renamed[0]
+    assert not [w for w in load_results(FIXTURE).warnings if "old name" in w]
+
+
 def test_corrupt_lines_are_reported_and_skipped(tmp_path):
     sweep = _copy_fixture(tmp_path)
     metrics = sweep / "la-tiny-s0" / "metrics.jsonl"
@@ -548,13 +564,32 @@ def test_one_task_scored_with_two_settings_at_one_point_is_said(tmp_path):
 
 
 def test_a_ladder_refuses_the_options_its_comparison_does_not_take(tmp_path):
-    """--format, --out and --baseline apply to one sweep's report: with a ladder manifest they are one
-    clear error, not silently dropped."""
+    """--baseline applies to one sweep's report: with a ladder manifest it is one clear error, not
+    silently dropped. (--format and --out apply to a ladder too since its tables are a Report.)"""
     from matcher.errors import ResultsError
 
     manifest = _ladder_fixture(tmp_path)
     out, err = _consoles()
-    for options in ({"fmt": "csv"}, {"out": tmp_path / "x.md"}, {"baseline": "la-tiny"}):
-        with pytest.raises(ResultsError, match="not for a ladder"):
-            compare_command(manifest, targets="0.3", console=out, err_console=err, **options)
+    with pytest.raises(ResultsError, match="not for a ladder"):
+        compare_command(manifest, targets="0.3", console=out, err_console=err, baseline="la-tiny",
+                        out=tmp_path / "x.md")
     assert not (tmp_path / "x.md").exists()
+
+
+def test_a_ladder_comparison_is_written_as_markdown_or_csv_like_a_sweeps(tmp_path):
+    manifest = _ladder_fixture(tmp_path)
+    out, err = _consoles()
+    compare_command(manifest, targets="0.3", out=tmp_path / "ladder.md", console=out, err_console=err)
+    markdown = (tmp_path / "ladder.md").read_text()
+    assert markdown.startswith("# ladder ladder-x: target accuracy 0.3\n")
+    assert "## power laws y = a C^b" in markdown and "| +0.5000 |" in markdown
+    out, err = _consoles()
+    compare_command(manifest, targets="0.3", fmt="csv", console=out, err_console=err)
+    blocks = out.file.getvalue().split("\n\n")
+    rungs = blocks[0].splitlines()
+    assert rungs[1] == "rung,variant,train_flops,tokens_to_target,flops_to_target,final_accuracy"
+    assert rungs[2].startswith("la-a,la,1000000000000000,")
+    laws = blocks[1].splitlines()
+    assert laws[1] == "variant,quantity,coefficient,exponent,r_squared,points"
+    la = next(line for line in laws if line.startswith("la,flops_to_target,"))
+    assert la.split(",")[3] == "0.5000" and la.split(",")[5] == "3"

@@ -50,7 +50,8 @@ def test_flops_and_params_residuals(target_name, variant, depth):
 def test_match_reports_every_quantity_and_the_work_done():
     target = get_preset("la-1b")
     found = match(target.replace(variant="dr"), spec_for(target))
-    assert set(found.costs) == {"flops", "params", "inference_memory", "train_memory", "body_flops", "body_params"}
+    assert set(found.costs) == {"flops", "params", "inference_memory_bytes", "train_memory_bytes", "body_flops",
+                                "body_params"}
     assert set(found.residuals) == set(found.costs)
     assert found.solved == ("flops", "params") and found.free == ("d_ff", "n_experts")
     assert found.costs == costs_of(found.config, spec_for(target))
@@ -61,26 +62,27 @@ def test_memory_in_the_objective_is_matched_too():
     target = get_preset("la-1b")
     # dr_da keeps its depth keys for backward (~+17% memory at matched params), so the three cannot all
     # be within 2%: the objective trades them off evenly.
-    spec = spec_for(target, matched=("flops", "params", "train_memory"), batch=8, tolerance=0.1)
+    spec = spec_for(target, matched=("flops", "params", "train_memory_bytes"), batch=8, tolerance=0.1)
     found = match(target.replace(variant="dr_da"), spec)
-    assert found.solved == ("flops", "params", "train_memory")
+    assert found.solved == ("flops", "params", "train_memory_bytes")
     assert (found.config.d_ff, found.config.n_experts) == scan_around(found.config, spec)[:2]
     plain = match(target.replace(variant="dr_da"), spec_for(target, batch=8))
-    assert abs(found.residuals["train_memory"]) < abs(plain.residuals["train_memory"])
+    assert abs(found.residuals["train_memory_bytes"]) < abs(plain.residuals["train_memory_bytes"])
     assert max(map(abs, found.residuals.values())) < max(map(abs, plain.residuals.values()))
     with pytest.raises(MatchError, match="and training memory per step cannot be matched together"):
         match(target.replace(variant="dr_da"),
-              spec_for(target, matched=("flops", "params", "train_memory"), batch=8))
+              spec_for(target, matched=("flops", "params", "train_memory_bytes"), batch=8))
 
 
 def test_max_memory_is_a_hard_constraint():
     target = get_preset("la-1b")
     free = match(target.replace(variant="dr_da"), spec_for(target, batch=8))
-    limit = 1.05 * costs_of(target, MatchSpec(batch=8))["train_memory"]
-    assert free.costs["train_memory"] > limit  # depth attention keeps its keys, values and inputs: the limit binds
+    limit = 1.05 * costs_of(target, MatchSpec(batch=8))["train_memory_bytes"]
+    # depth attention keeps its keys, values and inputs: the limit binds
+    assert free.costs["train_memory_bytes"] > limit
     spec = spec_for(target, batch=8, max_memory_bytes=limit, tolerance=0.2)
     found = match(target.replace(variant="dr_da"), spec)
-    assert found.costs["train_memory"] <= limit
+    assert found.costs["train_memory_bytes"] <= limit
     assert (found.config.d_ff, found.config.n_experts) == scan_around(found.config, spec)[:2]
 
 
@@ -131,14 +133,14 @@ def test_flops_below_one_expert():
 
 def test_memory_limit_below_the_smallest_config():
     target = get_preset("la-1b")
-    limit = 0.1 * costs_of(target, MatchSpec(batch=4))["train_memory"]
+    limit = 0.1 * costs_of(target, MatchSpec(batch=4))["train_memory_bytes"]
     with pytest.raises(MatchError, match="memory cannot be kept under the limit of .* already needs"):
         match(target.replace(variant="dr"), spec_for(target, batch=4, max_memory_bytes=limit))
 
 
 def test_memory_limit_that_blocks_the_match():
     target = get_preset("la-1b")
-    limit = 0.5 * costs_of(target, MatchSpec(batch=4))["train_memory"]
+    limit = 0.5 * costs_of(target, MatchSpec(batch=4))["train_memory_bytes"]
     with pytest.raises(MatchError) as err:
         match(target.replace(variant="dr"), spec_for(target, batch=4, max_memory_bytes=limit))
     assert "dr: training FLOPs per token and total parameters cannot be matched under the memory limit" \
@@ -158,10 +160,10 @@ def test_quantities_that_conflict_name_both_residuals():
 def test_bad_match_spec():
     target = get_preset("la-1b")
     with pytest.raises(MatchError, match="--match takes a comma-separated subset of flops, params, "
-                                         "inference_memory, train_memory"):
+                                         "inference_memory_bytes, train_memory_bytes"):
         match(target, spec_for(target, matched=("speed",)))
-    with pytest.raises(MatchError, match="no target value for train_memory"):
-        match(target, MatchSpec(targets={"flops": 1e9, "params": 1e9}, matched=("train_memory",)))
+    with pytest.raises(MatchError, match="no target value for train_memory_bytes"):
+        match(target, MatchSpec(targets={"flops": 1e9, "params": 1e9}, matched=("train_memory_bytes",)))
 
 
 # -------------------------------------------------------------------------------------- 1-D solver

@@ -1,6 +1,7 @@
 """Sweep files: round trip, validation of every field with its path, atomic no-overwrite writes."""
 
 import dataclasses
+import shlex
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,7 @@ def test_execution_settings_may_be_edited_and_predictions_follow(tmp_path):
     before = make_sweep()
     for run, old in zip(sweep.runs, before.runs):
         assert run.predicted == predict(run.model, run.train, Conventions())
-        assert run.predicted["training_memory_bytes"] < old.predicted["training_memory_bytes"]
+        assert run.predicted["train_memory_bytes"] < old.predicted["train_memory_bytes"]
 
 
 def test_data_outside_the_vocabulary_is_found_before_training(tmp_path, monkeypatch):
@@ -258,7 +259,7 @@ def test_inference_memory_is_recorded_and_an_edit_that_unmatches_it_is_refused(t
     plan = make_plan(PlanRequest(target="la-1b", variants="dr_da", depth=16, inference_batch=2))
     data = build_sweep(plan).to_dict()
     meta = data["meta"]
-    assert meta["matched"] == ["flops", "params", "inference_memory"]
+    assert meta["matched"] == ["flops", "params", "inference_memory_bytes"]
     assert (meta["inference_batch"], meta["inference_context"]) == (2, 2048)
     assert "inference memory: 2 x 2048 tokens" in meta["description"]
     path = tmp_path / "ok.yaml"
@@ -268,5 +269,43 @@ def test_inference_memory_is_recorded_and_an_edit_that_unmatches_it_is_refused(t
     assert data["runs"][1]["model"]["n_kv_heads"] == 8
     data["runs"][1]["model"]["n_kv_heads"] = 4
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    with pytest.raises(ConfigError, match=r"no longer matched to the target la-1b: .*inference_memory -3\.\d+%"):
+    with pytest.raises(ConfigError, match=r"no longer matched to the target la-1b: .*inference_memory_bytes -3\.\d+%"):
         load_sweep(path)
+
+
+def test_a_sweep_with_old_names_loads_with_one_notice(tmp_path, capsys):
+    """Sweeps written before a quantity had one name (meta.matched inference_memory, predicted
+    training_memory_bytes) load under the current names, with one notice naming what to rename."""
+    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+
+    path = write_sweep(build_sweep(make_plan(PlanRequest(target="la-1b", variants="dr"))), tmp_path / "s.yaml")
+    current = load_sweep(path)
+    assert "note:" not in capsys.readouterr().err
+    path.write_text(path.read_text().replace("inference_memory_bytes\n", "inference_memory\n")
+                    .replace("train_memory_bytes:", "training_memory_bytes:"))
+    assert "- inference_memory\n" in path.read_text() and "training_memory_bytes:" in path.read_text()
+    old = load_sweep(path)
+    assert old.meta.matched == current.meta.matched == ["flops", "params", "inference_memory_bytes"]
+    assert old.meta.solved == current.meta.solved and old.runs[1].predicted == current.runs[1].predicted
+    message = " ".join(capsys.readouterr().err.split())
+    assert message.count("note:") == 1
+    assert "inference_memory -> inference_memory_bytes" in message
+    assert "training_memory_bytes -> train_memory_bytes" in message and "rename them in the file" in message
+
+
+COMMITTED_SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("committed", COMMITTED_SWEEPS, ids=lambda path: path.name)
+def test_committed_sweeps_are_what_their_command_writes_now(committed, tmp_path, monkeypatch):
+    """sweeps/*.yaml are what `meta.command` writes today (names, fields, matched configs, costs): after a
+    change to the planner or to a name, write them again with that command."""
+    data = yaml.safe_load(committed.read_text())
+    command = shlex.split(data["meta"]["command"])
+    assert command[:2] == ["matcher", "plan"]
+    monkeypatch.chdir(tmp_path)
+    assert main([*command[1:], "--no-measure", "--out", str(tmp_path / committed.name)]) == 0
+    fresh = yaml.safe_load((tmp_path / committed.name).read_text())
+    for sweep in (data, fresh):
+        del sweep["meta"]["created"], sweep["meta"]["command"]
+    assert fresh == data

@@ -42,23 +42,22 @@ def compare_command(
     `force`: overwrite an existing `out` or `plot` file (refused otherwise, before anything is read).
     `console` / `err_console`: rich Consoles for the report and the warnings (default: matcher.console's
     stdout and stderr)."""
-    from rich.console import Console
     from rich.text import Text
 
     from matcher import console as consoles
     from matcher.console import warning
 
     if Path(results_dir).is_file():  # a ladder manifest (matcher plan --ladder), not a results folder
-        given = [flag for flag, value in (("--format", fmt), ("--out", out), ("--baseline", baseline),
-                                          ("--select", select), ("--json", as_json)) if value]
+        given = [flag for flag, value in (("--baseline", baseline), ("--select", select), ("--json", as_json))
+                 if value]
         if given:
-            raise ResultsError(f"{', '.join(given)}: not for a ladder, whose comparison is one table of the rungs "
-                               "and their fit; compare one rung's results folder for those")
-        return ladder_compare(Path(results_dir), targets, plot, force=force, console=console,
+            raise ResultsError(f"{', '.join(given)}: not for a ladder, whose rungs each compare with their own "
+                               "target in one table of the rungs and their fit; compare one rung's results folder "
+                               "for that")
+        return ladder_compare(Path(results_dir), targets, plot, fmt=fmt, out=out, force=force, console=console,
                               err_console=err_console)
     from matcher.report.comparison import baseline_targets, build_report
     from matcher.report.efficiency import parse_metric_targets
-    from matcher.report.render import print_rich, to_csv, to_markdown
     from matcher.report.results import load_results
     from matcher.report.selection import apply_selection, notices, selection_summary, selection_table
 
@@ -104,25 +103,37 @@ def compare_command(
         else:
             _write(Path(out), text)
             console.print(Text(f"wrote {out}"), soft_wrap=True)
-    elif fmt == "table" and out is None:
-        print_rich(report, console)
     else:
-        if fmt == "table":
-            recorder = Console(file=io.StringIO(), record=True, width=160, color_system=None)
-            print_rich(report, recorder)
-            text = "".join(line.rstrip() + "\n" for line in recorder.export_text().splitlines())
-        else:
-            text = to_markdown(report) if fmt == "markdown" else to_csv(report)
-        if out is None:
-            console.file.write(text)
-        else:
-            _write(Path(out), text)
-            console.print(Text(f"wrote {out}"), soft_wrap=True)
+        _emit(report, fmt, out, console)
     if plot is not None:
         from matcher.report.plots import plot_comparison
 
         written = plot_comparison(results, chosen, plot)
         console.print(Text(f"wrote {written}"), soft_wrap=True)
+
+
+def _emit(report, fmt: str, out: Path | None, console) -> None:
+    """`report` (matcher.report.comparison.Report) as rich tables on the console, or as text (the tables
+    as plain text, Markdown or CSV) to stdout or the file `out`."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from matcher.report.render import print_rich, to_csv, to_markdown
+
+    if fmt == "table" and out is None:
+        print_rich(report, console)
+        return
+    if fmt == "table":
+        recorder = Console(file=io.StringIO(), record=True, width=160, color_system=None)
+        print_rich(report, recorder)
+        text = "".join(line.rstrip() + "\n" for line in recorder.export_text().splitlines())
+    else:
+        text = to_markdown(report) if fmt == "markdown" else to_csv(report)
+    if out is None:
+        console.file.write(text)
+    else:
+        _write(Path(out), text)
+        console.print(Text(f"wrote {out}"), soft_wrap=True)
 
 
 def _format(fmt: str | None, out: str | Path | None) -> str:
@@ -150,22 +161,25 @@ def _write(path: Path, text: str) -> None:
         raise ResultsError(f"cannot write {path}: {err.strerror}; choose another --out file") from None
 
 
-def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | None, *, force: bool = False,
-                   console=None, err_console=None, results_root: Path | None = None) -> dict:
+def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | None, *, fmt: str | None = None,
+                   out: str | Path | None = None, force: bool = False, console=None, err_console=None,
+                   results_root: Path | None = None) -> dict:
     """`matcher compare sweeps/ladder-.../ladder.yaml`: per rung and variant the FLOPs to one target
-    accuracy and the final accuracy against the rung's training FLOPs, and a power law per variant."""
-    from rich.table import Table
+    accuracy and the final accuracy against the rung's training FLOPs, and a power law per variant;
+    `fmt` and `out` as for a sweep's comparison."""
     from rich.text import Text
 
     from matcher import console as consoles
-    from matcher import fmt as numbers
-    from matcher.console import escape, warning
+    from matcher.console import warning
     from matcher.plan.ladder import load_ladder
     from matcher.report.efficiency import parse_targets
-    from matcher.report.ladder import fit_power_laws, ladder_points, plot_ladder
+    from matcher.report.ladder import fit_power_laws, ladder_points, ladder_report, plot_ladder
 
     console = console or consoles.out()
     err_console = err_console or consoles.err()
+    fmt = _format(fmt, out)
+    if out is not None:
+        out = _new_file(Path(out), force, "--out")
     if plot is not None:
         plot = Path(plot)
         plot = plot / "ladder.png" if plot.is_dir() else plot if plot.suffix else plot.with_suffix(".png")
@@ -181,23 +195,7 @@ def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | 
     for text in warnings:
         warning(text, err_console)
     laws = fit_power_laws(points)
-    table = Table(title=f"ladder {escape(manifest_path.parent.name)}: target accuracy {target:g}", title_justify="left")
-    for col in ("rung", "variant", "train FLOPs C", "tokens to target", "FLOPs to target", "final accuracy"):
-        table.add_column(col, justify="left" if col in ("rung", "variant") else "right")
-    for p in points:
-        table.add_row(escape(p.rung), escape(p.variant), f"{p.train_flops:.3g}",
-                      numbers.si(p.tokens_to_target) if p.tokens_to_target else "not reached",
-                      f"{p.flops_to_target:.3g}" if p.flops_to_target else "-",
-                      f"{p.final_accuracy:.3f}" if p.final_accuracy is not None else "-")
-    console.print(table)
-    fits = Table(title="power laws y = a C^b (least squares in log-log, scipy.stats.linregress)",
-                 title_justify="left")
-    for col in ("variant", "quantity", "a", "b", "R²", "rungs"):
-        fits.add_column(col, justify="left" if col in ("variant", "quantity") else "right")
-    for law in laws:
-        fits.add_row(escape(law.variant), escape(law.quantity), f"{law.coefficient:.4g}", f"{law.exponent:+.4f}",
-                     f"{law.r_squared:.3f}" if law.r_squared is not None else "- (2 points)", str(law.points))
-    console.print(fits)
+    _emit(ladder_report(manifest_path.parent.name, points, laws, target), fmt, out, console)
     if plot is not None:
         console.print(Text(f"wrote {plot_ladder(points, laws, target, plot)}"), soft_wrap=True)
     return {"target": target, "points": points, "laws": laws}

@@ -141,7 +141,7 @@ def presets_command(as_json: bool) -> list[dict[str, Any]]:
                      "d_ff": cfg.d_ff, "n_experts": cfg.n_experts, "top_k": cfg.top_k,
                      "total_params": report.params.total, "active_params": report.params.active,
                      "train_flops_per_token": report.train_flops_per_token,
-                     "training_memory_bytes_per_sequence": report.memory.training_bytes,
+                     "train_memory_bytes_per_sequence": report.memory.training_bytes,
                      "inference_cache_bytes_per_sequence": report.memory.inference_cache_bytes})
     if as_json:
         out().print_json(json.dumps(rows))
@@ -154,7 +154,7 @@ def presets_command(as_json: bool) -> list[dict[str, Any]]:
         experts = f"{r['n_experts']} (top-{r['top_k']})" if r["n_experts"] else "dense"
         table.add_row(r["name"], r["variant"], str(r["depth"]), str(r["d_model"]), str(r["d_ff"]), experts,
                       fmt.params(r["total_params"]), fmt.params(r["active_params"]),
-                      fmt.si(r["train_flops_per_token"]), fmt.bytes_(r["training_memory_bytes_per_sequence"]),
+                      fmt.si(r["train_flops_per_token"]), fmt.bytes_(r["train_memory_bytes_per_sequence"]),
                       fmt.bytes_(r["inference_cache_bytes_per_sequence"]))
     out().print(table)
     return rows

@@ -86,7 +86,7 @@ def plan_result(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, wri
     for run in plan.runs:
         p = run.predicted
         row = {"label": run.label, "role": run.role, "model": run.config.to_dict(), "predicted": p,
-               "memory_ratio": p["training_memory_bytes"] / reference["training_memory_bytes"],
+               "memory_ratio": p["train_memory_bytes"] / reference["train_memory_bytes"],
                "inference_cache_ratio": _ratio(p["inference_cache_bytes"],
                                                reference["inference_cache_bytes"])}
         if run.match is not None:
@@ -112,11 +112,11 @@ def memory_matched(plan: Plan) -> str:
     """Which memory the plan matched, in words, with the batch and context it was matched at."""
     train = plan.train
     named = []
-    if "inference_memory" in plan.matched:
+    if "inference_memory_bytes" in plan.matched:
         context = plan.spec.inference_context or train.seq_len
         named.append(f"inference memory (weights {plan.spec.conventions.inference_weight_dtype} + SA KV + DA "
                      f"caches, {plan.spec.inference_batch} x {context} tokens)")
-    if "train_memory" in plan.matched:
+    if "train_memory_bytes" in plan.matched:
         named.append(f"training memory (one step of {plan.spec.batch} x {train.seq_len} tokens)")
     return "; ".join(named) or "none (memory is reported, not matched)"
 
@@ -142,8 +142,8 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
             escape(run.label), escape(run.role), str(cfg.depth), d_ff, experts,
             fmt.params(p["total_params"]), fmt.percent(residuals.get("params")),
             fmt.si(p["train_flops_per_token"]), fmt.percent(residuals.get("flops")),
-            fmt.percent(residuals.get("inference_memory")),
-            fmt.ratio(p["training_memory_bytes"] / reference["training_memory_bytes"]),
+            fmt.percent(residuals.get("inference_memory_bytes")),
+            fmt.ratio(p["train_memory_bytes"] / reference["train_memory_bytes"]),
             fmt.ratio(_ratio(p["inference_cache_bytes"], reference["inference_cache_bytes"])),
             str(m.steps) if m else "-", str(m.evaluations) if m else "-")
     console.print(table)

@@ -34,6 +34,6 @@ def show_command(path: Path) -> None:
         experts = f"{m.n_experts} (top-{m.top_k})" if m.n_experts else "dense"
         table.add_row(escape(run.name), escape(run.role), m.variant, str(m.depth), str(m.d_model), str(m.d_ff), experts,
                       fmt.params(p.get("total_params")), fmt.si(p.get("train_flops_per_token")),
-                      fmt.bytes_(p.get("training_memory_bytes")), fmt.si(t.total_tokens),
+                      fmt.bytes_(p.get("train_memory_bytes")), fmt.si(t.total_tokens),
                       f"{t.batch_size} x {t.seq_len}", str(t.seed))
     console.print(table)

@@ -40,14 +40,20 @@ def percentile_interval(samples: Sequence[float | None], level: float = LEVEL) -
     return float(low), float(high)
 
 
-def bootstrap(statistic: Callable[[Any], float | None], samples: int = BOOTSTRAP_SAMPLES,
-              seed: int = BOOTSTRAP_SEED, level: float = LEVEL) -> tuple[float, float] | None:
-    """Percentile interval of `statistic(rng)`, called `samples` times; the statistic draws its own
-    resample (of problems, of seeds, or both) from the generator it is given."""
+def bootstrap_draws(statistic: Callable[[Any], Any], samples: int = BOOTSTRAP_SAMPLES,
+                    seed: int = BOOTSTRAP_SEED) -> list[Any]:
+    """`statistic(rng)`, called `samples` times with one seeded generator: the statistic draws its own
+    resample (of problems, of seeds, or both) from it, and may return several values of one draw."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    return percentile_interval([statistic(rng) for _ in range(samples)], level)
+    return [statistic(rng) for _ in range(samples)]
+
+
+def bootstrap(statistic: Callable[[Any], float | None], samples: int = BOOTSTRAP_SAMPLES,
+              seed: int = BOOTSTRAP_SEED, level: float = LEVEL) -> tuple[float, float] | None:
+    """Percentile interval of `statistic(rng)` over `samples` draws (bootstrap_draws)."""
+    return percentile_interval(bootstrap_draws(statistic, samples, seed), level)
 
 
 def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], samples: int = BOOTSTRAP_SAMPLES,

@@ -164,7 +164,7 @@ def _generated(model, task: Task, items: list[Item], tokenizer: Tokenizer, **kwa
     texts = engine.greedy_generate(model, [_context(tokenizer, item) for item in items],
                                    max_new_tokens=task.max_new_tokens, pad_id=tokenizer.pad_id,
                                    eos_id=tokenizer.eos_id, decode=tokenizer.decode, stop=task.spec.stop, **kwargs)
-    if task.spec.name == "gsm8k":
+    if task.spec.answer_format == "final_number":
         records = []
         for item, text in zip(items, texts):
             strict, flexible = extract.gsm8k_strict(text), extract.gsm8k_flexible(text)

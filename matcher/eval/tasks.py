@@ -42,6 +42,10 @@ class TaskSpec:
     stop: tuple[str, ...] = ()  # generation ends at the model's EOS or the first of these
     metrics: tuple[str, ...] = ("acc",)
     needs_file: bool = True
+    # generate: how the gold answer is written and a generated one checked. final_number: a solution ending
+    # in `#### N`, scored strict and flexible (GSM8K); boxed: the last \boxed{} (or the whole answer),
+    # compared by math equivalence (MATH)
+    answer_format: str = "boxed"
 
 
 # loss_answer: nats per token of the final value (` #### N` and EOS); loss_chain: per token of the
@@ -49,7 +53,7 @@ class TaskSpec:
 EMBEDDED_METRICS = ("acc", "loss", "loss_answer", "loss_chain", "bpb")
 SPECS = {
     "gsm8k": TaskSpec(name="gsm8k", kind="generate", n_shot=5, stop=("Question:", "</s>", "<|im_end|>"),
-                      metrics=("strict", "flexible")),
+                      metrics=("strict", "flexible"), answer_format="final_number"),
     "math": TaskSpec(name="math", kind="generate", question_template="Problem:\n{question}\n\nSolution:",
                      n_shot=4, stop=("Problem:",), metrics=("acc",)),
     "mc": TaskSpec(name="mc", kind="choice", metrics=("acc", "acc_norm", "acc_norm_per_byte", "acc_norm_per_token")),
@@ -228,7 +232,7 @@ def _solved(spec: TaskSpec, item: Item) -> str:
 
 def _generate_item(spec: TaskSpec, prefix: str, where: str, record: dict) -> Item:
     question = _field(record, where, "question", "problem")
-    if spec.name == "gsm8k":
+    if spec.answer_format == "final_number":
         answer = _field(record, where, "answer")
         if final_number(answer) is None:
             raise DataError(f"{where}: the answer must end in '#### <number>' (the GSM8K convention)")

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from matcher import __version__, fmt
-from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig
+from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig, divisors
 from matcher.cost.analytic import Conventions
 from matcher.cost.gpu_hours import DEFAULT_GPU, DEFAULT_MFU, DEVICES, check_mfu, device
 from matcher.errors import ConfigError, MatchError
 from matcher.names import file_name, resolve
 from matcher.plan.grid import grid_points, parse_grid, resolve_grids
 from matcher.plan.search import (
-    ALIASES,
     AUTO_ALIGN_FLOOR,
     DEFAULT_MATCHED,
     THIRD_VARIABLES,
@@ -35,7 +34,9 @@ from matcher.plan.search import (
     MatchSpec,
     check_matched,
     costs_of,
+    current_names,
     match,
+    renamed_notice,
 )
 from matcher.plan.sweep import Run, Sweep, SweepMeta, predict
 
@@ -181,13 +182,13 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def parse_match(text: str) -> tuple[str, ...]:
-    """--match as quantities in the user's order (checked by search.check_matched, the one check);
-    `memory` is the training memory, as sweeps written before inference memory existed call it."""
-    typed = (part.strip().lower() for part in text.split(",") if part.strip())
-    matched = tuple(dict.fromkeys(ALIASES.get(q, q) for q in typed))
+def parse_match(text: str) -> tuple[tuple[str, ...], list[str]]:
+    """--match as quantities in the user's order (checked by search.check_matched, the one check), and
+    a notice when old names (search.RENAMED) were given."""
+    current, old = current_names(part.strip().lower() for part in text.split(",") if part.strip())
+    matched = tuple(dict.fromkeys(current))
     check_matched(matched)
-    return matched
+    return matched, [renamed_notice("--match", old, "use the current names")] if old else []
 
 
 def parse_free(text: str) -> tuple[set[str], str | None]:
@@ -227,8 +228,7 @@ def _heads_for(target: ModelConfig, d_model: int, kv_given: bool) -> dict[str, i
         return {"n_heads": n_heads}
     # the most KV heads that divide n_heads without more query heads per KV head than the target's
     per_kv = target.n_heads // target.n_kv_heads
-    n_kv_heads = max(d for d in range(1, n_heads + 1)
-                     if n_heads % d == 0 and (d == 1 or d * per_kv <= n_heads))
+    n_kv_heads = max(d for d in divisors(n_heads) if d == 1 or d * per_kv <= n_heads)
     return {"n_heads": n_heads, "n_kv_heads": n_kv_heads}
 
 
@@ -294,8 +294,8 @@ class PlanRequest:
     params: float | None = _option(None, "Budget instead of --target: total parameters.")
     align: int | None = _option(None, "d_ff is a multiple of this (default 64; d_ff/4 for targets narrower "
                                 "than 256).", min=1)
-    match: str = _option(",".join(DEFAULT_MATCHED), "Quantities to match: flops, params, inference_memory "
-                         "(weights + SA KV + DA caches), train_memory (one step at the micro-batch), body_flops, "
+    match: str = _option(",".join(DEFAULT_MATCHED), "Quantities to match: flops, params, inference_memory_bytes "
+                         "(weights + SA KV + DA caches), train_memory_bytes (one step at the micro-batch), body_flops, "
                          "body_params (non-embedding: without the token embedding and LM head).")
     free: str | None = _option(None, "Free variables: d_ff,n_experts and optionally one of router_rank, "
                                "n_kv_heads, top_k (default: chosen by the search when needed).")
@@ -436,7 +436,8 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
     variants, notices = parse_variants(request.variants)
     seeds = parse_seeds(request.seeds)
     grid_axes = [parse_grid(text) for text in request.grid or []]
-    matched = parse_match(request.match)
+    matched, match_notices = parse_match(request.match)
+    notices += match_notices
     budgets = {q: v for q, v in (("flops", request.flops), ("params", request.params)) if v is not None}
     if budgets and request.target is not None:
         raise ConfigError("give either --target or budgets (--flops/--params), not both")
@@ -519,7 +520,7 @@ def make_plan(request: PlanRequest, progress: Callable[[str], None] = lambda tex
     reference = costs_of(target_config, dataclasses.replace(spec, batch=mem_batch))
     spec = dataclasses.replace(spec, batch=mem_batch, targets={**reference, **budgets})
     if request.max_memory_ratio is not None:
-        spec = dataclasses.replace(spec, max_memory_bytes=request.max_memory_ratio * reference["train_memory"])
+        spec = dataclasses.replace(spec, max_memory_bytes=request.max_memory_ratio * reference["train_memory_bytes"])
 
     target_predicted = predict(target_config, train, conv)
     runs = [PlannedRun(target_label, "target", target_config, target_match, target_predicted)]
@@ -612,8 +613,8 @@ def _suggestions(shape: ModelConfig, base: ModelConfig, held: set[str], variant:
     if spec.max_memory_bytes is not None:
         try:
             unlimited = match(base, dataclasses.replace(spec, max_memory_bytes=None), held, label)
-            ratio = math.ceil(unlimited.costs["train_memory"] / spec.targets["train_memory"] * 1000) / 1000
-            limit_bytes = ratio * spec.targets["train_memory"]
+            ratio = math.ceil(unlimited.costs["train_memory_bytes"] / spec.targets["train_memory_bytes"] * 1000) / 1000
+            limit_bytes = ratio * spec.targets["train_memory_bytes"]
             candidates.append((f"--max-memory-ratio {ratio:.3f}", overrides,
                                dataclasses.replace(spec, max_memory_bytes=limit_bytes)))
         except MatchError:
@@ -691,7 +692,7 @@ def _describe(plan: Plan) -> str:
         for run in plan.runs if run.match is not None
     ]
     head = f"matched to {plan.target_label} on {', '.join(plan.matched)}"
-    if "inference_memory" in plan.matched:
+    if "inference_memory_bytes" in plan.matched:
         head += (f" (inference memory: {plan.spec.inference_batch} x "
                  f"{plan.spec.inference_context or plan.train.seq_len} tokens)")
     return "; ".join([head, *matched])

@@ -34,7 +34,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from matcher.config import ModelConfig
+from matcher.config import ModelConfig, divisors
 from matcher.cost.analytic import (
     Conventions,
     body_train_flops_per_token,
@@ -45,14 +45,17 @@ from matcher.cost.analytic import (
 )
 from matcher.errors import ConfigError, MatchError
 
-QUANTITIES = ("flops", "params", "inference_memory", "train_memory", "body_flops", "body_params")
+QUANTITIES = ("flops", "params", "inference_memory_bytes", "train_memory_bytes", "body_flops", "body_params")
 QUANTITY_LABELS = {"flops": "training FLOPs per token", "params": "total parameters",
-                   "inference_memory": "inference memory (weights + SA KV + DA caches)",
-                   "train_memory": "training memory per step",
+                   "inference_memory_bytes": "inference memory (weights + SA KV + DA caches)",
+                   "train_memory_bytes": "training memory per step",
                    "body_flops": "body (non-embedding) training FLOPs per token",
                    "body_params": "body (non-embedding) parameters"}
-ALIASES = {"memory": "train_memory"}  # the name sweeps written before inference memory existed use
-DEFAULT_MATCHED = ("flops", "params", "inference_memory")
+# A quantity has one name from --match to a sweep's YAML (meta.matched, predicted) and run.yaml to JSON. The
+# names it had before: sweeps, run folders and command lines written with them still load, with a notice.
+RENAMED = {"memory": "train_memory_bytes", "train_memory": "train_memory_bytes",
+           "training_memory_bytes": "train_memory_bytes", "inference_memory": "inference_memory_bytes"}
+DEFAULT_MATCHED = ("flops", "params", "inference_memory_bytes")
 COMPUTE = ("flops", "body_flops")  # the quantities d_ff is paired with; n_experts takes the others
 # Third free variables (--free d_ff,n_experts,<one of these>) and why each helps: d_ff and n_experts
 # move FLOPs and parameters in coarse steps (a d_ff step of 32 is ~0.3% of la-2b's FLOPs), and neither
@@ -107,6 +110,19 @@ def check_matched(matched: tuple[str, ...]) -> None:
                          f"got {','.join(matched) or 'nothing'}")
 
 
+def current_names(names: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+    """`names` with the old names of RENAMED replaced by the current ones, and {old: current} of those
+    replaced (for the one notice that says what to rename)."""
+    names = list(names)
+    return [RENAMED.get(n, n) for n in names], {n: RENAMED[n] for n in names if n in RENAMED}
+
+
+def renamed_notice(where: str, old: dict[str, str], fix: str) -> str:
+    """The one notice for old names read as current ones."""
+    listing = ", ".join(f"{name} -> {current}" for name, current in old.items())
+    return f"{where}: old name(s) read as the current ones ({listing}); {fix}"
+
+
 def costs_of(cfg: ModelConfig, spec: MatchSpec, quantities: Iterable[str] = QUANTITIES) -> dict[str, float]:
     """The matched quantities of one config, from matcher.cost.analytic."""
     seq_len = cfg.seq_len if spec.seq_len is None else spec.seq_len
@@ -114,9 +130,9 @@ def costs_of(cfg: ModelConfig, spec: MatchSpec, quantities: Iterable[str] = QUAN
     compute = {
         "flops": lambda: train_flops_per_token(cfg, spec.conventions, seq_len),
         "params": lambda: float(param_counts(cfg).total),
-        "inference_memory": lambda: float(inference_memory_bytes(cfg, spec.inference_batch, context,
+        "inference_memory_bytes": lambda: float(inference_memory_bytes(cfg, spec.inference_batch, context,
                                                                  spec.conventions)),
-        "train_memory": lambda: float(memory(cfg, spec.batch, seq_len, spec.conventions).training_bytes),
+        "train_memory_bytes": lambda: float(memory(cfg, spec.batch, seq_len, spec.conventions).training_bytes),
         "body_flops": lambda: body_train_flops_per_token(cfg, spec.conventions, seq_len),
         "body_params": lambda: float(param_counts(cfg).non_embedding),
     }
@@ -174,7 +190,7 @@ class _Lattice:
 
     def fits_memory(self, k: int, experts: int) -> bool:
         limit = self.spec.max_memory_bytes
-        return limit is None or self.costs(k, experts)["train_memory"] <= limit
+        return limit is None or self.costs(k, experts)["train_memory_bytes"] <= limit
 
 
 def bracket_root(g: Callable[[int], float], lo: int, hi: int | None, start: int) -> tuple[int, int]:
@@ -224,7 +240,7 @@ class _Search:
         self.spec = spec
         self.groups = groups  # variable ("k" or "E") -> the quantities it is solved for
         self.solved = tuple(q for q in spec.matched if q in groups["k"] + groups["E"])
-        needed = set(self.solved) | ({"train_memory"} if spec.max_memory_bytes is not None else set())
+        needed = set(self.solved) | ({"train_memory_bytes"} if spec.max_memory_bytes is not None else set())
         # A held d_ff is kept exactly, even off the alignment: its lattice has step 1 and never moves.
         align = spec.align if groups["k"] else 1
         self.lattice = _Lattice(base, spec, tuple(q for q in QUANTITIES if q in needed), align)
@@ -236,14 +252,14 @@ class _Search:
         if self.spec.max_memory_bytes is None:
             return None
         limit = self.spec.max_memory_bytes
-        return bracket_root(lambda k: self.lattice.costs(k, experts)["train_memory"] - limit, 1, None, start)[0]
+        return bracket_root(lambda k: self.lattice.costs(k, experts)["train_memory_bytes"] - limit, 1, None, start)[0]
 
     def max_experts(self, k: int, start: int) -> int | None:
         """The largest n_experts that fits the memory limit at this k (None: no limit)."""
         if self.spec.max_memory_bytes is None:
             return None
         limit = self.spec.max_memory_bytes
-        over = lambda e: self.lattice.costs(k, e)["train_memory"] - limit
+        over = lambda e: self.lattice.costs(k, e)["train_memory_bytes"] - limit
         return bracket_root(over, self.min_experts, None, start)[0]
 
     def solve(self, variable: str, k: int, experts: int, quantities: tuple[str, ...]) -> int:
@@ -336,8 +352,8 @@ def _groups(base: ModelConfig, spec: MatchSpec,
 def _amount(quantity: str, value: float) -> str:
     from matcher import fmt
 
-    return {"flops": fmt.si, "params": fmt.params, "inference_memory": fmt.bytes_, "train_memory": fmt.bytes_,
-            "body_flops": fmt.si, "body_params": fmt.params}[quantity](value)
+    return {"flops": fmt.si, "params": fmt.params, "inference_memory_bytes": fmt.bytes_,
+            "train_memory_bytes": fmt.bytes_, "body_flops": fmt.si, "body_params": fmt.params}[quantity](value)
 
 
 def _check_reachable(search: _Search, base: ModelConfig, label: str) -> None:
@@ -348,12 +364,12 @@ def _check_reachable(search: _Search, base: ModelConfig, label: str) -> None:
     where = f"d_ff {smallest.d_ff}" + (f", n_experts {smallest.n_experts}" if base.is_moe else "")
     limit = spec.max_memory_bytes
     if limit is not None:
-        need = costs_of(smallest, spec, ("train_memory",))["train_memory"]
+        need = costs_of(smallest, spec, ("train_memory_bytes",))["train_memory_bytes"]
         if need > limit:
             raise MatchError(
-                f"{label}: training memory cannot be kept under the limit of {_amount('train_memory', limit)}: "
-                f"its smallest config ({where}) already needs {_amount('train_memory', need)} "
-                f"({need / limit - 1:+.1%}; fixed part: {_fixed_part(smallest, spec, 'train_memory')})")
+                f"{label}: training memory cannot be kept under the limit of {_amount('train_memory_bytes', limit)}: "
+                f"its smallest config ({where}) already needs {_amount('train_memory_bytes', need)} "
+                f"({need / limit - 1:+.1%}; fixed part: {_fixed_part(smallest, spec, 'train_memory_bytes')})")
     costs = costs_of(smallest, spec, search.solved)
     for q in search.solved:
         if costs[q] > spec.targets[q]:
@@ -377,7 +393,7 @@ def _fixed_part(cfg: ModelConfig, spec: MatchSpec, quantity: str) -> str:
         parts = forward_flops_per_token(cfg, spec.conventions, seq_len)
         if quantity == "body_flops":
             del parts["lm_head"]
-    elif quantity == "inference_memory":
+    elif quantity == "inference_memory_bytes":
         context = seq_len if spec.inference_context is None else spec.inference_context
         report = memory(cfg, spec.inference_batch, seq_len, spec.conventions, context=context)
         weights = inference_memory_bytes(cfg, spec.inference_batch, context, spec.conventions)
@@ -459,7 +475,7 @@ def _third_candidates(base: ModelConfig, found: Match, held: set[str], tolerance
     holds the SA KV cache) misses the tolerance, then the low-rank router (fine steps), then top_k."""
     off = {q for q in found.solved if abs(found.residuals[q]) > tolerance}
     order = []
-    if "inference_memory" in off:
+    if "inference_memory_bytes" in off:
         order.append("n_kv_heads")
     if base.is_moe:
         order += ["router_rank", "top_k"]
@@ -478,7 +494,7 @@ def third_values(base: ModelConfig, third: str) -> list[int]:
     if third == "router_rank":
         values = [0, *range(16, base.d_model // 2 + 1, 16)]
     elif third == "n_kv_heads":
-        values = [d for d in range(1, base.n_heads + 1) if base.n_heads % d == 0]
+        values = divisors(base.n_heads)
     else:
         values = list(range(1, 2 * base.top_k + 1))
     current = getattr(base, third)
@@ -531,7 +547,7 @@ def _finish(found: Match, spec: MatchSpec, label: str) -> Match:
 
 
 def _closers(worst: list[str], config: ModelConfig) -> list[str]:
-    order = ["n_kv_heads"] if "inference_memory" in worst else []
+    order = ["n_kv_heads"] if "inference_memory_bytes" in worst else []
     return order + (["router_rank", "top_k"] if config.is_moe else [])
 
 
@@ -559,7 +575,7 @@ def brute_force(base: ModelConfig, spec: MatchSpec, d_ff_values: Iterable[int],
     """The reference for the search: every (d_ff, n_experts) pair scored by the same objective over
     spec.matched, within the memory limit. Returns (d_ff, n_experts, evaluations)."""
     quantities = tuple(q for q in QUANTITIES if q in spec.matched
-                       or (q == "train_memory" and spec.max_memory_bytes is not None))
+                       or (q == "train_memory_bytes" and spec.max_memory_bytes is not None))
     lattice = _Lattice(base, spec, quantities, align=1)
     experts_values = list(n_experts_values)
     best = None

@@ -22,12 +22,13 @@ from matcher.cost.analytic import (
     train_flops_per_token,
 )
 from matcher.errors import ConfigError, MatcherError
+from matcher.plan.search import current_names, renamed_notice
 
 SWEEP_FORMAT = 1
 ROLES = ("target", "variant")
 RUN_KEYS = ("name", "group", "role", "model", "train", "predicted")
 PREDICTED_KEYS = ("train_flops_per_token", "total_params", "active_params", "applied_params",
-                  "training_memory_bytes", "inference_cache_bytes")
+                  "train_memory_bytes", "inference_cache_bytes")
 # body (non-embedding) costs: recorded by sweeps and run.yaml files written since they were added; results
 # written before lack them, so readers of PREDICTED_KEYS do not require them
 BODY_PREDICTED_KEYS = ("body_params", "body_train_flops_per_token")
@@ -38,7 +39,7 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class SweepMeta:
     target: str  # preset name, config path, or "budget" when --flops/--params were given
     variants: list[str]
-    matched: list[str]  # quantities matched: flops, params, inference_memory, train_memory (memory: train_memory)
+    matched: list[str]  # quantities matched (matcher.plan.search.QUANTITIES)
     conventions: dict[str, Any]  # matcher.cost.analytic.Conventions fields
     tool_version: str
     command: str  # the command line that wrote the sweep
@@ -106,11 +107,34 @@ def predict(model: ModelConfig, train: TrainConfig, conv: Conventions) -> dict[s
         "total_params": params.total,
         "active_params": params.active,
         "applied_params": params.applied,
-        "training_memory_bytes": mem.training_bytes,
+        "train_memory_bytes": mem.training_bytes,
         "inference_cache_bytes": inference.inference_cache_bytes,
         "body_params": params.non_embedding,
         "body_train_flops_per_token": round(body_train_flops_per_token(model, conv, train.seq_len)),
     }
+
+
+def rename_old_names(data: Any) -> dict[str, str]:
+    """Replace, in place, the old names (matcher.plan.search.RENAMED) of a parsed sweep's meta.matched,
+    meta.solved and runs[*].predicted with the current ones; {old: current} of those replaced."""
+    old: dict[str, str] = {}
+
+    def current(names: list) -> list:
+        names, replaced = current_names(names)
+        old.update(replaced)
+        return names
+
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if isinstance(meta, dict) and isinstance(meta.get("matched"), list):
+        meta["matched"] = current(meta["matched"])
+    if isinstance(meta, dict) and isinstance(meta.get("solved"), dict):
+        meta["solved"] = {group: current(names) if isinstance(names, list) else names
+                          for group, names in meta["solved"].items()}
+    runs = data.get("runs") if isinstance(data, dict) else None
+    for run in runs if isinstance(runs, list) else []:
+        if isinstance(run, dict) and isinstance(run.get("predicted"), dict):
+            run["predicted"] = dict(zip(current(list(run["predicted"])), run["predicted"].values()))
+    return old
 
 
 def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
@@ -206,9 +230,9 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
 
 
 # the predicted cost that each quantity of meta.matched compares
-MATCHED_COST = {"flops": "train_flops_per_token", "params": "total_params", "memory": "training_memory_bytes",
-                "train_memory": "training_memory_bytes", "inference_memory": "inference_memory_bytes",
-                "body_flops": "body_train_flops_per_token", "body_params": "body_params"}
+MATCHED_COST = {"flops": "train_flops_per_token", "params": "total_params", "train_memory_bytes": "train_memory_bytes",
+                "inference_memory_bytes": "inference_memory_bytes", "body_flops": "body_train_flops_per_token",
+                "body_params": "body_params"}
 
 
 def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]:
@@ -220,9 +244,9 @@ def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]
     allowed = meta.tolerance * (2 if meta.target == "budget" else 1)
 
     def cost(run: Run, quantity: str) -> float:
-        if quantity in ("memory", "train_memory") and meta.memory_batch:
+        if quantity == "train_memory_bytes" and meta.memory_batch:
             return memory(run.model, batch=meta.memory_batch, seq_len=run.train.seq_len, conv=conv).training_bytes
-        if quantity == "inference_memory":
+        if quantity == "inference_memory_bytes":
             return inference_memory_bytes(run.model, meta.inference_batch,
                                           meta.inference_context or run.train.seq_len, conv)
         return run.predicted[MATCHED_COST[quantity]]
@@ -353,7 +377,9 @@ def load_sweep(path: str | Path, notices: bool = True) -> Sweep:
         raise ConfigError(f"{path} is a ladder manifest (written by `matcher plan --ladder`), not a sweep; its "
                           f"sweeps, one per rung, are beside it: {', '.join(p.as_posix() for p in rung_sweeps)}; "
                           f"give one of them{first}, and `matcher compare {path.as_posix()}` compares the rungs")
-    for note in _resolve_beside(data, path):
+    old = rename_old_names(data)
+    for note in _resolve_beside(data, path) + ([renamed_notice(str(path), old, "rename them in the file")]
+                                                if old else []):
         if notices:
             notice(note)
     problems, sweep = check_sweep_data(data)

@@ -19,11 +19,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from matcher.eval.intervals import ACCURACY_METRICS
+from matcher.eval.intervals import ACCURACY_METRICS, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
 from matcher.report.efficiency import (
     LOSS_METRICS,
     Spread,
     Target,
+    as_targets,
     default_target_fractions,
     default_targets,
     efficiency_ratio,
@@ -32,15 +33,13 @@ from matcher.report.efficiency import (
 )
 from matcher.report.results import Results
 
-BOOTSTRAP_SAMPLES = 1000
-
 
 @dataclass(frozen=True)
 class Column:
     key: str  # row key and CSV header
     header: str  # terminal and Markdown header
     kind: str  # how matcher/report/render.py writes it: text, int, target, tokens, flops, count, bytes, ratio,
-    # accuracy or loss
+    # accuracy, loss, or a power law's coefficient, exponent and fit (R²)
     missing: str = "-"  # shown where the value is None
 
 
@@ -81,7 +80,7 @@ def _default_targets_text(results: Results) -> str:
 
 
 def build_report(results: Results, targets: list[float | Target], targets_given: bool) -> Report:
-    targets = [t if isinstance(t, Target) else Target("acc", t) for t in targets]
+    targets = as_targets(targets)
     baseline = results.baseline
     sweep = ", ".join(sorted(set(results.runs["sweep"]) - {""})) or results.path.name
     summary = [
@@ -174,14 +173,12 @@ def _group_reach(curves: dict[str, Curve], runs: list[str], target: Target, pick
 
 
 def reach_intervals(curves: dict[str, Curve], group_runs: list[str], baseline_runs: list[str], target: Target,
-                    samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple:
+                    samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple:
     """95% percentile bootstrap intervals of the group's tokens to reach `target` and of baseline / group:
     seeds resampled within each group, problems resampled once per draw for both groups (they score the
     same problems, so the ratio's interval is paired over problems). None where nothing varies between
     draws (one seed and no per-problem outcomes): a zero-width interval would claim certainty."""
-    import numpy as np
-
-    from matcher.eval.intervals import percentile_interval
+    from matcher.eval.intervals import bootstrap_draws, percentile_interval
 
     widths = [c[2].shape[1] for c in curves.values() if c[2] is not None]
     n_problems = max(set(widths), key=widths.count) if widths else 0
@@ -193,19 +190,18 @@ def reach_intervals(curves: dict[str, Curve], group_runs: list[str], baseline_ru
     group_varies, baseline_varies = resamplable(group_runs), resamplable(baseline_runs)
     if not group_varies and not baseline_varies:  # every draw the same number: a zero-width "interval"
         return None, None
-    rng = np.random.default_rng(seed)
-    tokens, ratios = [], []
-    for _ in range(samples):
+    def draw(rng) -> tuple[float | None, float | None]:  # (group's tokens, baseline / group) of one resample
         pick = rng.integers(n_problems, size=n_problems) if n_problems else None
         group = _group_reach(curves, list(rng.choice(group_runs, len(group_runs))), target, pick)
         base = _group_reach(curves, list(rng.choice(baseline_runs, len(baseline_runs))), target, pick)
-        tokens.append(group)
-        ratios.append(efficiency_ratio(base, group))
+        return group, efficiency_ratio(base, group)
+
+    tokens, ratios = zip(*bootstrap_draws(draw, samples, seed))
     return percentile_interval(tokens) if group_varies else None, percentile_interval(ratios)
 
 
 def reach_table(results: Results, targets: list[float | Target]) -> Table:
-    targets = [t if isinstance(t, Target) else Target("acc", t) for t in targets]
+    targets = as_targets(targets)
     variants, states = group_variants(results), group_states(results)
     rows = []
     by_metric: dict[str, dict[str, Curve]] = {}  # the default three accuracy targets share one build
@@ -349,7 +345,7 @@ COSTS = (
     ("total_params", "params", "count"),
     ("active_params", "active", "count"),
     ("applied_params", "applied", "count"),
-    ("training_memory_bytes", "train mem", "bytes"),
+    ("train_memory_bytes", "train mem", "bytes"),
     ("inference_cache_bytes", "cache", "bytes"),
 )
 

@@ -140,6 +140,11 @@ class Target:
         return f"{self.value:g}" if self.metric == "acc" else f"{self.metric}:{self.value:g}"
 
 
+def as_targets(targets: Sequence[float | Target]) -> list[Target]:
+    """Targets as given: a bare number is an accuracy target."""
+    return [t if isinstance(t, Target) else Target("acc", t) for t in targets]
+
+
 def parse_metric_targets(text: str) -> list[Target]:
     """`--targets` with optional metrics: `0.5` and `50%` are accuracies; `bpb:1.2`, `loss:2.0`,
     `gsm8k-test.strict:0.3` name the metric."""

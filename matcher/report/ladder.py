@@ -10,12 +10,14 @@ FLOPs per token x the rung's tokens: matched variants share it).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from matcher.errors import ResultsError
+from matcher.report.comparison import Column, Report, Table
 
 QUANTITIES = ("flops_to_target", "final_accuracy")
 
@@ -103,6 +105,23 @@ def fit_power_laws(points: list[LadderPoint]) -> list[PowerLaw]:
                                  exponent=float(fit.slope),
                                  r_squared=float(fit.rvalue ** 2) if len(known) > 2 else None, points=len(known)))
     return laws
+
+
+def ladder_report(name: str, points: list[LadderPoint], laws: list[PowerLaw], target: float) -> Report:
+    """The ladder's comparison as a Report, written like a sweep's (matcher/report/render.py): the rungs'
+    points and the power laws."""
+    rungs = Table("Rungs: training FLOPs to the target accuracy, and final accuracy", [
+        Column("rung", "rung", "text"), Column("variant", "variant", "text"),
+        Column("train_flops", "train FLOPs C", "flops"),
+        Column("tokens_to_target", "tokens to target", "tokens", missing="not reached"),
+        Column("flops_to_target", "FLOPs to target", "flops"),
+        Column("final_accuracy", "final accuracy", "accuracy")], [dataclasses.asdict(p) for p in points])
+    fits = Table("power laws y = a C^b (least squares in log-log, scipy.stats.linregress)", [
+        Column("variant", "variant", "text"), Column("quantity", "quantity", "text"),
+        Column("coefficient", "a", "coefficient"), Column("exponent", "b", "exponent"),
+        Column("r_squared", "R²", "fit", missing="- (2 points)"), Column("points", "rungs", "int")],
+        [dataclasses.asdict(law) for law in laws])
+    return Report(f"ladder {name}: target accuracy {target:g}", [], [rungs, fits])
 
 
 def plot_ladder(points: list[LadderPoint], laws: list[PowerLaw], target: float, path: Path) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from matcher.errors import ResultsError
 from matcher.report.comparison import checkpoint_rows, depth_table, group_states, group_variants
-from matcher.report.efficiency import Target
+from matcher.report.efficiency import Target, as_targets
 from matcher.report.results import Results
 
 HEAT_MAPS_PER_ROW = 4
@@ -45,7 +45,7 @@ def plot_comparison(results: Results, targets: list[float | Target], path: str |
     axes = top.subplots(1, 3 if depth_rows else 2)
     accuracy_axes, loss_axes = axes[0], axes[1]
     colors = {group: colormaps["tab10"](i % 10) for i, group in enumerate(results.groups)}
-    targets = [t if isinstance(t, Target) else Target("acc", t) for t in targets]
+    targets = as_targets(targets)
     _plot_curves(results, targets, colors, accuracy_axes, loss_axes)
     if depth_rows:
         _plot_depths(depth_rows, axes[2])

@@ -37,8 +37,12 @@ def readable(value: Any, kind: str) -> str:
         return fmt.bytes_(value)
     if kind == "ratio":
         return fmt.ratio(value, digits=2)
-    if kind in ("accuracy", "loss"):
+    if kind in ("accuracy", "loss", "fit"):
         return f"{value:.3f}"
+    if kind == "coefficient":
+        return f"{value:.4g}"
+    if kind == "exponent":
+        return f"{value:+.4f}"
     raise ValueError(f"unknown column kind {kind!r}")
 
 
@@ -52,7 +56,7 @@ def plain(value: Any, kind: str) -> str:
         return str(value)
     if kind in ("int", "tokens", "count", "flops", "bytes"):
         return str(round(value))
-    if kind == "target":
+    if kind in ("target", "coefficient"):
         return f"{value:g}"
     return f"{value:.4f}"
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from matcher.config import VARIANTS
 from matcher.errors import ConfigError, ResultsError
+from matcher.plan.search import current_names, renamed_notice
 from matcher.plan.sweep import PREDICTED_KEYS as PREDICTED
 from matcher.run.contract import RunInfo, RunSnapshot, RunState, furthest, stale_runs
 from matcher.run.rundir import RunDir, split_complete
@@ -108,9 +109,10 @@ def load_results(path: str | Path) -> Results:
                 if (d / "metrics.jsonl").is_file() and not (d / "run.yaml").is_file()]
     runs, evals, train, expert_load, bench, outcomes, infos = [], [], [], {}, [], {}, {}
     recorded: dict[str, dict[str, Any]] = {}  # run folder -> its run.yaml, for the staleness check
+    renamed: dict[str, dict[str, str]] = {}  # run -> old cost names in its run.yaml: {old: current}
     for run_dir in run_dirs:
         snapshot = RunDir(run_dir).snapshot(records=[])  # the metrics lines are read and checked below
-        meta = _run_meta(snapshot, run_dir / "run.yaml", warnings)
+        meta = _run_meta(snapshot, run_dir / "run.yaml", warnings, renamed)
         if meta is None:
             continue
         if any(r["run"] == meta["run"] for r in runs):
@@ -134,6 +136,10 @@ def load_results(path: str | Path) -> Results:
             expert_load[meta["run"]] = load
         runs.append({**meta, **status, "tokens": furthest("tokens", snapshot.status, run_evals + run_train)})
     _check_against_sweep_files(path, recorded, warnings)
+    if renamed:
+        old = {name: current for names in renamed.values() for name, current in names.items()}
+        warnings.append(renamed_notice(f"{path}: run.yaml `predicted` of {', '.join(renamed)}", old,
+                                       "rename them in each run.yaml"))
     sweeps = sorted({r["sweep"] for r in runs if r["sweep"]})
     if len(sweeps) > 1:
         warnings.append(f"{path}: runs of several sweeps ({', '.join(sweeps)}) are compared together")
@@ -236,18 +242,24 @@ def find_run_dirs(path: Path) -> tuple[Path, list[Path]]:
     raise ResultsError(f"{path}: no runs in it (no <run>/run.yaml); give a trained sweep's results folder")
 
 
-def _run_meta(snapshot: RunSnapshot, path: Path, warnings: list[str]) -> dict[str, Any] | None:
-    """The run's RUN_COLUMNS from its run.yaml (None, with a warning, when it cannot be read)."""
+def _run_meta(snapshot: RunSnapshot, path: Path, warnings: list[str],
+              renamed: dict[str, dict[str, str]]) -> dict[str, Any] | None:
+    """The run's RUN_COLUMNS from its run.yaml (None, with a warning, when it cannot be read); old cost
+    names (written before a quantity had one name) are read as the current ones and noted in `renamed`."""
     info: RunInfo | None = snapshot.info
     if info is None:
         warnings.append(f"{'; '.join(snapshot.problems)}; run skipped")
         return None
     meta = {"run": info.run, "group": info.group, "seed": info.seed, "role": info.role,
             "variant": info.variant, "sweep": info.sweep or ""}
-    missing = [key for key in PREDICTED if not _is_number(info.predicted.get(key))]
+    names, old = current_names(info.predicted)
+    predicted = dict(zip(names, info.predicted.values()))
+    if old:
+        renamed[info.run] = old
+    missing = [key for key in PREDICTED if not _is_number(predicted.get(key))]
     if missing:
         warnings.append(f"{path}: predicted has no {', '.join(missing)}; shown as missing")
-    return {**meta, **{key: info.predicted.get(key) if key not in missing else None for key in PREDICTED}}
+    return {**meta, **{key: predicted.get(key) if key not in missing else None for key in PREDICTED}}
 
 
 def _warn_no_metrics(path: Path, status: dict[str, Any], warnings: list[str]) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matcher.config import largest_divisors
 from matcher.errors import ConfigError, MatcherError, RunError
 from matcher.names import resolve
 from matcher.plan.sweep import Run, load_sweep
@@ -311,10 +312,9 @@ def _check_world_size(runs: list[Run], world_size: int) -> None:
     """Each run's batch must split over the job's processes: found at submission, not hours later."""
     for run in runs:
         if run.train.batch_size % world_size:
-            fits = [n for n in range(1, run.train.batch_size + 1) if run.train.batch_size % n == 0]
             raise ConfigError(f"{run.name}: batch_size {run.train.batch_size} does not split over "
                               f"{world_size} GPUs (--nodes x --gpus-per-node); use a total that divides it "
-                              f"({', '.join(map(str, fits[-6:]))})")
+                              f"({largest_divisors(run.train.batch_size, 6)})")
 
 
 def _submit_slurm(sweep_name: str, sweep_dir: Path, planned: list[_Planned], text: str | None, dry_run: bool,

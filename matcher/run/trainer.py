@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from matcher import __version__
-from matcher.config import TrainConfig, divisors
+from matcher.config import TrainConfig, largest_divisors
 from matcher.data import streams
 from matcher.data.tokenizer import tokenizer_for
 from matcher.errors import MatcherError, RunError
@@ -451,7 +451,7 @@ def _micro_batch(cfg: TrainConfig, world_size: int) -> int:
     if local_batch % micro_batch:
         raise RunError(f"micro_batch_size {micro_batch} does not divide the {local_batch} "
                        f"sequences each of {world_size} process(es) gets per step; use one of "
-                       f"{divisors(local_batch)} (set train.micro_batch_size in the sweep)")
+                       f"{largest_divisors(local_batch)} (set train.micro_batch_size in the sweep)")
     return micro_batch
 
 
