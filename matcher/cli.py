@@ -198,11 +198,15 @@ def compare(
     baseline: Annotated[str | None, typer.Option(help="Compare with this group (or a run of it) instead of the "
                                                       "sweep's target, e.g. dr to price depth attention.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out or --plot file.")] = False,
+    eval_setting: Annotated[list[str] | None, typer.Option(
+        "--eval-setting", help="For a task scored under several eval settings, the one its curves use: the "
+                               "setting's id (or a prefix); repeat for several tasks.")] = None,
 ) -> None:
     """Compare data-efficiency curves: tokens to reach each accuracy and the ratio to the baseline."""
     from matcher.commands.compare import compare_command
 
-    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, force=force)
+    compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, force=force,
+                    eval_settings=eval_setting)
 
 
 @app.command("eval")

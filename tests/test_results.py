@@ -529,22 +529,49 @@ def test_benchmark_rows_tables_and_targets(tmp_path):
     assert "Benchmark scores" in text and "Scores against test-time depth" in text and "bpb:1.2" in text
 
 
-def test_one_task_scored_with_two_settings_at_one_point_is_said(tmp_path):
-    """matcher eval keeps a row per task text (gsm8k:limit=4 and gsm8k are two rows), but both carry the
-    label gsm8k-test: the comparison uses the later line and says so instead of picking one silently."""
+def test_one_task_scored_with_two_settings_is_refused_until_one_is_chosen(tmp_path, capsys):
+    """Rows of an older matcher (no setting) get one derived from what they hold, with a notice; a task
+    scored under two settings (here n=4 then n=8 at one point) is refused with the settings listed, and
+    --eval-setting picks the one every table and curve of that task uses."""
+    from matcher.report.settings import choose_eval_settings
+
     sweep = _copy_fixture(tmp_path)
 
-    def row(spec, score, n):
-        return json.dumps({"event": "bench", "task": "gsm8k-test", "spec": spec, "step": 32, "tokens": 32768,
-                           "depth": 4, "n": n, "scores": {"strict": score}}) + "\n"
+    def row(spec, score, n, step=32, depth=4):
+        return json.dumps({"event": "bench", "task": "gsm8k-test", "spec": spec, "step": step, "tokens": step * 1024,
+                           "depth": depth, "trained_depth": 4, "n": n, "scores": {"strict": score}}) + "\n"
 
-    (sweep / "la-tiny-s0" / "evals.jsonl").write_text(row("gsm8k:test.jsonl:limit=4", 0.25, 4)
-                                                     + row("gsm8k:test.jsonl", 0.5, 8))
+    (sweep / "la-tiny-s0" / "evals.jsonl").write_text(row("gsm8k=test.jsonl,limit=4", 0.25, 4)
+                                                     + row("gsm8k=test.jsonl", 0.5, 8)
+                                                     + row("gsm8k=test.jsonl", 0.75, 8, step=64)
+                                                     + row("gsm8k=test.jsonl", 0.875, 8, step=64, depth=8))
     results = load_results(sweep)
-    said = [w for w in results.warnings if "scored as" in w]
-    assert len(said) == 1 and "limit=4" in said[0] and "the later line is used" in said[0]
-    bench = {(r["group"], r["tokens"]): r for r in bench_table(results).rows}
-    assert bench["la-tiny", 32768]["score"] == 0.5 and bench["la-tiny", 32768]["n"] == 8
+    assert capsys.readouterr().err.count("written before matcher recorded each eval's setting") == 1  # once
+    trained = {s for s in results.bench["setting"] if "depth=trained" in s}
+    small, full = sorted(trained, key=lambda s: " n=8 " in s)
+    assert " n=4 shots=5 budget=256 depth=trained truncate=none metrics=?" in small and " n=8 " in full
+    with pytest.raises(ResultsError) as refused:
+        choose_eval_settings(results)
+    message = " ".join(str(refused.value).split())
+    assert "1 task(s) were scored under several settings" in message
+    assert f"matcher eval gsm8k-test: {small} (1 point(s) of la-tiny-s0), {full} (3 point(s) of la-tiny-s0)" in message
+    assert "Choose one per task with --eval-setting ID" in message
+    chosen, used = choose_eval_settings(results, [full[:5]])
+    assert set(chosen.bench["score"]) == {0.5, 0.75, 0.875}  # the full setting at both depths
+    assert [r["score"] for r in depth_table(chosen).rows] == [0.75, 0.875]
+    assert f"matcher eval gsm8k-test: {full}" in used and used[0].startswith("in-training eval embedded: ")
+    chosen, _ = choose_eval_settings(results, [small])  # the whole string works too
+    assert list(chosen.bench["score"]) == [0.25]
+    with pytest.raises(ResultsError, match="--eval-setting ffffffff: no eval row has that setting"):
+        choose_eval_settings(results, ["ffffffff"])
+    with pytest.raises(ResultsError, match="two settings chosen for gsm8k-test"):
+        choose_eval_settings(results, [full[:8], small[:8]])
+    out, err = _consoles()
+    with pytest.raises(ResultsError, match="--eval-setting"):
+        compare_command(sweep, targets="0.5", console=out, err_console=err)
+    compare_command(sweep, targets="0.5", console=out, err_console=err, eval_settings=[small[:8]])
+    text = " ".join(out.file.getvalue().split())
+    assert f"matcher eval gsm8k-test: {small}" in text and "Benchmark scores" in text
 
 
 def test_a_ladder_refuses_the_options_its_comparison_does_not_take(tmp_path):

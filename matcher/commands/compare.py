@@ -27,6 +27,7 @@ def compare_command(
     baseline: str | None = None,
     *,
     force: bool = False,
+    eval_settings: list[str] | None = None,
     console=None,
     err_console=None,
 ) -> None:
@@ -36,6 +37,8 @@ def compare_command(
     (.csv: csv, anything else: markdown). `out`: a file instead of stdout. `plot`: a figure file.
     `baseline`: the group (or a run of it) the others are compared with (default: the sweep's target).
     `force`: overwrite an existing `out` or `plot` file (refused otherwise, before anything is read).
+    `eval_settings`: the eval setting (id or prefix) of each task scored under several
+    (matcher/report/settings.py).
     `console` / `err_console`: rich Consoles for the report and the warnings (default: matcher.console's
     stdout and stderr)."""
     from rich.console import Console
@@ -74,6 +77,7 @@ def compare_command(
         warning(text, err_console)
     if results.runs.empty:
         raise ResultsError(f"{results.path}: no run could be read (see the warnings above)")
+    results, settings_used = _one_setting_per_curve(results, eval_settings)
     if targets is None:
         chosen = baseline_targets(results)
         if not chosen:
@@ -82,6 +86,7 @@ def compare_command(
     else:
         chosen = parse_metric_targets(targets)
     report = build_report(results, chosen, targets_given=targets is not None)
+    report.summary.append(_settings_line(settings_used))
 
     if fmt == "table" and out is None:
         print_rich(report, console)
@@ -102,6 +107,19 @@ def compare_command(
 
         written = plot_comparison(results, chosen, plot)
         console.print(Text(f"wrote {written}"), soft_wrap=True)
+
+
+def _one_setting_per_curve(results, picks: list[str] | None):
+    """`results` with one eval setting per task, and what each task uses."""
+    from matcher.report.settings import choose_eval_settings
+
+    return choose_eval_settings(results, picks)
+
+
+def _settings_line(used: list[str]) -> str:
+    from matcher.report.settings import settings_summary
+
+    return settings_summary(used)
 
 
 def _format(fmt: str | None, out: str | Path | None) -> str:
