@@ -585,3 +585,52 @@ def test_a_ladder_refuses_the_options_its_comparison_does_not_take(tmp_path):
         with pytest.raises(ResultsError, match="not for a ladder"):
             compare_command(manifest, targets="0.3", console=out, err_console=err, **options)
     assert not (tmp_path / "x.md").exists()
+
+
+def test_the_plot_has_a_bpb_panel_and_one_panel_per_benchmark_task_with_bands(tmp_path):
+    """The figure object, not its pixels: the panels' titles, and finite curves and bands."""
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    from matcher.report.plots import comparison_figure
+    from matcher.report.settings import choose_eval_settings
+
+    sweep = _copy_fixture(tmp_path)
+    for metrics in sweep.glob("*/metrics.jsonl"):  # the runs log val_bpb beside their evals
+        lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip().endswith("}")]
+        with_val = [{**line, "val_bpb": 2.0 - line["eval_accuracy"]} if line["event"] == "eval" else line
+                    for line in lines]
+        metrics.write_text("".join(json.dumps(line) + "\n" for line in with_val))
+
+    def row(task, metrics, tokens, scores):
+        n = 8
+        return json.dumps({"event": "bench", "task": task, "step": tokens // 1024, "tokens": tokens, "depth": 4,
+                           "trained_depth": 4, "n": n, "scores": dict(zip(metrics, scores)),
+                           "intervals": {m: [s / 2, (1 + s) / 2] for m, s in zip(metrics, scores)}}) + "\n"
+
+    for run, shift in (("la-tiny-s0", 0.0), ("dr-tiny-s0", 0.1), ("dr-tiny-s1", 0.2)):
+        (sweep / run / "evals.jsonl").write_text("".join(
+            row("gsm8k-test", ("flexible", "strict"), tokens, (0.5, 0.25 + shift))
+            + row("mc-arc", ("acc_norm", "acc"), tokens, (0.3, 0.5 + shift)) for tokens in (16384, 32768)))
+    results, _ = choose_eval_settings(load_results(sweep))
+    figure = comparison_figure(results, [0.5])
+    titles = [ax.get_title() for ax in figure.axes]
+    # five panels, then the expert-load heat maps (one per run that logged load) and their colour bar
+    assert sorted(titles[5:-1]) == sorted(load_results(FIXTURE).expert_load) and titles[-1] == ""
+    assert titles[2].endswith("\nseed mean ± std") and titles[3].endswith("\nband: ± std over seeds (1 seed: 95% CI)")
+    titles = [title.split("\n")[0] for title in titles[:5]]
+    assert titles[:2] == ["Accuracy (seed mean ± std)", "Loss: train (thin), eval (markers)"]
+    assert titles[2] == "Bits per byte (val dashed)"
+    assert titles[3].startswith("gsm8k-test: strict, setting ") and titles[4].startswith("mc-arc: acc, setting ")
+    for ax in figure.axes[2:5]:
+        lines = [line for line in ax.get_lines() if len(line.get_xdata())]
+        assert lines and all(np.isfinite(line.get_ydata()).all() and min(line.get_xdata()) > 0 for line in lines)
+    gsm8k = figure.axes[3]
+    dr = next(line for line in gsm8k.get_lines() if line.get_label() == "dr-tiny")
+    assert list(dr.get_ydata()) == pytest.approx([0.4, 0.4])  # the two seeds' mean: 0.35 and 0.45
+    bands = [np.asarray(band.get_paths()[0].vertices) for band in gsm8k.collections]
+    assert len(bands) == 2 and all(np.isfinite(band).all() for band in bands)
+    dr_band = bands[1][:, 1]  # ± one std over dr's two seeds: 0.4 ± 0.0707
+    assert dr_band.min() == pytest.approx(0.4 - 0.1 / 2 ** 0.5) and dr_band.max() == pytest.approx(0.4 + 0.1 / 2 ** 0.5)
+    la_band = bands[0][:, 1]  # one seed: its 95% Wilson interval, 2 of 8 right
+    assert (la_band.min(), la_band.max()) == pytest.approx(binomial_interval(2, 8))
