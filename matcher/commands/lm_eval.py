@@ -66,8 +66,7 @@ def lm_eval_command(run_dir: str | Path, harness_args: list[str], *, step: int |
     results = json.loads(written[-1].read_text(encoding="utf-8"))
     rows = harness_rows(results, run=info.run, step=meta["step"], tokens=meta["tokens"],
                         depth=depth or model_cfg.depth, trained_depth=model_cfg.depth,
-                        spec=" ".join(harness_args), version=lm_eval.__version__, results_file=written[-1],
-                        shots=_fewshot(harness_args))
+                        spec=" ".join(harness_args), version=lm_eval.__version__, results_file=written[-1])
     store_rows(run.evals, rows)
     return rows
 
@@ -83,12 +82,13 @@ def _fewshot(harness_args: list[str]) -> str:
 
 
 def harness_rows(results: dict[str, Any], *, run: str, step: int, tokens: int, depth: int, trained_depth: int,
-                 spec: str, version: str, results_file: Path, shots: str = "default") -> list[dict[str, Any]]:
+                 spec: str, version: str, results_file: Path) -> list[dict[str, Any]]:
     """evals.jsonl rows from the harness's results: one per task, its metrics with a 95% interval from
     the harness's standard error (normal approximation) where it gives one, and its setting
-    (matcher/eval/setting.py; `shots`: the harness's --num_fewshot)."""
+    (matcher/eval/setting.py; the shots are the --num_fewshot of the harness's arguments `spec`)."""
     from matcher.eval.setting import harness_setting
 
+    shots = _fewshot(spec.split())
     rows = []
     for task, metrics in results.get("results", {}).items():
         scores, intervals = {}, {}
