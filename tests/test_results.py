@@ -634,3 +634,12 @@ def test_the_plot_has_a_bpb_panel_and_one_panel_per_benchmark_task_with_bands(tm
     assert dr_band.min() == pytest.approx(0.4 - 0.1 / 2 ** 0.5) and dr_band.max() == pytest.approx(0.4 + 0.1 / 2 ** 0.5)
     la_band = bands[0][:, 1]  # one seed: its 95% Wilson interval, 2 of 8 right
     assert (la_band.min(), la_band.max()) == pytest.approx(binomial_interval(2, 8))
+
+
+def test_a_malformed_setting_is_derived_like_an_old_row(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+    (sweep / "la-tiny-s0" / "evals.jsonl").write_text(json.dumps({
+        "event": "bench", "task": "mc-x", "spec": "mc=x.jsonl", "setting": "not a setting", "step": 16,
+        "tokens": 16384, "depth": 4, "trained_depth": 4, "n": 5, "scores": {"acc": 0.4}}) + "\n")
+    (setting,) = set(load_results(sweep).bench["setting"])
+    assert setting.split(" ", 1)[1] == "mc-x data=? n=5 shots=0 budget=- depth=trained truncate=none metrics=?"

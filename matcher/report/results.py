@@ -192,7 +192,7 @@ def _read_bench(path: Path, warnings: list[str], derived: list[str]) -> list[dic
         except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
             warnings.append(f"{path}:{number}: not a benchmark row; skipped")
             continue
-        if isinstance(line.get("setting"), str):
+        if _is_setting(line.get("setting")):
             base["setting"] = line["setting"]
         else:
             base["setting"] = derived_bench_setting(line)
@@ -321,7 +321,7 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dic
             row, problem = _fields(line, EVAL_REQUIRED, EVAL_OPTIONAL)
             if problem is None and isinstance(line.get("eval_correct"), str):
                 row["eval_correct"] = line["eval_correct"]
-            if problem is None and isinstance(line.get("eval_setting"), str):
+            if problem is None and _is_setting(line.get("eval_setting")):
                 row["eval_setting"] = line["eval_setting"]
             elif problem is None and _is_number(line.get("eval_n_total")):  # to derive the setting
                 row["eval_n_total"] = line["eval_n_total"]
@@ -372,6 +372,17 @@ def _fields(line: dict, required: tuple[str, ...], optional: tuple[str, ...]) ->
             return {}, f"{key} must be a number or null, got {value!r}"
         row[key] = math.nan if value is None else value
     return row, None
+
+
+def _is_setting(value: Any) -> bool:
+    """An eval setting string (matcher/eval/setting.py); anything else is derived as for an older row."""
+    from matcher.eval.setting import parse_setting
+
+    try:
+        parse_setting(value)
+    except (ValueError, AttributeError):
+        return False
+    return True
 
 
 def _is_number(value: Any) -> bool:
