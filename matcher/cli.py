@@ -208,12 +208,15 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON, with each variant's selected "
                                                          "point and grid edges.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite an existing --out or --plot file.")] = False,
+    eval_setting: Annotated[list[str] | None, typer.Option(
+        "--eval-setting", help="For a task scored under several eval settings, the one its curves use: the "
+                               "setting's id (or a prefix); repeat for several tasks.")] = None,
 ) -> None:
     """Compare data-efficiency curves: tokens to reach each accuracy and the ratio to the baseline."""
     from matcher.commands.compare import compare_command
 
     compare_command(results_dir, targets=targets, fmt=format, out=out, plot=plot, baseline=baseline, select=select,
-                    as_json=as_json, force=force)
+                    as_json=as_json, force=force, eval_settings=eval_setting)
 
 
 @app.command("eval")

@@ -444,7 +444,7 @@ def test_samples_are_stored_and_recompute_every_metric(trained_dr, tmp_path, cap
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 5
     for row in rows:
-        samples = read_samples(samples_path(trained_dr.path, row["step"], row["task"]))
+        samples = read_samples(samples_path(trained_dr.path, row["step"], row["setting"]))
         assert len(samples) == row["n"] and all(len(s["prompt_sha256"]) == 16 for s in samples)
         again = recomputed(samples)
         assert set(again) == set(row["scores"])
@@ -452,7 +452,7 @@ def test_samples_are_stored_and_recompute_every_metric(trained_dr, tmp_path, cap
             assert again[metric] == (None if value is None else pytest.approx(value, rel=1e-9)), (row["task"], metric)
     by_task = {row["task"]: row for row in rows}
     assert by_task["latent-n4"]["scores"]["loss_chain"] is None  # the latent form has no chain
-    mc_samples = read_samples(samples_path(trained_dr.path, rows[0]["step"], "mc-mc"))
+    mc_samples = read_samples(samples_path(trained_dr.path, rows[0]["step"], by_task["mc-mc"]["setting"]))
     assert [s["id"] for s in mc_samples] == [f"line {i}" for i in range(1, 6)] and mc_samples[1]["choice_chars"] == [
         1, 2, 2] and mc_samples[1]["choice_bytes"] == [2, 4, 3]
 
@@ -462,29 +462,34 @@ def test_show_prints_the_first_wrong_items(trained_dr, tmp_path, capsys):
     from matcher.commands.eval import wrong_samples
     from matcher.run.evaluate import read_samples, samples_path
 
-    last = max(int(p.name) for p in (trained_dr.path / "evals").iterdir())
-    stored = read_samples(samples_path(trained_dr.path, last, "embedded"))
+    last_eval = [line for line in trained_dr.read_metrics() if line["event"] == "eval"][-1]
+    last = last_eval["step"]
+    stored = read_samples(samples_path(trained_dr.path, last, last_eval["eval_setting"]))
     wrong = wrong_samples(stored)
     assert wrong == [s for s in stored if not s["correct"]["acc"]] and wrong  # a 24-step model gets most wrong
     assert main(["eval", str(trained_dr.path), "--show", "2"]) == 0  # the stored samples: nothing scored
     out = " ".join(capsys.readouterr().out.split())
-    assert f"embedded at step {last}: {len(wrong)} wrong, the first 2" in out
+    setting_id = last_eval["eval_setting"].split(" ")[0]
+    assert f"embedded (setting {setting_id}) at step {last}: {len(wrong)} wrong, the first 2" in out
     assert wrong[0]["id"] in out and wrong[1]["id"] in out
     mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": a} for a in (0, 1)])
     assert main(["eval", str(trained_dr.path), "--task", f"mc={mc}", "--show", "5", "--device", "cpu"]) == 0
-    assert "mc-mc at step" in " ".join(capsys.readouterr().out.split())  # one of the two is wrong
+    assert "mc-mc (setting " in " ".join(capsys.readouterr().out.split())  # one of the two is wrong
     assert main(["eval", str(trained_dr.path), "--step", "3", "--show", "1"]) == 2
     assert "no stored samples at step 3" in " ".join(capsys.readouterr().err.split())
 
 
 def test_large_samples_are_compressed_and_read_back(tmp_path, monkeypatch):
+    from matcher.eval.setting import setting_text
     from matcher.run import evaluate
 
-    path = evaluate.samples_path(tmp_path, 7, "mc-test")
+    setting = setting_text("mc-test", data="sha256:0", n=50, shots=0, budget="-", depth="trained", truncate="none",
+                           metrics=1)
+    path = evaluate.samples_path(tmp_path, 7, setting)
     many = [{"id": f"line {i}", "generation": "x" * 100} for i in range(50)]
     monkeypatch.setattr(evaluate, "SAMPLES_GZIP_BYTES", 1000)
     written = evaluate.write_samples(path, many)
-    assert written.name == "mc-test.samples.jsonl.gz" and not path.exists()
+    assert written.name == f"mc-test.{setting[:8]}.samples.jsonl.gz" and not path.exists()
     assert evaluate.read_samples(path) == many
     monkeypatch.setattr(evaluate, "SAMPLES_GZIP_BYTES", 1 << 20)
     assert evaluate.write_samples(path, many[:2]) == path and not written.exists()  # one file per step and task
@@ -518,3 +523,86 @@ def test_keep_policy_keeps_the_newest_checkpoints(tmp_path):
     assert train_run(run_dir.path, device="cpu").state == "finished"
     assert [step for step, _ in list_snapshots(run_dir.path)] == [5, 24]
     assert run_dir.checkpoint.is_file()
+
+
+# ----------------------------------------------------------------------- eval settings (one per curve)
+def test_the_setting_id_changes_with_each_part(tmp_path):
+    from matcher.eval.setting import parse_setting, setting_text, task_setting, without_depth
+
+    base = dict(data="sha256:0f3c9a1e2b7d", n=200, n_total=None, shots=5, budget=256, depth="trained",
+                truncate="none", metrics=1)
+    changed = dict(data="sha256:aaaaaaaaaaaa", n=20, n_total=1319, shots=0, budget=128, depth=8, truncate="left",
+                   metrics=2)
+    first = setting_text("gsm8k-test", **base)
+    ids = {first.split(" ")[0]}
+    for key, value in changed.items():
+        other = setting_text("gsm8k-test", **{**base, key: value})
+        ids.add(other.split(" ")[0])
+        assert other != first and parse_setting(other)[1] == "gsm8k-test"
+        assert (without_depth(other) == without_depth(first)) == (key == "depth")  # a curve spans depths
+    ids.add(setting_text("gsm8k-train", **base).split(" ")[0])
+    assert len(ids) == 2 + len(changed)  # every part, and the task, gives another id
+    assert setting_text("gsm8k-test", **base) == first  # stable
+    assert parse_setting(first) == (first[:8], "gsm8k-test", {
+        "data": "sha256:0f3c9a1e2b7d", "n": "200", "shots": "5", "budget": "256", "depth": "trained",
+        "truncate": "none", "metrics": "1"})
+    assert parse_setting(setting_text("mc-my file", **base))[1] == "mc-my file"  # a label with a space
+    # from a task: its file's bytes, shots, the limit and the budget are all in it
+    gsm = write_jsonl(tmp_path / "gsm.jsonl", [{"question": f"{i}+1?", "answer": f"#### {i + 1}"} for i in range(8)])
+    plain = task_setting(load_task(f"gsm8k={gsm}"))
+    assert " n=3 shots=5 budget=256 depth=trained truncate=none metrics=" in plain
+    assert " n=2/3 " in task_setting(load_task(f"gsm8k={gsm},limit=2"))
+    assert " shots=0 " in task_setting(load_task(f"gsm8k={gsm},n_shot=0"))
+    assert " budget=9 " in task_setting(load_task(f"gsm8k={gsm},max_new_tokens=9"))
+    assert " depth=16 truncate=left " in task_setting(load_task(f"gsm8k={gsm}"), depth="16", truncate="left")
+    gsm.write_text(gsm.read_text().replace("1+1?", "1+2?"))
+    assert task_setting(load_task(f"gsm8k={gsm}")).split(" ")[2] != plain.split(" ")[2]  # another file hash
+    assert " data=generated-steps3 n=5 " in task_setting(load_task("embedded,n=5,steps=3"))
+
+
+def test_a_rescore_with_another_setting_is_kept_beside_the_old_one(trained_dr, tmp_path, capsys):
+    import shutil
+
+    from matcher.cli import main
+    from matcher.run.evaluate import read_rows, samples_path
+
+    run = tmp_path / "sweep" / trained_dr.path.name
+    shutil.copytree(trained_dr.path, run)
+    (run / "evals.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(run / "evals")
+    logged = [line for line in trained_dr.read_metrics() if line["event"] == "eval"][-1]
+    for task in ("embedded", "embedded,limit=2", "embedded,limit=2"):  # the last: the same setting again
+        assert main(["eval", str(run), "--task", task, "--json", "--device", "cpu"]) == 0
+        capsys.readouterr()
+    rows = read_rows(run / "evals.jsonl")
+    assert [(r["n"], r.get("n_total")) for r in rows] == [(6, None), (2, 6)]  # both kept, the repeat replaced
+    full, limited_row = rows
+    assert full["setting"] == logged["eval_setting"]  # the same setting as the in-training eval it reproduces
+    assert full["setting"] != limited_row["setting"] and " n=2/6 " in limited_row["setting"]
+    for row in rows:
+        assert samples_path(run, row["step"], row["setting"]).is_file()
+    assert len(list((run / "evals" / str(full["step"])).glob("*.samples.jsonl"))) == 2
+    # compare refuses to put both on one curve, and --eval-setting picks one
+    assert main(["compare", str(run.parent), "--targets", "0.5"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "matcher eval embedded:" in err and "--eval-setting" in err
+    assert full["setting"] in err and limited_row["setting"] in err
+    assert main(["compare", str(run.parent), "--targets", "0.5", "--eval-setting", limited_row["setting"][:6]]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"matcher eval embedded: {limited_row['setting']}" in out
+    assert f"in-training eval embedded: {logged['eval_setting']}" in out
+
+
+def test_rows_without_a_setting_are_replaced_by_the_same_task_text(tmp_path):
+    from matcher.eval.setting import setting_text
+    from matcher.run.evaluate import read_rows, store_rows
+
+    path = tmp_path / "evals.jsonl"
+    old = {"task": "mc-x", "spec": "mc=x.jsonl", "step": 5, "depth": 4, "n": 3, "scores": {"acc": 0.5}}
+    other = {**old, "step": 6}
+    path.write_text(json.dumps(old) + "\n" + json.dumps(other) + "\n")
+    setting = setting_text("mc-x", data="sha256:1", n=3, shots=0, budget="-", depth="trained", truncate="none",
+                           metrics=1)
+    store_rows(path, [{**old, "setting": setting, "scores": {"acc": 1.0}}])
+    assert [(r["step"], r["scores"]["acc"], "setting" in r) for r in read_rows(path)] == [
+        (6, 0.5, False), (5, 1.0, True)]

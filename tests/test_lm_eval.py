@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-pytest.importorskip("lm_eval")
+lm_eval = pytest.importorskip("lm_eval")
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_runs import prepare, tiny_run, tiny_train  # noqa: E402
 
@@ -222,6 +222,9 @@ metric_list:
             if row["task"] == "lm-eval-matcher_cli_mc"]
     assert len(rows) == 1 and rows[0]["step"] == 5 and rows[0]["n"] == 4 and 0 <= rows[0]["scores"]["acc"] <= 1
     assert rows[0]["source"] == "lm-evaluation-harness"
+    assert rows[0]["setting"].split(" ", 1)[1] == (  # its own eval identity, beside matcher's tasks
+        f"lm-eval-matcher_cli_mc data=lm-eval n=4 shots=default budget=lm-eval depth=trained truncate=none "
+        f"metrics=lm-eval-{lm_eval.__version__}")
     assert list((trained_la.path / "lm-eval" / "step-5").rglob("results_*.json"))
     assert main(["lm-eval", str(trained_la.path), "--", "--model", "hf", "--tasks", "x"]) == 2
     assert "--model: matcher lm-eval sets the model" in " ".join(capsys.readouterr().err.split())

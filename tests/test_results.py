@@ -545,22 +545,49 @@ def test_benchmark_rows_tables_and_targets(tmp_path):
     assert "Benchmark scores" in text and "Scores against test-time depth" in text and "bpb:1.2" in text
 
 
-def test_one_task_scored_with_two_settings_at_one_point_is_said(tmp_path):
-    """matcher eval keeps a row per task text (gsm8k:limit=4 and gsm8k are two rows), but both carry the
-    label gsm8k-test: the comparison uses the later line and says so instead of picking one silently."""
+def test_one_task_scored_with_two_settings_is_refused_until_one_is_chosen(tmp_path, capsys):
+    """Rows of an older matcher (no setting) get one derived from what they hold, with a notice; a task
+    scored under two settings (here n=4 then n=8 at one point) is refused with the settings listed, and
+    --eval-setting picks the one every table and curve of that task uses."""
+    from matcher.report.settings import choose_eval_settings
+
     sweep = _copy_fixture(tmp_path)
 
-    def row(spec, score, n):
-        return json.dumps({"event": "bench", "task": "gsm8k-test", "spec": spec, "step": 32, "tokens": 32768,
-                           "depth": 4, "n": n, "scores": {"strict": score}}) + "\n"
+    def row(spec, score, n, step=32, depth=4):
+        return json.dumps({"event": "bench", "task": "gsm8k-test", "spec": spec, "step": step, "tokens": step * 1024,
+                           "depth": depth, "trained_depth": 4, "n": n, "scores": {"strict": score}}) + "\n"
 
-    (sweep / "la-tiny-s0" / "evals.jsonl").write_text(row("gsm8k:test.jsonl:limit=4", 0.25, 4)
-                                                     + row("gsm8k:test.jsonl", 0.5, 8))
+    (sweep / "la-tiny-s0" / "evals.jsonl").write_text(row("gsm8k=test.jsonl,limit=4", 0.25, 4)
+                                                     + row("gsm8k=test.jsonl", 0.5, 8)
+                                                     + row("gsm8k=test.jsonl", 0.75, 8, step=64)
+                                                     + row("gsm8k=test.jsonl", 0.875, 8, step=64, depth=8))
     results = load_results(sweep)
-    said = [w for w in results.warnings if "scored as" in w]
-    assert len(said) == 1 and "limit=4" in said[0] and "the later line is used" in said[0]
-    bench = {(r["group"], r["tokens"]): r for r in bench_table(results).rows}
-    assert bench["la-tiny", 32768]["score"] == 0.5 and bench["la-tiny", 32768]["n"] == 8
+    assert capsys.readouterr().err.count("written before matcher recorded each eval's setting") == 1  # once
+    trained = {s for s in results.bench["setting"] if "depth=trained" in s}
+    small, full = sorted(trained, key=lambda s: " n=8 " in s)
+    assert " n=4 shots=5 budget=256 depth=trained truncate=none metrics=?" in small and " n=8 " in full
+    with pytest.raises(ResultsError) as refused:
+        choose_eval_settings(results)
+    message = " ".join(str(refused.value).split())
+    assert "1 task(s) were scored under several settings" in message
+    assert f"matcher eval gsm8k-test: {small} (1 point(s) of la-tiny-s0), {full} (3 point(s) of la-tiny-s0)" in message
+    assert "Choose one per task with --eval-setting ID" in message
+    chosen, used = choose_eval_settings(results, [full[:5]])
+    assert set(chosen.bench["score"]) == {0.5, 0.75, 0.875}  # the full setting at both depths
+    assert [r["score"] for r in depth_table(chosen).rows] == [0.75, 0.875]
+    assert f"matcher eval gsm8k-test: {full}" in used and used[0].startswith("in-training eval embedded: ")
+    chosen, _ = choose_eval_settings(results, [small])  # the whole string works too
+    assert list(chosen.bench["score"]) == [0.25]
+    with pytest.raises(ResultsError, match="--eval-setting ffffffff: no eval row has that setting"):
+        choose_eval_settings(results, ["ffffffff"])
+    with pytest.raises(ResultsError, match="two settings chosen for gsm8k-test"):
+        choose_eval_settings(results, [full[:8], small[:8]])
+    out, err = _consoles()
+    with pytest.raises(ResultsError, match="--eval-setting"):
+        compare_command(sweep, targets="0.5", console=out, err_console=err)
+    compare_command(sweep, targets="0.5", console=out, err_console=err, eval_settings=[small[:8]])
+    text = " ".join(out.file.getvalue().split())
+    assert f"matcher eval gsm8k-test: {small}" in text and "Benchmark scores" in text
 
 
 def test_a_ladder_refuses_the_options_its_comparison_does_not_take(tmp_path):
@@ -593,3 +620,61 @@ def test_a_ladder_comparison_is_written_as_markdown_or_csv_like_a_sweeps(tmp_pat
     assert laws[1] == "variant,quantity,coefficient,exponent,r_squared,points"
     la = next(line for line in laws if line.startswith("la,flops_to_target,"))
     assert la.split(",")[3] == "0.5000" and la.split(",")[5] == "3"
+
+
+def test_the_plot_has_a_bpb_panel_and_one_panel_per_benchmark_task_with_bands(tmp_path):
+    """The figure object, not its pixels: the panels' titles, and finite curves and bands."""
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    from matcher.report.plots import comparison_figure
+    from matcher.report.settings import choose_eval_settings
+
+    sweep = _copy_fixture(tmp_path)
+    for metrics in sweep.glob("*/metrics.jsonl"):  # the runs log val_bpb beside their evals
+        lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip().endswith("}")]
+        with_val = [{**line, "val_bpb": 2.0 - line["eval_accuracy"]} if line["event"] == "eval" else line
+                    for line in lines]
+        metrics.write_text("".join(json.dumps(line) + "\n" for line in with_val))
+
+    def row(task, metrics, tokens, scores):
+        n = 8
+        return json.dumps({"event": "bench", "task": task, "step": tokens // 1024, "tokens": tokens, "depth": 4,
+                           "trained_depth": 4, "n": n, "scores": dict(zip(metrics, scores)),
+                           "intervals": {m: [s / 2, (1 + s) / 2] for m, s in zip(metrics, scores)}}) + "\n"
+
+    for run, shift in (("la-tiny-s0", 0.0), ("dr-tiny-s0", 0.1), ("dr-tiny-s1", 0.2)):
+        (sweep / run / "evals.jsonl").write_text("".join(
+            row("gsm8k-test", ("flexible", "strict"), tokens, (0.5, 0.25 + shift))
+            + row("mc-arc", ("acc_norm", "acc"), tokens, (0.3, 0.5 + shift)) for tokens in (16384, 32768)))
+    results, _ = choose_eval_settings(load_results(sweep))
+    figure = comparison_figure(results, [0.5])
+    titles = [ax.get_title() for ax in figure.axes]
+    # five panels, then the expert-load heat maps (one per run that logged load) and their colour bar
+    assert sorted(titles[5:-1]) == sorted(load_results(FIXTURE).expert_load) and titles[-1] == ""
+    assert titles[2].endswith("\nseed mean ± std") and titles[3].endswith("\nband: ± std over seeds (1 seed: 95% CI)")
+    titles = [title.split("\n")[0] for title in titles[:5]]
+    assert titles[:2] == ["Accuracy (seed mean ± std)", "Loss: train (thin), eval (markers)"]
+    assert titles[2] == "Bits per byte (val dashed)"
+    assert titles[3].startswith("gsm8k-test: strict, setting ") and titles[4].startswith("mc-arc: acc, setting ")
+    for ax in figure.axes[2:5]:
+        lines = [line for line in ax.get_lines() if len(line.get_xdata())]
+        assert lines and all(np.isfinite(line.get_ydata()).all() and min(line.get_xdata()) > 0 for line in lines)
+    gsm8k = figure.axes[3]
+    dr = next(line for line in gsm8k.get_lines() if line.get_label() == "dr-tiny")
+    assert list(dr.get_ydata()) == pytest.approx([0.4, 0.4])  # the two seeds' mean: 0.35 and 0.45
+    bands = [np.asarray(band.get_paths()[0].vertices) for band in gsm8k.collections]
+    assert len(bands) == 2 and all(np.isfinite(band).all() for band in bands)
+    dr_band = bands[1][:, 1]  # ± one std over dr's two seeds: 0.4 ± 0.0707
+    assert dr_band.min() == pytest.approx(0.4 - 0.1 / 2 ** 0.5) and dr_band.max() == pytest.approx(0.4 + 0.1 / 2 ** 0.5)
+    la_band = bands[0][:, 1]  # one seed: its 95% Wilson interval, 2 of 8 right
+    assert (la_band.min(), la_band.max()) == pytest.approx(binomial_interval(2, 8))
+
+
+def test_a_malformed_setting_is_derived_like_an_old_row(tmp_path):
+    sweep = _copy_fixture(tmp_path)
+    (sweep / "la-tiny-s0" / "evals.jsonl").write_text(json.dumps({
+        "event": "bench", "task": "mc-x", "spec": "mc=x.jsonl", "setting": "not a setting", "step": 16,
+        "tokens": 16384, "depth": 4, "trained_depth": 4, "n": 5, "scores": {"acc": 0.4}}) + "\n")
+    (setting,) = set(load_results(sweep).bench["setting"])
+    assert setting.split(" ", 1)[1] == "mc-x data=? n=5 shots=0 budget=- depth=trained truncate=none metrics=?"

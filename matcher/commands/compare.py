@@ -29,6 +29,7 @@ def compare_command(
     select: str | None = None,
     as_json: bool = False,
     force: bool = False,
+    eval_settings: list[str] | None = None,
     console=None,
     err_console=None,
 ) -> None:
@@ -40,6 +41,8 @@ def compare_command(
     `select`: val_loss | val_bpb | none: how each variant's grid point is chosen (matcher/report/selection.py;
     None: val_loss on a grid sweep). `as_json`: the report as one JSON object, with the selection.
     `force`: overwrite an existing `out` or `plot` file (refused otherwise, before anything is read).
+    `eval_settings`: the eval setting (id or prefix) of each task scored under several
+    (matcher/report/settings.py).
     `console` / `err_console`: rich Consoles for the report and the warnings (default: matcher.console's
     stdout and stderr)."""
     from rich.text import Text
@@ -81,6 +84,7 @@ def compare_command(
         warning(text, err_console)
     if results.runs.empty:
         raise ResultsError(f"{results.path}: no run could be read (see the warnings above)")
+    results, settings_used = _one_setting_per_curve(results, eval_settings)
     if targets is None:
         chosen = baseline_targets(results)
         if not chosen:
@@ -92,6 +96,7 @@ def compare_command(
     if selections is not None:
         report.summary.append(selection_summary(selections))
         report.tables.insert(0, selection_table(selections))
+    report.summary.append(_settings_line(settings_used))
 
     if as_json:
         from matcher.report.render import to_json
@@ -134,6 +139,19 @@ def _emit(report, fmt: str, out: Path | None, console) -> None:
     else:
         _write(Path(out), text)
         console.print(Text(f"wrote {out}"), soft_wrap=True)
+
+
+def _one_setting_per_curve(results, picks: list[str] | None):
+    """`results` with one eval setting per task, and what each task uses."""
+    from matcher.report.settings import choose_eval_settings
+
+    return choose_eval_settings(results, picks)
+
+
+def _settings_line(used: list[str]) -> str:
+    from matcher.report.settings import settings_summary
+
+    return settings_summary(used)
 
 
 def _format(fmt: str | None, out: str | Path | None) -> str:

@@ -103,7 +103,17 @@ def _stored_samples(run_path: Path, step: int | None) -> tuple[int, list[tuple[s
         raise RunError(f"{run_path}: no stored samples{where} (evals/<step>/*.samples.jsonl); score the step "
                        "first: matcher eval RUN --step N --task ...")
     files = sorted((folder / str(step)).glob("*.samples.jsonl*"))
-    return step, [(p.name.split(".samples.jsonl")[0], p.with_name(p.name.removesuffix(".gz"))) for p in files]
+    return step, [(samples_label(p), p.with_name(p.name.removesuffix(".gz"))) for p in files]
+
+
+def samples_label(path: Path) -> str:
+    """How a samples file is named in --show: its task (and depth), and its setting's id where the file
+    name has one (matcher.run.evaluate.samples_path; files of older versions have none)."""
+    name = path.name.split(".samples.jsonl")[0]
+    label, _, setting_id = name.rpartition(".")
+    if label and len(setting_id) == 8 and all(c in "0123456789abcdef" for c in setting_id):
+        return f"{label} (setting {setting_id})"
+    return name
 
 
 def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = None, all_steps: bool = False,
@@ -139,9 +149,8 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
     rows = [row for _, row in scored]
     if show is not None:
         for path, row in scored:
-            at_depth = None if row["depth"] == row["trained_depth"] else row["depth"]
-            show_wrong(console, path, row["step"],
-                       [(row["task"], samples_path(path, row["step"], row["task"], at_depth))], show)
+            stored = samples_path(path, row["step"], row["setting"])
+            show_wrong(console, path, row["step"], [(samples_label(stored), stored)], show)
     if as_json:
         console.file.write(json.dumps([public_row(row) for row in rows], indent=2) + "\n")
         return rows

@@ -71,10 +71,24 @@ def lm_eval_command(run_dir: str | Path, harness_args: list[str], *, step: int |
     return rows
 
 
+def _fewshot(harness_args: list[str]) -> str:
+    """The harness's --num_fewshot, or `default` (each task's own)."""
+    for i, arg in enumerate(harness_args):
+        if arg.startswith("--num_fewshot="):
+            return arg.split("=", 1)[1]
+        if arg in ("--num_fewshot", "-f") and i + 1 < len(harness_args):
+            return harness_args[i + 1]
+    return "default"
+
+
 def harness_rows(results: dict[str, Any], *, run: str, step: int, tokens: int, depth: int, trained_depth: int,
                  spec: str, version: str, results_file: Path) -> list[dict[str, Any]]:
     """evals.jsonl rows from the harness's results: one per task, its metrics with a 95% interval from
-    the harness's standard error (normal approximation) where it gives one."""
+    the harness's standard error (normal approximation) where it gives one, and its setting
+    (matcher/eval/setting.py; the shots are the --num_fewshot of the harness's arguments `spec`)."""
+    from matcher.eval.setting import harness_setting
+
+    shots = _fewshot(spec.split())
     rows = []
     for task, metrics in results.get("results", {}).items():
         scores, intervals = {}, {}
@@ -88,7 +102,10 @@ def harness_rows(results: dict[str, Any], *, run: str, step: int, tokens: int, d
             intervals[name] = ([value - Z_95 * stderr, value + Z_95 * stderr]
                                if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None)
         n = results.get("n-samples", {}).get(task, {}).get("effective")
+        setting = harness_setting(f"lm-eval-{task}", n=n, shots=shots, depth=depth, trained_depth=trained_depth,
+                                  version=version)
         rows.append({"event": "bench", "run": run, "task": f"lm-eval-{task}", "n": n, "scores": scores,
+                     "setting": setting,
                      "intervals": intervals, "outcomes": {}, "spec": f"lm-eval {spec}",
                      "source": "lm-evaluation-harness", "harness_version": version,
                      "results_file": results_file.name, "step": step, "tokens": tokens, "depth": depth,

@@ -31,6 +31,10 @@ from matcher.eval.fit import check_fit
 from matcher.eval.intervals import ACCURACY_METRICS, binomial_interval, ratio_interval
 from matcher.eval.tasks import Item, Task
 
+# Part of every eval's setting (matcher/eval/setting.py): raise it when any metric's computation changes,
+# so scores computed before and after never share a curve.
+METRICS_VERSION = 1
+
 
 def score_task(model, task: Task, tokenizer: Tokenizer, *, seq_len: int, device: torch.device,
                autocast: contextlib.AbstractContextManager | None = None, truncate: str | None = None,

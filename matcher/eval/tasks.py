@@ -88,6 +88,7 @@ class Task:
     options: dict[str, Any] = field(default_factory=dict)
     max_new_tokens: int = 256
     n_total: int | None = None  # the items there were, where a limit (limit, eval_examples) scores fewer
+    generated_steps: int | None = None  # the chain length of generated embedded problems (their identity)
 
     @property
     def label(self) -> str:
@@ -148,7 +149,7 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
 
             problems = math_task.eval_problems(steps, count)
         task = embedded_task(problems, latent=name == "latent", steps=steps, source=file or "generated")
-        return limited(Task(spec, task.items, task.source, options, task.max_new_tokens), limit)
+        return limited(replace(task, options=options), limit)
     records = _records(file)
     fewshot_file = options.get("fewshot")
     n_shot = int_option(options, "n_shot", spec.n_shot, text)
@@ -184,10 +185,14 @@ def embedded_task(problems: list[Problem], *, latent: bool = False, steps: int =
     items = [Item(prompt=prompt_text(p.question), reference=" " + (f"#### {p.final}" if latent else p.answer),
                   target=p.final, item_id=f"problem {i}") for i, p in enumerate(problems)]
     if source == "generated":
-        budget = len(" #### 999") + 1 if latent else len(" " + ", ".join(["x=999"] * steps) + " #### 999") + 1
-    else:
-        budget = max(len(item.reference) for item in items) + 1
-    return Task(spec, items, source, {}, budget)
+        return Task(spec, items, source, {}, generated_budget(steps, latent), generated_steps=steps)
+    return Task(spec, items, source, {}, max(len(item.reference) for item in items) + 1)
+
+
+def generated_budget(steps: int, latent: bool) -> int:
+    """The longest answer a generated chain of `steps` variables can have, in characters (the char
+    tokenizer's tokens), EOS included."""
+    return len(" #### 999") + 1 if latent else len(" " + ", ".join(["x=999"] * steps) + " #### 999") + 1
 
 
 def run_eval_task(problems: list, cfg: TrainConfig) -> Task:

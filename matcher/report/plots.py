@@ -4,6 +4,13 @@ when it has none).
 - Top left: eval accuracy against training tokens (log axis), one line per group: the seed mean,
   with a band of ± one sample std where two or more seeds have the checkpoint; targets dashed.
 - Top right: loss against training tokens: train loss (thin) and eval loss (markers), seed means.
+- Score against test-time depth, where `matcher eval --depth` scored several.
+- Bits per byte against training tokens (where the runs log it): the in-training eval's eval_bpb
+  (solid) and the validation split's val_bpb (dashed), seed mean ± one std.
+- One panel per benchmark task `matcher eval` scored (at the trained depth, in the setting the
+  comparison uses, matcher/report/settings.py): the task's main metric against training tokens, the
+  seed mean with a band of ± one sample std where two or more seeds have the point, else the one
+  run's 95% interval (Wilson for accuracies, bootstrap for bpb and loss).
 - Below, for each run that logged expert load: a heat map of its last eval's load, applied depth by
   expert, as a multiple of the balanced share (1 = every expert gets 1/n_experts of the tokens):
   white is balanced, red an overloaded expert, blue an idle one, on one colour scale for all runs so
@@ -24,33 +31,13 @@ from matcher.report.efficiency import Target, as_targets
 from matcher.report.results import Results
 
 HEAT_MAPS_PER_ROW = 4
+PANELS_PER_ROW = 3
+BPB_COLUMNS = (("eval_bpb", "-", "eval"), ("val_bpb", "--", "val"))  # column, line style, legend word
 
 
 def plot_comparison(results: Results, targets: list[float | Target], path: str | Path) -> Path:
     """Draw the figure into `path` (.png added when it has no suffix); returns the file written."""
-    try:
-        from matplotlib import colormaps
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ResultsError("--plot needs matplotlib: pip install 'matcher[plot]'") from None
-
-    loads = [(run, results.expert_load[run]) for run in results.runs["run"] if run in results.expert_load]
-    heat_rows = math.ceil(len(loads) / HEAT_MAPS_PER_ROW)
-    figure = Figure(figsize=(12, 4.5 + 2.8 * heat_rows), layout="constrained")
-    if loads:
-        top, bottom = figure.subfigures(2, 1, height_ratios=[4.5, 2.8 * heat_rows])
-    else:
-        top = figure
-    depth_rows = depth_table(results).rows if results.bench is not None and len(results.bench) else []
-    axes = top.subplots(1, 3 if depth_rows else 2)
-    accuracy_axes, loss_axes = axes[0], axes[1]
-    colors = {group: colormaps["tab10"](i % 10) for i, group in enumerate(results.groups)}
-    targets = as_targets(targets)
-    _plot_curves(results, targets, colors, accuracy_axes, loss_axes)
-    if depth_rows:
-        _plot_depths(depth_rows, axes[2])
-    if loads:
-        _plot_loads(loads, bottom, heat_rows)
+    figure = comparison_figure(results, targets)
     path = Path(path) if Path(path).suffix else Path(path).with_suffix(".png")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +47,114 @@ def plot_comparison(results: Results, targets: list[float | Target], path: str |
     except OSError as err:
         raise ResultsError(f"cannot write plot {path}: {err.strerror}; choose another --plot file") from None
     return path
+
+
+def comparison_figure(results: Results, targets: list[float | Target]):
+    """The figure (a matplotlib Figure, drawn without pyplot) of the module docstring."""
+    try:
+        from matplotlib import colormaps
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ResultsError("--plot needs matplotlib: pip install 'matcher[plot]'") from None
+
+    loads = [(run, results.expert_load[run]) for run in results.runs["run"] if run in results.expert_load]
+    heat_rows = math.ceil(len(loads) / HEAT_MAPS_PER_ROW)
+    depth_rows = depth_table(results).rows if results.bench is not None and len(results.bench) else []
+    bpb_columns = [c for c in BPB_COLUMNS if c[0] in results.evals and results.evals[c[0]].notna().any()]
+    tasks = benchmark_curves(results)
+    panels = 2 + bool(depth_rows) + bool(bpb_columns) + len(tasks)
+    panel_rows = math.ceil(panels / PANELS_PER_ROW)
+    figure = Figure(figsize=(12, 4.5 * panel_rows + 2.8 * heat_rows), layout="constrained")
+    if loads:
+        top, bottom = figure.subfigures(2, 1, height_ratios=[4.5 * panel_rows, 2.8 * heat_rows])
+    else:
+        top = figure
+    axes = list(top.subplots(panel_rows, min(panels, PANELS_PER_ROW), squeeze=False).ravel())
+    for unused in axes[panels:]:
+        unused.remove()
+    colors = {group: colormaps["tab10"](i % 10) for i, group in enumerate(results.groups)}
+    targets = as_targets(targets)
+    _plot_curves(results, targets, colors, axes.pop(0), axes.pop(0))
+    if depth_rows:
+        _plot_depths(depth_rows, axes.pop(0))
+    if bpb_columns:
+        _plot_bpb(results, bpb_columns, colors, axes.pop(0))
+    for (task, metric, setting_id), curves in tasks.items():
+        _plot_task(task, metric, setting_id, curves, colors, axes.pop(0))
+    if loads:
+        _plot_loads(loads, bottom, heat_rows)
+    return figure
+
+
+def _group_label(results: Results, group: str) -> str:
+    return f"{group} ({group_variants(results)[group]})"
+
+
+def _plot_bpb(results: Results, columns, colors, axes) -> None:
+    """Bits per byte against training tokens per group: seed mean, ± one std where two or more seeds."""
+    evals = results.evals[results.evals["tokens"] > 0]  # log axis: no zero
+    for group in results.groups:
+        of_group = evals[evals["group"] == group]
+        for column, style, word in columns:
+            points = of_group[of_group[column].notna()].groupby("tokens")[column]
+            if not len(points):
+                continue
+            mean, std = points.mean(), points.std().fillna(0.0)
+            axes.plot(mean.index, mean.values, linestyle=style, marker="o", color=colors[group],
+                      label=f"{_group_label(results, group)} {word}")
+            if (std > 0).any():
+                axes.fill_between(mean.index, mean - std, mean + std, color=colors[group], alpha=0.2)
+    words = ", ".join(f"{word} {'solid' if style == '-' else 'dashed'}" for _, style, word in columns)
+    axes.set(xscale="log", xlabel="training tokens", ylabel="bits per byte",
+             title=f"Bits per byte ({words})\nseed mean ± std")
+    axes.legend(fontsize="small")
+
+
+def primary_metric(task: str, metrics: list[str]) -> str:
+    """The metric a task's panel shows: the first of its spec's metrics (strict for gsm8k, acc for mc),
+    for other tasks (lm-evaluation-harness) acc where it has one, else the first by name."""
+    from matcher.eval.tasks import SPECS
+
+    spec = SPECS.get(task.split("-")[0]) if not task.startswith("lm-eval-") else None
+    order = list(spec.metrics) if spec is not None else ["acc"]
+    return next((m for m in order if m in metrics), sorted(metrics)[0])
+
+
+def benchmark_curves(results: Results) -> dict[tuple[str, str, str], dict[str, tuple[list, list, list, list]]]:
+    """(task, metric, setting id) -> group -> (tokens, mean, band low, band high) of each benchmark task's
+    main metric at the trained depth: ± one std over seeds where two or more have the point, else the
+    one run's 95% interval (none where it has none)."""
+    from matcher.report.comparison import bench_table
+
+    if results.bench is None or not len(results.bench):
+        return {}
+    trained = results.bench[results.bench["depth"] == results.bench["trained_depth"]]
+    rows = [row for row in bench_table(results).rows if row["tokens"] > 0]  # log axis: no zero
+    curves: dict[tuple[str, str, str], dict[str, tuple[list, list, list, list]]] = {}
+    for task in dict.fromkeys(row["task"] for row in rows):
+        metric = primary_metric(task, list(dict.fromkeys(row["metric"] for row in rows if row["task"] == task)))
+        setting_id = " ".join(sorted({s.split(" ")[0] for s in trained.loc[trained["task"] == task, "setting"]}))
+        by_group = curves.setdefault((task, metric, setting_id), {})
+        for row in (r for r in rows if r["task"] == task and r["metric"] == metric and r["score"] is not None):
+            tokens, mean, low, high = by_group.setdefault(row["group"], ([], [], [], []))
+            if row["seeds"] > 1:
+                spread_low, spread_high = row["score"] - row["std"], row["score"] + row["std"]
+            else:
+                spread_low, spread_high = row["low"], row["high"]
+            tokens.append(row["tokens"])
+            mean.append(row["score"])
+            low.append(math.nan if spread_low is None else spread_low)
+            high.append(math.nan if spread_high is None else spread_high)
+    return curves
+
+
+def _plot_task(task: str, metric: str, setting_id: str, curves: dict, colors, axes) -> None:
+    for group, (tokens, mean, low, high) in curves.items():
+        axes.plot(tokens, mean, marker="o", color=colors[group], label=group)
+        axes.fill_between(tokens, low, high, color=colors[group], alpha=0.2)
+    axes.set(xscale="log", xlabel="training tokens", ylabel=metric,
+             title=f"{task}: {metric}, setting {setting_id}\nband: ± std over seeds (1 seed: 95% CI)")
+    axes.legend(fontsize="small")
 
 
 def _plot_depths(rows: list[dict], axes) -> None:

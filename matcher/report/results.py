@@ -2,7 +2,10 @@
 
 One folder per run (`results/<sweep>/<run>/`, described file by file in matcher.run.contract): run.yaml
 and status.json come from the run's snapshot; metrics.jsonl's "eval" and "train" lines (other events
-ignored) and evals.jsonl's benchmark scores (`bench`) are read and checked line by line here. Runs whose
+ignored) and evals.jsonl's benchmark scores (`bench`) are read and checked line by line here. Every eval
+row has its setting (matcher/eval/setting.py; derived, with a notice, for rows written before rows
+carried one); rows of different settings are all kept, and matcher/report/settings.py chooses one per
+task for a comparison. Runs whose
 sweep entry was edited since they trained are refused (matcher.run.contract.stale_runs).
 
 Runs that are still going or crashed are loaded for what they have, with their state, so reports
@@ -33,8 +36,9 @@ if TYPE_CHECKING:
 EVAL_REQUIRED = ("step", "tokens", "eval_accuracy")
 EVAL_OPTIONAL = ("train_loss", "eval_loss", "eval_bpb", "eval_n", "tokens_per_s", "mfu", "peak_memory_bytes",
                  "elapsed_s", "val_loss", "val_bpb")
+EVAL_TEXT = ("eval_setting",)  # the in-training eval's setting (matcher/eval/setting.py)
 BENCH_COLUMNS = ("run", "group", "seed", "task", "metric", "step", "tokens", "depth", "trained_depth", "n",
-                 "score", "low", "high", "outcomes")
+                 "score", "low", "high", "outcomes", "setting")
 TRAIN_REQUIRED = ("step", "tokens", "train_loss")
 TRAIN_OPTIONAL = ("lr", "tokens_per_s")
 RUN_COLUMNS = ("run", "group", "seed", "role", "variant", "sweep", "state", "reason", "tokens") + PREDICTED
@@ -110,6 +114,7 @@ def load_results(path: str | Path) -> Results:
     runs, evals, train, expert_load, bench, outcomes, infos = [], [], [], {}, [], {}, {}
     recorded: dict[str, dict[str, Any]] = {}  # run folder -> its run.yaml, for the staleness check
     renamed: dict[str, dict[str, str]] = {}  # run -> old cost names in its run.yaml: {old: current}
+    derived: list[str] = []  # files with rows that carry no eval setting
     for run_dir in run_dirs:
         snapshot = RunDir(run_dir).snapshot(records=[])  # the metrics lines are read and checked below
         meta = _run_meta(snapshot, run_dir / "run.yaml", warnings, renamed)
@@ -122,6 +127,7 @@ def load_results(path: str | Path) -> Results:
         infos[meta["run"]] = snapshot.info
         status = _status(snapshot, warnings)
         run_evals, run_train, load = _read_metrics(run_dir / "metrics.jsonl", warnings)
+        _add_training_settings(run_evals, snapshot.info, run_dir / "metrics.jsonl", derived)
         if not run_evals and not run_train and status["state"] not in (RunState.NEW, RunState.UNKNOWN):
             _warn_no_metrics(run_dir / "metrics.jsonl", status, warnings)
         keys = {"run": meta["run"], "group": meta["group"], "seed": meta["seed"]}
@@ -129,7 +135,7 @@ def load_results(path: str | Path) -> Results:
                                  if isinstance(row.get("eval_correct"), str)}
         for row in run_evals:
             row.pop("eval_correct", None)
-        bench += [{**keys, **row} for row in _read_bench(run_dir / "evals.jsonl", warnings)]
+        bench += [{**keys, **row} for row in _read_bench(run_dir / "evals.jsonl", warnings, derived)]
         evals += [{**keys, **row} for row in run_evals]
         train += [{**keys, **row} for row in run_train]
         if load is not None:
@@ -140,6 +146,12 @@ def load_results(path: str | Path) -> Results:
         old = {name: current for names in renamed.values() for name, current in names.items()}
         warnings.append(renamed_notice(f"{path}: run.yaml `predicted` of {', '.join(renamed)}", old,
                                        "rename them in each run.yaml"))
+    if derived:
+        from matcher.console import notice
+
+        notice(f"{len(derived)} file(s) hold eval rows written before matcher recorded each eval's setting "
+               f"({', '.join(derived[:3])}{', ...' if len(derived) > 3 else ''}); their settings are derived from "
+               "what the rows hold, with ? for a file's hash and the metric version")
     sweeps = sorted({r["sweep"] for r in runs if r["sweep"]})
     if len(sweeps) > 1:
         warnings.append(f"{path}: runs of several sweeps ({', '.join(sweeps)}) are compared together")
@@ -151,18 +163,33 @@ def load_results(path: str | Path) -> Results:
                             f"reports show those of {seeds['run'].iloc[0]}")
     order = {name: i for i, name in enumerate(runs["run"])}
     keys = ["run", "group", "seed"]
-    evals = _in_run_order(pd.DataFrame(evals, columns=[*keys, *EVAL_REQUIRED, *EVAL_OPTIONAL]), order)
+    evals = _in_run_order(pd.DataFrame(evals, columns=[*keys, *EVAL_REQUIRED, *EVAL_OPTIONAL, *EVAL_TEXT]), order)
     train = _in_run_order(pd.DataFrame(train, columns=[*keys, *TRAIN_REQUIRED, *TRAIN_OPTIONAL]), order)
     bench = _in_run_order(pd.DataFrame(bench, columns=list(BENCH_COLUMNS)), order)
     return Results(path, runs, evals, train, expert_load, warnings, bench, outcomes, infos=infos)
 
 
-def _read_bench(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    """evals.jsonl as one row per metric (later lines of the same task, step and depth win)."""
+def _add_training_settings(run_evals: list[dict[str, Any]], info: RunInfo, path: Path, derived: list[str]) -> None:
+    """Each eval row's `eval_setting`: its line's, or for lines of an older matcher one derived from the
+    run's train config (and `path` added to `derived`)."""
+    from matcher.eval.setting import derived_training_setting
+
+    missing = [row for row in run_evals if not isinstance(row.get("eval_setting"), str)]
+    for row in missing:
+        row["eval_setting"] = derived_training_setting(info.train, row)
+    if missing:
+        derived.append(str(path))
+
+
+def _read_bench(path: Path, warnings: list[str], derived: list[str]) -> list[dict[str, Any]]:
+    """evals.jsonl as one row per metric (later lines of the same setting, step and depth win; other
+    settings are kept beside them). Rows without a setting get a derived one, and `path` is added to
+    `derived`."""
+    from matcher.eval.setting import derived_bench_setting
+
     if not path.is_file():
         return []
     rows: dict[tuple, dict[str, Any]] = {}
-    specs: dict[tuple, Any] = {}  # the task text each (task, step, depth) was last scored with
     for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
         try:
             line = json.loads(raw)
@@ -173,16 +200,16 @@ def _read_bench(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
         except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError):
             warnings.append(f"{path}:{number}: not a benchmark row; skipped")
             continue
-        point = (base["task"], base["step"], base["depth"])
-        if point in specs and specs[point] != line.get("spec"):
-            # matcher eval keeps both (its rows are per task text), but one curve point can hold one
-            warnings.append(f"{path}:{number}: {base['task']} at step {base['step']} was scored as "
-                            f"{specs[point]!r} and as {line.get('spec')!r}; the later line is used")
-        specs[point] = line.get("spec")
+        if _is_setting(line.get("setting")):
+            base["setting"] = line["setting"]
+        else:
+            base["setting"] = derived_bench_setting(line)
+            if str(path) not in derived:
+                derived.append(str(path))
         for metric, score in scores.items():
             interval = intervals.get(metric) or (None, None)
             outcome = (line.get("outcomes") or {}).get(metric)
-            rows[(base["task"], metric, base["step"], base["depth"])] = {
+            rows[(base["setting"], base["task"], metric, base["step"], base["depth"])] = {
                 **base, "metric": metric, "score": score if _is_number(score) else math.nan,
                 "low": interval[0], "high": interval[1], "outcomes": outcome if isinstance(outcome, str) else None}
     return sorted(rows.values(), key=lambda r: (r["task"], r["metric"], r["depth"], r["tokens"]))
@@ -308,6 +335,10 @@ def _read_metrics(path: Path, warnings: list[str]) -> tuple[list[dict], list[dic
             row, problem = _fields(line, EVAL_REQUIRED, EVAL_OPTIONAL)
             if problem is None and isinstance(line.get("eval_correct"), str):
                 row["eval_correct"] = line["eval_correct"]
+            if problem is None and _is_setting(line.get("eval_setting")):
+                row["eval_setting"] = line["eval_setting"]
+            elif problem is None and _is_number(line.get("eval_n_total")):  # to derive the setting
+                row["eval_n_total"] = line["eval_n_total"]
             if problem is None and not 0 <= row["eval_accuracy"] <= 1:
                 problem = f"eval_accuracy must be between 0 and 1, got {row['eval_accuracy']!r}"
             load = line.get("expert_load")
@@ -355,6 +386,17 @@ def _fields(line: dict, required: tuple[str, ...], optional: tuple[str, ...]) ->
             return {}, f"{key} must be a number or null, got {value!r}"
         row[key] = math.nan if value is None else value
     return row, None
+
+
+def _is_setting(value: Any) -> bool:
+    """An eval setting string (matcher/eval/setting.py); anything else is derived as for an older row."""
+    from matcher.eval.setting import parse_setting
+
+    try:
+        parse_setting(value)
+    except (ValueError, AttributeError):
+        return False
+    return True
 
 
 def _is_number(value: Any) -> bool:

@@ -1,7 +1,8 @@
 """Evaluation of a run (scored by matcher/eval): the in-training eval (the embedded task on the run's eval
 set, logged as eval_loss / eval_accuracy / eval_bpb) and `matcher eval`, which scores the run's saved model checkpoints
-on any tasks and stores the results in the run folder (evals.jsonl, one line per task, step and depth;
-a later line for the same key replaces an earlier one)."""
+on any tasks and stores the results in the run folder (evals.jsonl, one line per eval setting and step,
+matcher/eval/setting.py: a later line of the same setting and step replaces an earlier one, a line of
+another setting is kept beside it)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from matcher.data.streams import eval_problems
 from matcher.errors import RunError
 from matcher.eval.fit import check_fit
 from matcher.eval.score import score_task
+from matcher.eval.setting import depth_part, parse_setting, task_setting
 from matcher.eval.tasks import Task, int_option, limited, load_task, parse_task, run_eval_task
 from matcher.run.distributed import autocast_for, pick_device, resolve_dtype
 
@@ -29,28 +31,32 @@ def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.d
     evals/<step>/<task>.samples.jsonl. Collective under torch.distributed."""
     from matcher.data.tokenizer import tokenizer_for
 
-    result = score_task(model, run_eval_task(problems, cfg), tokenizer_for(cfg), seq_len=cfg.seq_len,
-                        device=device, autocast=autocast)
+    task = run_eval_task(problems, cfg)
+    result = score_task(model, task, tokenizer_for(cfg), seq_len=cfg.seq_len, device=device, autocast=autocast)
     samples = result.pop("samples")
+    setting = task_setting(task)
     if run_path is not None:
-        write_samples(samples_path(run_path, step, result["task"]), samples)
+        write_samples(samples_path(run_path, step, setting), samples)
     scores = result["scores"]
     low_high = result["intervals"]["acc"] or (None, None)
     return {"eval_loss": scores["loss"], "eval_loss_answer": scores["loss_answer"],
             "eval_loss_chain": scores["loss_chain"], "eval_accuracy": scores["acc"],
             "eval_accuracy_low": low_high[0], "eval_accuracy_high": low_high[1],
             "eval_bpb": scores["bpb"], "eval_n": result["n"], "eval_correct": result["outcomes"]["acc"],
+            "eval_setting": setting,
             **({"eval_n_total": result["n_total"]} if "n_total" in result else {})}
 
 
 SAMPLES_GZIP_BYTES = 1 << 20  # a samples file larger than this is written gzip-compressed
 
 
-def samples_path(run_path: Path, step: int, task_label: str, depth: int | None = None) -> Path:
-    """evals/<step>/<task>.samples.jsonl (with `-depth<D>` at a test-time depth); `.gz` is added when
-    the file is written compressed."""
-    name = task_label if depth is None else f"{task_label}-depth{depth}"
-    return Path(run_path) / "evals" / str(step) / f"{name}.samples.jsonl"
+def samples_path(run_path: Path, step: int, setting: str) -> Path:
+    """evals/<step>/<task>.<setting id>.samples.jsonl (with `-depth<D>` after the task at a test-time
+    depth), so a re-score with another setting is kept beside the old one; `.gz` is added when the file is
+    written compressed."""
+    setting_id, label, parts = parse_setting(setting)
+    name = label if parts["depth"] == "trained" else f"{label}-depth{parts['depth']}"
+    return Path(run_path) / "evals" / str(step) / f"{name}.{setting_id}.samples.jsonl"
 
 
 def write_samples(path: Path, samples: list[dict[str, Any]]) -> Path:
@@ -148,9 +154,10 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
                                     truncate=truncate, on_progress=progress)
                 _refuse_non_finite(result, snapshots[at])
                 samples = result.pop("samples")
-                pending.append((samples_path(run.path, meta["step"], result["task"],
-                                             None if depth == model_cfg.depth else depth), samples))
-                row = {"event": "bench", "run": info.run, **result, "spec": text, "source": task.source,
+                setting = task_setting(task, depth=depth_part(depth, model_cfg.depth), truncate=truncate)
+                pending.append((samples_path(run.path, meta["step"], setting), samples))
+                row = {"event": "bench", "run": info.run, **result, "setting": setting, "spec": text,
+                       "source": task.source,
                        "step": meta["step"], "tokens": meta["tokens"], "depth": depth,
                        "trained_depth": model_cfg.depth}
                 reversed_rope = model_cfg.has_depth_attention and model_cfg.da_rope == "forward_reversed"
@@ -177,16 +184,25 @@ def _refuse_non_finite(result: dict[str, Any], path: Path) -> None:
                        "damaged or the run diverged: score another step, or retrain; nothing was stored")
 
 
-def _key(row: dict[str, Any]) -> tuple:
+def _legacy_key(row: dict[str, Any]) -> tuple:
+    """How rows were keyed before they carried a setting."""
     return row.get("task"), row.get("spec"), row.get("step"), row.get("depth")
 
 
 def store_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Add `rows` to evals.jsonl, replacing earlier rows of the same (task, spec, step, depth)."""
+    """Add `rows` to evals.jsonl, replacing earlier rows of the same setting and step (and rows without a
+    setting, from an older matcher, of the same task text, step and depth); rows of other settings stay."""
     from matcher.atomic import write_text_atomic
 
-    replaced = {_key(r) for r in rows}
-    kept = [row for row in read_rows(path) if _key(row) not in replaced]
+    replaced = {(r["setting"], r["step"]) for r in rows}
+    legacy = {_legacy_key(r) for r in rows}
+
+    def replaced_by_new(row: dict[str, Any]) -> bool:
+        if "setting" in row:
+            return (row["setting"], row.get("step")) in replaced
+        return _legacy_key(row) in legacy
+
+    kept = [row for row in read_rows(path) if not replaced_by_new(row)]
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in [*kept, *rows]))
 
 
