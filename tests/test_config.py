@@ -141,7 +141,7 @@ def test_a_bool_da_rope_of_an_older_file_loads_with_a_note(legacy, today, tmp_pa
 
 
 def test_lr_mult_defaults_to_one_per_group_and_fills_missing_groups():
-    base = dict(total_tokens=1000, batch_size=8, seq_len=16)
+    base = dict(total_tokens=4096, batch_size=8, seq_len=16)
     assert TrainConfig(**base).lr_mult == {"shared_block": 1.0, "experts": 1.0, "embeddings": 1.0}
     given = TrainConfig.from_dict({**base, "lr_mult": {"experts": 0.5}})
     assert given.lr_mult == {"shared_block": 1.0, "experts": 0.5, "embeddings": 1.0}
