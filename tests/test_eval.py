@@ -505,9 +505,13 @@ def test_a_limit_is_shown_as_n_scored_of_n(trained_dr, tmp_path, capsys):
     mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": f"q{i}", "choices": ["a", "b"], "answer": 0}
                                              for i in range(5)])
     assert main(["eval", str(trained_dr.path), "--task", f"mc={mc},limit=2", "--device", "cpu"]) == 0
-    assert "│ 2 of 5 │" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "│ 2 of 5 │" in table
     assert main(["eval", str(trained_dr.path), "--task", f"mc={mc},limit=2", "--json", "--device", "cpu"]) == 0
-    assert {(row["n"], row["n_total"]) for row in json.loads(capsys.readouterr().out)} == {(2, 5)}
+    rows = json.loads(capsys.readouterr().out)
+    assert {(row["n"], row["n_total"]) for row in rows} == {(2, 5)}
+    (setting_id,) = {row["setting"].split(" ")[0] for row in rows}
+    assert f"│ {setting_id} │" in table  # the table names each row's setting by its id
     problems = write_jsonl(tmp_path / "gsm.jsonl", [{"question": f"{i}+1?", "answer": f"#### {i + 1}"}
                                                      for i in range(5)])
     cfg = TrainConfig(total_tokens=4096, batch_size=2, seq_len=64, eval_data=str(problems), eval_examples=3)

@@ -155,15 +155,17 @@ def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = No
         console.file.write(json.dumps([public_row(row) for row in rows], indent=2) + "\n")
         return rows
     table = Table(title="matcher eval", caption="95% intervals: Wilson for accuracies, bootstrap over items for "
-                  "loss and bpb. Stored in each run's evals.jsonl.")
-    for header in ("run", "task", "step", "tokens", "depth", "n", "metric", "score", "95% interval"):
-        table.add_column(header, justify="left" if header in ("run", "task", "metric") else "right")
+                  "loss and bpb. setting: the eval setting's id (`matcher compare --eval-setting`; the whole "
+                  "setting is in --json). Stored in each run's evals.jsonl.")
+    for header in ("run", "task", "setting", "step", "tokens", "depth", "n", "metric", "score", "95% interval"):
+        table.add_column(header, justify="left" if header in ("run", "task", "setting", "metric") else "right")
     for row in rows:
         for metric, value in row["scores"].items():
             interval = row["intervals"].get(metric)
             shown = "-" if value is None else f"{value:.4f}"
             span = "-" if not interval else f"{interval[0]:.4f} - {interval[1]:.4f}"
-            table.add_row(escape(row["run"]), escape(row["task"]), str(row["step"]), f"{row['tokens']:,}",
+            table.add_row(escape(row["run"]), escape(row["task"]), row["setting"].split(" ", 1)[0],
+                          str(row["step"]), f"{row['tokens']:,}",
                           depth_shown(row), scored_count(row), escape(metric), shown, span)
     console.print(table)
     return rows
