@@ -64,15 +64,12 @@ def write_task(folder: Path, name: str, body: str) -> None:
     folder.mkdir(exist_ok=True)
     (folder / f"{name}.yaml").write_text(f"task: {name}\ndataset_path: json\ntest_split: test\n{body}")
 
-
-def test_simple_evaluate_scores_a_checkpoint_on_a_local_task(trained_la, tmp_path):
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
+def write_mc_task(tmp_path: Path, name: str, questions: list[str]) -> None:
+    """A local multiple-choice task `name` under tmp_path/tasks: each question's first choice is right."""
     data = tmp_path / "mc.jsonl"
-    data.write_text("".join(json.dumps({"question": f"k={i}; k?", "choices": [str(i), str(i + 5)], "answer": 0}) + "\n"
-                            for i in range(6)))
-    write_task(tmp_path / "tasks", "matcher_tiny_mc", f"""dataset_kwargs:
+    data.write_text("".join(json.dumps({"question": q, "choices": [str(i), str(i + 5)], "answer": 0}) + "\n"
+                            for i, q in enumerate(questions)))
+    write_task(tmp_path / "tasks", name, f"""dataset_kwargs:
   data_files:
     test: {json.dumps(str(data))}
 output_type: multiple_choice
@@ -82,6 +79,14 @@ doc_to_target: answer
 metric_list:
   - metric: acc
 """)
+
+
+
+def test_simple_evaluate_scores_a_checkpoint_on_a_local_task(trained_la, tmp_path):
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    write_mc_task(tmp_path, "matcher_tiny_mc", [f"k={i}; k?" for i in range(6)])
     lm = MatcherLM(str(trained_la.path), device="cpu")
     results = lm_eval.simple_evaluate(model=lm, tasks=["matcher_tiny_mc"],
                                       task_manager=TaskManager(include_path=str(tmp_path / "tasks")))
@@ -203,19 +208,7 @@ def test_gsm8k_filters_and_exact_match_equal_the_harness(output, reference):
 def test_matcher_lm_eval_runs_the_harness_cli_on_a_checkpoint(trained_la, tmp_path, capsys):
     from matcher.cli import main
 
-    data = tmp_path / "mc.jsonl"
-    data.write_text("".join(json.dumps({"question": f"k={i}", "choices": [str(i), str(i + 5)], "answer": 0}) + "\n"
-                            for i in range(4)))
-    write_task(tmp_path / "tasks", "matcher_cli_mc", f"""dataset_kwargs:
-  data_files:
-    test: {json.dumps(str(data))}
-output_type: multiple_choice
-doc_to_text: "Q: {{{{question}}}} A:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: answer
-metric_list:
-  - metric: acc
-""")
+    write_mc_task(tmp_path, "matcher_cli_mc", [f"k={i}" for i in range(4)])
     assert main(["lm-eval", str(trained_la.path), "--step", "5", "--", "--tasks", "matcher_cli_mc",
                  "--include_path", str(tmp_path / "tasks")]) == 0  # no --device: cpu on a CPU build
     rows = [row for row in map(json.loads, trained_la.evals.read_text().splitlines())
