@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Test-time depth of the selected grid points (every seed): 512 held-out problems at depths 2, 4 (trained),
+# Test-time depth of the grid points `matcher compare --select val_loss` selects (named here; every seed): 512 held-out problems at depths 2, 4 (trained),
 # 8 and 16 for dr and dr_da; la at its trained depth on the same 512 problems. Run from the repository root.
 set -euo pipefail
 runs=results/studies/tiny-lr/tiny-lr
