@@ -370,6 +370,32 @@ def test_plot_writes_a_png(tmp_path):
     assert f"wrote {path}" in out.file.getvalue()
 
 
+def test_depth_plot_draws_accuracies_only_where_a_task_has_them():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matcher.report.plots import _plot_depths
+
+    def rows(run, metric, scores):
+        return [{"run": run, "task": "embedded", "metric": metric, "depth": depth, "trained": 4, "score": score}
+                for depth, score in zip((2, 4, 8), scores)]
+
+    figure, axes = plt.subplots()
+    _plot_depths([*rows("dr-s0", "acc", (0.1, 0.3, 0.2)), *rows("dr-s0", "loss", (2.0, 1.0, 1.5)),
+                  *rows("dr-s0", "bpb", (3.0, 2.0, 2.5)), *rows("dr-s1", "acc", (0.2, 0.4, 0.1))], axes)
+    assert [line.get_label() for line in axes.get_lines() if not line.get_label().startswith("_")] == [
+        "dr-s0 embedded.acc", "dr-s1 embedded.acc"]
+    assert axes.get_ylabel() == "accuracy"
+    plt.close(figure)
+    figure, axes = plt.subplots()  # a task with losses only (bpb) still gets its lines
+    _plot_depths(rows("dr-s0", "bpb", (3.0, 2.0, 2.5)), axes)
+    assert [line.get_label() for line in axes.get_lines() if not line.get_label().startswith("_")] == [
+        "dr-s0 embedded.bpb"]
+    plt.close(figure)
+
+
 def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
     from matcher.report.plots import plot_comparison
 

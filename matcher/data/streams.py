@@ -34,26 +34,30 @@ class MathStream:
     """Generated problems packed back to back (BOS text EOS BOS text EOS ...); the last problem of a row
     is cut where the row ends. Row i draws its problems from its own generator. The answer tokens (and
     EOS) are the row's answers (train.loss_on: answers). `latent` (data: math-latent): the answer is the
-    final value only, ` #### N` (the latent eval task's reference), so the chain has to be worked out in depth."""
+    final value only, ` #### N` (the latent eval task's reference), so the chain has to be worked out in depth.
+    `split` names the generator family (`train`; `val`: the validation windows, matcher/run/validation.py),
+    and a problem whose question is in `exclude` is skipped (the validation windows leave out the eval problems)."""
 
     has_mask = True
 
     def __init__(self, *, seed: int, n_steps: int, seq_len: int, vocab_size: int, tokenizer: Tokenizer = CHAR,
-                 latent: bool = False):
+                 latent: bool = False, split: str = "train", exclude: frozenset[str] = frozenset()):
         math_task.check_steps(n_steps)
         tokenizer.check_vocab(vocab_size)
         self.seed, self.n_steps, self.row_tokens, self.tokenizer = seed, n_steps, seq_len + 1, tokenizer
-        self.latent = latent
+        self.latent, self.split, self.exclude = latent, split, exclude
         # row() and row_mask() of one batch (loss_on: answers reads both) generate each row once
         self._row = functools.lru_cache(maxsize=1024)(self._row)
 
     def _row(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = math_task.problem_rng(self.seed, "train", index)
+        rng = math_task.problem_rng(self.seed, self.split, index)
         tokens: list[int] = []
         mask: list[int] = []
         tok = self.tokenizer
         while len(tokens) < self.row_tokens:
             problem = math_task.make_problem(rng, self.n_steps)
+            if problem.question in self.exclude:
+                continue
             prompt = [tok.bos_id, *tok.encode(prompt_text(problem.question))]
             answer = [*tok.encode(" " + (f"#### {problem.final}" if self.latent else problem.answer)), tok.eos_id]
             tokens += prompt + answer

@@ -157,8 +157,16 @@ def _plot_task(task: str, metric: str, setting_id: str, curves: dict, colors, ax
     axes.legend(fontsize="small")
 
 
+def _is_loss_metric(metric: str) -> bool:
+    return metric == "bpb" or metric.startswith("loss")
+
+
 def _plot_depths(rows: list[dict], axes) -> None:
-    """Score against test-time depth, one line per run and task metric, the trained depth marked."""
+    """Score against test-time depth, one line per run and task metric, the trained depth marked. Only the
+    accuracies where a task has any: losses share neither their scale nor their direction, and a line per
+    seed and metric buried the figure under its legend (the table beside it keeps every metric)."""
+    accuracies = [row for row in rows if not _is_loss_metric(row["metric"])]
+    rows = accuracies or rows
     lines: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         lines.setdefault((row["run"], f"{row['task']}.{row['metric']}"), []).append(row)
@@ -169,8 +177,8 @@ def _plot_depths(rows: list[dict], axes) -> None:
         if trained:
             axes.plot([trained[0]["depth"]], [trained[0]["score"]], marker="*", markersize=14,
                       color=drawn[0].get_color())
-    axes.set(xscale="log", xlabel="test-time depth (star: trained)", ylabel="score",
-             title="Score against test-time depth")
+    axes.set(xscale="log", xlabel="test-time depth (star: trained)", ylabel="accuracy" if accuracies else "score",
+             title=f"{'Accuracy' if accuracies else 'Score'} against test-time depth")
     axes.legend(fontsize="small")
 
 

@@ -6,7 +6,8 @@ alone or as one rank of a torchrun group (`python -m matcher.run.trainer RUN_DIR
   auxiliary-loss-free expert-bias update after every optimizer step.
 - At every evaluation checkpoint (matcher.run.schedule.eval_steps): the embedded task scored by
   matcher.eval (answer loss, greedy exact-match accuracy with its interval, bits per byte),
-  throughput, MFU, peak memory and expert load, tokens seen (`tokens`) and unique tokens seen
+  the validation loss where the data has a validation set (matcher.run.validation), throughput, MFU,
+  peak memory and expert load, tokens seen (`tokens`) and unique tokens seen
   (`unique_tokens`: below `tokens` once the data repeats); a model checkpoint for later scoring
   (matcher.run.snapshots); then the resume checkpoint.
 - A checkpoint holds everything the rest of the run depends on: weights, optimizer state, the step
@@ -205,7 +206,8 @@ class Trainer:
             tokenizer=self.tokenizer, loss_on=self.cfg.loss_on)
         check_fit(run_eval_task(self.eval_problems, self.cfg), self.tokenizer, self.cfg.seq_len, in_training=True)
         self.val_windows = val_windows(self.cfg.data, seq_len=self.cfg.seq_len, vocab_size=self.model_cfg.vocab_size,
-                                       tokenizer=self.tokenizer)
+                                       tokenizer=self.tokenizer, n_steps=self.cfg.data_steps,
+                                       eval_problems=self.eval_problems)
         self.model, self.train_model = self._build_model()
         self.optimizer = make_optimizer(self.model, self.cfg, fused=self.device.type == "cuda")
         # each group's train.lr_mult, kept apart from the groups: a checkpoint's groups replace them on resume

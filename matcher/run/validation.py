@@ -1,8 +1,15 @@
-"""Validation loss at every eval point, on the val split of the training corpus (`matcher data encode
---val-fraction`): the same windows for every run of a sweep (the first VAL_ROWS rows of the val split's
-stream under a fixed seed, whatever the run's seed), so grid points and variants are compared on
-identical tokens. Every token of a window is a target (the language-modelling loss, whatever
-train.loss_on says). Bits per byte divide by the UTF-8 bytes of the target tokens' text.
+"""Validation loss at every eval point, on the same windows for every run of a sweep (whatever the run's
+seed), so grid points and variants are compared on identical tokens:
+
+- a shard folder: its val split (`matcher data encode --val-fraction`), the first VAL_ROWS rows of the
+  split's stream under a fixed seed;
+- the embedded generated task (train.data math or math-latent): the first VAL_ROWS rows of a generated
+  stream of its own (split `val`, seed VAL_STREAM_SEED: never a training row of any run seed, whose split
+  is `train`), packed like the training rows, leaving out every problem whose question is one of the
+  run's eval problems (the reported benchmark).
+
+Every token of a window is a target (the language-modelling loss, whatever train.loss_on says). Bits per
+byte divide by the UTF-8 bytes of the target tokens' text (special tokens have none).
 """
 
 from __future__ import annotations
@@ -17,14 +24,22 @@ import torch
 
 VAL_ROWS = 64  # windows of seq_len + 1 tokens scored at every eval point (fewer where the split is smaller)
 VAL_STREAM_SEED = 0  # fixed, so that the windows do not depend on the run's seed
+VAL_SPLIT = "val"  # the generated task's validation problems: a generator family apart from train and eval
 
 
-def val_windows(data: str | dict, *, seq_len: int, vocab_size: int, tokenizer) -> np.ndarray | None:
-    """The fixed val windows (rows, seq_len + 1) when train.data is one shard folder with a val split;
-    None otherwise (generated data, a mixture, or a corpus encoded without --val-fraction)."""
+def val_windows(data: str | dict, *, seq_len: int, vocab_size: int, tokenizer, n_steps: int = 1,
+                eval_problems: list = ()) -> np.ndarray | None:
+    """The fixed val windows (rows, seq_len + 1) when train.data is the generated task (`n_steps` steps per
+    problem, none of `eval_problems` among them) or one shard folder with a val split; None otherwise
+    (a mixture, or a corpus encoded without --val-fraction)."""
     from matcher.data.encode import MANIFEST
-    from matcher.data.streams import ShardStream
+    from matcher.data.streams import MATH_DATA, MathStream, ShardStream
 
+    if data in MATH_DATA:
+        stream = MathStream(seed=VAL_STREAM_SEED, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size,
+                            tokenizer=tokenizer, latent=data == "math-latent", split=VAL_SPLIT,
+                            exclude=frozenset(problem.question for problem in eval_problems))
+        return np.stack([stream.row(i) for i in range(VAL_ROWS)])
     if not isinstance(data, str) or not (Path(data) / MANIFEST).is_file():
         return None
     split = json.loads((Path(data) / MANIFEST).read_text(encoding="utf-8")).get("val")
@@ -64,3 +79,4 @@ def val_scores(model, windows: np.ndarray, tokenizer, *, device: torch.device, a
     text_bytes = sum(text_bytes_of(tokenizer, row[1:].tolist()) for row in windows)
     return {"val_loss": nats / targets, "val_bpb": nats / math.log(2) / text_bytes if text_bytes else None,
             "val_tokens": targets}
+
