@@ -92,11 +92,12 @@ def test_tiny_run_learns_and_writes_the_results_format(tmp_path):
         assert set(e) == {"event", "step", "tokens", "unique_tokens", "train_loss", "eval_loss", "eval_loss_answer",
                           "eval_loss_chain", "eval_accuracy", "eval_accuracy_low", "eval_accuracy_high", "eval_bpb",
                           "eval_n", "eval_correct", "eval_setting", "tokens_per_s", "mfu", "peak_memory_bytes",
-                          "expert_load", "expert_gini", "elapsed_s"}
+                          "expert_load", "expert_gini", "elapsed_s", "val_loss", "val_bpb", "val_tokens"}
         assert min(e["eval_loss_answer"], e["eval_loss_chain"]) <= e["eval_loss"] <= max(
             e["eval_loss_answer"], e["eval_loss_chain"])  # their token-weighted mean
         assert (run_dir.path / "evals" / str(e["step"]) / f"embedded.{e['eval_setting'][:8]}.samples.jsonl").is_file()
         assert e["eval_n"] == 3 and len(e["eval_correct"]) == 3
+        assert e["val_tokens"] == evals[0]["val_tokens"] > 0  # the same held-out windows at every eval point
         assert e["eval_accuracy_low"] <= e["eval_accuracy"] <= e["eval_accuracy_high"]
         assert e["tokens"] == e["step"] * 16 * 64 and 0 <= e["eval_accuracy"] <= 1
         assert e["unique_tokens"] == e["tokens"]  # generated data never repeats
