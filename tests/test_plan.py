@@ -11,8 +11,9 @@ import yaml
 from matcher.cli import main
 from matcher.cost.analytic import param_counts, train_flops_per_token
 from matcher.errors import ConfigError, MatchError
-from matcher.plan.planner import PlanRequest, default_training, make_plan, parse_set
+from matcher.plan.planner import default_training, make_plan
 from matcher.plan.presets import get_preset
+from matcher.plan.request import PlanRequest, parse_set
 from matcher.plan.search import costs_of
 from matcher.plan.sweep import load_sweep, predict
 

@@ -203,7 +203,8 @@ def test_parquet_is_read_like_jsonl_and_a_missing_pyarrow_is_one_message(tmp_pat
 
 
 def test_plan_with_a_tokenizer_sets_every_vocabulary_before_matching(tmp_path, bpe):
-    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+    from matcher.plan.planner import build_sweep, make_plan
+    from matcher.plan.request import PlanRequest
 
     plan = make_plan(PlanRequest(target="la-tiny", tokenizer=bpe.spec, set_fields=["train.lr=0.01",
                                                                                  "train.loss_on=answers"]))
