@@ -1,18 +1,33 @@
-"""What the planner tries beside a variant's search: when the search fails, the single overrides under which
-it would succeed (each one tried, for every variant of the plan); when a match is looser than
-CLOSE_RESIDUAL on a lattice the user fixed, the finer lattice (tried). Every suggestion printed is a search
-that was run and met the tolerance. The automatic lattice and third free variable (MatchSpec.auto) are
-the search's own (matcher.plan.search.match)."""
+"""What the planner tries when a variant's search (matcher.plan.search) misses its tolerance; the one place
+that decides it:
+- without --align and --free (MatchSpec.auto): the lattice halved down to AUTO_ALIGN_FLOOR, then each
+  third free variable worth trying; the match's notes say what was chosen, a failure what was tried;
+- with a lattice the user fixed: a match looser than CLOSE_RESIDUAL gets the finer lattice, tried;
+- when the search fails: the single overrides under which it succeeds (each one tried, for every variant
+  of the plan).
+Every suggestion printed is a search that was run and met the tolerance."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 
 from matcher.config import ModelConfig
 from matcher.errors import ConfigError, MatchError
 from matcher.plan.request import Overrides, variant_config
-from matcher.plan.search import Match, MatchSpec, match
+from matcher.plan.search import (
+    AUTO_ALIGN_FLOOR,
+    THIRD_VARIABLES,
+    Match,
+    MatchSpec,
+    finish,
+    listing,
+    match_lattice,
+    match_third,
+    worst_residual,
+)
+from matcher.plan.search import match as search_match
 
 CLOSE_RESIDUAL = 0.005  # a match looser than this on a 64-aligned lattice gets a hint to refine it
 SUGGESTIONS = 3  # at most this many overrides are suggested, one of each kind
@@ -24,6 +39,72 @@ def match_variant(shape: ModelConfig, variant: str, overrides: Overrides, spec: 
     found = _match_or_explain(shape, variant, overrides, spec, label, also=also)
     hint = _finer_align_hint(shape, variant, overrides, spec, found)
     return found, [hint] if hint else []
+
+
+def match(base: ModelConfig, spec: MatchSpec, held: Iterable[str] = (), label: str | None = None) -> Match:
+    """The search (matcher.plan.search.match); with spec.auto, what else it tries when the tolerance is
+    missed (_match_auto), and a failure that says what was tried."""
+    if not spec.auto or spec.third is not None:
+        return search_match(base, spec, held, label)
+    spec.check()
+    label = label or base.variant
+    found, tried = _match_auto(base, spec, set(held) | spec.held, label)
+    return finish(found, spec, label, tried=tried)
+
+
+def _match_auto(base: ModelConfig, spec: MatchSpec, held: set[str], label: str) -> tuple[Match, str]:
+    """The lattice spec.align, halved while the tolerance is missed (down to AUTO_ALIGN_FLOOR), then each
+    third free variable (_third_candidates) on the coarsest of those lattices that meets the tolerance
+    with it. The first point that meets the tolerance (with a note of why it was chosen), else the best
+    point seen; and what was tried, in words."""
+    found = match_lattice(base, spec, held, label)
+    evaluations = found.evaluations
+    if worst_residual(found) <= spec.tolerance or "d_ff" not in found.free and "n_experts" not in found.free:
+        return found, f"d_ff multiples of {spec.align}"
+    tried = [f"d_ff a multiple of {found.align}: {listing(found)}"]
+    best, aligns, align = found, [spec.align], spec.align
+    while "d_ff" in found.free and align // 2 >= AUTO_ALIGN_FLOOR and align % 2 == 0:
+        align //= 2
+        aligns.append(align)
+        finer = match_lattice(base, dataclasses.replace(spec, align=align), held, label)
+        evaluations += finer.evaluations
+        if worst_residual(finer) < worst_residual(best):
+            best = finer
+        if worst_residual(finer) <= spec.tolerance:
+            note = (f"lattice: d_ff a multiple of {align}, because with {spec.align} the best point was off by "
+                    f"{worst_residual(found):.2%} (tolerance {spec.tolerance:.1%})")
+            return dataclasses.replace(finer, evaluations=evaluations, notes=finer.notes + (note,)), ""
+        tried.append(f"a multiple of {align}: {listing(finer)}")
+    thirds = _third_candidates(base, best, held, spec.tolerance)
+    for third in thirds:
+        for align in aligns:  # the coarsest lattice that meets the tolerance with this variable
+            try:
+                scanned = match_third(base, dataclasses.replace(spec, align=align), held, label, third)
+            except MatchError:
+                continue
+            evaluations += scanned.evaluations
+            if worst_residual(scanned) <= spec.tolerance:
+                note = (f"third free variable {third} = {getattr(scanned.config, third)} (the target's "
+                        f"{getattr(base, third)}), d_ff a multiple of {align}: with d_ff and n_experts alone the "
+                        f"best was {'; '.join(tried)}; {THIRD_VARIABLES[third]}")
+                return dataclasses.replace(scanned, evaluations=evaluations, notes=scanned.notes + (note,)), ""
+            if worst_residual(scanned) < worst_residual(best):
+                best = scanned
+    multiples = ", ".join(map(str, aligns))
+    variables = f"the third free variables {', '.join(thirds)}" if thirds else "no third free variable (none applies)"
+    return dataclasses.replace(best, evaluations=evaluations), f"d_ff multiples of {multiples} and {variables}"
+
+
+def _third_candidates(base: ModelConfig, found: Match, held: set[str], tolerance: float) -> list[str]:
+    """Third free variables worth trying, most useful first: n_kv_heads when inference memory (which
+    holds the SA KV cache) misses the tolerance, then the low-rank router (fine steps), then top_k."""
+    off = {q for q in found.solved if abs(found.residuals[q]) > tolerance}
+    order = []
+    if "inference_memory_bytes" in off:
+        order.append("n_kv_heads")
+    if base.is_moe:
+        order += ["router_rank", "top_k"]
+    return [name for name in order if name not in held]
 
 
 def _match_or_explain(shape: ModelConfig, variant: str, overrides: Overrides, spec: MatchSpec,
