@@ -29,7 +29,8 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 # the search's own objective.
 SCAN = """
 import json, sys, time
-from matcher.plan.planner import PlanRequest, make_plan
+from matcher.plan.planner import make_plan
+from matcher.plan.request import PlanRequest
 from matcher.plan.search import brute_force
 start = time.perf_counter()
 plan = make_plan(PlanRequest(target=sys.argv[1], variants=sys.argv[2]))

@@ -106,35 +106,18 @@ def plan(
 ) -> None:
     """Match the variants to a target on FLOPs, parameters (and memory) and write the sweep."""
     from matcher.commands.plan import plan_command
-    from matcher.plan.planner import PlanRequest
+    from matcher.plan.request import PlanRequest
 
     plan_command(PlanRequest(**request_options), out, force, dry_run, as_json, measure)
 
 
-def _with_request_options(command: Callable) -> Callable:
-    """`matcher plan`'s signature: its own options, then one per PlanRequest field (declared there once)."""
-    import dataclasses
-    import inspect
-    import typing
+def _plan_command() -> Callable:
+    from matcher.commands.plan import with_request_options  # its options are built from PlanRequest
 
-    from matcher.plan.planner import PlanRequest, option_flag
-
-    hints = typing.get_type_hints(PlanRequest)
-    own_hints = typing.get_type_hints(command, include_extras=True)
-    own = [p.replace(annotation=own_hints[p.name]) for p in inspect.signature(command).parameters.values()
-           if p.kind is not p.VAR_KEYWORD]
-    added = []
-    for option in dataclasses.fields(PlanRequest):
-        meta = {k: v for k, v in option.metadata.items() if k not in ("help", "flag")}
-        added.append(inspect.Parameter(
-            option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
-            annotation=Annotated[hints[option.name], typer.Option(option_flag(option), help=option.metadata["help"],
-                                                                  **meta)]))
-    command.__signature__ = inspect.Signature([*own, *added])
-    return command
+    return with_request_options(plan)
 
 
-app.command()(_with_request_options(plan))
+app.command()(_plan_command())
 
 
 @sweep_app.command("validate")

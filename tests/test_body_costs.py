@@ -5,8 +5,9 @@ import pytest
 from matcher.cli import main
 from matcher.cost import measured
 from matcher.cost.analytic import body_train_flops_per_token, forward_flops_per_token, param_counts
-from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+from matcher.plan.planner import build_sweep, make_plan
 from matcher.plan.presets import get_preset
+from matcher.plan.request import PlanRequest
 
 VOCAB_50K = 50304  # a GPT-2-sized vocabulary padded to a multiple of 64
 

@@ -17,6 +17,11 @@ from matcher.errors import DataError
 # ------------------------------------------------------------------------------------ tokenizer
 
 
+def encoded_document(tok, text: str) -> list[int]:
+    """A training document as matcher data encode writes it: BOS, the text, EOS."""
+    return [tok.bos_id, *tok.encode(text), tok.eos_id]
+
+
 def test_tokenizer_round_trips_printable_ascii():
     text = "Q: a=3; b=a+4; b? A: a=3, b=7 #### 7\n\tend ~!@"
     ids = tokenizer.CHAR.encode(text)
@@ -36,7 +41,7 @@ def test_non_ascii_is_folded_or_replaced():
 
 
 def test_document_and_decode_conventions():
-    doc = tokenizer.CHAR.encode_document("hi")
+    doc = encoded_document(tokenizer.CHAR, "hi")
     assert doc == [tokenizer.BOS_ID, ord("h"), ord("i"), tokenizer.EOS_ID]
     ids = [tokenizer.BOS_ID, ord("a"), tokenizer.PAD_ID, ord("b"), tokenizer.EOS_ID, ord("c")]
     assert tokenizer.CHAR.decode(ids) == "ab"
@@ -245,7 +250,7 @@ def test_jsonl_loads_gsm8k_style(tmp_path):
     loaded = load_jsonl(path)
     assert loaded == [Problem(question=lines[0]["question"], answer=lines[0]["answer"], final="7"),
                       Problem(question="Half of 1,000?", answer="#### 500", final="500")]
-    assert problems.document_text(loaded[1]) == "Q: Half of 1,000? A: #### 500"
+    assert "".join(problems.document_parts(loaded[1].question, loaded[1].answer)) == "Q: Half of 1,000? A: #### 500"
 
 
 @pytest.mark.parametrize("content, message", [
@@ -282,7 +287,7 @@ def test_encode_writes_documents_in_the_eval_format(tmp_path):
     data = shards.open_data(tmp_path / "out", 128, tokenizer.CHAR)
     tokens = np.concatenate(data.tokens)
     documents_text = ["Q: x=2; x? A: x=2 #### 2", "cafe\tbar", "plain text"]  # as the eval prompts, NFKD
-    expected = [t for text in documents_text for t in tokenizer.CHAR.encode_document(text)]
+    expected = [t for text in documents_text for t in encoded_document(tokenizer.CHAR, text)]
     assert (manifest["documents"], manifest["tokens"]) == (3, len(expected)) and tokens.tolist() == expected
     # the eval's prompt is a prefix of the training document: the model learns what it is asked
     doc = tokenizer.CHAR.decode(tokens[1:])
@@ -403,7 +408,7 @@ def test_a_document_cut_into_pieces_has_the_tokens_of_the_whole(tmp_path, monkey
         assert all(p[1].endswith("\n") for p in pieces[1:-2])
     manifest = _encode([tmp_path / "doc.txt"], tmp_path / "out")
     data = shards.open_data(tmp_path / "out", 128, tokenizer.CHAR)
-    assert np.concatenate(data.tokens).tolist() == tokenizer.CHAR.encode_document(text)
+    assert np.concatenate(data.tokens).tolist() == encoded_document(tokenizer.CHAR, text)
     assert manifest["documents"] == 1
 
 
@@ -422,7 +427,7 @@ def test_empty_documents_are_skipped_and_counted(tmp_path, capsys):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["documents"] == 2 and manifest["empty_documents"]["documents"] == 4
     tokens = np.concatenate(shards.open_data(tmp_path / "out", 128, tokenizer.CHAR).tokens).tolist()
-    assert tokens == tokenizer.CHAR.encode_document("\nhello\n") + tokenizer.CHAR.encode_document("hi")
+    assert tokens == encoded_document(tokenizer.CHAR, "\nhello\n") + encoded_document(tokenizer.CHAR, "hi")
     assert main(["data", "encode", inputs[0], "--out", str(tmp_path / "none")]) == 2
     assert "hold no documents (1 empty ones skipped)" in _err(capsys)
 

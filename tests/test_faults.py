@@ -248,9 +248,12 @@ def test_a_full_disk_ends_in_one_message_and_loses_nothing(tmp_path, monkeypatch
 # ---------------------------------------------------------------------------------- smaller ones
 def test_possible_with_hints_hold_for_every_variant(monkeypatch):
     """A hint that makes dr match but breaks dr_da (the flags apply to both) is not offered."""
+    from matcher.cost.analytic import Conventions
     from matcher.errors import MatchError
-    from matcher.plan import planner
+    from matcher.plan import alternatives
     from matcher.plan.presets import get_preset
+    from matcher.plan.request import Overrides, variant_config
+    from matcher.plan.search import MatchSpec
 
     shape = get_preset("la-tiny")
 
@@ -261,15 +264,15 @@ def test_possible_with_hints_hold_for_every_variant(monkeypatch):
             raise MatchError(f"{label}: no match")
         return object()
 
-    monkeypatch.setattr(planner, "match", fake_match)
-    spec = planner.MatchSpec(matched=("flops",), align=64, conventions=planner.Conventions(), seq_len=128)
-    base, held = planner.variant_config(shape, "dr", planner.Overrides())
-    alone = planner._suggestions(shape, base, held, "dr", planner.Overrides(), spec, "dr")
+    monkeypatch.setattr(alternatives, "match", fake_match)
+    spec = MatchSpec(matched=("flops",), align=64, conventions=Conventions(), seq_len=128)
+    base, held = variant_config(shape, "dr", Overrides())
+    alone = alternatives._suggestions(shape, base, held, "dr", Overrides(), spec, "dr")
     assert "--top-k 1" in alone  # right for dr by itself
-    hints = planner._suggestions(shape, base, held, "dr", planner.Overrides(), spec, "dr", also=("dr_da",))
+    hints = alternatives._suggestions(shape, base, held, "dr", Overrides(), spec, "dr", also=("dr_da",))
     assert hints == [f"--depth {shape.depth // 2}"]
     with pytest.raises(MatchError, match=rf"Possible with --depth {shape.depth // 2}\.$"):
-        planner._match_or_explain(shape, "dr", planner.Overrides(), spec, "dr", also=("dr_da",))
+        alternatives._match_or_explain(shape, "dr", Overrides(), spec, "dr", also=("dr_da",))
 
 
 @pytest.mark.parametrize("damage", ["deleted", "emptied"])

@@ -5,7 +5,8 @@ import pytest
 from matcher.cli import main
 from matcher.errors import ConfigError
 from matcher.plan.grid import short_number
-from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+from matcher.plan.planner import build_sweep, make_plan
+from matcher.plan.request import PlanRequest
 from matcher.plan.sweep import load_sweep
 
 

@@ -11,7 +11,8 @@ from matcher.data.encode import encode_corpus
 from matcher.data.tokenizer import CHAR
 from matcher.errors import ConfigError
 from matcher.plan.launch import launch_cost
-from matcher.plan.planner import PlanRequest, make_plan
+from matcher.plan.planner import make_plan
+from matcher.plan.request import PlanRequest
 
 
 def test_gpu_hours_are_model_flops_over_peak_times_mfu():

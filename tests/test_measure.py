@@ -7,7 +7,6 @@ import torch
 from matcher.cost.measured import (
     FLOP_COMPONENTS,
     PARAM_COMPONENTS,
-    measured_backward_flops,
     measured_forward_flops,
     measured_params,
     measured_training_memory,
@@ -99,6 +98,21 @@ def test_flop_counter_and_fvcore_agree_per_component(case):
 def test_fvcore_refuses_large_models():
     with pytest.raises(MatcherError, match="counter='torch'"):
         measured_forward_flops(get_preset("la-1b"), seq_len=8, counter="fvcore")
+
+
+def measured_backward_flops(cfg, seq_len: int) -> float:
+    """Backward FLOPs per token (all parameter and input gradients), counted by FlopCounterMode on the
+    meta device. Totals only: FlopCounterMode attributes backward ops to modules unreliably when a module
+    is applied repeatedly."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = Model(cfg)
+    logits = model(torch.zeros(1, seq_len, dtype=torch.long, device="meta"))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        logits.backward(torch.ones_like(logits))
+    return counter.get_total_flops() / seq_len
 
 
 @pytest.mark.parametrize("name", ["la-tiny", "dr_da-100m"])

@@ -11,8 +11,9 @@ import yaml
 from matcher.cli import main
 from matcher.cost.analytic import param_counts, train_flops_per_token
 from matcher.errors import ConfigError, MatchError
-from matcher.plan.planner import PlanRequest, default_training, make_plan, parse_set
+from matcher.plan.planner import default_training, make_plan
 from matcher.plan.presets import get_preset
+from matcher.plan.request import PlanRequest, parse_set
 from matcher.plan.search import costs_of
 from matcher.plan.sweep import load_sweep, predict
 
@@ -193,6 +194,21 @@ def test_user_errors_are_one_clear_message(capsys, args, message):
     assert main(["plan", *args, "--dry-run", "--no-measure"]) == 2
     err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
     assert message in err and "Traceback" not in err
+
+
+def test_a_missed_tolerance_says_what_the_search_tried():
+    """The automatic search (no --align, no --free) names the lattices and third free variables it ran,
+    not a fixed list: la-1b's expert (d_ff 1,024) is halved from 64 to 32 only, and a dense target has no
+    router to scan."""
+    with pytest.raises(MatchError) as caught:
+        make_plan(PlanRequest(target="la-1b", variants="dr", tolerance=1e-4))
+    message = " ".join(str(caught.value).split())
+    assert "the search tried d_ff multiples of 64, 32 and the third free variables n_kv_heads, router_rank, top_k" \
+        in message
+    with pytest.raises(MatchError) as caught:
+        make_plan(PlanRequest(target="la-1b", variants="dr", tolerance=1e-4, set_fields=["n_experts=0", "top_k=0"]))
+    message = " ".join(str(caught.value).split())
+    assert "router_rank" not in message.split("the search tried")[1]
 
 
 def test_set_overrides_and_holds():

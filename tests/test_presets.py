@@ -2,8 +2,9 @@
 
 import pytest
 
-from matcher.plan.planner import PlanRequest, make_plan
+from matcher.plan.planner import make_plan
 from matcher.plan.presets import get_preset
+from matcher.plan.request import PlanRequest
 
 
 @pytest.mark.parametrize("size", ["tiny", "100m", "1b", "2b"])

@@ -15,6 +15,11 @@ from matcher.data.tokenizer import CHAR, load_tokenizer, padded_vocab
 from matcher.errors import ConfigError, DataError
 
 
+def encoded_document(tok, text: str) -> list[int]:
+    """A training document as matcher data encode writes it: BOS, the text, EOS."""
+    return [tok.bos_id, *tok.encode(text), tok.eos_id]
+
+
 def _texts(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     words = ["apple", "river", "stone", "über", "naïve", "cloud", "seven", "night", "tree", "日本"]
@@ -51,7 +56,7 @@ def _qa_file(path, n: int = 30):
 def test_bpe_round_trips_and_ids_are_the_librarys(bpe):
     for text in _texts(50, seed=3) + ["Q: x=1; y? A: #### 3\n\ttabs"]:
         assert bpe.decode(bpe.encode(text)) == text
-        assert bpe.decode(bpe.encode_document(text)) == text
+        assert bpe.decode(encoded_document(bpe, text)) == text
     assert bpe.encode_batch(["a b", "river"]) == [bpe.encode("a b"), bpe.encode("river")]
     assert bpe.eos_id == bpe.bos_id  # no BOS token: documents start with EOS (GPT-2's convention)
     assert bpe.vocab_size == 300 and padded_vocab(bpe.vocab_size) == 320
@@ -203,7 +208,8 @@ def test_parquet_is_read_like_jsonl_and_a_missing_pyarrow_is_one_message(tmp_pat
 
 
 def test_plan_with_a_tokenizer_sets_every_vocabulary_before_matching(tmp_path, bpe):
-    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+    from matcher.plan.planner import build_sweep, make_plan
+    from matcher.plan.request import PlanRequest
 
     plan = make_plan(PlanRequest(target="la-tiny", tokenizer=bpe.spec, set_fields=["train.lr=0.01",
                                                                                  "train.loss_on=answers"]))

@@ -161,7 +161,8 @@ COMMITTED = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_committed_sweeps_validate_and_their_predictions_are_current(path):
     """The example sweeps under sweeps/ stay valid as the cost model changes (load_sweep re-predicts)."""
-    from matcher.plan.planner import PlanRequest, make_plan
+    from matcher.plan.planner import make_plan
+    from matcher.plan.request import PlanRequest
 
     sweep = load_sweep(path)
     target = sweep.runs[0]
@@ -216,7 +217,8 @@ def test_data_outside_the_vocabulary_is_found_before_training(tmp_path, monkeypa
 def test_a_planned_sweep_with_a_held_variable_validates(tmp_path):
     """--set n_experts holds one free variable: params is then only reported, not matched, and
     validation checks what the search matched, not everything --match named."""
-    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+    from matcher.plan.planner import build_sweep, make_plan
+    from matcher.plan.request import PlanRequest
 
     plan = make_plan(PlanRequest(target="la-tiny", variants="dr", set_fields=["n_experts=4"]))
     path = write_sweep(build_sweep(plan), tmp_path / "held.yaml")
@@ -225,7 +227,8 @@ def test_a_planned_sweep_with_a_held_variable_validates(tmp_path):
 
 
 def test_memory_matched_sweeps_take_a_micro_batch_edit(tmp_path):
-    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+    from matcher.plan.planner import build_sweep, make_plan
+    from matcher.plan.request import PlanRequest
 
     plan = make_plan(PlanRequest(target="la-tiny", variants="dr", match="flops,memory", tolerance=0.05))
     data = build_sweep(plan).to_dict()
@@ -254,7 +257,8 @@ def test_shards_of_another_tokenizer_are_found_before_training(tmp_path, monkeyp
 
 
 def test_inference_memory_is_recorded_and_an_edit_that_unmatches_it_is_refused(tmp_path):
-    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+    from matcher.plan.planner import build_sweep, make_plan
+    from matcher.plan.request import PlanRequest
 
     plan = make_plan(PlanRequest(target="la-1b", variants="dr_da", depth=16, inference_batch=2))
     data = build_sweep(plan).to_dict()
@@ -276,7 +280,8 @@ def test_inference_memory_is_recorded_and_an_edit_that_unmatches_it_is_refused(t
 def test_a_sweep_with_old_names_loads_with_one_notice(tmp_path, capsys):
     """Sweeps written before a quantity had one name (meta.matched inference_memory, predicted
     training_memory_bytes) load under the current names, with one notice naming what to rename."""
-    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+    from matcher.plan.planner import build_sweep, make_plan
+    from matcher.plan.request import PlanRequest
 
     path = write_sweep(build_sweep(make_plan(PlanRequest(target="la-1b", variants="dr"))), tmp_path / "s.yaml")
     current = load_sweep(path)

@@ -47,7 +47,8 @@ FORMS = {"chain": "math", "latent": "math-latent"}  # the demo's two forms of th
 
 def demo_sweep(scale: DemoScale, form: str = "chain"):
     """Plan la-tiny vs dr, dr_da and set the demo's training settings (the same for every run)."""
-    from matcher.plan.planner import PlanRequest, build_sweep, make_plan
+    from matcher.plan.planner import build_sweep, make_plan
+    from matcher.plan.request import PlanRequest
 
     tokens = scale.latent_tokens if form == "latent" else scale.total_tokens
     request = PlanRequest(target="la-tiny", variants="dr,dr_da", tokens=tokens,

@@ -1,21 +1,108 @@
-"""`matcher plan`: match the variants to the target, check the chosen configs on the real modules,
-print the comparison and write the sweep."""
+"""`matcher plan`: its options (one per PlanRequest field, with the help text here), then match the
+variants to the target, check the chosen configs on the real modules, print the comparison and write
+the sweep."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+import typing
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from matcher import fmt
+from matcher.atomic import write_text_atomic
+from matcher.config import dump_yaml
 from matcher.console import Activity, escape, notice, out
+from matcher.cost import measured as measure
 from matcher.cost.analytic import forward_flops_per_token, param_counts
+from matcher.cost.gpu_hours import DEVICES, device
+from matcher.data.overlap import sweep_overlap_warnings
 from matcher.errors import MatcherError
+from matcher.plan.ladder import Ladder, manifest, plan_ladder
 from matcher.plan.launch import LaunchCost, launch_cost
-from matcher.plan.planner import Plan, PlanRequest, build_sweep, make_plan
+from matcher.plan.planner import Plan, build_sweep, make_plan
+from matcher.plan.request import PlanRequest, option_flag
 from matcher.plan.search import NEIGHBOURHOOD_STEPS
+from matcher.plan.sweep import check_before_writing, write_sweep
 
 MEASURE_RTOL = 1e-3  # analytic and measured counts of the chosen configs must agree to 0.1%
+
+
+def _help(text: str, **limits: Any) -> dict[str, Any]:
+    return {"help": text, **limits}
+
+
+# the command line of each PlanRequest field: its help text and the limits typer checks
+OPTIONS = {
+    "target": _help("Target: preset name or model-config YAML."),
+    "variants": _help("Comma-separated variants to match: la, dr, dr_da."),
+    "flops": _help("Budget instead of --target: training FLOPs per token."),
+    "params": _help("Budget instead of --target: total parameters."),
+    "align": _help("d_ff is a multiple of this (default 64; d_ff/4 for targets narrower "
+                                "than 256).", min=1),
+    "match": _help("Quantities to match: flops, params, inference_memory_bytes "
+                         "(weights + SA KV + DA caches), train_memory_bytes (one step at the micro-batch), body_flops, "
+                         "body_params (non-embedding: without the token embedding and LM head)."),
+    "free": _help("Free variables: d_ff,n_experts and optionally one of router_rank, "
+                               "n_kv_heads, top_k (default: chosen by the search when needed)."),
+    "inference_batch": _help("Sequences decoded at once, for inference memory.", min=1),
+    "inference_context": _help("Context tokens per sequence, for inference memory "
+                                            "(default: seq_len).", min=1),
+    "max_memory_ratio": _help("Hard limit: training memory at most R x the target's."),
+    "tolerance": _help("Largest residual that counts as matched (default 0.5%; 2% for "
+                                      "targets whose expert is narrower than 128 and for budgets).", min=0),
+    "tokens": _help("Training tokens per run (default 20 x the target's parameters).", min=1),
+    "batch": _help("Sequences per step (default: scaled to compute).", min=1),
+    "micro_batch": _help("Sequences per forward on one GPU: gradient accumulation (same "
+                                      "steps, less memory).", min=1),
+    "seq_len": _help("Tokens per sequence (default: the target's).", min=1),
+    "vocab_size": _help("Vocabulary of the target and variants (default: the target's).", min=1),
+    "ladder": _help("Instead of --target: comma-separated targets, smallest first (such as "
+                                 "la-100m,la-1b,la-2b): one sweep per rung and a ladder manifest."),
+    "seeds": _help("Comma-separated seeds; several give runs <variant>-s<seed>."),
+    "grid": _help("A hyperparameter grid, repeatable: train.FIELD=V1,V2,... (xM: M x the "
+                                     "plan's value, such as train.lr=x0.33,x1,x3); VARIANT:train.FIELD=... for "
+                                     "one variant. Runs are the product of the grids and --seeds, named "
+                                     "<variant>-lr1e-3[-s0]."),
+    "base": _help("Shape of the family when budgets are given."),
+    "depth": _help("Variants' depth (default: the target's).", min=1),
+    "d_model": _help("Variants' width; keeps the head width.", min=1),
+    "top_k": _help("Variants' experts per token.", min=1),
+    "da_heads": _help("Depth-attention heads (dr_da).", min=1),
+    "set_fields": _help("Any model field of the variants: key=value (setting d_ff "
+                                           "or n_experts holds it); train.FIELD=VALUE: a training setting of "
+                                           "every run (data, eval_data, lr, loss_on, ...)."),
+    "tokenizer": _help("A Hugging Face tokenizer.json (or char): every run's vocab_size is "
+                                    "its size padded to a multiple of 64, set before matching."),
+    "gpu": _help(f"Device for the GPU-hours before launch: {', '.join(DEVICES)} (peak dense "
+                       "bf16 from the vendor's datasheet)."),
+    "mfu": _help("Assumed model FLOPs utilization for the GPU-hours: the share of the "
+                         "device's peak the training reaches."),
+    "causal_half": _help("Halve sequence-attention score FLOPs (causal mask)."),
+    "recompute": _help("Activation recomputation in training: none | full."),
+    "activation_dtype": _help("Saved activations: bf16 (GPU autocast) | fp32."),
+}
+
+
+def with_request_options(command: Callable) -> Callable:
+    """`matcher plan`'s signature: the command's own options, then one per PlanRequest field (OPTIONS)."""
+    hints = typing.get_type_hints(PlanRequest)
+    own_hints = typing.get_type_hints(command, include_extras=True)
+    own = [p.replace(annotation=own_hints[p.name]) for p in inspect.signature(command).parameters.values()
+           if p.kind is not p.VAR_KEYWORD]
+    added = []
+    for option in dataclasses.fields(PlanRequest):
+        added.append(inspect.Parameter(
+            option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
+            annotation=Annotated[hints[option.name], typer.Option(option_flag(option), **OPTIONS[option.name])]))
+    command.__signature__ = inspect.Signature([*own, *added])
+    return command
 
 
 def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
@@ -28,24 +115,21 @@ def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_r
         if measure:
             status.update("measured check: building the chosen configs on the meta device")
             checks = measured_check(plan)
-    for line in plan.notices + repeat_notices(launch_cost(plan, request.gpu, request.mfu)):
+    launch = launch_cost(plan, request.gpu, request.mfu)
+    for line in plan.notices + repeat_notices(launch):
         notice(line)
     sweep = build_sweep(plan)
-    from matcher.data.overlap import sweep_overlap_warnings
-
     for line in sweep_overlap_warnings(sweep):
         notice(line)
     path = out_path or plan.default_path()
-    from matcher.plan.sweep import check_before_writing, write_sweep
-
     check_before_writing(sweep, path)  # a dry run fails where the real one would
     if not dry_run:
         write_sweep(sweep, path, force=force)
-    result = plan_result(plan, checks, path, written=not dry_run)
+    result = plan_result(plan, launch, checks, path, written=not dry_run)
     if as_json:
         out().print_json(json.dumps(result))
     else:
-        print_plan(plan, checks, path, written=not dry_run)
+        print_plan(plan, launch, checks, path, written=not dry_run)
     return result
 
 
@@ -55,8 +139,6 @@ def measured_check(plan: Plan) -> list[dict[str, Any]]:
     because then the match was made on numbers the models do not have. The modules are counted at depths
     1-3 and extrapolated exactly (measured.measured_costs_from_three_depths). A given target model is not
     re-counted here (`matcher cost <target>` does)."""
-    from matcher.cost import measured as measure
-
     conv, seq_len = plan.spec.conventions, plan.train.seq_len
     rows = []
     for run in (run for run in plan.runs if run.match is not None):
@@ -80,7 +162,8 @@ def measured_check(plan: Plan) -> list[dict[str, Any]]:
     return rows
 
 
-def plan_result(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, written: bool) -> dict[str, Any]:
+def plan_result(plan: Plan, launch: LaunchCost, checks: list[dict[str, Any]] | None, path: Path,
+                written: bool) -> dict[str, Any]:
     reference = plan.target.predicted
     runs = []
     for run in plan.runs:
@@ -95,7 +178,6 @@ def plan_result(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, wri
                        steps=m.steps, evaluations=m.evaluations, converged=m.converged, notes=list(m.notes),
                        align=m.align)
         runs.append(row)
-    launch = launch_cost(plan, plan.request.gpu, plan.request.mfu)
     return {"launch": launch.to_dict(), "target": plan.target_label, "variants": plan.variants,
             "matched": list(plan.matched),
             "targets": plan.spec.targets, "align": plan.spec.align, "tolerance": plan.spec.tolerance,
@@ -121,14 +203,48 @@ def memory_matched(plan: Plan) -> str:
     return "; ".join(named) or "none (memory is reported, not matched)"
 
 
-def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, written: bool) -> None:
-    from rich.table import Table
-
+def print_plan(plan: Plan, launch: LaunchCost, checks: list[dict[str, Any]] | None, path: Path,
+               written: bool) -> None:
     console = out()
-    reference = plan.target.predicted
     console.print(f"[bold]plan[/]: {escape(', '.join(plan.variants))} matched to [bold]{escape(plan.target_label)}[/] "
                   f"on {', '.join(plan.matched)} within {plan.spec.tolerance:.1%}")
     console.print(f"memory matched: {memory_matched(plan)}", markup=False)
+    print_runs(plan)
+    print_body_and_totals(plan)
+    train = plan.train
+    held = (f"micro-batches of {train.micro_batch_size} x {train.seq_len} tokens on one process, batch "
+            f"{train.batch_size}" if train.micro_batch_size else f"batch {train.batch_size} x {train.seq_len} tokens")
+    console.print(f"Δ = cost / target - 1; memory and caches as multiples of the target's (training: {held}; "
+                  f"inference: one sequence of {train.seq_len})", markup=False)
+    console.print("[dim]search: coordinate descent (d_ff on FLOPs, n_experts on params and memory), then the "
+                  f"best point within d_ff +-{NEIGHBOURHOOD_STEPS} aligned steps; score: max |Δ| over the "
+                  "matched quantities, ties by the sum of Δ²; d_ff (/N): d_ff a multiple of N; the lattice and "
+                  "any third free variable chosen are in the notices above[/]")
+    console.print(f"training (every run): {fmt.si(train.total_tokens)} tokens, {train.batch_size} x "
+                  f"{train.seq_len} tokens per step ({train.total_steps} steps), peak lr {train.lr:g}, "
+                  f"evals at {', '.join(fmt.si(t) for t in train.eval_tokens)} tokens, data {train.data}, "
+                  f"tokenizer {train.tokenizer['path'] if isinstance(train.tokenizer, dict) else train.tokenizer} "
+                  f"(vocab_size {plan.target.config.vocab_size:,}), "
+                  f"seeds {', '.join(map(str, plan.seeds))}", markup=False)  # data and tokenizer: user paths
+    print_launch_cost(launch)
+    if checks:
+        print_measured_check(checks)
+    console.print("[dim]conventions:[/]")
+    for line in plan.spec.conventions.describe():
+        console.print(f"[dim]  - {escape(line)}[/]")
+    runs = plan.n_runs
+    if written:
+        console.print(f"wrote [bold]{escape(path.as_posix())}[/] ({runs} runs); "
+                      f"check it with `matcher sweep show {escape(path.as_posix())}`")
+    else:
+        console.print(f"dry run: would write {path.as_posix()} ({runs} runs)", markup=False)
+
+
+def print_runs(plan: Plan) -> None:
+    """Each run's shape and its costs beside the target's."""
+    from rich.table import Table
+
+    reference = plan.target.predicted
     table = Table()
     for col in ("run", "role", "depth", "d_ff", "experts", "params", "Δ params", "train FLOPs/token",
                 "Δ FLOPs", "Δ inference mem", "train memory", "KV+DA cache", "steps", "evals"):
@@ -146,43 +262,21 @@ def print_plan(plan: Plan, checks: list[dict[str, Any]] | None, path: Path, writ
             fmt.ratio(p["train_memory_bytes"] / reference["train_memory_bytes"]),
             fmt.ratio(_ratio(p["inference_cache_bytes"], reference["inference_cache_bytes"])),
             str(m.steps) if m else "-", str(m.evaluations) if m else "-")
-    console.print(table)
-    print_body_and_totals(plan)
-    train = plan.train
-    held = (f"micro-batches of {train.micro_batch_size} x {train.seq_len} tokens on one process, batch "
-            f"{train.batch_size}" if train.micro_batch_size else f"batch {train.batch_size} x {train.seq_len} tokens")
-    console.print(f"Δ = cost / target - 1; memory and caches as multiples of the target's (training: {held}; "
-                  f"inference: one sequence of {train.seq_len})", markup=False)
-    console.print("[dim]search: coordinate descent (d_ff on FLOPs, n_experts on params and memory), then the "
-                  f"best point within d_ff +-{NEIGHBOURHOOD_STEPS} aligned steps; score: max |Δ| over the "
-                  "matched quantities, ties by the sum of Δ²; d_ff (/N): d_ff a multiple of N; the lattice and "
-                  "any third free variable chosen are in the notices above[/]")
-    console.print(f"training (every run): {fmt.si(train.total_tokens)} tokens, {train.batch_size} x "
-                  f"{train.seq_len} tokens per step ({train.total_steps} steps), peak lr {train.lr:g}, "
-                  f"evals at {', '.join(fmt.si(t) for t in train.eval_tokens)} tokens, data {train.data}, "
-                  f"tokenizer {train.tokenizer['path'] if isinstance(train.tokenizer, dict) else train.tokenizer} "
-                  f"(vocab_size {plan.target.config.vocab_size:,}), "
-                  f"seeds {', '.join(map(str, plan.seeds))}", markup=False)  # data and tokenizer: user paths
-    print_launch_cost(launch_cost(plan, plan.request.gpu, plan.request.mfu))
-    if checks:
-        measured = Table(title="Measured check (real modules on the meta device)", title_justify="left")
-        for col in ("run", "params", "measured", "diff", "forward FLOPs/token", "measured", "diff"):
-            measured.add_column(col, justify="left" if col == "run" else "right")
-        for r in checks:
-            measured.add_row(escape(r["run"]), fmt.count(r["params"]), fmt.count(r["measured_params"]),
-                             fmt.percent(r["params_diff"], 3), fmt.si(r["forward_flops_per_token"], digits=6),
-                             fmt.si(r["measured_forward_flops_per_token"], digits=6),
-                             fmt.percent(r["flops_diff"], 3))
-        console.print(measured)
-    console.print("[dim]conventions:[/]")
-    for line in plan.spec.conventions.describe():
-        console.print(f"[dim]  - {escape(line)}[/]")
-    runs = plan.n_runs
-    if written:
-        console.print(f"wrote [bold]{escape(path.as_posix())}[/] ({runs} runs); "
-                      f"check it with `matcher sweep show {escape(path.as_posix())}`")
-    else:
-        console.print(f"dry run: would write {path.as_posix()} ({runs} runs)", markup=False)
+    out().print(table)
+
+
+def print_measured_check(checks: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    measured = Table(title="Measured check (real modules on the meta device)", title_justify="left")
+    for col in ("run", "params", "measured", "diff", "forward FLOPs/token", "measured", "diff"):
+        measured.add_column(col, justify="left" if col == "run" else "right")
+    for r in checks:
+        measured.add_row(escape(r["run"]), fmt.count(r["params"]), fmt.count(r["measured_params"]),
+                         fmt.percent(r["params_diff"], 3), fmt.si(r["forward_flops_per_token"], digits=6),
+                         fmt.si(r["measured_forward_flops_per_token"], digits=6),
+                         fmt.percent(r["flops_diff"], 3))
+    out().print(measured)
 
 
 def print_body_and_totals(plan: Plan) -> None:
@@ -207,7 +301,6 @@ def print_launch_cost(launch: LaunchCost) -> None:
     """GPU-hours per run group and for the sweep, and the data each run reads against what is on disk."""
     from rich.table import Table
 
-    from matcher.cost.gpu_hours import device
     from matcher.data.streams import MATH_DATA
 
     console = out()
@@ -246,13 +339,6 @@ def repeat_notices(launch: LaunchCost) -> list[str]:
 def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
                    measure: bool) -> dict[str, Any]:
     """`matcher plan --ladder`: one sweep per rung beside a ladder manifest (--out names the manifest)."""
-    from datetime import datetime, timezone
-
-    from matcher.atomic import write_text_atomic
-    from matcher.config import dump_yaml
-    from matcher.plan.ladder import manifest, plan_ladder
-    from matcher.plan.sweep import check_before_writing, write_sweep
-
     with Activity("planning the ladder") as status:
         ladder = plan_ladder(request, progress=status.update)
         checks = [measured_check(plan) for plan in ladder.plans] if measure else [None] * len(ladder.plans)
@@ -263,8 +349,9 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
         raise MatcherError(f"{', '.join(p.as_posix() for p in existing)} exist; pass --force to overwrite them "
                            "or --out to write the ladder elsewhere")
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for plan in ladder.plans:
-        for line in plan.notices + repeat_notices(launch_cost(plan, request.gpu, request.mfu)):
+    launches = [launch_cost(plan, request.gpu, request.mfu) for plan in ladder.plans]
+    for plan, launch in zip(ladder.plans, launches):
+        for line in plan.notices + repeat_notices(launch):
             notice(f"{plan.target_label}: {line}")
     data = manifest(ladder, sweep_paths, created)
     sweeps = [build_sweep(plan, created) for plan in ladder.plans]
@@ -276,11 +363,16 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
             write_sweep(sweep, sweep_path, force=True)
         write_text_atomic(path, "# matcher ladder: one sweep per rung under one rule set.\n" + dump_yaml(data))
     result = {**data, "manifest": path.as_posix(), "written": not dry_run,
-              "plans": [plan_result(plan, check, sweep_path, not dry_run)
-                        for plan, check, sweep_path in zip(ladder.plans, checks, sweep_paths)]}
+              "plans": [plan_result(plan, launch, check, sweep_path, not dry_run)
+                        for plan, launch, check, sweep_path in zip(ladder.plans, launches, checks, sweep_paths)]}
     if as_json:
         out().print_json(json.dumps(result))
-        return result
+    else:
+        print_ladder(ladder, data, sweep_paths, path, dry_run)
+    return result
+
+
+def print_ladder(ladder: Ladder, data: dict[str, Any], sweep_paths: list[Path], path: Path, dry_run: bool) -> None:
     from rich.table import Table
 
     console = out()
@@ -301,4 +393,3 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
     console.print(table)
     verb = "wrote" if not dry_run else "dry run: would write"
     console.print(f"{verb} [bold]{escape(path.as_posix())}[/] and {len(sweep_paths)} sweeps beside it")
-    return result

@@ -216,22 +216,6 @@ def _flop_counter_forward(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[d
     return inclusive, float(counter.get_total_flops())
 
 
-def measured_backward_flops(cfg: ModelConfig, seq_len: int, batch: int = 1) -> float:
-    """Backward FLOPs per token (all parameter and input gradients), counted by FlopCounterMode on the
-    meta device with attention at full T^2. The math path makes this exactly 2x the forward. Totals only:
-    FlopCounterMode attributes backward ops to modules unreliably when a module is applied repeatedly."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = _meta_model(cfg)
-    idx = _meta_tokens(seq_len, batch)
-    logits = model(idx)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        logits.backward(torch.ones_like(logits))
-    return counter.get_total_flops() / (batch * seq_len)
-
-
 def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
     """fvcore handle: QK^T and AV, each B * heads * Tq * Tk * head_dim MACs (full T^2, also when causal;
     `causal_half` applies the convention afterwards)."""

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from matcher.atomic import sha256_file, write_text_atomic
-from matcher.data.problems import prompt_text
+from matcher.data.problems import document_parts
 from matcher.data.tokenizer import Tokenizer
 from matcher.errors import DataError
 
@@ -73,7 +73,8 @@ def record_pieces(record, where: str) -> list[Piece]:
     if isinstance(record, dict) and isinstance(record.get("text"), str):
         return [(TEXT, record["text"], True)]
     if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("question", "answer")):
-        return [(TEXT, prompt_text(record["question"].strip()), False), (TEXT, " " + record["answer"].strip(), True)]
+        prompt, answer = document_parts(record["question"].strip(), record["answer"].strip())
+        return [(TEXT, prompt, False), (TEXT, answer, True)]
     messages = record.get("messages") if isinstance(record, dict) else None
     if isinstance(messages, list) and messages and all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)

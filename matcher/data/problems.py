@@ -31,8 +31,10 @@ def prompt_text(question: str) -> str:
     return f"Q: {question} A:"
 
 
-def document_text(problem: Problem) -> str:
-    return f"{prompt_text(problem.question)} {problem.answer}"
+def document_parts(question: str, answer: str) -> tuple[str, str]:
+    """A problem's training document in its two parts: the prompt (not trained on) and the answer that
+    follows it (trained on); together `Q: <question> A: <answer>`."""
+    return prompt_text(question), f" {answer}"
 
 
 def normalise_number(text: str) -> str:

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from matcher.data import math_task, shards
-from matcher.data.problems import prompt_text
+from matcher.data.problems import document_parts
 from matcher.data.tokenizer import CHAR, VOCAB_SIZE, Tokenizer
 from matcher.errors import DataError
 
@@ -58,8 +58,10 @@ class MathStream:
             problem = math_task.make_problem(rng, self.n_steps)
             if problem.question in self.exclude:
                 continue
-            prompt = [tok.bos_id, *tok.encode(prompt_text(problem.question))]
-            answer = [*tok.encode(" " + (f"#### {problem.final}" if self.latent else problem.answer)), tok.eos_id]
+            prompt_part, answer_part = document_parts(
+                problem.question, f"#### {problem.final}" if self.latent else problem.answer)
+            prompt = [tok.bos_id, *tok.encode(prompt_part)]
+            answer = [*tok.encode(answer_part), tok.eos_id]
             tokens += prompt + answer
             mask += [0] * len(prompt) + [1] * len(answer)
         rows = (np.asarray(tokens[:self.row_tokens], dtype=np.int64),

@@ -79,10 +79,6 @@ class Tokenizer:
         encoding where the caller has it, so it is not encoded again."""
         return 0
 
-    def encode_document(self, text: str) -> list[int]:
-        """A training document: BOS, the text, EOS."""
-        return [self.bos_id, *self.encode(text), self.eos_id]
-
     def decode(self, ids) -> str:
         """Text of `ids` up to the first EOS; PAD and BOS are dropped (as are ids outside the
         vocabulary, which a model with a padded vocabulary can emit)."""

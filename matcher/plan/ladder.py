@@ -17,15 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from matcher.errors import ConfigError
-from matcher.plan.planner import (
-    BATCH_TOKENS_FIT,
-    LR_FIT,
-    TOKENS_BASES,
-    TOKENS_PER_PARAM,
-    Plan,
-    PlanRequest,
-    make_plan,
-)
+from matcher.plan.planner import BATCH_TOKENS_FIT, LR_FIT, TOKENS_PER_PARAM, Plan, make_plan
+from matcher.plan.request import TOKENS_BASES, PlanRequest
 
 LADDER_FORMAT = 1
 # Options that would break the shared rule: each rung's tokens, batch and rate follow from its size.

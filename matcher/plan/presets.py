@@ -91,6 +91,7 @@ def resolve_preset(typed: str) -> Resolved:
 
 
 def get_preset(name: str) -> ModelConfig:
+    """The preset's config, by any name resolve_preset accepts."""
     return PRESETS[resolve_preset(name).name]()
 
 
@@ -103,7 +104,7 @@ def load_target(spec: str) -> tuple[ModelConfig, Resolved | None]:
     if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
         return load_model_config(spec), None
     resolved = resolve_preset(spec)
-    return PRESETS[resolved.name](), resolved
+    return get_preset(resolved.name), resolved
 
 
 @preset("olmoe-1b-7b")

@@ -409,77 +409,26 @@ def _fixed_part(cfg: ModelConfig, spec: MatchSpec, quantity: str) -> str:
 
 
 def match(base: ModelConfig, spec: MatchSpec, held: Iterable[str] = (), label: str | None = None) -> Match:
-    """Match `base` (the variant with everything but the free variables set) to `spec.targets`.
-    `held`: free variables the user fixed ("d_ff", "n_experts"); they keep base's values.
+    """Match `base` (the variant with everything but the free variables set) to `spec.targets` on the
+    spec.align lattice. `held`: free variables the user fixed ("d_ff", "n_experts"); they keep base's values.
 
     With spec.third, that variable is scanned (third_values) and the 2-D search run at each value; the
-    best point wins. With spec.auto, the lattice is spec.align, halved while the tolerance is missed
-    (down to AUTO_ALIGN_FLOOR), and then each third variable in turn until one meets it; the notes say
-    what was chosen and why."""
+    best point wins. What else is tried when the tolerance is missed (spec.auto) is
+    matcher.plan.alternatives'."""
     spec.check()
     label = label or base.variant
     held = set(held) | spec.held
     if spec.third is not None:
-        return _finish(_match_third(base, spec, held, label, spec.third), spec, label)
-    if not spec.auto:
-        return _finish(_match_lattice(base, spec, held, label), spec, label)
-    return _finish(_match_auto(base, spec, held, label), spec, label)
+        return finish(match_third(base, spec, held, label, spec.third), spec, label)
+    return finish(match_lattice(base, spec, held, label), spec, label)
 
 
-def _worst(found: Match) -> float:
+def worst_residual(found: Match) -> float:
     return max((abs(found.residuals[q]) for q in found.solved), default=0.0)
 
 
-def _listing(found: Match) -> str:
+def listing(found: Match) -> str:
     return ", ".join(f"{q} {found.residuals[q]:+.2%}" for q in found.solved)
-
-
-def _match_auto(base: ModelConfig, spec: MatchSpec, held: set[str], label: str) -> Match:
-    found = _match_lattice(base, spec, held, label)
-    evaluations = found.evaluations
-    if _worst(found) <= spec.tolerance or "d_ff" not in found.free and "n_experts" not in found.free:
-        return found
-    tried = [f"d_ff a multiple of {found.align}: {_listing(found)}"]
-    best, aligns, align = found, [spec.align], spec.align
-    while "d_ff" in found.free and align // 2 >= AUTO_ALIGN_FLOOR and align % 2 == 0:
-        align //= 2
-        aligns.append(align)
-        finer = _match_lattice(base, dataclasses.replace(spec, align=align), held, label)
-        evaluations += finer.evaluations
-        if _worst(finer) < _worst(best):
-            best = finer
-        if _worst(finer) <= spec.tolerance:
-            note = (f"lattice: d_ff a multiple of {align}, because with {spec.align} the best point was off by "
-                    f"{_worst(found):.2%} (tolerance {spec.tolerance:.1%})")
-            return dataclasses.replace(finer, evaluations=evaluations, notes=finer.notes + (note,))
-        tried.append(f"a multiple of {align}: {_listing(finer)}")
-    for third in _third_candidates(base, best, held, spec.tolerance):
-        for align in aligns:  # the coarsest lattice that meets the tolerance with this variable
-            try:
-                scanned = _match_third(base, dataclasses.replace(spec, align=align), held, label, third)
-            except MatchError:
-                continue
-            evaluations += scanned.evaluations
-            if _worst(scanned) <= spec.tolerance:
-                note = (f"third free variable {third} = {getattr(scanned.config, third)} (the target's "
-                        f"{getattr(base, third)}), d_ff a multiple of {align}: with d_ff and n_experts alone the "
-                        f"best was {'; '.join(tried)}; {THIRD_VARIABLES[third]}")
-                return dataclasses.replace(scanned, evaluations=evaluations, notes=scanned.notes + (note,))
-            if _worst(scanned) < _worst(best):
-                best = scanned
-    return dataclasses.replace(best, evaluations=evaluations)
-
-
-def _third_candidates(base: ModelConfig, found: Match, held: set[str], tolerance: float) -> list[str]:
-    """Third free variables worth trying, most useful first: n_kv_heads when inference memory (which
-    holds the SA KV cache) misses the tolerance, then the low-rank router (fine steps), then top_k."""
-    off = {q for q in found.solved if abs(found.residuals[q]) > tolerance}
-    order = []
-    if "inference_memory_bytes" in off:
-        order.append("n_kv_heads")
-    if base.is_moe:
-        order += ["router_rank", "top_k"]
-    return [name for name in order if name not in held]
 
 
 def third_values(base: ModelConfig, third: str) -> list[int]:
@@ -501,7 +450,7 @@ def third_values(base: ModelConfig, third: str) -> list[int]:
     return [current, *(v for v in values if v != current)]
 
 
-def _match_third(base: ModelConfig, spec: MatchSpec, held: set[str], label: str, third: str) -> Match:
+def match_third(base: ModelConfig, spec: MatchSpec, held: set[str], label: str, third: str) -> Match:
     """The 2-D search at every value of `third`; the best point over all of them (ties: the earlier
     value, so the target's own value wins a tie)."""
     plain = dataclasses.replace(spec, third=None, auto=False)
@@ -512,7 +461,7 @@ def _match_third(base: ModelConfig, spec: MatchSpec, held: set[str], label: str,
             changes["n_experts"] = max(base.n_experts, value)
         try:
             candidate = base.replace(**changes)
-            found = _match_lattice(candidate, plain, held, label)
+            found = match_lattice(candidate, plain, held, label)
         except (MatchError, ConfigError):
             continue
         evaluations += found.evaluations
@@ -524,18 +473,17 @@ def _match_third(base: ModelConfig, spec: MatchSpec, held: set[str], label: str,
     return dataclasses.replace(best, free=free, evaluations=evaluations)
 
 
-def _finish(found: Match, spec: MatchSpec, label: str) -> Match:
-    """The tolerance check: a solved quantity beyond it is an error that gives each gap and the
-    variable that would close it."""
+def finish(found: Match, spec: MatchSpec, label: str, tried: str | None = None) -> Match:
+    """The tolerance check: a solved quantity beyond it is an error that gives each gap and, where
+    nothing else was `tried` (matcher.plan.alternatives), the variable that would close it."""
     worst = [q for q in found.solved if abs(found.residuals[q]) > spec.tolerance]
     if not worst:
         return found
     config = found.config
     cause = "under the memory limit" if spec.max_memory_bytes is not None else "together"
     closers = [name for name in _closers(worst, config) if name not in found.free]
-    if spec.auto:  # the lattice and every third variable were tried already
-        hint = (f"; the search tried d_ff multiples down to {AUTO_ALIGN_FLOOR} and the third free variables "
-                f"{', '.join(THIRD_VARIABLES)}")
+    if tried is not None:
+        hint = f"; the search tried {tried}"
     elif closers:
         hint = (f"; a third free variable would close the gap: --free {','.join(found.free[:2])},{closers[0]} "
                 f"({THIRD_VARIABLES[closers[0]]})")
@@ -543,7 +491,7 @@ def _finish(found: Match, spec: MatchSpec, label: str) -> Match:
         hint = ""
     raise MatchError(f"{label}: {' and '.join(QUANTITY_LABELS[q] for q in worst)} cannot be matched "
                      f"{cause}: the best config (d_ff {config.d_ff}, n_experts {config.n_experts}) has "
-                     f"{_listing(found)} (tolerance {spec.tolerance:.1%}){hint}")
+                     f"{listing(found)} (tolerance {spec.tolerance:.1%}){hint}")
 
 
 def _closers(worst: list[str], config: ModelConfig) -> list[str]:
@@ -551,7 +499,7 @@ def _closers(worst: list[str], config: ModelConfig) -> list[str]:
     return order + (["router_rank", "top_k"] if config.is_moe else [])
 
 
-def _match_lattice(base: ModelConfig, spec: MatchSpec, held: set[str], label: str) -> Match:
+def match_lattice(base: ModelConfig, spec: MatchSpec, held: set[str], label: str) -> Match:
     """The bivariate coordinate descent on the spec.align lattice (no tolerance check)."""
     groups, notes = _groups(base, spec, held)
     search = _Search(base, spec, groups)

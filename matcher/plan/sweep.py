@@ -16,13 +16,12 @@ from matcher.config import ModelConfig, TrainConfig, dump_yaml, field_problems, 
 from matcher.cost.analytic import (
     Conventions,
     body_train_flops_per_token,
-    inference_memory_bytes,
     memory,
     param_counts,
     train_flops_per_token,
 )
 from matcher.errors import ConfigError, MatcherError
-from matcher.plan.search import current_names, renamed_notice
+from matcher.plan.search import MatchSpec, costs_of, current_names, renamed_notice
 
 SWEEP_FORMAT = 1
 ROLES = ("target", "variant")
@@ -141,6 +140,25 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
     """All problems of a parsed sweep file, and the Sweep when there are none."""
     if not isinstance(data, dict):
         return [f"top level: expected a mapping with matcher_sweep, meta and runs, got {type(data).__name__}"], None
+    problems, meta, conv = _top_level_problems(data)
+    runs_data = data.get("runs")
+    runs: list[Run] = []
+    if not isinstance(runs_data, list) or not runs_data:
+        problems.append("runs: must be a non-empty list of runs")
+        runs_data = []
+    for i, run_data in enumerate(runs_data):
+        run_problems, run = _run_problems(run_data, f"runs[{i}]", conv)
+        problems += run_problems
+        if run is not None:
+            runs.append(run)
+    problems += _across_runs_problems(runs_data, runs, meta, conv)
+    if problems or meta is None:
+        return problems, None
+    return [], Sweep(meta=meta, runs=runs)
+
+
+def _top_level_problems(data: dict) -> tuple[list[str], SweepMeta | None, Conventions]:
+    """The format, the top-level keys and meta; the conventions the costs are computed under."""
     problems = []
     for key in data:
         if key not in ("matcher_sweep", "meta", "runs"):
@@ -156,55 +174,59 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
             conv = Conventions(**meta.conventions)
         except (TypeError, ConfigError) as err:
             problems.append(f"meta.conventions: {err}")
-    runs_data = data.get("runs")
-    runs: list[Run] = []
-    if not isinstance(runs_data, list) or not runs_data:
-        problems.append("runs: must be a non-empty list of runs")
-        runs_data = []
-    for i, run_data in enumerate(runs_data):
-        where = f"runs[{i}]"
-        if not isinstance(run_data, dict):
-            problems.append(f"{where}: expected a mapping, got {type(run_data).__name__}")
-            continue
-        for key in run_data:
-            if key not in RUN_KEYS:
-                problems.append(f"{where}.{key}: {unknown_key(key, RUN_KEYS)}")
-        name = run_data.get("name")
-        if not isinstance(name, str) or not _RUN_NAME.match(name):
-            problems.append(f"{where}.name: must be a name of letters, digits, '.', '_' or '-', got {name!r}")
-        group = run_data.get("group", name)
-        if not isinstance(group, str):
-            problems.append(f"{where}.group: must be a string, got {group!r}")
-        role = run_data.get("role")
-        if role not in ROLES:
-            problems.append(f"{where}.role: must be one of {', '.join(ROLES)}, got {role!r}")
-        model_problems, model = field_problems(ModelConfig, run_data.get("model"), f"{where}.model")
-        train_problems, train = field_problems(TrainConfig, run_data.get("train"), f"{where}.train")
-        problems += model_problems + train_problems
-        if model is not None and train is not None and model.seq_len != train.seq_len:
-            # One context: the model is built for and trained at train.seq_len; a model.seq_len that
-            # differs would be a number the sweep records but nothing uses.
-            problems.append(f"{where}.model.seq_len: {model.seq_len} differs from {where}.train.seq_len "
-                            f"{train.seq_len}; the model's context and the training one are one setting: set "
-                            "both to the same value (or plan again with --seq-len)")
-        predicted = run_data.get("predicted", {})
-        if not isinstance(predicted, dict):
-            problems.append(f"{where}.predicted: must be a mapping of cost: number")
-            predicted = {}
-        else:
-            for key, value in predicted.items():
-                if key not in PREDICTED_KEYS + BODY_PREDICTED_KEYS:
-                    known = ", ".join(PREDICTED_KEYS + BODY_PREDICTED_KEYS)
-                    problems.append(f"{where}.predicted.{key}: unknown cost (known: {known})")
-                elif isinstance(value, bool) or not isinstance(value, (int, float)):
-                    problems.append(f"{where}.predicted.{key}: must be a number, got {value!r}")
-        own = (f"{where}.", f"{where}:")  # this run's problems, not those of runs[10] when where is runs[1]
-        if model is not None and train is not None and not any(p.startswith(own) for p in problems):
-            # Predictions are always recomputed from the configs: stale numbers in the file are neither
-            # trusted nor an error (micro_batch_size and recompute may be edited between attempts);
-            # whether the runs are still matched is checked below, on the fresh numbers.
-            runs.append(Run(name=name, group=group, role=role, model=model, train=train,
-                            predicted=predict(model, train, conv or Conventions())))
+    return problems, meta, conv or Conventions()
+
+
+def _run_problems(run_data: Any, where: str, conv: Conventions) -> tuple[list[str], Run | None]:
+    """One entry of runs: its problems, and the Run when its own fields are sound."""
+    if not isinstance(run_data, dict):
+        return [f"{where}: expected a mapping, got {type(run_data).__name__}"], None
+    problems = [f"{where}.{key}: {unknown_key(key, RUN_KEYS)}" for key in run_data if key not in RUN_KEYS]
+    name = run_data.get("name")
+    if not isinstance(name, str) or not _RUN_NAME.match(name):
+        problems.append(f"{where}.name: must be a name of letters, digits, '.', '_' or '-', got {name!r}")
+    group = run_data.get("group", name)
+    if not isinstance(group, str):
+        problems.append(f"{where}.group: must be a string, got {group!r}")
+    role = run_data.get("role")
+    if role not in ROLES:
+        problems.append(f"{where}.role: must be one of {', '.join(ROLES)}, got {role!r}")
+    model_problems, model = field_problems(ModelConfig, run_data.get("model"), f"{where}.model")
+    train_problems, train = field_problems(TrainConfig, run_data.get("train"), f"{where}.train")
+    problems += model_problems + train_problems
+    if model is not None and train is not None and model.seq_len != train.seq_len:
+        # One context: the model is built for and trained at train.seq_len; a model.seq_len that
+        # differs would be a number the sweep records but nothing uses.
+        problems.append(f"{where}.model.seq_len: {model.seq_len} differs from {where}.train.seq_len "
+                        f"{train.seq_len}; the model's context and the training one are one setting: set "
+                        "both to the same value (or plan again with --seq-len)")
+    problems += _predicted_problems(run_data.get("predicted", {}), where)
+    if problems or model is None or train is None:
+        return problems, None
+    # Predictions are always recomputed from the configs: stale numbers in the file are neither trusted
+    # nor an error (micro_batch_size and recompute may be edited between attempts); whether the runs are
+    # still matched is checked across the runs, on the fresh numbers.
+    return [], Run(name=name, group=group, role=role, model=model, train=train,
+                   predicted=predict(model, train, conv))
+
+
+def _predicted_problems(predicted: Any, where: str) -> list[str]:
+    if not isinstance(predicted, dict):
+        return [f"{where}.predicted: must be a mapping of cost: number"]
+    problems = []
+    for key, value in predicted.items():
+        if key not in PREDICTED_KEYS + BODY_PREDICTED_KEYS:
+            known = ", ".join(PREDICTED_KEYS + BODY_PREDICTED_KEYS)
+            problems.append(f"{where}.predicted.{key}: unknown cost (known: {known})")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{where}.predicted.{key}: must be a number, got {value!r}")
+    return problems
+
+
+def _across_runs_problems(runs_data: list, runs: list[Run], meta: SweepMeta | None,
+                          conv: Conventions) -> list[str]:
+    """What no single run shows: duplicate names, the one target, the matching, the data, one step size."""
+    problems = []
     names = [r.get("name") for r in runs_data if isinstance(r, dict)]
     for dup in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1}):
         problems.append(f"runs: run name {dup!r} appears more than once (names must be unique)")
@@ -218,15 +240,13 @@ def check_sweep_data(data: Any) -> tuple[list[str], Sweep | None]:
         problems.append(f"runs: runs of several groups have role: target ({', '.join(target_groups)}); a sweep "
                         "compares its variants with one target: keep one, make the others role: variant")
     if meta is not None and (len(target_groups) == 1 or (gridded and len(target_models) == 1)):
-        problems += _unmatched(runs, meta, conv or Conventions())
+        problems += _unmatched(runs, meta, conv)
     problems += _data_problems(runs)
     steps = {r.train.tokens_per_step for r in runs}
     if len(steps) > 1:
         problems.append(f"runs: tokens per step (batch_size x seq_len) differ between runs ({sorted(steps)}); "
                         "curves are only comparable with one value")
-    if problems or meta is None:
-        return problems, None
-    return [], Sweep(meta=meta, runs=runs)
+    return problems
 
 
 # the predicted cost that each quantity of meta.matched compares
@@ -244,11 +264,12 @@ def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]
     allowed = meta.tolerance * (2 if meta.target == "budget" else 1)
 
     def cost(run: Run, quantity: str) -> float:
-        if quantity == "train_memory_bytes" and meta.memory_batch:
-            return memory(run.model, batch=meta.memory_batch, seq_len=run.train.seq_len, conv=conv).training_bytes
-        if quantity == "inference_memory_bytes":
-            return inference_memory_bytes(run.model, meta.inference_batch,
-                                          meta.inference_context or run.train.seq_len, conv)
+        """The predicted cost, or for memory the search's (costs_of) at the batch and context it was matched at."""
+        if quantity == "inference_memory_bytes" or (quantity == "train_memory_bytes" and meta.memory_batch):
+            matched_at = MatchSpec(conventions=conv, batch=meta.memory_batch or 1, seq_len=run.train.seq_len,
+                                   inference_batch=meta.inference_batch,
+                                   inference_context=meta.inference_context or None)
+            return costs_of(run.model, matched_at, (quantity,))[quantity]
         return run.predicted[MATCHED_COST[quantity]]
 
     problems = []
