@@ -112,7 +112,7 @@ def plan(
 
 
 def _plan_command() -> Callable:
-    from matcher.commands.plan import with_request_options  # its options are built from PlanRequest
+    from matcher.commands.plan_options import with_request_options  # its options are built from PlanRequest
 
     return with_request_options(plan)
 

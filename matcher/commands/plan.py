@@ -1,19 +1,12 @@
-"""`matcher plan`: its options (one per PlanRequest field, with the help text here), then match the
-variants to the target, check the chosen configs on the real modules, print the comparison and write
-the sweep."""
+"""`matcher plan`: match the variants to the target, check the chosen configs on the real modules,
+print the comparison and write the sweep. Its options are in matcher/commands/plan_options.py."""
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
-import typing
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from matcher import fmt
 from matcher.atomic import write_text_atomic
@@ -21,88 +14,17 @@ from matcher.config import dump_yaml
 from matcher.console import Activity, escape, notice, out
 from matcher.cost import measured as measure
 from matcher.cost.analytic import forward_flops_per_token, param_counts
-from matcher.cost.gpu_hours import DEVICES, device
+from matcher.cost.gpu_hours import device
 from matcher.data.overlap import sweep_overlap_warnings
 from matcher.errors import MatcherError
 from matcher.plan.ladder import Ladder, manifest, plan_ladder
 from matcher.plan.launch import LaunchCost, launch_cost
 from matcher.plan.planner import Plan, build_sweep, make_plan
-from matcher.plan.request import PlanRequest, option_flag
+from matcher.plan.request import PlanRequest
 from matcher.plan.search import NEIGHBOURHOOD_STEPS
 from matcher.plan.sweep import check_before_writing, write_sweep
 
 MEASURE_RTOL = 1e-3  # analytic and measured counts of the chosen configs must agree to 0.1%
-
-
-def _help(text: str, **limits: Any) -> dict[str, Any]:
-    return {"help": text, **limits}
-
-
-# the command line of each PlanRequest field: its help text and the limits typer checks
-OPTIONS = {
-    "target": _help("Target: preset name or model-config YAML."),
-    "variants": _help("Comma-separated variants to match: la, dr, dr_da."),
-    "flops": _help("Budget instead of --target: training FLOPs per token."),
-    "params": _help("Budget instead of --target: total parameters."),
-    "align": _help("d_ff is a multiple of this (default 64; d_ff/4 for targets narrower "
-                                "than 256).", min=1),
-    "match": _help("Quantities to match: flops, params, inference_memory_bytes "
-                         "(weights + SA KV + DA caches), train_memory_bytes (one step at the micro-batch), body_flops, "
-                         "body_params (non-embedding: without the token embedding and LM head)."),
-    "free": _help("Free variables: d_ff,n_experts and optionally one of router_rank, "
-                               "n_kv_heads, top_k (default: chosen by the search when needed)."),
-    "inference_batch": _help("Sequences decoded at once, for inference memory.", min=1),
-    "inference_context": _help("Context tokens per sequence, for inference memory "
-                                            "(default: seq_len).", min=1),
-    "max_memory_ratio": _help("Hard limit: training memory at most R x the target's."),
-    "tolerance": _help("Largest residual that counts as matched (default 0.5%; 2% for "
-                                      "targets whose expert is narrower than 128 and for budgets).", min=0),
-    "tokens": _help("Training tokens per run (default 20 x the target's parameters).", min=1),
-    "batch": _help("Sequences per step (default: scaled to compute).", min=1),
-    "micro_batch": _help("Sequences per forward on one GPU: gradient accumulation (same "
-                                      "steps, less memory).", min=1),
-    "seq_len": _help("Tokens per sequence (default: the target's).", min=1),
-    "vocab_size": _help("Vocabulary of the target and variants (default: the target's).", min=1),
-    "ladder": _help("Instead of --target: comma-separated targets, smallest first (such as "
-                                 "la-100m,la-1b,la-2b): one sweep per rung and a ladder manifest."),
-    "seeds": _help("Comma-separated seeds; several give runs <variant>-s<seed>."),
-    "grid": _help("A hyperparameter grid, repeatable: train.FIELD=V1,V2,... (xM: M x the "
-                                     "plan's value, such as train.lr=x0.33,x1,x3); VARIANT:train.FIELD=... for "
-                                     "one variant. Runs are the product of the grids and --seeds, named "
-                                     "<variant>-lr1e-3[-s0]."),
-    "base": _help("Shape of the family when budgets are given."),
-    "depth": _help("Variants' depth (default: the target's).", min=1),
-    "d_model": _help("Variants' width; keeps the head width.", min=1),
-    "top_k": _help("Variants' experts per token.", min=1),
-    "da_heads": _help("Depth-attention heads (dr_da).", min=1),
-    "set_fields": _help("Any model field of the variants: key=value (setting d_ff "
-                                           "or n_experts holds it); train.FIELD=VALUE: a training setting of "
-                                           "every run (data, eval_data, lr, loss_on, ...)."),
-    "tokenizer": _help("A Hugging Face tokenizer.json (or char): every run's vocab_size is "
-                                    "its size padded to a multiple of 64, set before matching."),
-    "gpu": _help(f"Device for the GPU-hours before launch: {', '.join(DEVICES)} (peak dense "
-                       "bf16 from the vendor's datasheet)."),
-    "mfu": _help("Assumed model FLOPs utilization for the GPU-hours: the share of the "
-                         "device's peak the training reaches."),
-    "causal_half": _help("Halve sequence-attention score FLOPs (causal mask)."),
-    "recompute": _help("Activation recomputation in training: none | full."),
-    "activation_dtype": _help("Saved activations: bf16 (GPU autocast) | fp32."),
-}
-
-
-def with_request_options(command: Callable) -> Callable:
-    """`matcher plan`'s signature: the command's own options, then one per PlanRequest field (OPTIONS)."""
-    hints = typing.get_type_hints(PlanRequest)
-    own_hints = typing.get_type_hints(command, include_extras=True)
-    own = [p.replace(annotation=own_hints[p.name]) for p in inspect.signature(command).parameters.values()
-           if p.kind is not p.VAR_KEYWORD]
-    added = []
-    for option in dataclasses.fields(PlanRequest):
-        added.append(inspect.Parameter(
-            option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
-            annotation=Annotated[hints[option.name], typer.Option(option_flag(option), **OPTIONS[option.name])]))
-    command.__signature__ = inspect.Signature([*own, *added])
-    return command
 
 
 def plan_command(request: PlanRequest, out_path: Path | None, force: bool, dry_run: bool, as_json: bool,
