@@ -8,7 +8,7 @@ import pytest
 
 from matcher.data import math_task, streams
 from matcher.data.encode import VAL_FOLDER, encode_corpus
-from matcher.data.problems import document_text
+from matcher.data.problems import document_parts
 from matcher.data.tokenizer import CHAR
 from matcher.run.trainer import train_run
 from matcher.run.validation import VAL_ROWS, text_bytes_of, val_windows
@@ -42,16 +42,21 @@ def test_val_windows_are_fixed_and_come_from_the_val_split_only(tmp_path):
     assert val_windows(str(plain), seq_len=64, vocab_size=128, tokenizer=CHAR) is None
 
 
-def test_every_eval_point_logs_val_loss_on_the_same_tokens_for_every_run(tmp_path):
-    out = corpus(tmp_path)
+def eval_lines(tmp_path, runs: dict[str, dict]) -> dict[str, list[dict]]:
+    """Train one la-tiny run per name (its train fields given), two eval points each; their eval lines."""
     lines = {}
-    for name, seed, lr in (("a", 0, 3e-3), ("b", 1, 1e-2)):
-        train = tiny_train(data=str(out), seed=seed, lr=lr, n_evals=2, total_tokens=8 * 8 * 64)
-        run = tiny_run("la-tiny", train)
+    for name, fields in runs.items():
+        run = tiny_run("la-tiny", tiny_train(n_evals=2, total_tokens=8 * 8 * 64, **fields))
         run.name = run.group = name
         run_dir = prepare(tmp_path / "results", run)
         assert train_run(run_dir.path).state == "finished"
         lines[name] = [line for line in run_dir.read_metrics() if line["event"] == "eval"]
+    return lines
+
+
+def test_every_eval_point_logs_val_loss_on_the_same_tokens_for_every_run(tmp_path):
+    out = corpus(tmp_path)
+    lines = eval_lines(tmp_path, {"a": dict(data=str(out), seed=0, lr=3e-3), "b": dict(data=str(out), seed=1, lr=1e-2)})
     for evals in lines.values():
         assert len(evals) == 2
         for line in evals:
@@ -104,19 +109,13 @@ def test_generated_task_val_windows_are_fixed_held_out_and_leave_out_the_eval_pr
 
 def test_val_bytes_count_every_document_of_a_window():
     problems = math_task.eval_problems(2, 3)
-    ids = [token for problem in problems for token in CHAR.encode_document(document_text(problem))]
-    assert text_bytes_of(CHAR, ids) == sum(len(document_text(p).encode("utf-8")) for p in problems)
+    texts = ["".join(document_parts(problem.question, problem.answer)) for problem in problems]
+    ids = [token for text in texts for token in [CHAR.bos_id, *CHAR.encode(text), CHAR.eos_id]]  # BOS, text, EOS
+    assert text_bytes_of(CHAR, ids) == sum(len(text.encode("utf-8")) for text in texts)
 
 
 def test_generated_task_logs_val_loss_on_the_same_tokens_for_every_seed(tmp_path):
-    lines = {}
-    for name, seed in (("s0", 0), ("s1", 1)):
-        train = tiny_train(data="math", eval_data="math", seed=seed, n_evals=2, total_tokens=8 * 8 * 64)
-        run = tiny_run("la-tiny", train)
-        run.name = run.group = name
-        run_dir = prepare(tmp_path / "results", run)
-        assert train_run(run_dir.path).state == "finished"
-        lines[name] = [line for line in run_dir.read_metrics() if line["event"] == "eval"]
+    lines = eval_lines(tmp_path, {f"s{seed}": dict(data="math", eval_data="math", seed=seed) for seed in (0, 1)})
     for evals in lines.values():
         assert len(evals) == 2
         for line in evals:
