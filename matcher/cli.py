@@ -1,9 +1,14 @@
 """The `matcher` command line. Each subcommand is a thin wrapper over a plain function in
 matcher/commands/; heavy libraries are imported only by the commands that use them."""
 
+# Function-local imports: each command's module, imported when that command runs, so `matcher --help` and every
+# command load only what they use.
+
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +17,13 @@ from typing import Annotated
 import typer
 
 from matcher import __version__
+from matcher.commands.plan_options import with_request_options
+from matcher.console import error as print_error
+from matcher.console import notice, progress_interval_s
+from matcher.cost.analytic import Conventions
+from matcher.errors import ConfigError, MatcherError
+from matcher.names import resolve
+from matcher.plan.request import PlanRequest
 
 
 def _user_errors(fn: Callable) -> Callable:
@@ -19,10 +31,6 @@ def _user_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from matcher.console import error as print_error
-        from matcher.console import progress_interval_s
-        from matcher.errors import MatcherError
-
         try:
             progress_interval_s()  # a bad value is refused before the command does anything, on a terminal too
             return fn(*args, **kwargs)
@@ -58,8 +66,6 @@ app.add_typer(data_app, name="data")
 
 
 def _conventions(causal_half: bool, recompute: str, activation_dtype: str):
-    from matcher.cost.analytic import Conventions
-
     return Conventions(causal_half=causal_half, recompute=recompute, activation_dtype=activation_dtype)
 
 
@@ -106,14 +112,11 @@ def plan(
 ) -> None:
     """Match the variants to a target on FLOPs, parameters (and memory) and write the sweep."""
     from matcher.commands.plan import plan_command
-    from matcher.plan.request import PlanRequest
 
     plan_command(PlanRequest(**request_options), out, force, dry_run, as_json, measure)
 
 
 def _plan_command() -> Callable:
-    from matcher.commands.plan_options import with_request_options  # its options are built from PlanRequest
-
     return with_request_options(plan)
 
 
@@ -244,9 +247,6 @@ def lm_eval_(
 def _quiet_exit_on_sigint() -> None:
     """Everything is saved once the sweep returns: a Ctrl-C from here on (a second one, pressed while
     exit hooks join the trainer's threads) ends the process at once, without a traceback."""
-    import os
-    import signal
-
     def leave(signum, frame):
         os.write(2, b"\nstopped\n")
         os._exit(130)
@@ -283,7 +283,6 @@ def run(
                                                          "'module load cuda' (repeatable).")] = None,
 ) -> None:
     """Train every run of a sweep; finished runs are skipped, partial ones resume from their checkpoint."""
-    from matcher.console import notice
     from matcher.data.overlap import sweep_overlap_warnings
     from matcher.plan.sweep import load_sweep
     from matcher.run.contract import ExitCode, Outcome
@@ -336,7 +335,6 @@ def _slurm_options(launcher: str, *, nproc: int, nodes: int, gpus_per_node: int 
     """`--gpus-per-run G` is `--nodes 1 --gpus-per-node G`; under Slurm `--nproc N` is `--gpus-per-node N`
     (one torchrun per node with N processes). The Slurm options are checked whatever the launcher, and a
     multi-node request without Slurm is refused rather than ignored."""
-    from matcher.errors import ConfigError
     from matcher.run.slurm import SlurmOptions
 
     if gpus_per_run is not None:
@@ -368,7 +366,6 @@ def demo(
     """The whole loop on the embedded default: plan la-tiny vs dr, dr_da; train on CPU on the chain and
     the latent form (final value only); compare each form."""
     from matcher.commands.demo import SCALES, Interrupted, demo_command
-    from matcher.names import resolve
 
     try:
         demo_command(resolve(scale, SCALES, "scale").name, sweeps, results, plot)

@@ -18,6 +18,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from matcher.console import notice
 from matcher.errors import ConfigError
 
 VARIANTS = ("la", "dr", "dr_da")
@@ -182,8 +185,6 @@ class ModelConfig:
 @cache
 def _note_once(text: str) -> None:
     """A note about an older file, once per process however many runs or files repeat it."""
-    from matcher.console import notice
-
     notice(text)
 
 
@@ -307,8 +308,6 @@ def unknown_key(key: Any, known: Iterable[str]) -> str:
 def read_yaml(path: str | Path, missing: str = "give an existing YAML file") -> Any:
     """Parse a YAML file; a missing file (`missing` says what to do), a syntax error or a key given twice
     in one mapping (YAML loaders keep the last silently) is one ConfigError with the line."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; {missing}")
@@ -326,8 +325,6 @@ def read_yaml(path: str | Path, missing: str = "give an existing YAML file") -> 
 
 
 def _unique_keys_loader() -> type:
-    import yaml
-
     class UniqueKeyLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
             if isinstance(node, yaml.MappingNode):
@@ -359,8 +356,6 @@ def load_model_config(path: str | Path) -> ModelConfig:
 
 
 def dump_yaml(data: Any) -> str:
-    import yaml
-
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 

@@ -5,15 +5,24 @@ A message is rendered once: its text is plain (a path, a run name or an exceptio
 `[/` or `[bold]`, which must print as written, not as markup), and it is never hard-wrapped, so a log
 or a pipe gets it on one line and a terminal wraps it itself."""
 
+# Function-local imports: rich's console, text and progress bars, loaded on the first output, not when the CLI
+# starts.
+
 from __future__ import annotations
 
+import math
+import os
+import sys
+import threading
+import time
 from functools import cache
+
+from matcher import fmt
+from matcher.errors import ConfigError
 
 
 @cache
 def out():
-    import sys
-
     from rich.console import Console
 
     # Piped output (logs, README examples): tables laid out at 150 columns instead of 80, and lines
@@ -66,11 +75,6 @@ PROGRESS_INTERVAL_S = 30.0
 
 def progress_interval_s() -> float:
     """Seconds between plain progress lines: MATCHER_PROGRESS_INTERVAL_S, or 30 when it is unset or empty."""
-    import math
-    import os
-
-    from matcher.errors import ConfigError
-
     text = os.environ.get(PROGRESS_INTERVAL_ENV, "").strip()
     if not text:
         return PROGRESS_INTERVAL_S
@@ -95,8 +99,6 @@ class LogLines:
     interval (MATCHER_PROGRESS_INTERVAL_S, default 30 s)."""
 
     def __init__(self, console, interval_s: float | None = None):
-        import time
-
         self.console, self.clock = console, time.monotonic
         self.interval_s = progress_interval_s() if interval_s is None else interval_s
         self.started = self.clock()
@@ -124,8 +126,6 @@ class Activity:
         self.console, self.text = console or err(), text
 
     def __enter__(self) -> Activity:
-        import threading
-
         if live(self.console):
             self.status = self.console.status(self.text, spinner="dots")
             self.status.__enter__()
@@ -138,8 +138,6 @@ class Activity:
         return self
 
     def _tick(self) -> None:
-        from matcher import fmt
-
         while not self.done.wait(max(self.lines.interval_s, 0.05)):
             if self.lines.due():
                 self.lines.print(f"{self.text} ({fmt.duration(self.lines.elapsed_s())} so far)")
@@ -199,8 +197,6 @@ class ByteProgress:
         if self.bar is not None:
             self.bar.advance(self.task, n_bytes)
         elif self.lines is not None and self.lines.due():
-            from matcher import fmt
-
             elapsed = self.lines.elapsed_s()
             rate = self.done_bytes / elapsed if elapsed > 0 else None
             left = (self.total - self.done_bytes) / rate if rate else None

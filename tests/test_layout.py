@@ -138,3 +138,111 @@ def test_the_import_graph_has_no_cycle():
     assert {"matcher.run.runner", "matcher.run.slurm", "matcher.models.model"} <= set(graph)
     assert "matcher.run.contract" in graph["matcher.run.slurm"]  # a function-local import is an edge too
     assert cycles(graph) == []
+
+
+# Function-local imports defer what a command may not need: a heavy or optional package (directly, or
+# through a module of the package that imports one at its top) that the importing module does not
+# already load. The modules the CLI imports at start-up defer lighter ones too: what `import matcher.cli`
+# does not load.
+HEAVY = {"torch", "numpy", "pandas", "scipy", "matplotlib", "fvcore", "tokenizers", "safetensors", "pyarrow",
+         "lm_eval", "math_verify", "wandb", "tensorboard",
+         # parts of torch that `import torch` does not load and that take a second or so each
+         "torch._inductor", "torch.distributed.fsdp", "torch.distributed.checkpoint", "torch.utils.tensorboard"}
+START_UP = {"matcher.cli", "matcher.console", "matcher.plan.request"}
+REASON = "# Function-local imports:"
+
+
+def _imports(name: str, path: Path):
+    """(node, imported names, in a function) for every import that can run; an import's names are the
+    package's modules it loads (parents included) and the top-level names of other packages."""
+    tree = ast.parse(path.read_text())
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    modules = _module_names()
+    for node in _runtime_imports(tree):
+        chain, at = [], node
+        while at in parents:
+            at = parents[at]
+            chain.append(at)
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        else:
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[:len(package.split(".")) - node.level + 1], *filter(None, [base])])
+            targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        loaded = set()
+        for target in targets:
+            if target in modules or not target.startswith("matcher"):
+                parts = target.split(".")
+                loaded |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        loaded = {t for t in loaded if t in modules or not t.startswith("matcher")} - {name}
+        yield node, loaded, any(isinstance(a, (ast.FunctionDef, ast.AsyncFunctionDef)) for a in chain), chain
+
+
+def _heavy_at_top() -> dict[str, set[str]]:
+    """module -> the heavy packages importing it loads (its top-level imports, followed through the package)."""
+    modules = _module_names()
+    top = {name: set() for name in modules}
+    for name, path in modules.items():
+        for _, loaded, local, _ in _imports(name, path):
+            if not local:
+                top[name] |= loaded
+    heavy: dict[str, set[str]] = {}
+
+    def visit(name: str, seen: set[str]) -> set[str]:
+        if name in heavy:
+            return heavy[name]
+        found = set()
+        for target in top[name]:
+            if target in modules and target not in seen:
+                found |= visit(target, seen | {name})
+            elif target in HEAVY:
+                found.add(target)
+        heavy[name] = found
+        return found
+
+    for name in modules:
+        visit(name, set())
+    return heavy
+
+
+def _catches_import_error(chain) -> bool:
+    return any(isinstance(node, ast.Try) and any(
+        isinstance(handler.type, ast.Name) and handler.type.id in ("ImportError", "ModuleNotFoundError")
+        for handler in node.handlers) for node in chain)
+
+
+def _loaded_at_start_up() -> set[str]:
+    result = subprocess.run([sys.executable, "-c", "import sys, matcher.cli; print(*sorted(sys.modules))"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_function_local_imports_defer_something_and_say_why():
+    heavy, start_up = _heavy_at_top(), _loaded_at_start_up()
+    assert "torch" in heavy["matcher.cost.measured"] and not heavy["matcher.cli"]
+    needless, unexplained, stale = [], [], []
+    for name, path in sorted(_module_names().items()):
+        deferred = False
+        for node, loaded, local, chain in _imports(name, path):
+            if not local:
+                continue
+            deferred = True
+            defers = {package for target in loaded
+                      for package in (heavy.get(target) or ({target} & HEAVY))} - heavy[name]
+            if defers or _catches_import_error(chain):
+                continue
+            if name in START_UP and not loaded <= start_up:
+                continue
+            needless.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        text = path.read_text()
+        has_reason = any(line.startswith(REASON) for line in text.splitlines())
+        if deferred and not has_reason:
+            unexplained.append(path.name)
+        if has_reason and not deferred:
+            stale.append(path.name)
+    assert not needless, f"function-local imports that defer nothing heavy: move them to the top: {needless}"
+    assert not unexplained, f"modules with function-local imports need a `{REASON}` comment: {unexplained}"
+    assert not stale, f"`{REASON}` comments on modules without any: {stale}"

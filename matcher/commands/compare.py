@@ -11,8 +11,22 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from rich.console import Console
+from rich.text import Text
+
+from matcher import console as consoles
+from matcher.console import warning
 from matcher.errors import ResultsError
 from matcher.names import normalise, resolve
+from matcher.plan.ladder import load_ladder
+from matcher.report.comparison import baseline_targets, build_report
+from matcher.report.efficiency import parse_metric_targets, parse_targets
+from matcher.report.ladder import fit_power_laws, ladder_points, ladder_report, plot_ladder
+from matcher.report.plots import plot_comparison
+from matcher.report.render import print_rich, to_csv, to_json, to_markdown
+from matcher.report.results import load_results, with_baseline
+from matcher.report.selection import apply_selection, notices, selection_summary, selection_table
+from matcher.report.settings import choose_eval_settings, settings_summary
 
 FORMATS = ("table", "markdown", "csv")
 FORMAT_ALIASES = {"md": "markdown", "rich": "table", "terminal": "table"}
@@ -45,11 +59,6 @@ def compare_command(
     (matcher/report/settings.py).
     `console` / `err_console`: rich Consoles for the report and the warnings (default: matcher.console's
     stdout and stderr)."""
-    from rich.text import Text
-
-    from matcher import console as consoles
-    from matcher.console import warning
-
     if Path(results_dir).is_file():  # a ladder manifest (matcher plan --ladder), not a results folder
         given = [flag for flag, value in (("--baseline", baseline), ("--select", select), ("--json", as_json))
                  if value]
@@ -59,10 +68,6 @@ def compare_command(
                                "for that")
         return ladder_compare(Path(results_dir), targets, plot, fmt=fmt, out=out, force=force, console=console,
                               err_console=err_console)
-    from matcher.report.comparison import baseline_targets, build_report
-    from matcher.report.efficiency import parse_metric_targets
-    from matcher.report.results import load_results
-    from matcher.report.selection import apply_selection, notices, selection_summary, selection_table
 
     if as_json and fmt is not None:
         raise ResultsError(f"--json and --format {fmt}: give one of them")
@@ -77,8 +82,6 @@ def compare_command(
         plot = _new_file(plot, force, "--plot")
     results, selections, baseline = apply_selection(load_results(results_dir), select, baseline)
     if baseline is not None:
-        from matcher.report.results import with_baseline
-
         results = with_baseline(results, baseline)
     for text in results.warnings + (notices(selections) if selections is not None else []):
         warning(text, err_console)
@@ -99,8 +102,6 @@ def compare_command(
     report.summary.append(_settings_line(settings_used))
 
     if as_json:
-        from matcher.report.render import to_json
-
         text = to_json(report, {"selection": {s.family: s.to_dict() for s in selections}
                                 if selections is not None else None, "baseline": results.baseline})
         if out is None:
@@ -111,8 +112,6 @@ def compare_command(
     else:
         _emit(report, fmt, out, console)
     if plot is not None:
-        from matcher.report.plots import plot_comparison
-
         written = plot_comparison(results, chosen, plot)
         console.print(Text(f"wrote {written}"), soft_wrap=True)
 
@@ -120,11 +119,6 @@ def compare_command(
 def _emit(report, fmt: str, out: Path | None, console) -> None:
     """`report` (matcher.report.comparison.Report) as rich tables on the console, or as text (the tables
     as plain text, Markdown or CSV) to stdout or the file `out`."""
-    from rich.console import Console
-    from rich.text import Text
-
-    from matcher.report.render import print_rich, to_csv, to_markdown
-
     if fmt == "table" and out is None:
         print_rich(report, console)
         return
@@ -143,14 +137,10 @@ def _emit(report, fmt: str, out: Path | None, console) -> None:
 
 def _one_setting_per_curve(results, picks: list[str] | None):
     """`results` with one eval setting per task, and what each task uses."""
-    from matcher.report.settings import choose_eval_settings
-
     return choose_eval_settings(results, picks)
 
 
 def _settings_line(used: list[str]) -> str:
-    from matcher.report.settings import settings_summary
-
     return settings_summary(used)
 
 
@@ -185,14 +175,6 @@ def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | 
     """`matcher compare sweeps/ladder-.../ladder.yaml`: per rung and variant the FLOPs to one target
     accuracy and the final accuracy against the rung's training FLOPs, and a power law per variant;
     `fmt` and `out` as for a sweep's comparison."""
-    from rich.text import Text
-
-    from matcher import console as consoles
-    from matcher.console import warning
-    from matcher.plan.ladder import load_ladder
-    from matcher.report.efficiency import parse_targets
-    from matcher.report.ladder import fit_power_laws, ladder_points, ladder_report, plot_ladder
-
     console = console or consoles.out()
     err_console = err_console or consoles.err()
     fmt = _format(fmt, out)

@@ -1,9 +1,13 @@
 """`matcher cost` and `matcher presets`: the analytic cost model beside the measured one."""
 
+# Function-local imports: the measured counter (torch), only with --measure.
+
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from rich.table import Table
 
 from matcher import fmt
 from matcher.config import ModelConfig
@@ -63,8 +67,6 @@ def _row(label: str, analytic: float, measured: float | None, show) -> list[str]
 
 
 def print_cost_tables(result: dict[str, Any], report) -> None:
-    from rich.table import Table
-
     console = out()
     measured = result.get("measured")
     console.print(f"[bold]{escape(result['target'])}[/]  {escape(describe_config(report.config))}")
@@ -131,8 +133,6 @@ def print_cost_tables(result: dict[str, Any], report) -> None:
 
 
 def presets_command(as_json: bool) -> list[dict[str, Any]]:
-    from rich.table import Table
-
     rows = []
     for name, make in PRESETS.items():
         report = cost_report(make(), Conventions(), batch=1)

@@ -1,19 +1,25 @@
 """`matcher data encode`: token shards for real corpora (matcher/data/encode.py); `matcher data overlap`:
 eval items that share an n-gram with them (matcher/data/overlap.py)."""
 
+# Function-local imports: the encoder (numpy), only for `data encode`; `data overlap` needs less.
+
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
 from matcher.console import notice, out
+from matcher.data.overlap import overlap
+from matcher.data.tokenizer import load_tokenizer
 
 
 def encode_command(inputs: list[Path], folder: Path, tokenizer_spec: str, shard_tokens: int, force: bool, *,
                    val_fraction: float = 0.0, val_docs: int = 0, split_seed: int = 0) -> None:
     from matcher.data.encode import encode_corpus
-    from matcher.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_spec)
     try:
@@ -49,13 +55,6 @@ def encode_command(inputs: list[Path], folder: Path, tokenizer_spec: str, shard_
 
 
 def overlap_command(corpus: Path, eval_file: Path, n: int, as_json: bool) -> list:
-    import json
-
-    from rich.table import Table
-    from rich.text import Text
-
-    from matcher.data.overlap import overlap
-
     items = overlap(corpus, eval_file, n)
     if as_json:
         out().file.write(json.dumps([{"id": i.id, "ngrams": i.ngrams, "found": i.found,

@@ -11,10 +11,18 @@ demo picks up where it stopped. Delete `sweeps/demo*.yaml` and `results/demo*` t
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from matcher import fmt
+from matcher.commands import compare
+from matcher.commands.sweep import show_command
 from matcher.console import escape, notice, out
+from matcher.plan.planner import build_sweep, make_plan
+from matcher.plan.request import PlanRequest
+from matcher.plan.sweep import load_sweep, write_sweep
+from matcher.run import runner
 
 
 @dataclass(frozen=True)
@@ -47,9 +55,6 @@ FORMS = {"chain": "math", "latent": "math-latent"}  # the demo's two forms of th
 
 def demo_sweep(scale: DemoScale, form: str = "chain"):
     """Plan la-tiny vs dr, dr_da and set the demo's training settings (the same for every run)."""
-    from matcher.plan.planner import build_sweep, make_plan
-    from matcher.plan.request import PlanRequest
-
     tokens = scale.latent_tokens if form == "latent" else scale.total_tokens
     request = PlanRequest(target="la-tiny", variants="dr,dr_da", tokens=tokens,
                           batch=scale.batch_size, seq_len=scale.seq_len)
@@ -63,19 +68,11 @@ def demo_sweep(scale: DemoScale, form: str = "chain"):
 
 
 def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bool) -> Path:
-    from matcher import fmt
-    from matcher.commands.compare import compare_command
-    from matcher.commands.sweep import show_command
-    from matcher.plan.sweep import load_sweep, write_sweep
-    from matcher.run.runner import run_sweep
-
     scale = SCALES[scale_name]
     base = "demo" if scale.name == "default" else f"demo-{scale.name}"
     names = {"chain": base, "latent": f"{base}-latent"}
     console = out()
     if plot:
-        import importlib.util
-
         if importlib.util.find_spec("matplotlib") is None:  # said now, not after minutes of training
             notice('no plot: matplotlib is not installed (pip install "matcher[plot]"); the tables follow')
             plot = False
@@ -99,7 +96,7 @@ def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bo
     for form, what in (("chain", "the embedded math task, answers written out step by step"),
                        ("latent", "its latent form, the final value only (` #### N`)")):
         console.rule(f"[bold]2/3 train[/] on {what} (CPU)")
-        summaries = run_sweep(paths[form], results_root)
+        summaries = runner.run_sweep(paths[form], results_root)
         trained.append(form)
         if any(summary.state == "interrupted" for summary in summaries):
             interrupted = True
@@ -110,7 +107,7 @@ def demo_command(scale_name: str, sweeps_dir: Path, results_root: Path, plot: bo
                      "la baseline")
         sweep_dir = results_root / name
         # the demo's own figure, drawn again from the same runs each time it is run
-        compare_command(sweep_dir, plot=sweep_dir / "curves.png" if plot else None, force=True)
+        compare.compare_command(sweep_dir, plot=sweep_dir / "curves.png" if plot else None, force=True)
     if interrupted:
         notice("interrupted: the comparison above is partial; run `matcher demo` again to resume "
                "from the last checkpoints")

@@ -3,11 +3,18 @@ at the trained depth or (dr, dr_da) at other test-time depths; print a table or 
 them in the run folder's evals.jsonl, where `matcher compare` reads them. `--show N` prints the first N
 wrong items from the samples files (those just scored, or without --task those stored at the step)."""
 
+# Function-local imports: the evaluator (torch), loaded when the command runs, not when the CLI starts.
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from rich.table import Table
+from rich.text import Text
+
+from matcher import console as consoles
+from matcher.console import escape
 from matcher.errors import ConfigError, RunError
 
 
@@ -69,9 +76,6 @@ def wrong_samples(samples: list[dict]) -> list[dict]:
 
 def show_wrong(console, run_path: Path, step: int, files: list[tuple[str, Path]], count: int) -> None:
     """The first `count` wrong items of each samples file, with the gold and what the model answered."""
-    from rich.table import Table
-    from rich.text import Text
-
     from matcher.run.evaluate import read_samples
 
     for label, path in files:
@@ -119,10 +123,6 @@ def samples_label(path: Path) -> str:
 def eval_command(run_dir: str | Path, tasks: list[str], *, step: int | None = None, all_steps: bool = False,
                  depth: str | None = None, as_json: bool = False, device: str | None = None,
                  truncate: str | None = None, show: int | None = None, console=None) -> list:
-    from rich.table import Table
-
-    from matcher import console as consoles
-    from matcher.console import escape
     from matcher.run.evaluate import evaluate_run, samples_path
 
     if step is not None and all_steps:

@@ -7,6 +7,9 @@ lm-eval/step-<N>[-depth<D>]/, and each task's scores become rows of the run's ev
 `matcher compare` can plot a harness task's curve.
 """
 
+# Function-local imports: lm-evaluation-harness (an optional extra) and torch, loaded when the command runs; a
+# missing extra is one clear error.
+
 from __future__ import annotations
 
 import json
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from matcher.errors import ConfigError, RunError
+from matcher.eval.setting import harness_setting
+from matcher.run.rundir import RunDir
 
 OWN_OPTIONS = ("--model", "--model_args", "-a", "--output_path", "-o")  # set here, from RUN, --step and --depth
 Z_95 = 1.959964  # the normal quantile of a 95% interval from the harness's standard error
@@ -32,7 +37,6 @@ def lm_eval_command(run_dir: str | Path, harness_args: list[str], *, step: int |
 
     import matcher.run.lm_eval_adapter  # noqa: F401  (registers the model name `matcher`)
     from matcher.run.evaluate import choose_steps, store_rows
-    from matcher.run.rundir import RunDir
     from matcher.run.snapshots import list_snapshots, read_metadata
 
     taken = [arg for arg in harness_args if arg.split("=")[0] in OWN_OPTIONS]
@@ -86,8 +90,6 @@ def harness_rows(results: dict[str, Any], *, run: str, step: int, tokens: int, d
     """evals.jsonl rows from the harness's results: one per task, its metrics with a 95% interval from
     the harness's standard error (normal approximation) where it gives one, and its setting
     (matcher/eval/setting.py; the shots are the --num_fewshot of the harness's arguments `spec`)."""
-    from matcher.eval.setting import harness_setting
-
     shots = _fewshot(spec.split())
     rows = []
     for task, metrics in results.get("results", {}).items():

@@ -1,6 +1,8 @@
 """`matcher plan`: match the variants to the target, check the chosen configs on the real modules,
 print the comparison and write the sweep. Its options are in matcher/commands/plan_options.py."""
 
+# Function-local imports: the measured counter (torch), only with --measure.
+
 from __future__ import annotations
 
 import json
@@ -8,13 +10,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from matcher import fmt
 from matcher.atomic import write_text_atomic
 from matcher.config import dump_yaml
 from matcher.console import Activity, escape, notice, out
-from matcher.cost import measured as measure
 from matcher.cost.analytic import forward_flops_per_token, param_counts
 from matcher.cost.gpu_hours import device
+from matcher.data.math_task import MATH_DATA
 from matcher.data.overlap import sweep_overlap_warnings
 from matcher.errors import MatcherError
 from matcher.plan.ladder import Ladder, manifest, plan_ladder
@@ -61,6 +65,8 @@ def measured_check(plan: Plan) -> list[dict[str, Any]]:
     because then the match was made on numbers the models do not have. The modules are counted at depths
     1-3 and extrapolated exactly (measured.measured_costs_from_three_depths). A given target model is not
     re-counted here (`matcher cost <target>` does)."""
+    from matcher.cost import measured as measure
+
     conv, seq_len = plan.spec.conventions, plan.train.seq_len
     rows = []
     for run in (run for run in plan.runs if run.match is not None):
@@ -164,8 +170,6 @@ def print_plan(plan: Plan, launch: LaunchCost, checks: list[dict[str, Any]] | No
 
 def print_runs(plan: Plan) -> None:
     """Each run's shape and its costs beside the target's."""
-    from rich.table import Table
-
     reference = plan.target.predicted
     table = Table()
     for col in ("run", "role", "depth", "d_ff", "experts", "params", "Δ params", "train FLOPs/token",
@@ -188,8 +192,6 @@ def print_runs(plan: Plan) -> None:
 
 
 def print_measured_check(checks: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
     measured = Table(title="Measured check (real modules on the meta device)", title_justify="left")
     for col in ("run", "params", "measured", "diff", "forward FLOPs/token", "measured", "diff"):
         measured.add_column(col, justify="left" if col == "run" else "right")
@@ -204,7 +206,6 @@ def print_measured_check(checks: list[dict[str, Any]]) -> None:
 def print_body_and_totals(plan: Plan) -> None:
     """Totals beside the body (non-embedding) costs, each with its Δ to the target: with a large
     vocabulary the embeddings dominate the totals, and a small Δ there can hide a large one in the body."""
-    from rich.table import Table
 
     table = Table(title="Body (non-embedding: no token embedding or LM head) and totals", title_justify="left")
     for col in ("run", "params", "Δ params", "body params", "Δ body params", "FLOPs/token", "Δ FLOPs",
@@ -221,10 +222,6 @@ def print_body_and_totals(plan: Plan) -> None:
 
 def print_launch_cost(launch: LaunchCost) -> None:
     """GPU-hours per run group and for the sweep, and the data each run reads against what is on disk."""
-    from rich.table import Table
-
-    from matcher.data.streams import MATH_DATA
-
     console = out()
     table = Table(title=f"Compute before launch: {launch.gpu} at MFU {launch.mfu:g} (--gpu, --mfu)",
                   title_justify="left")
@@ -295,8 +292,6 @@ def ladder_command(request: PlanRequest, out_path: Path | None, force: bool, dry
 
 
 def print_ladder(ladder: Ladder, data: dict[str, Any], sweep_paths: list[Path], path: Path, dry_run: bool) -> None:
-    from rich.table import Table
-
     console = out()
     rules = data["rules"]
     console.print("[bold]ladder[/]: " + escape(

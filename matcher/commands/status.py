@@ -14,10 +14,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from matcher import console as consoles
 from matcher import fmt
-from matcher.config import VARIANTS
-from matcher.errors import ConfigError
+from matcher.config import VARIANTS, read_yaml
+from matcher.console import escape, notice
+from matcher.errors import ConfigError, MatcherError
 from matcher.fmt import duration
+from matcher.report.results import find_run_dirs
 from matcher.run.contract import DONE_STATES, RunState
 from matcher.run.lock import live_holder
 from matcher.run.rundir import RunDir
@@ -87,9 +94,6 @@ def mfu_against_plan(runs: list[RunStatus], sweep_meta: dict | None) -> MfuAgain
 
 def sweep_meta(run_dirs: list[RunDir]) -> dict | None:
     """The meta of the sweep file the first readable run.yaml names (None where there is none)."""
-    from matcher.config import read_yaml
-    from matcher.errors import MatcherError
-
     for run_dir in run_dirs:
         try:
             info = run_dir.read_run_info()
@@ -129,8 +133,6 @@ def run_status(run_dir: RunDir) -> RunStatus:
 
 def sweep_status(results_dir: str | Path) -> tuple[Path, list[RunStatus]]:
     """The sweep folder and its runs: the target first, then by variant (la, dr, dr_da) and name."""
-    from matcher.report.results import find_run_dirs
-
     sweep_dir, run_dirs = find_run_dirs(Path(results_dir))
     runs = [run_status(RunDir(path)) for path in run_dirs]
     order = {variant: i for i, variant in enumerate(VARIANTS)}
@@ -140,8 +142,6 @@ def sweep_status(results_dir: str | Path) -> tuple[Path, list[RunStatus]]:
 
 def planned(sweep_dir: Path) -> dict | None:
     """The sweep meta of a results folder's runs (see sweep_meta)."""
-    from matcher.report.results import find_run_dirs
-
     return sweep_meta([RunDir(path) for path in find_run_dirs(sweep_dir)[1]])
 
 
@@ -153,11 +153,6 @@ def in_progress(run: RunStatus) -> bool:
 def status_table(sweep_dir: Path, runs: list[RunStatus], meta: dict | None = None):
     """`meta`: the sweep's meta, whose assumed MFU is set against the measured one under the table; runs
     that report an MFU get a column."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from matcher.console import escape
-
     mfu = mfu_against_plan(runs, meta)
     table = Table(title=f"{escape(sweep_dir.name)}: {sum(r.state == 'finished' for r in runs)}/{len(runs)} finished",
                   title_justify="left", caption=Text(str(mfu)) if mfu is not None else None, caption_justify="left")
@@ -185,8 +180,6 @@ def status_command(results_dir: str | Path, *, watch: bool = False, as_json: boo
     finished or failed, nothing trains any more (a killed trainer, an unreadable status.json), or Ctrl-C.
     Off a terminal, the table is printed again whenever it changes, so a log shows the progress. Returns
     the exit code: 1 when a watch ended with runs that did not finish, else 0."""
-    from matcher import console as consoles
-
     if watch and as_json:
         raise ConfigError("--watch redraws a table; --json prints the status once (call it again to poll)")
     if interval_s <= 0:
@@ -204,8 +197,6 @@ def status_command(results_dir: str | Path, *, watch: bool = False, as_json: boo
         console.print(status_table(sweep_dir, runs, meta))
         return 0
     if console.is_terminal:
-        from rich.live import Live
-
         with Live(status_table(sweep_dir, runs, meta), console=console, auto_refresh=False) as live:
             runs = _watch(sweep_dir, runs, interval_s, lambda runs: live.update(status_table(sweep_dir, runs, meta),
                                                                                 refresh=True))
@@ -224,7 +215,6 @@ def status_command(results_dir: str | Path, *, watch: bool = False, as_json: boo
     unfinished = [r for r in runs if r.state != "finished"]
     if not unfinished:
         return 0
-    from matcher.console import notice
 
     notice("watch ended: no run is training or waiting for Slurm; not finished: " + "; ".join(
         f"{r.run} ({r.state}{': ' + r.reason if r.reason else ''})" for r in unfinished))

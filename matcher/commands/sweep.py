@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.table import Table
+
 from matcher import fmt
 from matcher.console import escape, out
 from matcher.plan.sweep import load_sweep
@@ -16,8 +18,6 @@ def validate_command(path: Path) -> None:
 
 
 def show_command(path: Path) -> None:
-    from rich.table import Table
-
     sweep = load_sweep(path)
     meta = sweep.meta
     console = out()

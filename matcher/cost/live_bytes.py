@@ -1,5 +1,5 @@
-"""A dispatch mode that follows the bytes of every live tensor storage and their peak. Imports torch:
-only matcher/cost/measured.py imports this, inside the functions that measure memory.
+"""A dispatch mode that follows the bytes of every live tensor storage and their peak. Imports torch, as
+matcher/cost/measured.py (its one user) does.
 
 Every op's outputs are seen here; a storage counts from the first op that returns it until Python frees
 it (a weakref finalizer), so views, in-place ops and tensors saved for backward are counted once, for as

@@ -1,5 +1,5 @@
 """Costs counted on the real PyTorch module (models/), to check the analytic cost model (matcher/cost/analytic.py)
-component by component. torch is imported inside the functions: only commands that measure pay for it.
+component by component. It imports torch: the commands load it only when they measure.
 
 Conventions (the same as the analytic model's):
 - 1 FLOP = one add or one multiply; a multiply-accumulate is 2 FLOPs (fvcore counts MACs: converted).
@@ -10,14 +10,24 @@ Conventions (the same as the analytic model's):
 - Parameters are unique (a tied LM head and dr's shared layer count once).
 """
 
+# Function-local imports: fvcore, only for `matcher cost --fvcore`.
+
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.overrides import TorchFunctionMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from matcher.config import ModelConfig
 from matcher.cost.analytic import FLOP_COMPONENTS, PARAM_COMPONENTS, check_activation_dtype, param_counts
+from matcher.cost.live_bytes import LiveBytes
 from matcher.errors import ConfigError, MatcherError
+from matcher.models import Model
 
 FVCORE_MAX_PARAMS = 300_000_000  # fvcore runs real weights on the CPU: 300M fp32 parameters is 1.2 GB
 
@@ -58,10 +68,6 @@ def _component(name: str, rules: list[tuple[str, str]], what: str) -> str:
 
 
 def _meta_model(cfg: ModelConfig):
-    import torch
-
-    from matcher.models import Model
-
     with torch.device("meta"), _SkipInit():
         return Model(cfg)
 
@@ -70,8 +76,6 @@ _INIT_OPS = ("normal_", "uniform_", "fill_", "zero_", "trunc_normal_")
 
 
 def _skip_init_mode():
-    from torch.overrides import TorchFunctionMode
-
     class SkipInit(TorchFunctionMode):
         """Meta tensors hold no values, so initialising them is moot; and the meta path of `normal_`
         imports torch._dynamo (~3 s on 2 cores, more than the whole count takes), so it is skipped."""
@@ -193,15 +197,10 @@ def measured_costs_from_three_depths(cfg: ModelConfig, seq_len: int, batch: int 
 
 
 def _meta_tokens(seq_len: int, batch: int):
-    import torch
-
     return torch.zeros(batch, seq_len, dtype=torch.long, device="meta")
 
 
 def _flop_counter_forward(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[dict[str, float], float]:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     model = _meta_model(cfg)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
@@ -237,15 +236,9 @@ def _grouped_mm_macs(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 def _fvcore_forward(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[dict[str, float], float]:
-    import warnings
-
-    import torch
-
     with warnings.catch_warnings():  # fvcore scripts a loss function at import: torch.jit.script is deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
         from fvcore.nn import FlopCountAnalysis
-
-    from matcher.models import Model
 
     n_params = param_counts(cfg).total  # the limit needs no model: the analytic count is exact
     if n_params > FVCORE_MAX_PARAMS:
@@ -299,8 +292,6 @@ def measured_training_memory(cfg: ModelConfig, batch: int, seq_len: int, recompu
 
 
 def _training_step(model, optimizer, idx, activation_dtype: str, after_forward=None) -> None:
-    import torch
-
     with torch.autocast(idx.device.type, dtype=torch.bfloat16, enabled=activation_dtype == "bf16"):
         _, loss = model(idx, idx)
     if after_forward is not None:
@@ -315,8 +306,6 @@ def _nbytes(tensors) -> int:
 
 
 def _optimizer_state(optimizer) -> list:
-    import torch
-
     return [t for state in optimizer.state.values() for t in state.values() if torch.is_tensor(t)]
 
 
@@ -330,12 +319,6 @@ def _memory_by_kind(model, optimizer) -> dict[str, int]:
 
 def _fake_training_memory(cfg: ModelConfig, batch: int, seq_len: int, recompute: bool,
                           activation_dtype: str) -> dict[str, int]:
-    import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from matcher.cost.live_bytes import LiveBytes
-    from matcher.models import Model
-
     with FakeTensorMode():
         model = Model(cfg)
         model.recompute = recompute
@@ -355,10 +338,6 @@ def _fake_training_memory(cfg: ModelConfig, batch: int, seq_len: int, recompute:
 
 def _cuda_training_memory(cfg: ModelConfig, batch: int, seq_len: int, recompute: bool,
                           activation_dtype: str) -> dict[str, int]:
-    import torch
-
-    from matcher.models import Model
-
     if not torch.cuda.is_available():
         raise MatcherError("device='cuda' needs a CUDA GPU; use device='fake' to count without one")
     model = Model(cfg).cuda()

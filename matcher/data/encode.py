@@ -26,6 +26,8 @@ and kept; the text before them is tokenized again but not rewritten); a folder o
 replaced only with --force.
 """
 
+# Function-local imports: pyarrow, only for Parquet inputs (an optional package).
+
 from __future__ import annotations
 
 import codecs
@@ -33,18 +35,19 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from matcher.atomic import sha256_file, write_text_atomic
+from matcher.console import ByteProgress
 from matcher.data.problems import document_parts
+from matcher.data.shards import FORMAT, MANIFEST
 from matcher.data.tokenizer import Tokenizer
 from matcher.errors import DataError
 
-MANIFEST = "manifest.json"
-FORMAT = "matcher-shards-1"
 DEFAULT_SHARD_TOKENS = 1 << 26  # 64 Mi tokens: 128 MiB as uint16; few files even at 100B tokens
 # Each shard costs two files, an fsync and a rewrite of the manifest (which lists every shard before it):
 # tiny shards make an encode crawl, and a shard shorter than seq_len + 1 tokens holds no training row.
@@ -547,10 +550,8 @@ def encode_corpus(inputs: list[Path], tokenizer: Tokenizer, out: Path, *, shard_
                                                    skip_tokens=val_resumed), val_fraction, split_seed, listed)
     unrepresentable = Unrepresentable()
     total_bytes = sum(p.stat().st_size for p in inputs)
-    from matcher.console import ByteProgress
 
     bar = ByteProgress("encoding", total_bytes, enabled=progress)
-    from concurrent.futures import ThreadPoolExecutor
 
     # The library tokenizes a batch (on all cores, without the GIL) while the next one is read.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher-encode")

@@ -22,6 +22,7 @@ import string
 from matcher.data.problems import Problem
 from matcher.errors import DataError
 
+MATH_DATA = ("math", "math-latent")  # the data names of this generator: the written-out chain, or the final value only
 MAX_VALUE = 999
 MAX_STEPS = len(string.ascii_lowercase)  # one fresh variable name per step
 

@@ -12,12 +12,19 @@ harness's decontamination) with a training corpus's shards.
   training data; a result is cached beside the shards' manifest, keyed by the eval file's hash and n.
 """
 
+# Function-local imports: numpy and the shard reader, only when shards are checked, so `matcher plan` starts without
+# them.
+
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from matcher.atomic import sha256_file, write_text_atomic
+from matcher.data.math_task import MATH_DATA
+from matcher.data.problems import jsonl_records
+from matcher.data.tokenizer import CHAR, load_tokenizer
 from matcher.errors import DataError
 
 DEFAULT_N = 13
@@ -61,8 +68,7 @@ def ngram_hashes(tokens, n: int):
 
 
 def corpus_tokenizer(corpus: Path):
-    from matcher.data.encode import MANIFEST
-    from matcher.data.tokenizer import CHAR, load_tokenizer
+    from matcher.data.shards import MANIFEST
 
     manifest = corpus / MANIFEST
     if not manifest.is_file():
@@ -79,7 +85,6 @@ def overlap(corpus: str | Path, eval_file: str | Path, n: int = DEFAULT_N) -> li
     """Per item of `eval_file` (JSONL), its n-grams and how many of them occur in `corpus`'s shards."""
     import numpy as np
 
-    from matcher.data.problems import jsonl_records
     from matcher.data.shards import open_data
 
     if n < 1:
@@ -103,8 +108,6 @@ def overlap(corpus: str | Path, eval_file: str | Path, n: int = DEFAULT_N) -> li
 def cached_overlap(corpus: str | Path, eval_file: str | Path, n: int = DEFAULT_N) -> list[ItemOverlap]:
     """`overlap`, remembered in the corpus folder (keyed by the eval file's sha256 and n) when it is a
     folder that can be written."""
-    from matcher.atomic import sha256_file, write_text_atomic
-
     corpus = Path(corpus)
     cache = corpus / f".overlap-{sha256_file(Path(eval_file))[:16]}-n{n}.json" if corpus.is_dir() else None
     if cache is not None and cache.is_file():
@@ -121,8 +124,6 @@ def cached_overlap(corpus: str | Path, eval_file: str | Path, n: int = DEFAULT_N
 def sweep_overlap_warnings(sweep, n: int = DEFAULT_N) -> list[str]:
     """One line per (training data, eval file) pair of the sweep whose items overlap above the
     threshold."""
-    from matcher.data.streams import MATH_DATA
-
     lines, checked = [], set()
     for run in sweep.runs:
         train = run.train

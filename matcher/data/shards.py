@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from matcher.data.encode import FORMAT, MANIFEST
 from matcher.errors import DataError
+
+MANIFEST = "manifest.json"  # a shard folder's index, written last by matcher.data.encode
+FORMAT = "matcher-shards-1"
 
 DTYPES = ("uint16", "uint32")
 _SCAN_TOKENS = 1 << 24  # tokens checked per chunk when validating a shard

@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from matcher.data import math_task, shards
+from matcher.data import math_task, problems, shards
+from matcher.data.math_task import MATH_DATA
 from matcher.data.problems import document_parts
 from matcher.data.tokenizer import CHAR, VOCAB_SIZE, Tokenizer
 from matcher.errors import DataError
@@ -27,7 +28,6 @@ from matcher.errors import DataError
 MIXTURE_BLOCK_ROWS = 1000  # a mixture's shares are exact over every block of this many rows
 
 
-MATH_DATA = ("math", "math-latent")  # the embedded generator: the written-out chain, or the final value only
 
 
 class MathStream:
@@ -232,8 +232,6 @@ def open_training_data(data: str | dict, eval_data: str, *, seed: int, n_steps: 
 def eval_problems(eval_data: str, n_steps: int, eval_examples: int) -> list:
     """A run's eval problems: the first `eval_examples` held-out generated problems (math, math-latent) or
     records of the JSONL file `eval_data`; the same for every run and seed."""
-    from matcher.data import problems
-
     if eval_data in MATH_DATA:
         return math_task.eval_problems(n_steps, eval_examples)
     return problems.load_jsonl(eval_data)[:eval_examples]

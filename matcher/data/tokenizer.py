@@ -25,6 +25,8 @@ A Hugging Face tokenizer's special tokens are found by name (BOS: <|begin_of_tex
   sharing the id is harmless.
 """
 
+# Function-local imports: tokenizers, only for a trained BPE tokenizer (the embedded task's is character level).
+
 from __future__ import annotations
 
 import functools

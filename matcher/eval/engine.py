@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 EVAL_BATCH = 32  # rows per forward
@@ -30,14 +31,10 @@ RowsDone = Callable[[str, int, int], None]  # (kind, rows done, rows in all)
 
 
 def distributed() -> bool:
-    import torch.distributed as dist
-
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _agree_max(value: int, device: torch.device) -> int:
-    import torch.distributed as dist
-
     tensor = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor.item())
@@ -48,7 +45,6 @@ def map_over_ranks(items: Sequence[Any], work: Callable[[list[Any]], list[Any]])
     results are gathered back into item order on every rank."""
     if not distributed():
         return list(work(list(items)))
-    import torch.distributed as dist
 
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = list(items[rank::world])

@@ -11,8 +11,11 @@ r"""Answer extraction and equivalence, after lm-evaluation-harness's task defini
   of the normalised strings (spaces, `$`, `\\left`/`\\right`, `\\dfrac`/`\\tfrac`, a trailing `.` dropped).
 """
 
+# Function-local imports: math-verify (the optional `math` extra), only when answers are compared as math.
+
 from __future__ import annotations
 
+import importlib.util
 import re
 
 from matcher.data.problems import normalise_number
@@ -107,6 +110,4 @@ def math_equal(predicted: str | None, reference: str, *, use_math_verify: bool |
 
 
 def has_math_verify() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("math_verify") is not None

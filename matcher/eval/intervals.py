@@ -5,6 +5,8 @@ Wilson rather than the normal approximation: at the sizes small benchmarks have 
 problems) and near 0 or 1 the normal interval leaves [0, 1] or collapses to a point.
 """
 
+# Function-local imports: scipy and numpy, only when an interval is computed.
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

@@ -18,12 +18,15 @@ its interval, and the per-item outcomes (what bootstrap intervals over problems 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from matcher import fmt
 from matcher.data.problems import final_number
 from matcher.data.tokenizer import Tokenizer
 from matcher.eval import engine, extract
@@ -68,10 +71,6 @@ def score_task(model, task: Task, tokenizer: Tokenizer, *, seq_len: int, device:
 def _rows_reporter(task: Task, on_progress: Callable[[str], None]) -> engine.RowsDone:
     """The engine's rows done as text: a row is an item, or one choice of an item for multiple choice;
     the ETA is at the pass's rate so far."""
-    import time
-
-    from matcher import fmt
-
     unit = "choices" if task.spec.kind == "choice" else "items"
     started: dict[str, float] = {}
 
@@ -114,8 +113,6 @@ def summarise(task: Task, per_item: list[dict[str, Any]]) -> dict[str, Any]:
 
 def prompt_hash(prompt: str) -> str:
     """Which prompt an item was given (few-shot examples included): the first 16 hex digits of its sha256."""
-    import hashlib
-
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 

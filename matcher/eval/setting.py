@@ -21,11 +21,16 @@ Rows written before settings were recorded get one derived from what they hold, 
 part cannot be known (`derived_*` below).
 """
 
+# Function-local imports: the scorer's metric version (its module loads torch), only when a setting is made for an eval.
+
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from matcher.data.math_task import MATH_DATA
+from matcher.eval.tasks import SPECS, generated_budget, int_option, parse_task
 
 if TYPE_CHECKING:
     from matcher.config import TrainConfig
@@ -80,7 +85,6 @@ def data_identity(task: Task) -> str:
 def task_setting(task: Task, *, depth: str = "trained", truncate: str | None = None) -> str:
     """The setting of `task` scored at `depth` (`depth_part`; the in-training eval: the trained one)."""
     from matcher.eval.score import METRICS_VERSION
-    from matcher.eval.tasks import int_option
 
     generates = task.spec.kind in ("generate", "embedded")
     shots = int_option(task.options, "n_shot", task.spec.n_shot, task.label)
@@ -93,8 +97,6 @@ def derived_bench_setting(row: dict[str, Any]) -> str:
     """The setting of an evals.jsonl row written before rows carried one: task, n, shots and budget from
     its task text (`spec`), depth and truncation from its fields; the file's hash and the metric version
     are unknown."""
-    from matcher.eval.tasks import SPECS, parse_task
-
     shots = budget = UNKNOWN
     try:
         name, _, options = parse_task(row.get("spec") or "")
@@ -116,9 +118,6 @@ def derived_bench_setting(row: dict[str, Any]) -> str:
 def derived_training_setting(train: TrainConfig, line: dict[str, Any]) -> str:
     """The setting of a metrics.jsonl eval line written before lines carried one, from the run's train
     config: exact for the generated problems but for the metric version; a file's hash is unknown."""
-    from matcher.data.streams import MATH_DATA
-    from matcher.eval.tasks import generated_budget
-
     latent = train.eval_data == "math-latent"
     n, n_total = _count(line.get("eval_n")), _count(line.get("eval_n_total"))
     if train.eval_data in MATH_DATA:

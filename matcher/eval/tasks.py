@@ -22,7 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from matcher.data.problems import Problem, final_number, jsonl_records, prompt_text
+from matcher.data import math_task
+from matcher.data.math_task import MATH_DATA
+from matcher.data.problems import Problem, final_number, jsonl_records, load_jsonl, prompt_text
 from matcher.errors import DataError
 from matcher.eval.extract import exact_match_text, last_boxed
 
@@ -141,12 +143,9 @@ def load_task(text: str, *, data_steps: int = 2) -> Task:
         if file is not None:
             if name == "latent":
                 raise DataError(f"--task {text}: the latent task is generated; give --task latent without a file")
-            from matcher.data.problems import load_jsonl
 
             problems = load_jsonl(file)
         else:
-            from matcher.data import math_task
-
             problems = math_task.eval_problems(steps, count)
         task = embedded_task(problems, latent=name == "latent", steps=steps, source=file or "generated")
         return limited(replace(task, options=options), limit)
@@ -199,9 +198,6 @@ def run_eval_task(problems: list, cfg: TrainConfig) -> Task:
     """The task a run's in-training eval scores: its eval problems (eval_data, eval_examples), in the
     latent form (the final value only) where eval_data is math-latent; n_total is the file's problem
     count where eval_examples scores fewer."""
-    from matcher.data.problems import load_jsonl
-    from matcher.data.streams import MATH_DATA
-
     task = embedded_task(problems, latent=cfg.eval_data == "math-latent", steps=cfg.data_steps,
                          source="generated" if cfg.eval_data in MATH_DATA else cfg.eval_data)
     if cfg.eval_data in MATH_DATA:

@@ -15,6 +15,7 @@ several seeds, as without a grid.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import math
 from dataclasses import dataclass
@@ -58,8 +59,6 @@ def parse_grid(text: str) -> GridAxis:
     if name in NOT_GRIDDED:
         raise ConfigError(f"--grid {key}: cannot be a grid: {NOT_GRIDDED[name]}")
     if name not in numeric:
-        import difflib
-
         close = difflib.get_close_matches(name, numeric, n=1)
         hint = f" (did you mean {TRAIN_PREFIX + close[0]!r}?)" if close else ""
         gridded = ", ".join(n for n in numeric if n not in NOT_GRIDDED)

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matcher.config import read_yaml
 from matcher.errors import ConfigError
 from matcher.plan.planner import BATCH_TOKENS_FIT, LR_FIT, TOKENS_PER_PARAM, Plan, make_plan
+from matcher.plan.presets import load_target
 from matcher.plan.request import TOKENS_BASES, PlanRequest
 
 LADDER_FORMAT = 1
@@ -56,8 +58,6 @@ def parse_ladder(text: str) -> list[str]:
 
 def plan_ladder(request: PlanRequest, progress=lambda text: None) -> Ladder:
     """One plan per rung under the shared rules; rungs must grow in parameters."""
-    from matcher.plan.presets import load_target
-
     given = [name for name in PER_RUNG_RULES if getattr(request, name) is not None]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
@@ -109,8 +109,6 @@ def manifest(ladder: Ladder, sweep_paths: list[Path], created: str) -> dict[str,
 
 def load_ladder(path: str | Path) -> dict[str, Any]:
     """A ladder manifest, checked: its sweeps exist beside it."""
-    from matcher.config import read_yaml
-
     path = Path(path)
     data = read_yaml(path, missing="write one with `matcher plan --ladder la-100m,la-1b,la-2b`")
     if not isinstance(data, dict) or data.get("matcher_ladder") != LADDER_FORMAT or not data.get("rungs"):

@@ -3,6 +3,8 @@ named device and an assumed MFU (matcher.cost.gpu_hours), and whether the traini
 the tokens a run reads (from the shard manifest, so a repeat of the data is announced before it happens).
 """
 
+# Function-local imports: the shard manifest's name (its module loads numpy), only when a corpus on disk is counted.
+
 from __future__ import annotations
 
 import json
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from matcher.cost.gpu_hours import device, gpu_hours
+from matcher.data.math_task import MATH_DATA
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,6 @@ def launch_cost(plan, gpu: str, mfu: float) -> LaunchCost:
 
 def data_supply(data: str | dict, tokens_per_run: int) -> list[DataSupply]:
     """What one run reads of each source of train.data (a mixture's share by weight) and what it holds."""
-    from matcher.data.streams import MATH_DATA
-
     sources = data if isinstance(data, dict) else {data: 1.0}
     total_weight = sum(float(w) for w in sources.values())
     supply = []
@@ -88,7 +89,7 @@ def tokens_on_disk(path: Path) -> int | None:
     """The training tokens of a shard folder (its manifest's count: the train split, without a held-out
     val split) or of legacy .bin shards (their size); None where nothing readable is there yet (the
     sweep's own data check reports that)."""
-    from matcher.data.encode import MANIFEST
+    from matcher.data.shards import MANIFEST
 
     manifest = path / MANIFEST
     if manifest.is_file():

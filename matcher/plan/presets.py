@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
-from matcher.config import ModelConfig
+from matcher.config import ModelConfig, load_model_config
 from matcher.names import Resolved, resolve
 
 # The shape shared by every variant of a size family; d_ff and n_experts come from MATCHED.
@@ -97,10 +98,6 @@ def get_preset(name: str) -> ModelConfig:
 
 def load_target(spec: str) -> tuple[ModelConfig, Resolved | None]:
     """A preset name or a path to a model-config YAML file."""
-    from pathlib import Path
-
-    from matcher.config import load_model_config
-
     if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
         return load_model_config(spec), None
     resolved = resolve_preset(spec)

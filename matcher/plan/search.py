@@ -34,10 +34,12 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from matcher import fmt
 from matcher.config import ModelConfig, divisors
 from matcher.cost.analytic import (
     Conventions,
     body_train_flops_per_token,
+    forward_flops_per_token,
     inference_memory_bytes,
     memory,
     param_counts,
@@ -350,8 +352,6 @@ def _groups(base: ModelConfig, spec: MatchSpec,
 
 
 def _amount(quantity: str, value: float) -> str:
-    from matcher import fmt
-
     return {"flops": fmt.si, "params": fmt.params, "inference_memory_bytes": fmt.bytes_,
             "train_memory_bytes": fmt.bytes_, "body_flops": fmt.si, "body_params": fmt.params}[quantity](value)
 
@@ -381,8 +381,6 @@ def _check_reachable(search: _Search, base: ModelConfig, label: str) -> None:
 
 def _fixed_part(cfg: ModelConfig, spec: MatchSpec, quantity: str) -> str:
     """Where the smallest config's cost goes, largest shares first, for an error message."""
-    from matcher.cost.analytic import forward_flops_per_token
-
     seq_len = cfg.seq_len if spec.seq_len is None else spec.seq_len
     if quantity in ("params", "body_params"):
         parts = dict(param_counts(cfg).by_component)

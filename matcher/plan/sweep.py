@@ -3,16 +3,22 @@ training settings and predicted costs. Loading validates every field and reports
 its path in the file (`runs[2].model.d_ff: ...`). Writing is atomic and never overwrites silently.
 """
 
+# Function-local imports: the data streams (numpy), only when a sweep's data is checked before it is written or run.
+
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from matcher.atomic import write_text_atomic
 from matcher.config import ModelConfig, TrainConfig, dump_yaml, field_problems, read_yaml, unknown_key
+from matcher.console import notice
 from matcher.cost.analytic import (
     Conventions,
     body_train_flops_per_token,
@@ -20,7 +26,10 @@ from matcher.cost.analytic import (
     param_counts,
     train_flops_per_token,
 )
-from matcher.errors import ConfigError, MatcherError
+from matcher.data.tokenizer import tokenizer_for
+from matcher.errors import ConfigError, DataError, MatcherError
+from matcher.eval.fit import check_fit
+from matcher.eval.tasks import run_eval_task
 from matcher.plan.search import MatchSpec, costs_of, current_names, renamed_notice
 
 SWEEP_FORMAT = 1
@@ -292,10 +301,6 @@ def _data_problems(runs: list[Run]) -> list[str]:
     that does not fit the context: matcher/eval/fit.py), found for every run now, not after the runs
     before it have trained. Each distinct setting is checked once."""
     from matcher.data import streams
-    from matcher.data.tokenizer import tokenizer_for
-    from matcher.errors import DataError
-    from matcher.eval.fit import check_fit
-    from matcher.eval.tasks import run_eval_task
 
     found, checked = [], set()
     for i, run in enumerate(runs):
@@ -365,8 +370,6 @@ def map_train_paths(data: Any, change) -> None:
 def _resolve_beside(data: Any, path: Path) -> list[str]:
     """Paths in the sweep resolve relative to the sweep file. An older sweep's path that exists only
     from the current directory (how they used to resolve) is kept, with a notice to rewrite it."""
-    import os
-
     folder = path.parent
     relied: list[str] = []
 
@@ -388,8 +391,6 @@ def _resolve_beside(data: Any, path: Path) -> list[str]:
 def load_sweep(path: str | Path, notices: bool = True) -> Sweep:
     """Load and validate a sweep file; every problem is listed in one ConfigError. Paths in it
     (train.data, eval_data, tokenizer) are relative to the sweep file's folder."""
-    from matcher.console import notice
-
     path = Path(path)
     data = read_yaml(path, missing_sweep_hint(path))
     rung_sweeps = ladder_sweeps(path, data)
@@ -414,8 +415,6 @@ def load_sweep(path: str | Path, notices: bool = True) -> Sweep:
 
 def _relative_to(value: str, folder: Path) -> str:
     """A path given from the current directory, as the sweep file in `folder` writes it."""
-    import os
-
     if Path(value).is_absolute():
         return value
     return Path(os.path.relpath(Path(value).resolve(), folder.resolve())).as_posix()
@@ -425,8 +424,6 @@ def check_before_writing(sweep: Sweep, path: str | Path) -> str:
     """The file text of `sweep` (paths written relative to the file's folder), after the checks `matcher
     sweep validate` makes on it (parsed back from that text): a sweep that would not validate is one
     ConfigError, and nothing is written."""
-    import yaml
-
     path = Path(path)
     header = ("# matcher sweep: matched runs with full configs and predicted costs.\n"
               "# Check after editing: matcher sweep validate " + path.as_posix() + "\n"

@@ -12,6 +12,8 @@ A group is a run's name without its seed suffix (run.yaml `group`); a group with
 The rules for crossings, ratios, seeds and default targets are in matcher/report/efficiency.py.
 """
 
+# Function-local imports: numpy, only where curves are compared.
+
 from __future__ import annotations
 
 import math
@@ -19,7 +21,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from matcher.eval.intervals import ACCURACY_METRICS, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+from matcher.eval.intervals import (
+    ACCURACY_METRICS,
+    BOOTSTRAP_SAMPLES,
+    BOOTSTRAP_SEED,
+    binomial_interval,
+    bootstrap_draws,
+    percentile_interval,
+)
 from matcher.report.efficiency import (
     LOSS_METRICS,
     Spread,
@@ -178,8 +187,6 @@ def reach_intervals(curves: dict[str, Curve], group_runs: list[str], baseline_ru
     seeds resampled within each group, problems resampled once per draw for both groups (they score the
     same problems, so the ratio's interval is paired over problems). None where nothing varies between
     draws (one seed and no per-problem outcomes): a zero-width interval would claim certainty."""
-    from matcher.eval.intervals import bootstrap_draws, percentile_interval
-
     widths = [c[2].shape[1] for c in curves.values() if c[2] is not None]
     n_problems = max(set(widths), key=widths.count) if widths else 0
 
@@ -284,8 +291,6 @@ def checkpoint_table(results: Results) -> Table:
 
 
 def _pooled_interval(accuracies: list[float], counts: list[float]) -> tuple[float, float] | None:
-    from matcher.eval.intervals import binomial_interval
-
     if not counts or any(math.isnan(n) for n in counts):
         return None
     return binomial_interval(round(sum(a * n for a, n in zip(accuracies, counts))), round(sum(counts)))

@@ -8,6 +8,8 @@ least squares in log-log space (scipy.stats.linregress), C being the rung's trai
 FLOPs per token x the rung's tokens: matched variants share it).
 """
 
+# Function-local imports: scipy and matplotlib, only for the fit and the plot.
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +20,8 @@ from typing import Any
 
 from matcher.errors import ResultsError
 from matcher.report.comparison import Column, Report, Table
+from matcher.report.efficiency import tokens_to_reach
+from matcher.report.results import load_results
 
 QUANTITIES = ("flops_to_target", "final_accuracy")
 
@@ -45,9 +49,6 @@ class PowerLaw:
 def ladder_points(manifest: dict[str, Any], manifest_path: Path, target: float | None,
                   results_root: Path | None = None) -> tuple[list[LadderPoint], float, list[str]]:
     """Every (rung, variant) point, the target accuracy used, and warnings (rungs without results)."""
-    from matcher.report.efficiency import tokens_to_reach
-    from matcher.report.results import load_results
-
     root = results_root or Path(manifest.get("results_root", "results"))
     loaded, warnings = [], []
     for rung in manifest["rungs"]:

@@ -20,13 +20,16 @@ Groups whose runs did not all finish carry their state in the legend. matplotlib
 (`pip install 'matcher[plot]'`); it is drawn without pyplot, so no display is needed.
 """
 
+# Function-local imports: matplotlib, only when a plot is drawn.
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
 from matcher.errors import ResultsError
-from matcher.report.comparison import checkpoint_rows, depth_table, group_states, group_variants
+from matcher.eval.tasks import SPECS
+from matcher.report.comparison import bench_table, checkpoint_rows, depth_table, group_states, group_variants
 from matcher.report.efficiency import Target, as_targets
 from matcher.report.results import Results
 
@@ -113,8 +116,6 @@ def _plot_bpb(results: Results, columns, colors, axes) -> None:
 def primary_metric(task: str, metrics: list[str]) -> str:
     """The metric a task's panel shows: the first of its spec's metrics (strict for gsm8k, acc for mc),
     for other tasks (lm-evaluation-harness) acc where it has one, else the first by name."""
-    from matcher.eval.tasks import SPECS
-
     spec = SPECS.get(task.split("-")[0]) if not task.startswith("lm-eval-") else None
     order = list(spec.metrics) if spec is not None else ["acc"]
     return next((m for m in order if m in metrics), sorted(metrics)[0])
@@ -124,8 +125,6 @@ def benchmark_curves(results: Results) -> dict[tuple[str, str, str], dict[str, t
     """(task, metric, setting id) -> group -> (tokens, mean, band low, band high) of each benchmark task's
     main metric at the trained depth: ± one std over seeds where two or more have the point, else the
     one run's 95% interval (none where it has none)."""
-    from matcher.report.comparison import bench_table
-
     if results.bench is None or not len(results.bench):
         return {}
     trained = results.bench[results.bench["depth"] == results.bench["trained_depth"]]

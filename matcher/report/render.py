@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from typing import Any
+
+from rich.table import Table as RichTable
+from rich.text import Text
 
 from matcher import fmt
 from matcher.report.comparison import Column, Report, Table
@@ -92,8 +96,6 @@ def _markdown_table(columns: list[Column], cells: list[list[str]]) -> str:
 def to_json(report: Report, extra: dict[str, Any]) -> str:
     """The report as one JSON object: title, summary, each table's rows (missing values null) and
     notes, and `extra` (the selection)."""
-    import json
-
     tables = [{"title": table.title, "rows": [{column.key: row.get(column.key) for column in table.columns}
                                               for row in table.rows], "notes": table.notes}
               for table in report.tables]
@@ -128,9 +130,6 @@ def to_csv(report: Report) -> str:
 
 def print_rich(report: Report, console) -> None:
     """The report as rich tables on `console` (a rich.console.Console)."""
-    from rich.table import Table as RichTable
-    from rich.text import Text
-
     console.print(Text(report.title, style="bold"))
     for line in report.summary:
         console.print(Text(line))

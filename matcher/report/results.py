@@ -15,18 +15,25 @@ can mark them; a run without status.json yet is in state "new", one whose status
 same checkpoint twice: the later line wins.
 """
 
+# Function-local imports: pandas, only when results are tabulated.
+
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from matcher.config import VARIANTS
+from matcher.config import VARIANTS, read_yaml
+from matcher.console import notice
 from matcher.errors import ConfigError, ResultsError
+from matcher.eval.setting import derived_bench_setting, derived_training_setting, parse_setting
+from matcher.names import resolve
 from matcher.plan.search import current_names, renamed_notice
 from matcher.plan.sweep import PREDICTED_KEYS as PREDICTED
+from matcher.plan.sweep import ladder_sweeps
 from matcher.run.contract import RunInfo, RunSnapshot, RunState, furthest, stale_runs
 from matcher.run.rundir import RunDir, split_complete
 
@@ -89,16 +96,10 @@ class Results:
 def with_baseline(results: Results, group: str) -> Results:
     """`results` compared against `group` (a group name, or a run name of that group) instead of the
     target; the name is read forgivingly, an unknown one lists the groups."""
-    import dataclasses
-
-    from matcher.names import resolve
-
     groups = results.groups
     by_run = dict(zip(results.runs["run"], results.runs["group"]))
     resolved = resolve(group, dict.fromkeys([*groups, *by_run]), "group")
     if resolved.notice:
-        from matcher.console import notice
-
         notice(resolved.notice)
     chosen = resolved.name if resolved.name in groups else by_run[resolved.name]
     return dataclasses.replace(results, chosen_baseline=chosen)
@@ -147,8 +148,6 @@ def load_results(path: str | Path) -> Results:
         warnings.append(renamed_notice(f"{path}: run.yaml `predicted` of {', '.join(renamed)}", old,
                                        "rename them in each run.yaml"))
     if derived:
-        from matcher.console import notice
-
         notice(f"{len(derived)} file(s) hold eval rows written before matcher recorded each eval's setting "
                f"({', '.join(derived[:3])}{', ...' if len(derived) > 3 else ''}); their settings are derived from "
                "what the rows hold, with ? for a file's hash and the metric version")
@@ -172,8 +171,6 @@ def load_results(path: str | Path) -> Results:
 def _add_training_settings(run_evals: list[dict[str, Any]], info: RunInfo, path: Path, derived: list[str]) -> None:
     """Each eval row's `eval_setting`: its line's, or for lines of an older matcher one derived from the
     run's train config (and `path` added to `derived`)."""
-    from matcher.eval.setting import derived_training_setting
-
     missing = [row for row in run_evals if not isinstance(row.get("eval_setting"), str)]
     for row in missing:
         row["eval_setting"] = derived_training_setting(info.train, row)
@@ -185,8 +182,6 @@ def _read_bench(path: Path, warnings: list[str], derived: list[str]) -> list[dic
     """evals.jsonl as one row per metric (later lines of the same setting, step and depth win; other
     settings are kept beside them). Rows without a setting get a derived one, and `path` is added to
     `derived`."""
-    from matcher.eval.setting import derived_bench_setting
-
     if not path.is_file():
         return []
     rows: dict[tuple, dict[str, Any]] = {}
@@ -236,9 +231,6 @@ def _check_against_sweep_files(path: Path, recorded: dict[str, dict[str, Any]], 
 
 def _results_folders_hint(path: Path) -> str:
     """Where `matcher run` trains the sweep file `path`, or each rung of the ladder manifest `path`."""
-    from matcher.config import read_yaml
-    from matcher.plan.sweep import ladder_sweeps
-
     try:
         rung_sweeps = ladder_sweeps(path, read_yaml(path))
     except ConfigError:
@@ -390,8 +382,6 @@ def _fields(line: dict, required: tuple[str, ...], optional: tuple[str, ...]) ->
 
 def _is_setting(value: Any) -> bool:
     """An eval setting string (matcher/eval/setting.py); anything else is derived as for an older row."""
-    from matcher.eval.setting import parse_setting
-
     try:
         parse_setting(value)
     except (ValueError, AttributeError):

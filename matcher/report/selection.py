@@ -29,7 +29,13 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from matcher.config import TrainConfig
 from matcher.errors import ResultsError
+from matcher.fmt import si
+from matcher.names import resolve
+from matcher.plan.grid import short_number
+from matcher.report.comparison import Column, Table
+from matcher.run.contract import EXECUTION_FIELDS
 
 if TYPE_CHECKING:
     from matcher.report.comparison import Table
@@ -156,9 +162,6 @@ def families(results: Results, metric: str) -> list[tuple[str, str, str, list[Gr
     """(family label, role, variant, grid points) of a loaded results folder: the groups of one role
     and one model config, each with the train settings that differ between them (seed and execution
     settings aside) and each seed's final `metric`."""
-    from matcher.config import TrainConfig
-    from matcher.run.contract import EXECUTION_FIELDS
-
     train_fields = [f.name for f in dataclasses.fields(TrainConfig)]
 
     infos = results.infos or {}
@@ -236,8 +239,6 @@ def apply_selection(results: Results, choice: str | None,
     otherwise. `none`: every grid point is a group of its own, so a target with several points needs
     --baseline; choosing by eye among them is the selection on the test set this module exists to avoid,
     so it is never done for the user."""
-    from matcher.names import resolve
-
     metric = None
     if choice is not None:
         resolved = resolve(choice, SELECT_CHOICES, "--select choice")
@@ -261,8 +262,6 @@ def apply_selection(results: Results, choice: str | None,
 def notices(selections: list[Selection]) -> list[str]:
     """What a reader must know about the selection: edges, ties, missing seeds, failed seeds, families
     left out, points read at different tokens."""
-    from matcher.fmt import si
-
     lines = []
     for s in selections:
         if s.selected is None:
@@ -326,8 +325,6 @@ def selection_summary(selections: list[Selection]) -> str:
 
 
 def selection_table(selections: list[Selection]) -> Table:
-    from matcher.report.comparison import Column, Table
-
     rows = []
     for s in selections:
         for p in s.points:
@@ -361,6 +358,4 @@ def _sort_key(value: Any) -> tuple:
 
 
 def _short(value: Any) -> str:
-    from matcher.plan.grid import short_number
-
     return short_number(value) if _is_number(value) else str(value)

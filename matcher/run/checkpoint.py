@@ -13,6 +13,9 @@ failing later with a NaN. A checkpoint also records which model it holds, so one
 run is refused before any tensor is loaded.
 """
 
+# Function-local imports: torch's distributed checkpoint helpers (about half a second to import), only when a
+# checkpoint is saved or loaded.
+
 from __future__ import annotations
 
 import hashlib

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from matcher.config import VARIANTS, ModelConfig, TrainConfig, field_problems
 from matcher.errors import ConfigError, MatcherError
-from matcher.plan.sweep import ROLES
+from matcher.plan.sweep import ROLES, load_sweep
 
 if TYPE_CHECKING:
     from matcher.plan.sweep import Run
@@ -310,8 +310,6 @@ def stale_runs(recorded: dict[str, dict[str, Any]], against: tuple[str, list[Run
     (`matcher compare`), where that file exists here (results copied to another machine are not checked).
     Callers decide: the runner refuses foreign and edited folders, compare refuses edited ones and warns
     about the rest."""
-    from matcher.plan.sweep import load_sweep
-
     stale = Staleness([], [], [], [], {})
     for folder, info in recorded.items():
         if isinstance(info.get("sweep_file"), str):

@@ -16,6 +16,8 @@ Each library is imported only when its dashboard is on (`pip install 'matcher[te
 `'matcher[wandb]'`).
 """
 
+# Function-local imports: tensorboard and wandb (optional extras), only when a run logs to them.
+
 from __future__ import annotations
 
 import importlib.util

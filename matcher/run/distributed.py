@@ -2,13 +2,17 @@
 wrapping, and the few collectives the training loop needs. With one process everything here is a
 no-op, so the same loop runs alone, under torchrun on CPU (gloo) and on GPUs (nccl)."""
 
+# Function-local imports: FSDP2 (about half a second to import), only when a run shards with it.
+
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from matcher.errors import RunError
 
@@ -63,8 +67,6 @@ def resolve_dtype(setting: str, device: torch.device) -> str:
 
 def autocast_for(dtype: str, device: torch.device):
     """The context training and evaluation run their forwards in: bf16 autocast, or nothing for fp32."""
-    import contextlib
-
     return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
 
@@ -98,7 +100,6 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device, *, fsdp: bo
             fully_shard(layer, mp_policy=policy, reshard_after_forward=reshard)
         fully_shard(model, mp_policy=policy)
         return model
-    from torch.nn.parallel import DistributedDataParallel
 
     # no find_unused_parameters: every parameter gets a gradient in every step, also a routed expert that
     # no token of this rank's batch chose (the grouped GEMM's weight gradient covers all experts: zero)
@@ -108,8 +109,6 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device, *, fsdp: bo
 def gradient_sync(train_model: torch.nn.Module, enabled: bool):
     """A context in which backward passes do (enabled) or do not (accumulating micro-batches) reduce
     gradients over ranks: DDP's no_sync, FSDP2's set_requires_gradient_sync; nothing to do alone."""
-    import contextlib
-
     module = getattr(train_model, "_orig_mod", train_model)  # under torch.compile
     if enabled or not dist.is_initialized():
         if hasattr(module, "set_requires_gradient_sync"):

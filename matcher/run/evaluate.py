@@ -7,21 +7,27 @@ another setting is kept beside it)."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from matcher.atomic import write_atomic, write_text_atomic
 from matcher.config import TrainConfig
 from matcher.data.streams import eval_problems
+from matcher.data.tokenizer import tokenizer_for
 from matcher.errors import RunError
 from matcher.eval.fit import check_fit
 from matcher.eval.score import score_task
 from matcher.eval.setting import depth_part, parse_setting, task_setting
 from matcher.eval.tasks import Task, int_option, limited, load_task, parse_task, run_eval_task
 from matcher.run.distributed import autocast_for, pick_device, resolve_dtype
+from matcher.run.rundir import RunDir
+from matcher.run.snapshots import list_snapshots, load_snapshot
 
 
 def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.device,
@@ -29,8 +35,6 @@ def in_training_eval(model, problems: list, cfg: TrainConfig, *, device: torch.d
                      step: int = 0) -> dict[str, Any]:
     """The eval line's scores; with `run_path` (the main rank's), the samples are written to
     evals/<step>/<task>.samples.jsonl. Collective under torch.distributed."""
-    from matcher.data.tokenizer import tokenizer_for
-
     task = run_eval_task(problems, cfg)
     result = score_task(model, task, tokenizer_for(cfg), seq_len=cfg.seq_len, device=device, autocast=autocast)
     samples = result.pop("samples")
@@ -62,10 +66,6 @@ def samples_path(run_path: Path, step: int, setting: str) -> Path:
 def write_samples(path: Path, samples: list[dict[str, Any]]) -> Path:
     """One JSON line per item, atomically; gzip-compressed (path + .gz) when large. The other form of
     the same file, left by an earlier eval, is removed, so one file holds the step's samples."""
-    import gzip
-
-    from matcher.atomic import write_atomic
-
     data = "".join(json.dumps(sample) + "\n" for sample in samples).encode("utf-8")
     compressed = len(data) > SAMPLES_GZIP_BYTES
     gzipped = path.with_name(path.name + ".gz")
@@ -78,8 +78,6 @@ def write_samples(path: Path, samples: list[dict[str, Any]]) -> Path:
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
     """The samples `write_samples` wrote at `path` (plain or .gz)."""
-    import gzip
-
     compressed = path.with_name(path.name + ".gz")
     if compressed.is_file():
         text = gzip.decompress(compressed.read_bytes()).decode("utf-8")
@@ -119,10 +117,6 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
     against the context before any checkpoint is loaded (`truncate`: matcher/eval/fit.py).
     `on_score(text)` is told what is scored next, `on_progress(text)` how far its scoring has come (items
     done of the task's, after each batch), `on_row(row)` each row as it is scored."""
-    from matcher.data.tokenizer import tokenizer_for
-    from matcher.run.rundir import RunDir
-    from matcher.run.snapshots import list_snapshots, load_snapshot
-
     run = RunDir(run_path)
     info = run.read_run_info()
     model_cfg, cfg = info.model, info.train
@@ -176,8 +170,6 @@ def evaluate_run(run_path: str | Path, tasks: list[str], *, step: int | None = N
 
 def _refuse_non_finite(result: dict[str, Any], path: Path) -> None:
     """A NaN score is a damaged model, not a result: refused before anything is stored."""
-    import math
-
     bad = [metric for metric, value in result["scores"].items() if value is not None and not math.isfinite(value)]
     if bad:
         raise RunError(f"{path}: scored {', '.join(bad)} = NaN or infinite on {result['task']}; the checkpoint is "
@@ -192,8 +184,6 @@ def _legacy_key(row: dict[str, Any]) -> tuple:
 def store_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Add `rows` to evals.jsonl, replacing earlier rows of the same setting and step (and rows without a
     setting, from an older matcher, of the same task text, step and depth); rows of other settings stay."""
-    from matcher.atomic import write_text_atomic
-
     replaced = {(r["setting"], r["step"]) for r in rows}
     legacy = {_legacy_key(r) for r in rows}
 

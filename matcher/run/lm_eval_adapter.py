@@ -15,6 +15,8 @@ three request types run through matcher/eval/engine.py, the same batching, paddi
 as `matcher eval`.
 """
 
+# Function-local imports: the evaluator, only when lm-eval asks the adapter for checkpoints.
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +24,11 @@ import contextlib
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from matcher.data.tokenizer import tokenizer_for
 from matcher.eval import engine
+from matcher.run.distributed import autocast_for, pick_device, resolve_dtype
+from matcher.run.rundir import RunDir
+from matcher.run.snapshots import list_snapshots, load_snapshot
 
 
 @register_model("matcher")
@@ -32,17 +38,12 @@ class MatcherLM(LM):
         """A run's checkpoint (`run_dir`, `step`: default the last, `depth`: test-time depth), or a
         `model` with its `tokenizer` and `seq_len` given directly."""
         super().__init__()
-        from matcher.run.distributed import pick_device
 
         self.device_ = pick_device(device)
         self.batch_size_ = int(batch_size)
         self.autocast = contextlib.nullcontext()
         if model is None:
-            from matcher.data.tokenizer import tokenizer_for
-            from matcher.run.distributed import autocast_for, resolve_dtype
             from matcher.run.evaluate import choose_steps
-            from matcher.run.rundir import RunDir
-            from matcher.run.snapshots import list_snapshots, load_snapshot
 
             run = RunDir(run_dir)
             info = run.read_run_info()

@@ -15,12 +15,15 @@ for the processes it starts. With LOCK_ENV set, the process also adds its pid to
 
 from __future__ import annotations
 
+import ctypes
 import os
 import runpy
 import signal
 import sys
 import threading
 import time
+
+from matcher.run.lock import join
 
 PARENT_ENV = "MATCHER_PARENT_PID"
 LOCK_ENV = "MATCHER_RUN_LOCK"
@@ -49,8 +52,6 @@ def _set_death_signal(signum: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
     except (OSError, AttributeError):
@@ -80,8 +81,6 @@ def main(argv: list[str]) -> None:
     os.environ[PARENT_ENV] = str(os.getpid())
     lock = os.environ.get(LOCK_ENV)
     if lock:
-        from matcher.run.lock import join
-
         join(lock)
     sys.argv = list(argv)
     runpy.run_module(argv[0], run_name="__main__", alter_sys=True)

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from matcher import fmt
+from matcher.console import LogLines, escape, live
 from matcher.run.contract import Outcome
 from matcher.run.rundir import split_complete
 
@@ -34,8 +35,6 @@ class SweepProgress:
     and interval (tokens, loss, tokens/s, ETA), one per eval point, and one when a run starts and ends."""
 
     def __init__(self, console: Console, total_tokens: dict[str, int]):
-        from matcher.console import LogLines, live
-
         self.totals = total_tokens
         self.lines = None if live(console) else {run: LogLines(console) for run in total_tokens}
         self.progress = Progress(
@@ -135,8 +134,6 @@ class MetricsTail:
 
 
 def summary_table(sweep_name: str, summaries: list[RunSummary]) -> Table:
-    from matcher.console import escape
-
     table = Table(title=f"sweep {escape(sweep_name)}")
     for column in ("run", "state", "tokens", "final accuracy", "tokens/s", "note"):
         numeric = column in ("tokens", "final accuracy", "tokens/s")

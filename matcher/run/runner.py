@@ -14,8 +14,12 @@ folder (or, with a COMMAND, runs that under the run's lock: the multi-node Slurm
 the GPU queue and the Slurm tasks call it. Its exit code is the run's state (see main).
 """
 
+# Function-local imports: the trainer (torch), in the process that trains, so `matcher status` and the Slurm parent
+# stay light.
+
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from matcher.config import largest_divisors
+from matcher.console import out
 from matcher.errors import ConfigError, MatcherError, RunError
 from matcher.names import resolve
 from matcher.plan.sweep import Run, load_sweep
@@ -271,8 +276,6 @@ def run_sweep(sweep_path: str | Path, results_root: str | Path = "results", *, l
     """Train (or submit) the runs of a sweep file; returns one summary per selected run, in sweep
     order, after printing the progress and the summary table on `console` (default: stdout).
     `gpus`: the GPU ids the local queue hands out (default: the visible ones; none: CPU, in sequence)."""
-    from matcher.console import out
-
     console = console or out()
     if launcher not in LAUNCHERS:
         raise ConfigError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
@@ -414,8 +417,6 @@ def main(argv: list[str] | None = None) -> int:
     run's outcome (matcher.run.contract.ExitCode): 0 finished or already finished; 1 failed; 2 a user error
     or a full or read-only disk; 3 interrupted (checkpointed; resumes when started again); 75 another
     process holds the lock."""
-    import argparse
-
     argv = sys.argv[1:] if argv is None else list(argv)
     command = argv[argv.index("--") + 1:] if "--" in argv else None
     own = argv[:argv.index("--")] if "--" in argv else argv

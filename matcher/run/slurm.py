@@ -38,6 +38,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from matcher.atomic import write_text_atomic
 from matcher.errors import ConfigError, RunError
 from matcher.run.contract import ExitCode
 
@@ -229,8 +230,6 @@ def job_script(*, sweep_name: str, sweep_dir: Path, run_names: list[str], option
 
 
 def write_job_script(text: str, sweep_dir: Path, sweep_name: str) -> Path:
-    from matcher.atomic import write_text_atomic
-
     path = sweep_dir / "slurm" / f"{sweep_name}.sbatch"
     write_text_atomic(path, text)
     return path

@@ -14,6 +14,9 @@ optimizer), so any point of a curve can be scored again later (`matcher eval`).
 - Saving is collective under FSDP (the full state dict is gathered); rank 0 writes, atomically.
 """
 
+# Function-local imports: safetensors, only when a snapshot is written or read, and torch's distributed checkpoint
+# helpers (about half a second to import), only when one is written.
+
 from __future__ import annotations
 
 import json
@@ -22,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from matcher.atomic import write_atomic
 from matcher.config import ModelConfig
 from matcher.errors import RunError
+from matcher.models import Model
 
 FORMAT = "matcher-model-1"
 _NAME = re.compile(r"step-(\d+)\.safetensors$")
@@ -63,7 +68,6 @@ def save_snapshot(run_path: Path, model: torch.nn.Module, cfg: ModelConfig, *, s
         if keep:
             for _, old in list_snapshots(run_path)[:-keep]:
                 old.unlink(missing_ok=True)
-    import torch.distributed as dist
 
     if dist.is_initialized():
         dist.barrier()
@@ -92,8 +96,6 @@ def load_snapshot(path: Path, cfg: ModelConfig, *, depth: int | None = None,
     trained depth's beyond them, and da_rope forward_reversed keeps counting its reversed index from the
     trained depth."""
     from safetensors.torch import load_file
-
-    from matcher.models import Model
 
     meta = read_metadata(path)
     if ModelConfig.from_dict(meta["model"]) != cfg:

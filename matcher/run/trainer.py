@@ -19,13 +19,18 @@ alone or as one rank of a torchrun group (`python -m matcher.run.trainer RUN_DIR
   checkpoint (before the blow-up) is kept.
 """
 
+# Function-local imports: torch's compiler settings (torch._inductor, about a second to import), only when the
+# inductor cache is set up.
+
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import platform
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,12 +43,15 @@ import torch
 
 from matcher import __version__
 from matcher.config import TrainConfig, largest_divisors
+from matcher.console import notice
+from matcher.cost.analytic import train_flops_per_token
 from matcher.data import streams
 from matcher.data.tokenizer import tokenizer_for
 from matcher.errors import MatcherError, RunError
 from matcher.eval.fit import check_fit
 from matcher.eval.tasks import run_eval_task
 from matcher.models import IGNORE_INDEX, Model
+from matcher.models.model import compile_model
 from matcher.models.model import shares as expert_shares
 from matcher.run.checkpoint import load_checkpoint, save_checkpoint
 from matcher.run.contract import ExitCode, RunState, Status
@@ -57,8 +65,10 @@ from matcher.run.distributed import (
     resolve_dtype,
     wrap,
 )
+from matcher.run.evaluate import in_training_eval
 from matcher.run.rundir import MetricsWriter, RunDir
 from matcher.run.schedule import eval_steps, wsd_lr
+from matcher.run.snapshots import save_snapshot
 from matcher.run.throughput import gini, mfu, peak_flops
 from matcher.run.validation import val_scores, val_windows
 
@@ -235,8 +245,6 @@ class Trainer:
     def _build_model(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The model (checkpointed and evaluated) and the module the training step calls (wrapped for
         data parallelism, compiled)."""
-        from matcher.models.model import compile_model
-
         torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank and every attempt
         model = Model(self.model_cfg).to(self.device)
         model.recompute = self.cfg.recompute == "full"
@@ -251,7 +259,6 @@ class Trainer:
         predicted = self.info.predicted
         if "train_flops_per_token" in predicted:
             return float(predicted["train_flops_per_token"])
-        from matcher.cost.analytic import train_flops_per_token
 
         return train_flops_per_token(self.model_cfg, seq_len=self.cfg.seq_len)
 
@@ -271,8 +278,6 @@ class Trainer:
                         identity=self._identity(), loop_state=loop_state)
 
     def _save_snapshot(self) -> None:
-        from matcher.run.snapshots import save_snapshot
-
         save_snapshot(self.rundir.path, self.model, self.model_cfg, step=self.step, tokens=self.tokens,
                       run=self.info.run, dtype=torch.bfloat16 if self.dtype == "bf16" else torch.float32,
                       is_main=self.world.is_main, keep=self.cfg.keep_checkpoints)
@@ -408,7 +413,6 @@ class Trainer:
     def _evaluate(self, elapsed_s: float) -> None:
         window = self.meter.since_eval
         tokens_per_s = window.tokens_per_s(self.cfg.tokens_per_step)
-        from matcher.run.evaluate import in_training_eval
 
         self.model.eval()
         # problems split over the ranks, every rank running the same forwards (matcher/eval/engine.py)
@@ -483,8 +487,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr_mults: list[float], lr: float) -
 def main(argv: list[str] | None = None) -> int:
     """Worker entry: `python -m matcher.run.trainer RUN_DIR [--fsdp]` (alone, or under torchrun). Exit codes:
     0 finished or interrupted (checkpointed); 1 failed; 2 a user error; 130 aborted by a second signal."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m matcher.run.trainer", description=main.__doc__)
     parser.add_argument("run_dir")
     parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 instead of DDP")
@@ -506,11 +508,7 @@ def inductor_cache_without_whitespace() -> None:
     folder, TMPDIR) moves to a folder without whitespace (in the user's cache folder, else /tmp), named in
     a notice, or where there is none, one clear error; and precompiled headers, which it builds in a
     fresh temporary folder, are left off (they only speed up the first compile)."""
-    import tempfile
-
     import torch._inductor.config as inductor_config
-
-    from matcher.console import notice
 
     def spaced(path: object) -> bool:
         return any(c.isspace() for c in str(path))

@@ -22,6 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from matcher.data.math_task import MATH_DATA
+from matcher.data.shards import MANIFEST
+from matcher.data.streams import MathStream, ShardStream
+
 VAL_ROWS = 64  # windows of seq_len + 1 tokens scored at every eval point (fewer where the split is smaller)
 VAL_STREAM_SEED = 0  # fixed, so that the windows do not depend on the run's seed
 VAL_SPLIT = "val"  # the generated task's validation problems: a generator family apart from train and eval
@@ -32,9 +36,6 @@ def val_windows(data: str | dict, *, seq_len: int, vocab_size: int, tokenizer, n
     """The fixed val windows (rows, seq_len + 1) when train.data is the generated task (`n_steps` steps per
     problem, none of `eval_problems` among them) or one shard folder with a val split; None otherwise
     (a mixture, or a corpus encoded without --val-fraction)."""
-    from matcher.data.encode import MANIFEST
-    from matcher.data.streams import MATH_DATA, MathStream, ShardStream
-
     if data in MATH_DATA:
         stream = MathStream(seed=VAL_STREAM_SEED, n_steps=n_steps, seq_len=seq_len, vocab_size=vocab_size,
                             tokenizer=tokenizer, latent=data == "math-latent", split=VAL_SPLIT,
