@@ -314,3 +314,23 @@ def test_committed_sweeps_are_what_their_command_writes_now(committed, tmp_path,
     for sweep in (data, fresh):
         del sweep["meta"]["created"], sweep["meta"]["command"]
     assert fresh == data
+
+
+def test_recorded_costs_take_known_ones_only_where_computed_at_the_same_settings():
+    """A planned run's recorded costs reuse its match's (matcher.plan.costs.compute); one computed at another
+    batch or context, or a cost the match does not carry, is computed fresh."""
+    from matcher.plan.costs import Computed
+    from matcher.plan.search import QUANTITIES, MatchSpec, costs_of
+
+    model, conv = get_preset("dr_da-tiny"), Conventions()
+    train = TrainConfig(total_tokens=4096, batch_size=4, micro_batch_size=2, seq_len=model.seq_len)
+    fresh = predict(model, train, conv)
+    matched_at = MatchSpec(conventions=conv, batch=2, inference_batch=8)
+    carried = costs_of(model, matched_at)
+    assert predict(model, train, conv, Computed(carried, matched_at)) == fresh
+    marked = Computed({q: 7.0 for q in QUANTITIES}, matched_at)  # values that show where they were taken
+    assert predict(model, train, conv, marked) == {
+        **fresh, "train_flops_per_token": 7, "total_params": 7, "train_memory_bytes": 7, "body_params": 7,
+        "body_train_flops_per_token": 7}
+    other_batch = Computed({q: 7.0 for q in QUANTITIES}, dataclasses.replace(matched_at, batch=4))
+    assert predict(model, train, conv, other_batch)["train_memory_bytes"] == fresh["train_memory_bytes"]

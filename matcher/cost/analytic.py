@@ -403,11 +403,16 @@ def da_cache_bytes(cfg: ModelConfig, batch: int, conv: Conventions = Conventions
     return batch * cfg.depth * 2 * cfg.da_heads * cfg.da_head_dim * DTYPE_BYTES[conv.cache_dtype]
 
 
+def inference_cache_bytes(cfg: ModelConfig, batch: int, context: int, conv: Conventions = Conventions()) -> int:
+    """Decoding caches of `batch` sequences of `context` tokens: SA KV + DA (the weights aside)."""
+    return sa_kv_cache_bytes(cfg, batch, context, conv) + da_cache_bytes(cfg, batch, conv)
+
+
 def inference_memory_bytes(cfg: ModelConfig, batch: int, context: int, conv: Conventions = Conventions()) -> int:
     """Serving `batch` sequences of `context` tokens: the weights (inference_weight_dtype), every applied
     layer's SA KV cache and the DA cache of the tokens in flight."""
     weights = param_counts(cfg).total * DTYPE_BYTES[conv.inference_weight_dtype]
-    return weights + sa_kv_cache_bytes(cfg, batch, context, conv) + da_cache_bytes(cfg, batch, conv)
+    return weights + inference_cache_bytes(cfg, batch, context, conv)
 
 
 def memory(cfg: ModelConfig, batch: int, seq_len: int | None = None, conv: Conventions = Conventions(),
@@ -423,7 +428,8 @@ def memory(cfg: ModelConfig, batch: int, seq_len: int | None = None, conv: Conve
     acts = activation_bytes(cfg, batch, seq_len, conv)
     kv = sa_kv_cache_bytes(cfg, batch, context, conv)
     da = da_cache_bytes(cfg, batch, conv)
-    return MemoryReport(weights, grads, optimizer, acts, weights + grads + optimizer + acts, kv, da, kv + da)
+    return MemoryReport(weights, grads, optimizer, acts, weights + grads + optimizer + acts, kv, da,
+                        inference_cache_bytes(cfg, batch, context, conv))
 
 
 # --------------------------------------------------------------------------------------------- report

@@ -9,8 +9,9 @@ A variant is the target with `variant` changed, the user's overrides applied (--
 its `la` form is matched to the budgets first and becomes the target (baseline) run; the variants
 are matched to the budgets.
 
-Costs are computed once: a search's Match carries every matched quantity (search.costs_of) and a
-planned run its recorded costs (sweep.predict); the sweep and the printing read them.
+Costs are computed once (matcher.plan.costs): a search's Match carries every matched quantity
+(search.costs_of), and a planned run's recorded costs (sweep.predict) take those of them computed at
+the same settings, computing only the rest; the sweep and the printing read them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from matcher.config import ModelConfig, TrainConfig
 from matcher.cost.analytic import param_counts
 from matcher.errors import ConfigError
 from matcher.plan.alternatives import match_variant
+from matcher.plan.costs import Computed
 from matcher.plan.grid import grid_points, resolve_grids
 from matcher.plan.request import TOKENS_BASES, TRAIN_PREFIX, PlanRequest, PlanSpec, validate
 from matcher.plan.search import QUANTITIES, Match, MatchSpec, costs_of
@@ -139,16 +141,16 @@ def plan_spec(spec: PlanSpec, progress: Callable[[str], None] = lambda text: Non
                     else costs_of(target_config, spec.match, TRAINING_COSTS))
     notices += _embedding_share_notice(target_config, spec.label, spec.match.matched)
     train, tokens_rule = _training(spec, target_costs)
-    search = _variant_search(spec, target_config, target_costs, train)
+    search, reference = _variant_search(spec, target_config, target_costs, train)
     target_label = "la" if spec.budgets else spec.label
     runs = [PlannedRun(target_label, "target", target_config, target_match,
-                       predict(target_config, train, search.conventions))]
+                       predict(target_config, train, search.conventions, Computed(reference, search)))]
     for variant in spec.variants:
         progress(f"matching {variant} to {spec.label}")
         found, tried = match_variant(spec.shape, variant, spec.overrides, search, variant,
                                      also=tuple(v for v in spec.variants if v != variant))
         runs.append(PlannedRun(variant, "variant", found.config, found,
-                               predict(found.config, train, search.conventions)))
+                               predict(found.config, train, search.conventions, Computed(found.costs, search))))
         notices += [f"{variant}: {note}" for note in (*found.notes, *tried)]
     grid = resolve_grids(spec.grid_axes, {run.label: run.config.variant for run in runs}, train)
     return Plan(request=spec.request, target_label=spec.label, variants=spec.variants, matched=search.matched,
@@ -189,10 +191,11 @@ def _training(spec: PlanSpec, target_costs: dict[str, float]) -> tuple[TrainConf
 
 
 def _variant_search(spec: PlanSpec, target: ModelConfig, target_costs: dict[str, float],
-                    train: TrainConfig) -> MatchSpec:
-    """What the variants are matched to: the budgets where given, otherwise the target run's costs. Memory
-    is one process's: the sequences of one forward/backward (a micro-batch when accumulating). The target's
-    costs already computed are reused; the memory ones are computed at that batch."""
+                    train: TrainConfig) -> tuple[MatchSpec, dict[str, float]]:
+    """What the variants are matched to (the budgets where given, otherwise the target run's costs), and the
+    target's costs at those settings. Memory is one process's: the sequences of one forward/backward (a
+    micro-batch when accumulating). The target's costs already computed are reused; the memory ones are
+    computed at that batch."""
     mem_batch = train.micro_batch_size or train.batch_size
     search = dataclasses.replace(spec.match, batch=mem_batch)
     known = {q: v for q, v in target_costs.items() if q in TRAINING_COSTS}
@@ -202,7 +205,7 @@ def _variant_search(spec: PlanSpec, target: ModelConfig, target_costs: dict[str,
     if spec.request.max_memory_ratio is not None:
         limit_bytes = spec.request.max_memory_ratio * reference["train_memory_bytes"]
         search = dataclasses.replace(search, max_memory_bytes=limit_bytes)
-    return search
+    return search, reference
 
 
 def _embedding_share_notice(target: ModelConfig, label: str, matched: tuple[str, ...]) -> list[str]:

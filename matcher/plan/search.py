@@ -36,16 +36,9 @@ from dataclasses import dataclass, field
 
 from matcher import fmt
 from matcher.config import ModelConfig, divisors
-from matcher.cost.analytic import (
-    Conventions,
-    body_train_flops_per_token,
-    forward_flops_per_token,
-    inference_memory_bytes,
-    memory,
-    param_counts,
-    train_flops_per_token,
-)
+from matcher.cost.analytic import Conventions, forward_flops_per_token, inference_memory_bytes, memory, param_counts
 from matcher.errors import ConfigError, MatchError
+from matcher.plan.costs import compute
 
 QUANTITIES = ("flops", "params", "inference_memory_bytes", "train_memory_bytes", "body_flops", "body_params")
 QUANTITY_LABELS = {"flops": "training FLOPs per token", "params": "total parameters",
@@ -126,19 +119,9 @@ def renamed_notice(where: str, old: dict[str, str], fix: str) -> str:
 
 
 def costs_of(cfg: ModelConfig, spec: MatchSpec, quantities: Iterable[str] = QUANTITIES) -> dict[str, float]:
-    """The matched quantities of one config, from matcher.cost.analytic."""
-    seq_len = cfg.seq_len if spec.seq_len is None else spec.seq_len
-    context = seq_len if spec.inference_context is None else spec.inference_context
-    compute = {
-        "flops": lambda: train_flops_per_token(cfg, spec.conventions, seq_len),
-        "params": lambda: float(param_counts(cfg).total),
-        "inference_memory_bytes": lambda: float(inference_memory_bytes(cfg, spec.inference_batch, context,
-                                                                 spec.conventions)),
-        "train_memory_bytes": lambda: float(memory(cfg, spec.batch, seq_len, spec.conventions).training_bytes),
-        "body_flops": lambda: body_train_flops_per_token(cfg, spec.conventions, seq_len),
-        "body_params": lambda: float(param_counts(cfg).non_embedding),
-    }
-    return {q: compute[q]() for q in quantities}
+    """The matched quantities of one config (matcher.plan.costs), as floats: residuals and the plan's JSON
+    read counts, bytes and FLOPs alike."""
+    return {q: float(value) for q, value in compute(cfg, spec, quantities).items()}
 
 
 def residuals_of(costs: dict[str, float], targets: dict[str, float]) -> dict[str, float]:

@@ -19,27 +19,21 @@ import yaml
 from matcher.atomic import write_text_atomic
 from matcher.config import ModelConfig, TrainConfig, dump_yaml, field_problems, read_yaml, unknown_key
 from matcher.console import notice
-from matcher.cost.analytic import (
-    Conventions,
-    body_train_flops_per_token,
-    memory,
-    param_counts,
-    train_flops_per_token,
-)
+from matcher.cost.analytic import Conventions
 from matcher.data.tokenizer import tokenizer_for
 from matcher.errors import ConfigError, DataError, MatcherError
 from matcher.eval.fit import check_fit
 from matcher.eval.tasks import run_eval_task
-from matcher.plan.search import MatchSpec, costs_of, current_names, renamed_notice
+from matcher.plan.costs import COSTS, RECORDED, Computed, compute
+from matcher.plan.search import QUANTITIES, MatchSpec, costs_of, current_names, renamed_notice
 
 SWEEP_FORMAT = 1
 ROLES = ("target", "variant")
 RUN_KEYS = ("name", "group", "role", "model", "train", "predicted")
-PREDICTED_KEYS = ("train_flops_per_token", "total_params", "active_params", "applied_params",
-                  "train_memory_bytes", "inference_cache_bytes")
 # body (non-embedding) costs: recorded by sweeps and run.yaml files written since they were added; results
 # written before lack them, so readers of PREDICTED_KEYS do not require them
-BODY_PREDICTED_KEYS = ("body_params", "body_train_flops_per_token")
+BODY_PREDICTED_KEYS = tuple(COSTS[name].recorded for name in ("body_params", "body_flops"))
+PREDICTED_KEYS = tuple(key for key in RECORDED if key not in BODY_PREDICTED_KEYS)
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -103,23 +97,17 @@ class Sweep:
                 "runs": [run.to_dict() for run in self.runs]}
 
 
-def predict(model: ModelConfig, train: TrainConfig, conv: Conventions) -> dict[str, float]:
-    """The costs a sweep records for a run (one place; the runner copies them into run.yaml). Training
-    memory is one process's: weights, gradients, AdamW state and the activations of one forward of
-    train.micro_batch_size sequences (batch_size when it is 0)."""
-    params = param_counts(model)
-    mem = memory(model, batch=train.micro_batch_size or train.batch_size, seq_len=train.seq_len, conv=conv)
-    inference = memory(model, batch=1, seq_len=train.seq_len, conv=conv)
-    return {
-        "train_flops_per_token": round(train_flops_per_token(model, conv, train.seq_len)),
-        "total_params": params.total,
-        "active_params": params.active,
-        "applied_params": params.applied,
-        "train_memory_bytes": mem.training_bytes,
-        "inference_cache_bytes": inference.inference_cache_bytes,
-        "body_params": params.non_embedding,
-        "body_train_flops_per_token": round(body_train_flops_per_token(model, conv, train.seq_len)),
-    }
+def predict(model: ModelConfig, train: TrainConfig, conv: Conventions,
+            known: Computed | None = None) -> dict[str, int]:
+    """The costs a sweep records for a run (matcher.plan.costs under their RECORDED names; the runner copies
+    them into run.yaml), as whole numbers. Training memory is one process's: weights, gradients, AdamW state
+    and the activations of one forward of train.micro_batch_size sequences (batch_size when it is 0); the
+    inference caches are one sequence's at the training context. `known`: costs of this model already
+    computed (a search.Match's), taken where they were computed at these settings."""
+    at = MatchSpec(conventions=conv, batch=train.micro_batch_size or train.batch_size, seq_len=train.seq_len,
+                   inference_batch=1)
+    values = compute(model, at, RECORDED.values(), known)
+    return {key: round(values[name]) for key, name in RECORDED.items()}
 
 
 def rename_old_names(data: Any) -> dict[str, str]:
@@ -258,12 +246,6 @@ def _across_runs_problems(runs_data: list, runs: list[Run], meta: SweepMeta | No
     return problems
 
 
-# the predicted cost that each quantity of meta.matched compares
-MATCHED_COST = {"flops": "train_flops_per_token", "params": "total_params", "train_memory_bytes": "train_memory_bytes",
-                "inference_memory_bytes": "inference_memory_bytes", "body_flops": "body_train_flops_per_token",
-                "body_params": "body_params"}
-
-
 def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]:
     """Variants whose (recomputed) matched costs are off the target's by more than the sweep's tolerance:
     edited after planning. Memory is compared at the micro-batch it was matched at, so an edited
@@ -273,19 +255,22 @@ def _unmatched(runs: list[Run], meta: SweepMeta, conv: Conventions) -> list[str]
     allowed = meta.tolerance * (2 if meta.target == "budget" else 1)
 
     def cost(run: Run, quantity: str) -> float:
-        """The predicted cost, or for memory the search's (costs_of) at the batch and context it was matched at."""
-        if quantity == "inference_memory_bytes" or (quantity == "train_memory_bytes" and meta.memory_batch):
+        """The recorded cost, or the search's (costs_of) at the batch and context it was matched at where the
+        recorded one may be at others: inference memory is not recorded, training memory is recorded at the
+        run's micro-batch, which may have been edited since."""
+        recorded = COSTS[quantity].recorded
+        if recorded is None or (quantity == "train_memory_bytes" and meta.memory_batch):
             matched_at = MatchSpec(conventions=conv, batch=meta.memory_batch or 1, seq_len=run.train.seq_len,
                                    inference_batch=meta.inference_batch,
                                    inference_context=meta.inference_context or None)
             return costs_of(run.model, matched_at, (quantity,))[quantity]
-        return run.predicted[MATCHED_COST[quantity]]
+        return run.predicted[recorded]
 
     problems = []
     for i, run in enumerate(runs):
         if run.role != "variant":
             continue
-        quantities = [q for q in meta.solved.get(run.group, meta.matched) if q in MATCHED_COST]
+        quantities = [q for q in meta.solved.get(run.group, meta.matched) if q in QUANTITIES]
         off = {q: cost(run, q) / cost(target, q) - 1 for q in quantities if cost(target, q)}
         worse = {q: r for q, r in off.items() if abs(r) > allowed + 1e-9}
         if worse:
