@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from matcher.data import encode, math_task, problems, shards, streams, tokenizer
+from matcher.data import encode, math_task, problems, shard_streams, shards, streams, tokenizer
 from matcher.data.problems import Problem, final_number, load_jsonl, normalise_number
 from matcher.errors import DataError
 
@@ -195,7 +195,7 @@ def test_shard_windows(tmp_path):
 def test_shard_folder_and_uint32(tmp_path):
     shards.write_shard(tmp_path / "a.bin", np.full(100, 70_000), dtype="uint32")
     shards.write_shard(tmp_path / "b.bin", np.full(100, 5), dtype="uint16")
-    stream = streams.ShardStream(str(tmp_path), seed=0, seq_len=8, vocab_size=100_000)
+    stream = shard_streams.ShardStream(str(tmp_path), seed=0, seq_len=8, vocab_size=100_000)
     values = {int(stream.row(i)[0]) for i in range(100)}
     assert values == {70_000, 5}  # both shards are drawn
 

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from matcher.data import shards, streams
+from matcher.data import shard_streams, shards, streams
 from matcher.data.encode import encode_corpus
 from matcher.data.tokenizer import CHAR, load_tokenizer, padded_vocab
 from matcher.errors import ConfigError, DataError
@@ -105,7 +105,7 @@ def test_sampling_without_replacement_visits_every_window_once_per_epoch(tmp_pat
     assert [other._locate(i) for i in range(57)] != first
     assert stream.unique_tokens(30) == 30 * 8 and stream.unique_tokens(200) == 57 * 8
     for n in (1, 2, 3, 1000, 4097):
-        assert sorted(streams.feistel_permute(i, n, 12345) for i in range(n)) == list(range(n))
+        assert sorted(shard_streams.feistel_permute(i, n, 12345) for i in range(n)) == list(range(n))
 
 
 def test_a_mixture_gives_each_source_its_weight(tmp_path):

@@ -3,8 +3,6 @@ training settings and predicted costs. Loading validates every field and reports
 its path in the file (`runs[2].model.d_ff: ...`). Writing is atomic and never overwrites silently.
 """
 
-# Function-local imports: the data streams (numpy), only when a sweep's data is checked before it is written or run.
-
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +18,7 @@ from matcher.atomic import write_text_atomic
 from matcher.config import ModelConfig, TrainConfig, dump_yaml, field_problems, read_yaml, unknown_key
 from matcher.console import notice
 from matcher.cost.analytic import Conventions
+from matcher.data import streams
 from matcher.data.tokenizer import tokenizer_for
 from matcher.errors import ConfigError, DataError, MatcherError
 from matcher.eval.fit import check_fit
@@ -285,8 +284,6 @@ def _data_problems(runs: list[Run]) -> list[str]:
     """What the trainer would refuse at its start (matcher.data.streams.open_training_data, an eval set
     that does not fit the context: matcher/eval/fit.py), found for every run now, not after the runs
     before it have trained. Each distinct setting is checked once."""
-    from matcher.data import streams
-
     found, checked = [], set()
     for i, run in enumerate(runs):
         train = run.train

@@ -15,8 +15,6 @@ three request types run through matcher/eval/engine.py, the same batching, paddi
 as `matcher eval`.
 """
 
-# Function-local imports: the evaluator, only when lm-eval asks the adapter for checkpoints.
-
 from __future__ import annotations
 
 import contextlib
@@ -27,6 +25,7 @@ from lm_eval.api.registry import register_model
 from matcher.data.tokenizer import tokenizer_for
 from matcher.eval import engine
 from matcher.run.distributed import autocast_for, pick_device, resolve_dtype
+from matcher.run.evaluate import choose_steps
 from matcher.run.rundir import RunDir
 from matcher.run.snapshots import list_snapshots, load_snapshot
 
@@ -43,8 +42,6 @@ class MatcherLM(LM):
         self.batch_size_ = int(batch_size)
         self.autocast = contextlib.nullcontext()
         if model is None:
-            from matcher.run.evaluate import choose_steps
-
             run = RunDir(run_dir)
             info = run.read_run_info()
             model_cfg, cfg = info.model, info.train

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from matcher.data.math_task import MATH_DATA
+from matcher.data.shard_streams import ShardStream
 from matcher.data.shards import MANIFEST
-from matcher.data.streams import MathStream, ShardStream
+from matcher.data.streams import MathStream
 
 VAL_ROWS = 64  # windows of seq_len + 1 tokens scored at every eval point (fewer where the split is smaller)
 VAL_STREAM_SEED = 0  # fixed, so that the windows do not depend on the run's seed
