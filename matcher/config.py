@@ -5,6 +5,9 @@ in YAML. Importing this module does not import torch.
 configurations of the same code (models/) and the same cost formulas (matcher/cost/analytic.py).
 """
 
+# Function-local imports: yaml, loaded when a file is read or written; the CLI imports this module at start-up (the
+# plan options are built from its dataclasses).
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +20,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from matcher.console import notice
 from matcher.errors import ConfigError
@@ -308,6 +309,8 @@ def unknown_key(key: Any, known: Iterable[str]) -> str:
 def read_yaml(path: str | Path, missing: str = "give an existing YAML file") -> Any:
     """Parse a YAML file; a missing file (`missing` says what to do), a syntax error or a key given twice
     in one mapping (YAML loaders keep the last silently) is one ConfigError with the line."""
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; {missing}")
@@ -325,6 +328,8 @@ def read_yaml(path: str | Path, missing: str = "give an existing YAML file") -> 
 
 
 def _unique_keys_loader() -> type:
+    import yaml
+
     class UniqueKeyLoader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
             if isinstance(node, yaml.MappingNode):
@@ -356,6 +361,8 @@ def load_model_config(path: str | Path) -> ModelConfig:
 
 
 def dump_yaml(data: Any) -> str:
+    import yaml
+
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 

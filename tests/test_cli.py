@@ -74,7 +74,7 @@ def test_lookalike_name_gives_a_notice(capsys):
 
 def test_cli_start_does_not_import_heavy_libraries():
     code = ("import sys; from matcher.cli import app; "
-            "print(sorted(m for m in ('torch', 'pandas', 'scipy') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'pandas', 'scipy', 'numpy', 'yaml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -233,7 +233,7 @@ def test_tiny_target_uses_a_finer_alignment_and_matches_both_variants(capsys):
 
 def test_analytic_plan_imports_no_heavy_library(tmp_path):
     code = ("import sys; from matcher.cli import main; main(['plan', '--target', 'la-2b', '--dry-run', "
-            "'--no-measure']); print(sorted(m for m in ('torch', 'pandas', 'scipy') if m in sys.modules), "
+            "'--no-measure']); print(sorted(m for m in ('torch', 'pandas', 'scipy', 'numpy') if m in sys.modules), "
             "file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})

@@ -4,8 +4,8 @@ the one place where a request is checked. The command line's help text is matche
 pipeline is request -> validate -> matcher.plan.planner.make_plan (search, plan) -> build_sweep.
 """
 
-# Function-local imports: the preset table (every preset's module) and the tokenizer, loaded when a request is
-# validated; the CLI imports this module at start-up for the plan options.
+# Function-local imports: the preset table (every preset's module), the tokenizer and yaml, loaded when a request
+# is validated; the CLI imports this module at start-up for the plan options.
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from matcher.config import MAX_SIZE, VARIANTS, ModelConfig, TrainConfig, divisors
 from matcher.cost.analytic import Conventions
@@ -175,6 +173,8 @@ def _check_known(key: str, names: list[str], *, prefix: str, what: str, valid: s
 
 
 def _yaml_value(item: str, raw: str, problem: str) -> Any:
+    import yaml
+
     try:
         return yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
