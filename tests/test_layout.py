@@ -152,8 +152,9 @@ REASON = "# Function-local imports:"
 
 
 def _imports(name: str, path: Path):
-    """(node, imported names, in a function) for every import that can run; an import's names are the
-    package's modules it loads (parents included) and the top-level names of other packages."""
+    """(node, what it loads, whether it is inside a function, its enclosing nodes) for every import that can
+    run. What it loads: the package's modules and other packages' dotted names, each with its parents
+    (`import torch.distributed.fsdp` loads torch, torch.distributed and torch.distributed.fsdp)."""
     tree = ast.parse(path.read_text())
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
