@@ -73,13 +73,7 @@ def compare_command(
         raise ResultsError(f"--json and --format {fmt}: give one of them")
     console = console or consoles.out()
     err_console = err_console or consoles.err()
-    fmt = _format(fmt, out)
-    if out is not None:
-        out = _new_file(Path(out), force, "--out")
-    if plot is not None:
-        plot = Path(plot)
-        plot = plot / "curves.png" if plot.is_dir() else plot if plot.suffix else plot.with_suffix(".png")
-        plot = _new_file(plot, force, "--plot")
+    fmt, out, plot = _outputs(fmt, out, plot, force)
     results, selections, baseline = apply_selection(load_results(results_dir), select, baseline)
     if baseline is not None:
         results = with_baseline(results, baseline)
@@ -88,13 +82,7 @@ def compare_command(
     if results.runs.empty:
         raise ResultsError(f"{results.path}: no run could be read (see the warnings above)")
     results, settings_used = _one_setting_per_curve(results, eval_settings)
-    if targets is None:
-        chosen = baseline_targets(results)
-        if not chosen:
-            warning(f"the baseline ({results.baseline}) has no eval with accuracy 0.01 or more yet, so there are "
-                    "no default targets; give --targets", err_console)
-    else:
-        chosen = parse_metric_targets(targets)
+    chosen = _targets(results, targets, err_console)
     report = build_report(results, chosen, targets_given=targets is not None)
     if selections is not None:
         report.summary.append(selection_summary(selections))
@@ -115,6 +103,31 @@ def compare_command(
         written = plot_comparison(results, chosen, plot)
         console.print(Text(f"wrote {written}"), soft_wrap=True)
 
+
+def _outputs(fmt: str | None, out: str | Path | None, plot: str | Path | None,
+             force: bool) -> tuple[str, Path | None, Path | None]:
+    """The format, and the report and plot files, each refused before anything is read when it exists
+    (without --force); a plot folder gets curves.png, a plot name without a suffix .png."""
+    fmt = _format(fmt, out)
+    if out is not None:
+        out = _new_file(Path(out), force, "--out")
+    if plot is not None:
+        plot = Path(plot)
+        plot = plot / "curves.png" if plot.is_dir() else plot if plot.suffix else plot.with_suffix(".png")
+        plot = _new_file(plot, force, "--plot")
+    return fmt, out, plot
+
+
+def _targets(results, targets: str | None, err_console) -> list:
+    """The levels to reach: those given, or by default from the baseline's accuracy curve (none, with a
+    warning, before the baseline reaches 0.01)."""
+    if targets is not None:
+        return parse_metric_targets(targets)
+    chosen = baseline_targets(results)
+    if not chosen:
+        warning(f"the baseline ({results.baseline}) has no eval with accuracy 0.01 or more yet, so there are "
+                "no default targets; give --targets", err_console)
+    return chosen
 
 def _emit(report, fmt: str, out: Path | None, console) -> None:
     """`report` (matcher.report.comparison.Report) as rich tables on the console, or as text (the tables
