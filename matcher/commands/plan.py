@@ -206,7 +206,6 @@ def print_measured_check(checks: list[dict[str, Any]]) -> None:
 def print_body_and_totals(plan: Plan) -> None:
     """Totals beside the body (non-embedding) costs, each with its Δ to the target: with a large
     vocabulary the embeddings dominate the totals, and a small Δ there can hide a large one in the body."""
-
     table = Table(title="Body (non-embedding: no token embedding or LM head) and totals", title_justify="left")
     for col in ("run", "params", "Δ params", "body params", "Δ body params", "FLOPs/token", "Δ FLOPs",
                 "body FLOPs/token", "Δ body FLOPs"):
