@@ -129,6 +129,7 @@ def _targets(results, targets: str | None, err_console) -> list:
                 "no default targets; give --targets", err_console)
     return chosen
 
+
 def _emit(report, fmt: str, out: Path | None, console) -> None:
     """`report` (matcher.report.comparison.Report) as rich tables on the console, or as text (the tables
     as plain text, Markdown or CSV) to stdout or the file `out`."""

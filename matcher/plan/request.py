@@ -4,7 +4,7 @@ the one place where a request is checked. The command line's help text is matche
 pipeline is request -> validate -> matcher.plan.planner.make_plan (search, plan) -> build_sweep.
 """
 
-# Function-local imports: the preset table (every preset's module), the tokenizer and yaml, loaded when a request
+# Function-local imports: the presets module (load_target), the tokenizer and yaml, loaded when a request
 # is validated; the CLI imports this module at start-up for the plan options.
 
 from __future__ import annotations

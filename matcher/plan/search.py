@@ -308,14 +308,14 @@ def _groups(base: ModelConfig, spec: MatchSpec,
     """Which quantities each free variable is solved for, and notes on what is not free or not solved."""
     free_k = "d_ff" not in held
     free_e = base.is_moe and "n_experts" not in held
-    compute = tuple(q for q in spec.matched if q in COMPUTE)
+    compute_bound = tuple(q for q in spec.matched if q in COMPUTE)
     capacity = tuple(q for q in spec.matched if q not in COMPUTE)
-    groups = {"k": compute if free_k else (), "E": capacity if free_e else ()}
+    groups = {"k": compute_bound if free_k else (), "E": capacity if free_e else ()}
     # A variable whose partner is held takes the partner's quantities when it has none of its own.
     if free_k and not groups["k"] and not free_e:
         groups["k"] = capacity
     if free_e and not groups["E"] and not free_k:
-        groups["E"] = compute
+        groups["E"] = compute_bound
     notes = []
     if not base.is_moe:
         notes.append("dense MLP (n_experts 0): only d_ff is free")

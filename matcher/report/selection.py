@@ -38,7 +38,6 @@ from matcher.report.comparison import Column, Table
 from matcher.run.contract import EXECUTION_FIELDS
 
 if TYPE_CHECKING:
-    from matcher.report.comparison import Table
     from matcher.report.results import Results
 
 SELECT_METRICS = ("val_loss", "val_bpb")
