@@ -3,6 +3,7 @@ clashes with it), models/ depends on nothing of matcher but the config, and ever
 installed."""
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -59,6 +60,7 @@ def test_every_package_is_installed():
     assert config["package-dir"] == {"matcher.models": "models"}
 
 
+@functools.cache  # read once: every module's imports are resolved against it
 def _module_names() -> dict[str, Path]:
     """Every module of the package by its import name (models/ as matcher.models)."""
     names = {}

@@ -104,16 +104,16 @@ def compare_command(
         console.print(Text(f"wrote {written}"), soft_wrap=True)
 
 
-def _outputs(fmt: str | None, out: str | Path | None, plot: str | Path | None,
-             force: bool) -> tuple[str, Path | None, Path | None]:
+def _outputs(fmt: str | None, out: str | Path | None, plot: str | Path | None, force: bool,
+             plot_name: str = "curves.png") -> tuple[str, Path | None, Path | None]:
     """The format, and the report and plot files, each refused before anything is read when it exists
-    (without --force); a plot folder gets curves.png, a plot name without a suffix .png."""
+    (without --force); a plot folder gets `plot_name`, a plot name without a suffix .png."""
     fmt = _format(fmt, out)
     if out is not None:
         out = _new_file(Path(out), force, "--out")
     if plot is not None:
         plot = Path(plot)
-        plot = plot / "curves.png" if plot.is_dir() else plot if plot.suffix else plot.with_suffix(".png")
+        plot = plot / plot_name if plot.is_dir() else plot if plot.suffix else plot.with_suffix(".png")
         plot = _new_file(plot, force, "--plot")
     return fmt, out, plot
 
@@ -191,13 +191,7 @@ def ladder_compare(manifest_path: Path, targets: str | None, plot: str | Path | 
     `fmt` and `out` as for a sweep's comparison."""
     console = console or consoles.out()
     err_console = err_console or consoles.err()
-    fmt = _format(fmt, out)
-    if out is not None:
-        out = _new_file(Path(out), force, "--out")
-    if plot is not None:
-        plot = Path(plot)
-        plot = plot / "ladder.png" if plot.is_dir() else plot if plot.suffix else plot.with_suffix(".png")
-        plot = _new_file(plot, force, "--plot")
+    fmt, out, plot = _outputs(fmt, out, plot, force, plot_name="ladder.png")
     manifest = load_ladder(manifest_path)
     target = None
     if targets is not None:
